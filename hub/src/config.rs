@@ -1,0 +1,75 @@
+//! Configuration from the environment (names in API.md, "Configuration").
+
+use std::net::SocketAddr;
+
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: a libpq-style URL or key/value string.
+    pub database_url: SecretString,
+    /// `HUB_LISTEN_ADDR`, default `127.0.0.1:8080`; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// `HUB_OPERATOR_KEY`: at least 32 characters.
+    pub operator_key: Option<SecretString>,
+    /// Connections in the hub's pool.
+    pub pool_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url =
+            std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
+        let listen_addr = match std::env::var("HUB_LISTEN_ADDR") {
+            Ok(text) => {
+                text.parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                        name: "HUB_LISTEN_ADDR",
+                        reason: e.to_string(),
+                    })?
+            }
+            Err(_) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let operator_key = match std::env::var("HUB_OPERATOR_KEY") {
+            Ok(key) if key.chars().count() < 32 => {
+                return Err(ConfigError::Invalid {
+                    name: "HUB_OPERATOR_KEY",
+                    reason: "must be at least 32 characters".into(),
+                });
+            }
+            Ok(key) => Some(SecretString::from(key)),
+            Err(_) => None,
+        };
+        let pool_size = match std::env::var("HUB_DATABASE_POOL_SIZE") {
+            Ok(text) => text.parse().map_err(|_| ConfigError::Invalid {
+                name: "HUB_DATABASE_POOL_SIZE",
+                reason: "must be a positive integer".into(),
+            })?,
+            Err(_) => 16,
+        };
+        Ok(Self {
+            database_url: SecretString::from(database_url),
+            listen_addr,
+            operator_key,
+            pool_size,
+        })
+    }
+
+    pub fn database_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        self.database_url
+            .expose_secret()
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                name: "DATABASE_URL",
+                reason: "not a PostgreSQL connection string".into(),
+            })
+    }
+}

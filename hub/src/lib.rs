@@ -1,0 +1,14 @@
+//! The hub: the Admin API, the event store and (later in the flow) the relay.
+//!
+//! A request becomes a command, `shared` decides the events, the [`store`] appends them
+//! to the hash-chained log in PostgreSQL, and the relay publishes them to the instances.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod migrate;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,9 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    hub::telemetry::init();
+    hub::cli::run(hub::cli::Cli::parse()).await
+}

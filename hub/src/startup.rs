@@ -1,0 +1,86 @@
+//! Building and running the hub process.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::{EventStore, WriterConfig};
+
+/// How the hub runs: alone with an embedded instance, or beside separate instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    SingleNode,
+    MultiInstance,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    mode: Mode,
+}
+
+impl Application {
+    /// Migrates the database, connects the pool, starts the writer and binds the port.
+    pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
+        let db_config = config.database_config()?;
+        let mut client = crate::db::connect(&db_config)
+            .await
+            .context("connecting to the database")?;
+        crate::migrate::run(&mut client)
+            .await
+            .context("migrating the database")?;
+        drop(client);
+
+        let pool = crate::db::pool(db_config, config.pool_size);
+        drop(pool.get().await.context("opening the connection pool")?);
+        let store = EventStore::start(pool.clone(), WriterConfig::default());
+        let router = http::router(AppState { pool, store });
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        Ok(Self {
+            listener,
+            router,
+            mode,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, mode = ?self.mode, "hub listening");
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,37 @@
+//! Append errors. `Conflict` is the caller's to handle (HTTP 409/412); the rest are the
+//! store's condition (HTTP 503) or a programming error.
+
+use super::ExpectedVersion;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream `{stream_id}` was expected at {expected} but is at version {actual}")]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
+    #[error("invalid commit: {0}")]
+    Invalid(String),
+    #[error("the database refused the commit")]
+    Rejected(#[source] tokio_postgres::Error),
+    #[error("the event store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the event store has shut down")]
+    Closed,
+}
+
+impl AppendError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}
+
+/// A failed read: the pool could not give a connection, or the query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the event store is unavailable")]
+    Unavailable(#[from] deadpool_postgres::PoolError),
+    #[error("reading the event log failed")]
+    Query(#[from] tokio_postgres::Error),
+}

@@ -1,0 +1,97 @@
+//! The event store: an append-only, hash-chained log in PostgreSQL.
+//!
+//! Commands reach the store as [`Commit`]s. One writer task per hub process gathers the
+//! commits that arrive while it is busy into one transaction (group commit): conflicts are
+//! decided per commit in memory under the log-head lock, so one commit's conflict never
+//! sinks its batch-mates, and every caller gets its own result.
+
+mod error;
+mod read;
+mod types;
+mod writer;
+
+pub use error::{AppendError, ReadError};
+pub use types::{Commit, ExpectedVersion, NewEvent, StreamAppend};
+pub use writer::WriterConfig;
+
+use deadpool_postgres::Pool;
+use shared::RecordedEvent;
+use tokio::sync::{mpsc, oneshot};
+
+/// A handle to the event store. Cheap to clone; all clones share one writer task.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: Pool,
+    jobs: mpsc::Sender<writer::Job>,
+}
+
+impl EventStore {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(pool: Pool, config: WriterConfig) -> Self {
+        let (jobs, rx) = mpsc::channel(config.queue_capacity);
+        tokio::spawn(writer::run(pool.clone(), rx, config));
+        Self { pool, jobs }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Appends events to one stream, checking its expected version.
+    pub async fn append(
+        &self,
+        stream_id: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
+        self.commit(Commit::single(stream_id, expected, events))
+            .await
+    }
+
+    /// Commits appends to one or more streams atomically.
+    pub async fn commit(&self, commit: Commit) -> Result<Vec<RecordedEvent>, AppendError> {
+        commit.validate()?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(writer::Job { commit, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Events of one stream with `stream_version > after_version`, in order.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let client = self.pool.get().await?;
+        Ok(read::stream(&**client, stream_id, after_version).await?)
+    }
+
+    /// Up to `limit` events with `position > after`, in position order.
+    pub async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, ReadError> {
+        let client = self.pool.get().await?;
+        Ok(read::all(&**client, after, limit).await?)
+    }
+
+    /// The last committed position (0 for an empty log).
+    pub async fn head_position(&self) -> Result<i64, ReadError> {
+        let client = self.pool.get().await?;
+        head_position(&**client).await
+    }
+}
+
+/// Up to `limit` events after `after`, on a connection the caller holds.
+pub async fn read_page(
+    client: &impl tokio_postgres::GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    Ok(read::all(client, after, limit).await?)
+}
+
+/// The last committed position, on a connection the caller holds.
+pub async fn head_position(client: &impl tokio_postgres::GenericClient) -> Result<i64, ReadError> {
+    Ok(read::head_position(client).await?)
+}

@@ -1,0 +1,113 @@
+//! What callers hand to the store.
+
+use serde::Serialize;
+use shared::{DomainEvent, Metadata};
+use uuid::Uuid;
+
+use super::AppendError;
+
+/// The version a stream must be at for an append to succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last version must be exactly this (0 means no stream).
+    Exact(i64),
+    /// No check.
+    Any,
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(v) => write!(f, "version {v}"),
+            Self::Any => f.write_str("any version"),
+        }
+    }
+}
+
+/// An event to append: a typed domain event serialized at the store boundary.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new<E: DomainEvent>(event: &E, metadata: &Metadata) -> serde_json::Result<Self> {
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            data: shared::event::encode_untagged(event)?,
+            metadata: serde_json::to_value(metadata)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// One command's changes, committed atomically or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub appends: Vec<StreamAppend>,
+}
+
+impl Commit {
+    pub fn single(
+        stream_id: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            appends: vec![StreamAppend {
+                stream_id: stream_id.into(),
+                expected,
+                events,
+            }],
+        }
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.appends.iter().map(|a| a.events.len()).sum()
+    }
+
+    pub(super) fn validate(&self) -> Result<(), AppendError> {
+        if self.appends.is_empty() {
+            return Err(AppendError::Invalid(
+                "a commit must append to at least one stream".into(),
+            ));
+        }
+        for (i, append) in self.appends.iter().enumerate() {
+            if append.events.is_empty() {
+                return Err(AppendError::Invalid(format!(
+                    "no events for stream `{}`",
+                    append.stream_id
+                )));
+            }
+            if append.stream_id.is_empty() || append.stream_id.len() > 200 {
+                return Err(AppendError::Invalid("stream ids are 1 to 200 bytes".into()));
+            }
+            if self.appends[..i]
+                .iter()
+                .any(|a| a.stream_id == append.stream_id)
+            {
+                return Err(AppendError::Invalid(format!(
+                    "stream `{}` appears twice",
+                    append.stream_id
+                )));
+            }
+        }
+        Ok(())
+    }
+}

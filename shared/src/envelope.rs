@@ -1,0 +1,64 @@
+//! A recorded event as the store returns it and as it travels to the instances.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{DecodeError, DomainEvent};
+use crate::hash::ChainFields;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(with = "hex_bytes")]
+    pub prev_hash: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub hash: Vec<u8>,
+}
+
+impl RecordedEvent {
+    pub fn chain_fields(&self) -> ChainFields<'_> {
+        ChainFields {
+            position: self.position,
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            data: &self.data,
+            metadata: &self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
+
+    /// Whether `hash` is what the chain rule gives for this event and its `prev_hash`.
+    pub fn hash_is_valid(&self) -> bool {
+        self.chain_fields().chain_hash(&self.prev_hash) == self.hash
+    }
+
+    /// Decodes the payload into the aggregate's event enum.
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, DecodeError> {
+        E::decode(&self.event_type, self.schema_version, &self.data)
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}

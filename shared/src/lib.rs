@@ -1,0 +1,15 @@
+//! Code shared by the hub and the instances.
+//!
+//! The flow is command → `decide` (pure, here) → events → event store (hub) → relay →
+//! instance. This crate holds what both ends must agree on: the event envelope and its
+//! hash chain, the typed domain events, and ids. It performs no I/O.
+
+pub mod envelope;
+pub mod event;
+pub mod events;
+pub mod hash;
+pub mod metadata;
+
+pub use envelope::RecordedEvent;
+pub use event::{DecodeError, DomainEvent};
+pub use metadata::{Actor, ActorType, Metadata};

@@ -1,0 +1,135 @@
+//! The real `hub` (and later `instance`) binaries, run as child processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::process;
+
+/// The directory cargo put this workspace's binaries in (`target/<profile>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let deps = exe
+        .parent()
+        .expect("test binaries live in target/<profile>/deps");
+    if deps.ends_with("deps") {
+        deps.parent().unwrap_or(deps).to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The path of one of the workspace's binaries; built by the README's test command.
+pub fn binary(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Runs `hub <args>` against a database and waits for it to finish.
+pub fn hub_command(database_url: &str, args: &[&str]) -> Output {
+    Command::new(binary("hub"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the hub binary")
+}
+
+/// A running `hub serve`; killed when dropped.
+pub struct HubProcess {
+    child: Option<Child>,
+    pub addr: std::net::SocketAddr,
+    pub log: PathBuf,
+}
+
+impl HubProcess {
+    /// Starts `hub serve <args>` on a free port and waits until `/healthz` answers.
+    pub async fn spawn(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> HubProcess {
+        let dir = process::new_dir("hub");
+        let log = dir.join("hub.log");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], process::free_port()).into();
+        let child = Command::new(binary("hub"))
+            .arg("serve")
+            .args(args)
+            .env("DATABASE_URL", database_url)
+            .env("HUB_LISTEN_ADDR", addr.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the hub log"))
+            .spawn()
+            .expect("start the hub binary");
+        process::register(child.id(), "KILL");
+        let mut hub = HubProcess {
+            child: Some(child),
+            addr,
+            log,
+        };
+        let client = reqwest::Client::new();
+        let url = hub.url("/healthz");
+        crate::wait_until(
+            "the hub to answer /healthz",
+            Duration::from_secs(30),
+            || {
+                let request = client.get(&url).send();
+                let exited = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                async move {
+                    assert!(exited.is_none(), "the hub exited at start: {exited:?}");
+                    request
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        hub
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        process::signal(child.id(), "TERM");
+        let status = child.wait().ok();
+        process::unregister(child.id());
+        status
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            process::unregister(child.id());
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

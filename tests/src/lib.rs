@@ -1,0 +1,17 @@
+//! The end-to-end harness: real PostgreSQL, real nats-server and the real binaries.
+//!
+//! One PostgreSQL server and one nats-server per test binary, started on first use on
+//! free loopback ports; each test gets a fresh database cloned from a migrated template.
+//! A watchdog process stops every server and child once the test binary exits, however
+//! it exits.
+
+pub mod binaries;
+pub mod nats;
+pub mod postgres;
+pub mod process;
+pub mod wait;
+
+pub use binaries::HubProcess;
+pub use nats::NatsServer;
+pub use postgres::{PgServer, TestDatabase};
+pub use wait::wait_until;
