@@ -11,4 +11,3 @@ pub mod http;
 pub mod migrate;
 pub mod startup;
 pub mod store;
-pub mod telemetry;

@@ -4,6 +4,6 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    hub::telemetry::init();
+    shared::telemetry::init();
     hub::cli::run(hub::cli::Cli::parse()).await
 }

@@ -2,13 +2,15 @@
 //!
 //! The flow is command → `decide` (pure, here) → events → event store (hub) → relay →
 //! instance. This crate holds what both ends must agree on: the event envelope and its
-//! hash chain, the typed domain events, and ids. It performs no I/O.
+//! hash chain, the typed domain events, and ids. Apart from the process set-up in
+//! [`telemetry`], it performs no I/O.
 
 pub mod envelope;
 pub mod event;
 pub mod events;
 pub mod hash;
 pub mod metadata;
+pub mod telemetry;
 
 pub use envelope::RecordedEvent;
 pub use event::{DecodeError, DomainEvent};

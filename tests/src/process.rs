@@ -50,7 +50,10 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
-#[expect(clippy::zombie_processes, reason = "the watchdog must outlive this process")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the watchdog must outlive this process"
+)]
 fn start_watchdog(dir: &Path) {
     // Polls for the test binary's exit, then stops what it started and removes the files.
     let script = r#"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# A local PostgreSQL server for the single-node product, with its data under .data/.
+#   deploy/pg.sh start   initialize (first time) and start; prints DATABASE_URL
+#   deploy/pg.sh stop    stop it
+# Listens on 127.0.0.1:${PGPORT:-5433} with password authentication. As root, the server
+# runs as the `postgres` user (initdb refuses root).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+data=$root/.data
+pgdata=$data/postgres
+run=$data/run
+port=${PGPORT:-5433}
+database=${PGDATABASE_NAME:-admin_api}
+
+pg_bin() {
+    if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return; fi
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -x "$dir/$1" ] || { echo "$1 not found; run deploy/install-deps.sh" >&2; exit 1; }
+    echo "$dir/$1"
+}
+
+as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+    mkdir -p "$data" "$run"
+    chmod 700 "$data"
+    if [ ! -f "$data/pg-password" ]; then
+        (umask 077; head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$data/pg-password")
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$run"
+        [ -d "$pgdata" ] || { mkdir -p "$pgdata"; chown postgres: "$pgdata"; }
+        # The server reads the password file once, at initdb.
+        install -o postgres -m 600 "$data/pg-password" "$run/pwfile"
+        chmod 711 "$data"
+    else
+        mkdir -p "$pgdata"
+        install -m 600 "$data/pg-password" "$run/pwfile"
+    fi
+    if [ ! -f "$pgdata/PG_VERSION" ]; then
+        as_owner "$(pg_bin initdb)" -D "$pgdata" -U postgres -E UTF8 \
+            --auth=scram-sha-256 --pwfile="$run/pwfile" >"$data/initdb.log"
+    fi
+    rm -f "$run/pwfile"
+    if ! as_owner "$(pg_bin pg_ctl)" -D "$pgdata" status >/dev/null 2>&1; then
+        as_owner "$(pg_bin pg_ctl)" -D "$pgdata" -l "$run/postgres.log" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $run" start >/dev/null
+    fi
+    local password
+    password=$(cat "$data/pg-password")
+    export PGPASSWORD=$password
+    if [ -z "$(psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = '$database'")" ]; then
+        psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE $database" >/dev/null
+    fi
+    echo "postgres://postgres:$password@127.0.0.1:$port/$database"
+}
+
+stop() {
+    [ -f "$pgdata/PG_VERSION" ] || return 0
+    as_owner "$(pg_bin pg_ctl)" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

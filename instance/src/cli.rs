@@ -1,0 +1,20 @@
+//! The `instance` command line (API.md, "CLI").
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "instance",
+    version,
+    about = "Worker instance: materializes workspace state and serves the data plane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the instance's HTTP endpoints on INSTANCE_LISTEN_ADDR (default 127.0.0.1:8081).
+    Serve,
+}
