@@ -151,7 +151,8 @@ impl PgServer {
         Ok(hub::db::connect(&config).await?)
     }
 
-    async fn create_template(&self) -> anyhow::Result<()> {
+    /// Creates the migrated template that `migrated_database` clones.
+    pub async fn create_template(&self) -> anyhow::Result<()> {
         let admin = self.admin().await?;
         admin
             .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
