@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use shared::RecordedEvent;
 use shared::hash::{ChainFields, to_micros};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::{AppendError, Commit, ExpectedVersion};
 
@@ -154,20 +154,54 @@ impl From<BatchError> for AppendError {
 }
 
 async fn write_batch(pool: &Pool, commits: &[&Commit]) -> Result<Vec<Outcome>, BatchError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let head = tx
-        .query_one("SELECT position, hash FROM event_log_head FOR UPDATE", &[])
-        .await?;
+    let client = pool.get().await?;
+    let outcome = write_on(&client, commits).await;
+    if outcome.is_err() {
+        // The transaction may still be open on this connection: never hand it back.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    outcome
+}
+
+/// Writes one batch in two pipelined round trips: (BEGIN, lock the head, read the
+/// streams' versions), then (INSERT the events, advance the head, COMMIT). tokio-postgres
+/// sends every request of a `try_join!` before awaiting the first answer.
+async fn write_on(
+    client: &deadpool_postgres::Client,
+    commits: &[&Commit],
+) -> Result<Vec<Outcome>, BatchError> {
+    let (lock_head, read_versions, insert_events, advance_head) = futures::try_join!(
+        client.prepare_cached("SELECT position, hash FROM event_log_head FOR UPDATE"),
+        client.prepare_typed_cached(
+            "SELECT s.id, COALESCE((SELECT max(e.stream_version) FROM events e WHERE e.stream_id = s.id), 0) \
+             FROM unnest($1::text[]) AS s(id)",
+            &[Type::TEXT_ARRAY],
+        ),
+        client.prepare_typed_cached(INSERT_EVENTS, &INSERT_TYPES),
+        client.prepare_typed_cached(
+            "UPDATE event_log_head SET position = $1, hash = $2",
+            &[Type::INT8, Type::BYTEA]
+        ),
+    )?;
+
+    let ids = stream_ids(commits);
+    let version_params: [&(dyn ToSql + Sync); 1] = [&ids];
+    let (_, head, version_rows) = futures::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query_one(&lock_head, &[]),
+        client.query(&read_versions, &version_params),
+    )?;
     let mut position: i64 = head.get(0);
     let mut prev_hash: Vec<u8> = head.get(1);
     let start_position = position;
+    let mut versions: HashMap<String, i64> = version_rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
 
-    let mut versions = current_versions(&tx, commits).await?;
     let recorded_at = to_micros(Utc::now());
     let mut results = Vec::with_capacity(commits.len());
     let mut rows = Rows::default();
-
     for commit in commits {
         if let Err(conflict) = check_expectations(commit, &versions) {
             results.push(Err(conflict));
@@ -211,39 +245,29 @@ async fn write_batch(pool: &Pool, commits: &[&Commit]) -> Result<Vec<Outcome>, B
     }
 
     if position == start_position {
-        tx.rollback().await?;
+        client.batch_execute("ROLLBACK").await?;
         return Ok(results);
     }
-    rows.insert(&tx).await?;
-    tx.execute(
-        "UPDATE event_log_head SET position = $1, hash = $2",
-        &[&position, &prev_hash],
-    )
-    .await?;
-    tx.commit().await?;
+    // Should the INSERT fail, the server skips the rest of the transaction and turns the
+    // COMMIT into a rollback; the first error is what `try_join!` returns.
+    let insert_params = rows.params();
+    let head_params: [&(dyn ToSql + Sync); 2] = [&position, &prev_hash];
+    futures::try_join!(
+        client.execute(&insert_events, &insert_params),
+        client.execute(&advance_head, &head_params),
+        client.batch_execute("COMMIT"),
+    )?;
     Ok(results)
 }
 
-/// The last version of every stream the batch touches (0 for a stream with no events).
-async fn current_versions(
-    tx: &Transaction<'_>,
-    commits: &[&Commit],
-) -> Result<HashMap<String, i64>, tokio_postgres::Error> {
+fn stream_ids<'a>(commits: &[&'a Commit]) -> Vec<&'a str> {
     let mut ids: Vec<&str> = commits
         .iter()
         .flat_map(|c| c.appends.iter().map(|a| a.stream_id.as_str()))
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let statement = tx
-        .prepare_typed_cached(
-            "SELECT s.id, COALESCE((SELECT max(e.stream_version) FROM events e WHERE e.stream_id = s.id), 0) \
-             FROM unnest($1::text[]) AS s(id)",
-            &[Type::TEXT_ARRAY],
-        )
-        .await?;
-    let rows = tx.query(&statement, &[&ids]).await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    ids
 }
 
 fn check_expectations(commit: &Commit, versions: &HashMap<String, i64>) -> Result<(), AppendError> {
@@ -298,44 +322,38 @@ impl Rows {
         }
     }
 
-    async fn insert(&self, tx: &Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
-        let statement = tx
-            .prepare_typed_cached(
-                "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, \
-                 schema_version, data, metadata, recorded_at, prev_hash, hash) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
-                 $6::int[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bytea[], $11::bytea[])",
-                &[
-                    Type::INT8_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::UUID_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::INT4_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::TIMESTAMPTZ_ARRAY,
-                    Type::BYTEA_ARRAY,
-                    Type::BYTEA_ARRAY,
-                ],
-            )
-            .await?;
-        tx.execute(
-            &statement,
-            &[
-                &self.position,
-                &self.stream_id,
-                &self.stream_version,
-                &self.event_id,
-                &self.event_type,
-                &self.schema_version,
-                &self.data,
-                &self.metadata,
-                &self.recorded_at,
-                &self.prev_hash,
-                &self.hash,
-            ],
-        )
-        .await
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.position,
+            &self.stream_id,
+            &self.stream_version,
+            &self.event_id,
+            &self.event_type,
+            &self.schema_version,
+            &self.data,
+            &self.metadata,
+            &self.recorded_at,
+            &self.prev_hash,
+            &self.hash,
+        ]
     }
 }
+
+const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, \
+     schema_version, data, metadata, recorded_at, prev_hash, hash) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
+     $6::int[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bytea[], $11::bytea[])";
+
+const INSERT_TYPES: [Type; 11] = [
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::UUID_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT4_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::BYTEA_ARRAY,
+];
