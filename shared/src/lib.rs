@@ -5,11 +5,14 @@
 //! hash chain, the typed domain events, and ids. Apart from the process set-up in
 //! [`telemetry`], it performs no I/O.
 
+pub mod domain;
 pub mod envelope;
 pub mod event;
 pub mod events;
 pub mod hash;
+pub mod keys;
 pub mod metadata;
+pub mod scope;
 pub mod telemetry;
 
 pub use envelope::RecordedEvent;

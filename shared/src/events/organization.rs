@@ -23,10 +23,21 @@ pub struct OrganizationUpdated {
     pub plan: Option<String>,
 }
 
+/// The organization's settings after the change (not the patch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationSettings {
+    /// Requests per minute per key; `None` means the server default.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Longest lifetime of a new admin key; `None` means unlimited.
+    pub max_key_lifetime_days: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrganizationEvent {
     OrganizationCreated(OrganizationCreated),
     OrganizationUpdated(OrganizationUpdated),
+    OrganizationSettingsChanged(OrganizationSettings),
     OrganizationDeleted {},
 }
 
@@ -35,6 +46,7 @@ impl DomainEvent for OrganizationEvent {
         match self {
             Self::OrganizationCreated(_) => "OrganizationCreated",
             Self::OrganizationUpdated(_) => "OrganizationUpdated",
+            Self::OrganizationSettingsChanged(_) => "OrganizationSettingsChanged",
             Self::OrganizationDeleted {} => "OrganizationDeleted",
         }
     }
@@ -70,6 +82,12 @@ mod tests {
         assert_eq!(data["name"], "Acme");
         let back = OrganizationEvent::decode(event.event_type(), 1, &data).unwrap();
         assert_eq!(back, event);
+        let deleted = OrganizationEvent::OrganizationDeleted {};
+        let data = encode_untagged(&deleted).unwrap();
+        assert_eq!(
+            OrganizationEvent::decode("OrganizationDeleted", 1, &data).unwrap(),
+            deleted
+        );
     }
 
     #[test]

@@ -1,0 +1,65 @@
+//! Pure domain logic: `decide(&state, command) -> events` holds every rule; `apply` only
+//! sets fields. No I/O: the hub loads state, calls `decide`, and appends the events.
+
+pub mod api_key;
+pub mod organization;
+#[cfg(test)]
+mod testing;
+pub mod values;
+pub mod workspace;
+
+use crate::DomainEvent;
+
+/// An aggregate: a consistency boundary with one event stream `<CATEGORY>-<uuid>`.
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+    type Event: DomainEvent + Clone + std::fmt::Debug + PartialEq + Send + Sync;
+    type Command;
+
+    const CATEGORY: &'static str;
+
+    fn apply(&mut self, event: &Self::Event);
+
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, DomainError>;
+
+    fn stream_id(id: uuid::Uuid) -> String {
+        format!("{}-{id}", Self::CATEGORY)
+    }
+}
+
+/// A rule a command broke. Each maps to one HTTP status and a stable `code`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Invalid {
+        field: &'static str,
+        constraint: &'static str,
+        detail: String,
+    },
+    #[error("{detail}")]
+    Forbidden { detail: String },
+}
+
+impl DomainError {
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn invalid(
+        field: &'static str,
+        constraint: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            field,
+            constraint,
+            detail: detail.into(),
+        }
+    }
+}

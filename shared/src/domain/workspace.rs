@@ -1,0 +1,445 @@
+//! The workspace aggregate: a node of an organization's workspace tree.
+
+use uuid::Uuid;
+
+use super::{Aggregate, DomainError, values};
+use crate::events::workspace::{
+    PublicKey, WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated,
+};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workspace {
+    pub exists: bool,
+    pub deleted: bool,
+    pub archived: bool,
+    pub organization_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub name: String,
+    pub settings: serde_json::Value,
+    pub webhook_uris: Vec<String>,
+    pub public_keys: Vec<PublicKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub instance_id: Option<String>,
+    pub name: String,
+    pub settings: Option<serde_json::Value>,
+    pub webhook_uris: Option<Vec<String>>,
+    pub public_keys: Option<Vec<PublicKey>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkspaceChanges {
+    pub name: Option<String>,
+    /// An RFC 7396 JSON merge patch of the settings.
+    pub settings_patch: Option<serde_json::Value>,
+    pub webhook_uris: Option<Vec<String>>,
+    pub public_keys: Option<Vec<PublicKey>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum WorkspaceCommand {
+    Create(Box<NewWorkspace>),
+    Update(WorkspaceChanges),
+    /// Move under another parent (`None`: to the root). The caller has checked, against
+    /// the tree, that the new parent is not a descendant.
+    Move {
+        id: Uuid,
+        parent_id: Option<Uuid>,
+    },
+    Archive,
+    Restore,
+    Delete,
+}
+
+pub const MAX_NAME_LENGTH: usize = 100;
+pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+pub const MAX_WEBHOOK_URIS: usize = 10;
+pub const MAX_PUBLIC_KEYS: usize = 10;
+pub const MAX_PUBLIC_KEY_BYTES: usize = 8 * 1024;
+
+impl Aggregate for Workspace {
+    type Event = WorkspaceEvent;
+    type Command = WorkspaceCommand;
+
+    const CATEGORY: &'static str = "workspace";
+
+    fn apply(&mut self, event: &WorkspaceEvent) {
+        match event {
+            WorkspaceEvent::WorkspaceCreated(e) => {
+                self.exists = true;
+                self.organization_id = e.organization_id;
+                self.parent_id = e.parent_id;
+                self.name.clone_from(&e.name);
+                self.settings = e.settings.clone();
+                self.webhook_uris.clone_from(&e.webhook_uris);
+                self.public_keys.clone_from(&e.public_keys);
+            }
+            WorkspaceEvent::WorkspaceUpdated(e) => {
+                if let Some(name) = &e.name {
+                    self.name.clone_from(name);
+                }
+                if let Some(settings) = &e.settings {
+                    self.settings = settings.clone();
+                }
+                if let Some(uris) = &e.webhook_uris {
+                    self.webhook_uris.clone_from(uris);
+                }
+                if let Some(keys) = &e.public_keys {
+                    self.public_keys.clone_from(keys);
+                }
+            }
+            WorkspaceEvent::WorkspaceMoved(e) => self.parent_id = e.parent_id,
+            WorkspaceEvent::WorkspaceArchived {} => self.archived = true,
+            WorkspaceEvent::WorkspaceRestored {} => self.archived = false,
+            WorkspaceEvent::WorkspaceDeleted {} => self.deleted = true,
+        }
+    }
+
+    fn decide(&self, command: WorkspaceCommand) -> Result<Vec<WorkspaceEvent>, DomainError> {
+        if let WorkspaceCommand::Create(new) = command {
+            if self.exists {
+                return Err(DomainError::conflict(
+                    "already_exists",
+                    "the workspace already exists",
+                ));
+            }
+            if new.parent_id == Some(new.id) {
+                return Err(DomainError::conflict(
+                    "cycle",
+                    "a workspace cannot be its own parent",
+                ));
+            }
+            return Ok(vec![WorkspaceEvent::WorkspaceCreated(WorkspaceCreated {
+                organization_id: new.organization_id,
+                parent_id: new.parent_id,
+                instance_id: new.instance_id,
+                name: values::name("name", &new.name, MAX_NAME_LENGTH)?,
+                settings: settings(merge(
+                    serde_json::json!({}),
+                    new.settings.unwrap_or_else(|| serde_json::json!({})),
+                )?)?,
+                webhook_uris: webhook_uris(new.webhook_uris.unwrap_or_default())?,
+                public_keys: public_keys(new.public_keys.unwrap_or_default())?,
+            })]);
+        }
+        if !self.exists || self.deleted {
+            return Err(DomainError::NotFound("workspace"));
+        }
+        match command {
+            WorkspaceCommand::Create(_) => unreachable!("handled above"),
+            WorkspaceCommand::Archive if self.archived => Ok(vec![]),
+            WorkspaceCommand::Archive => Ok(vec![WorkspaceEvent::WorkspaceArchived {}]),
+            WorkspaceCommand::Restore if !self.archived => Ok(vec![]),
+            WorkspaceCommand::Restore => Ok(vec![WorkspaceEvent::WorkspaceRestored {}]),
+            WorkspaceCommand::Delete => Ok(vec![WorkspaceEvent::WorkspaceDeleted {}]),
+            _ if self.archived => Err(DomainError::conflict(
+                "workspace_archived",
+                "restore the workspace before changing it",
+            )),
+            WorkspaceCommand::Move { id, parent_id } => {
+                if parent_id == Some(id) {
+                    return Err(DomainError::conflict(
+                        "cycle",
+                        "a workspace cannot be its own parent",
+                    ));
+                }
+                if parent_id == self.parent_id {
+                    return Ok(vec![]);
+                }
+                Ok(vec![WorkspaceEvent::WorkspaceMoved(WorkspaceMoved {
+                    parent_id,
+                })])
+            }
+            WorkspaceCommand::Update(changes) => {
+                let update = WorkspaceUpdated {
+                    name: changes
+                        .name
+                        .map(|n| values::name("name", &n, MAX_NAME_LENGTH))
+                        .transpose()?
+                        .filter(|n| *n != self.name),
+                    settings: changes
+                        .settings_patch
+                        .map(|patch| merge(self.settings.clone(), patch).and_then(settings))
+                        .transpose()?
+                        .filter(|s| *s != self.settings),
+                    webhook_uris: changes
+                        .webhook_uris
+                        .map(webhook_uris)
+                        .transpose()?
+                        .filter(|u| *u != self.webhook_uris),
+                    public_keys: changes
+                        .public_keys
+                        .map(public_keys)
+                        .transpose()?
+                        .filter(|k| *k != self.public_keys),
+                };
+                if update == WorkspaceUpdated::default() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![WorkspaceEvent::WorkspaceUpdated(update)])
+            }
+        }
+    }
+}
+
+fn merge(
+    mut target: serde_json::Value,
+    patch: serde_json::Value,
+) -> Result<serde_json::Value, DomainError> {
+    if !patch.is_object() {
+        return Err(DomainError::invalid(
+            "settings",
+            "object",
+            "settings must be a JSON object",
+        ));
+    }
+    json_patch::merge(&mut target, &patch);
+    Ok(target)
+}
+
+fn settings(value: serde_json::Value) -> Result<serde_json::Value, DomainError> {
+    if serde_json::to_vec(&value).map_or(usize::MAX, |b| b.len()) > MAX_SETTINGS_BYTES {
+        return Err(DomainError::invalid(
+            "settings",
+            "max_size",
+            format!("settings exceed {MAX_SETTINGS_BYTES} bytes"),
+        ));
+    }
+    Ok(value)
+}
+
+fn webhook_uris(uris: Vec<String>) -> Result<Vec<String>, DomainError> {
+    if uris.len() > MAX_WEBHOOK_URIS {
+        return Err(DomainError::invalid(
+            "webhook_uris",
+            "max_items",
+            format!("at most {MAX_WEBHOOK_URIS} webhook URIs"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(uris.len());
+    for uri in uris {
+        let uri = values::webhook_uri(&uri)?;
+        if !out.contains(&uri) {
+            out.push(uri);
+        }
+    }
+    Ok(out)
+}
+
+fn public_keys(keys: Vec<PublicKey>) -> Result<Vec<PublicKey>, DomainError> {
+    if keys.len() > MAX_PUBLIC_KEYS {
+        return Err(DomainError::invalid(
+            "public_keys",
+            "max_items",
+            format!("at most {MAX_PUBLIC_KEYS} public keys"),
+        ));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        values::name("public_keys", &key.id, 100)?;
+        if keys[..i].iter().any(|k| k.id == key.id) {
+            return Err(DomainError::invalid(
+                "public_keys",
+                "unique",
+                format!("public key id `{}` appears twice", key.id),
+            ));
+        }
+        if !is_public_key_pem(&key.key) {
+            return Err(DomainError::invalid(
+                "public_keys",
+                "pem",
+                format!("public key `{}` is not a PEM `PUBLIC KEY` block", key.id),
+            ));
+        }
+    }
+    Ok(keys)
+}
+
+fn is_public_key_pem(text: &str) -> bool {
+    let text = text.trim();
+    if text.len() > MAX_PUBLIC_KEY_BYTES {
+        return false;
+    }
+    let Some(body) = text
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")
+        .and_then(|rest| rest.strip_suffix("-----END PUBLIC KEY-----"))
+    else {
+        return false;
+    };
+    let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    !body.is_empty()
+        && body.len() % 4 == 0
+        && body
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::given;
+    use crate::events::workspace::KeyAlgorithm;
+
+    const PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----";
+
+    fn new(name: &str) -> NewWorkspace {
+        NewWorkspace {
+            id: Uuid::from_u128(1),
+            organization_id: Uuid::from_u128(9),
+            parent_id: None,
+            instance_id: Some("embedded".into()),
+            name: name.into(),
+            settings: Some(serde_json::json!({"locale": "en", "limits": {"daily": 10}})),
+            webhook_uris: Some(vec!["https://hooks.example.test/a".into()]),
+            public_keys: None,
+        }
+    }
+
+    fn created() -> WorkspaceEvent {
+        WorkspaceEvent::WorkspaceCreated(WorkspaceCreated {
+            organization_id: Uuid::from_u128(9),
+            parent_id: None,
+            instance_id: Some("embedded".into()),
+            name: "Sales".into(),
+            settings: serde_json::json!({"locale": "en", "limits": {"daily": 10}}),
+            webhook_uris: vec!["https://hooks.example.test/a".into()],
+            public_keys: vec![],
+        })
+    }
+
+    fn update(changes: WorkspaceChanges) -> WorkspaceCommand {
+        WorkspaceCommand::Update(changes)
+    }
+
+    #[test]
+    fn creating_validates_every_field() {
+        given::<Workspace>([])
+            .when(WorkspaceCommand::Create(Box::new(new(" Sales "))))
+            .then([created()]);
+        let mut bad = new("Sales");
+        bad.webhook_uris = Some(vec!["ftp://x.test".into()]);
+        given::<Workspace>([])
+            .when(WorkspaceCommand::Create(Box::new(bad)))
+            .then_error(|e| {
+                matches!(
+                    e,
+                    DomainError::Invalid {
+                        field: "webhook_uris",
+                        ..
+                    }
+                )
+            });
+        let mut bad = new("Sales");
+        bad.settings = Some(serde_json::json!([1, 2]));
+        given::<Workspace>([])
+            .when(WorkspaceCommand::Create(Box::new(bad)))
+            .then_error(|e| {
+                matches!(
+                    e,
+                    DomainError::Invalid {
+                        field: "settings",
+                        ..
+                    }
+                )
+            });
+        let mut bad = new("Sales");
+        bad.public_keys = Some(vec![PublicKey {
+            id: "k1".into(),
+            algorithm: KeyAlgorithm::Ed25519,
+            key: "not pem".into(),
+        }]);
+        given::<Workspace>([])
+            .when(WorkspaceCommand::Create(Box::new(bad)))
+            .then_error(|e| {
+                matches!(
+                    e,
+                    DomainError::Invalid {
+                        field: "public_keys",
+                        constraint: "pem",
+                        ..
+                    }
+                )
+            });
+        let mut good = new("Sales");
+        good.public_keys = Some(vec![PublicKey {
+            id: "k1".into(),
+            algorithm: KeyAlgorithm::Ed25519,
+            key: PEM.into(),
+        }]);
+        assert!(
+            Workspace::default()
+                .decide(WorkspaceCommand::Create(Box::new(good)))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn settings_change_by_json_merge_patch() {
+        let patch =
+            serde_json::json!({"locale": null, "limits": {"monthly": 300}, "theme": "dark"});
+        given::<Workspace>([created()])
+            .when(update(WorkspaceChanges {
+                settings_patch: Some(patch),
+                ..Default::default()
+            }))
+            .then([WorkspaceEvent::WorkspaceUpdated(WorkspaceUpdated {
+                settings: Some(
+                    serde_json::json!({"limits": {"daily": 10, "monthly": 300}, "theme": "dark"}),
+                ),
+                ..Default::default()
+            })]);
+        given::<Workspace>([created()])
+            .when(update(WorkspaceChanges {
+                settings_patch: Some(serde_json::json!({"locale": "en"})),
+                ..Default::default()
+            }))
+            .then([]);
+    }
+
+    #[test]
+    fn a_workspace_is_never_its_own_parent() {
+        given::<Workspace>([created()])
+            .when(WorkspaceCommand::Move {
+                id: Uuid::from_u128(1),
+                parent_id: Some(Uuid::from_u128(1)),
+            })
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "cycle", .. }));
+    }
+
+    #[test]
+    fn an_archived_workspace_must_be_restored_before_changes() {
+        let archived = [created(), WorkspaceEvent::WorkspaceArchived {}];
+        given::<Workspace>(archived.clone())
+            .when(update(WorkspaceChanges {
+                name: Some("New".into()),
+                ..Default::default()
+            }))
+            .then_error(|e| {
+                matches!(
+                    e,
+                    DomainError::Conflict {
+                        code: "workspace_archived",
+                        ..
+                    }
+                )
+            });
+        given::<Workspace>(archived.clone())
+            .when(WorkspaceCommand::Archive)
+            .then([]);
+        given::<Workspace>(archived)
+            .when(WorkspaceCommand::Restore)
+            .then([WorkspaceEvent::WorkspaceRestored {}]);
+    }
+
+    #[test]
+    fn a_deleted_workspace_is_gone() {
+        given::<Workspace>([created(), WorkspaceEvent::WorkspaceDeleted {}])
+            .when(WorkspaceCommand::Archive)
+            .then_error(|e| *e == DomainError::NotFound("workspace"));
+    }
+}

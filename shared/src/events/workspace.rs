@@ -1,0 +1,92 @@
+//! Events of the workspace aggregate (stream `workspace-<uuid>`).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{DecodeError, DomainEvent, decode_tagged};
+
+/// A public key registered on a workspace (PEM, SubjectPublicKeyInfo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKey {
+    pub id: String,
+    pub algorithm: KeyAlgorithm,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAlgorithm {
+    Ed25519,
+    Es256,
+    Rs256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceCreated {
+    pub organization_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub instance_id: Option<String>,
+    pub name: String,
+    pub settings: serde_json::Value,
+    pub webhook_uris: Vec<String>,
+    pub public_keys: Vec<PublicKey>,
+}
+
+/// The changed fields, with their new whole values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_uris: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Option<Vec<PublicKey>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceMoved {
+    pub parent_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkspaceEvent {
+    WorkspaceCreated(WorkspaceCreated),
+    WorkspaceUpdated(WorkspaceUpdated),
+    WorkspaceMoved(WorkspaceMoved),
+    WorkspaceArchived {},
+    WorkspaceRestored {},
+    WorkspaceDeleted {},
+}
+
+impl DomainEvent for WorkspaceEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::WorkspaceCreated(_) => "WorkspaceCreated",
+            Self::WorkspaceUpdated(_) => "WorkspaceUpdated",
+            Self::WorkspaceMoved(_) => "WorkspaceMoved",
+            Self::WorkspaceArchived {} => "WorkspaceArchived",
+            Self::WorkspaceRestored {} => "WorkspaceRestored",
+            Self::WorkspaceDeleted {} => "WorkspaceDeleted",
+        }
+    }
+
+    fn decode(
+        event_type: &str,
+        schema_version: i32,
+        data: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        if schema_version != 1 {
+            return Err(DecodeError::UnsupportedVersion {
+                event_type: event_type.to_owned(),
+                version: schema_version,
+            });
+        }
+        decode_tagged(event_type, data)
+    }
+}
