@@ -9,5 +9,6 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod migrate;
+pub mod projections;
 pub mod startup;
 pub mod store;

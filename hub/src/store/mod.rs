@@ -6,6 +6,7 @@
 //! sinks its batch-mates, and every caller gets its own result.
 
 mod error;
+mod pipeline;
 mod read;
 mod types;
 mod writer;
@@ -14,9 +15,13 @@ pub use error::{AppendError, ReadError};
 pub use types::{Commit, ExpectedVersion, NewEvent, StreamAppend};
 pub use writer::WriterConfig;
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
 use shared::RecordedEvent;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::projections::{NoProjections, Projector};
 
 /// A handle to the event store. Cheap to clone; all clones share one writer task.
 #[derive(Clone)]
@@ -26,10 +31,15 @@ pub struct EventStore {
 }
 
 impl EventStore {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task on the current tokio runtime, with no read models.
     pub fn start(pool: Pool, config: WriterConfig) -> Self {
+        Self::start_with(pool, config, Arc::new(NoProjections))
+    }
+
+    /// Starts the writer task; `projector` updates read models in each append transaction.
+    pub fn start_with(pool: Pool, config: WriterConfig, projector: Arc<dyn Projector>) -> Self {
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
-        tokio::spawn(writer::run(pool.clone(), rx, config));
+        tokio::spawn(writer::run(pool.clone(), rx, config, projector));
         Self { pool, jobs }
     }
 

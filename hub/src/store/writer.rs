@@ -25,7 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{AppendError, Commit, ExpectedVersion};
+use std::sync::Arc;
+
+use super::{AppendError, Commit, ExpectedVersion, pipeline};
+use crate::projections::{ProjectionError, Projector, SqlStep};
 
 pub(super) struct Job {
     pub commit: Commit,
@@ -49,7 +52,12 @@ impl Default for WriterConfig {
     }
 }
 
-pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, config: WriterConfig) {
+pub(super) async fn run(
+    pool: Pool,
+    mut jobs: mpsc::Receiver<Job>,
+    config: WriterConfig,
+    projector: Arc<dyn Projector>,
+) {
     let mut carry: Option<Job> = None;
     loop {
         let first = match carry.take() {
@@ -75,7 +83,7 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, config: Write
             }
         }
         let commits: Vec<&Commit> = batch.iter().map(|job| &job.commit).collect();
-        let results = write_isolated(&pool, &commits).await;
+        let results = write_isolated(&pool, &commits, projector.as_ref()).await;
         for (job, result) in batch.into_iter().zip(results) {
             // A caller that went away (request cancelled) no longer needs its answer.
             let _ = job.reply.send(result);
@@ -85,8 +93,12 @@ pub(super) async fn run(pool: Pool, mut jobs: mpsc::Receiver<Job>, config: Write
 
 type Outcome = Result<Vec<RecordedEvent>, AppendError>;
 
-async fn write_isolated(pool: &Pool, commits: &[&Commit]) -> Vec<Outcome> {
-    match write_batch(pool, commits).await {
+async fn write_isolated(
+    pool: &Pool,
+    commits: &[&Commit],
+    projector: &dyn Projector,
+) -> Vec<Outcome> {
+    match write_batch(pool, commits, projector).await {
         Ok(results) => results,
         Err(BatchError::Refused(_)) if commits.len() > 1 => {
             tracing::warn!(
@@ -95,7 +107,7 @@ async fn write_isolated(pool: &Pool, commits: &[&Commit]) -> Vec<Outcome> {
             );
             let mut results = Vec::with_capacity(commits.len());
             for commit in commits {
-                let outcome = match write_batch(pool, &[commit]).await {
+                let outcome = match write_batch(pool, &[commit], projector).await {
                     Ok(mut one) => one.pop().unwrap_or(Err(AppendError::Closed)),
                     Err(error) => Err(error.into()),
                 };
@@ -153,9 +165,13 @@ impl From<BatchError> for AppendError {
     }
 }
 
-async fn write_batch(pool: &Pool, commits: &[&Commit]) -> Result<Vec<Outcome>, BatchError> {
+async fn write_batch(
+    pool: &Pool,
+    commits: &[&Commit],
+    projector: &dyn Projector,
+) -> Result<Vec<Outcome>, BatchError> {
     let client = pool.get().await?;
-    let outcome = write_on(&client, commits).await;
+    let outcome = write_on(&client, commits, projector).await;
     if outcome.is_err() {
         // The transaction may still be open on this connection: never hand it back.
         drop(deadpool_postgres::Object::take(client));
@@ -164,11 +180,12 @@ async fn write_batch(pool: &Pool, commits: &[&Commit]) -> Result<Vec<Outcome>, B
 }
 
 /// Writes one batch in two pipelined round trips: (BEGIN, lock the head, read the
-/// streams' versions), then (INSERT the events, advance the head, COMMIT). tokio-postgres
-/// sends every request of a `try_join!` before awaiting the first answer.
+/// streams' versions), then (INSERT the events, update the read models, advance the head,
+/// COMMIT). tokio-postgres sends a request when its future is first polled.
 async fn write_on(
     client: &deadpool_postgres::Client,
     commits: &[&Commit],
+    projector: &dyn Projector,
 ) -> Result<Vec<Outcome>, BatchError> {
     let (lock_head, read_versions, insert_events, advance_head) = futures::try_join!(
         client.prepare_cached("SELECT position, hash FROM event_log_head FOR UPDATE"),
@@ -202,11 +219,13 @@ async fn write_on(
     let recorded_at = to_micros(Utc::now());
     let mut results = Vec::with_capacity(commits.len());
     let mut rows = Rows::default();
+    let mut steps = Vec::new();
     for commit in commits {
         if let Err(conflict) = check_expectations(commit, &versions) {
             results.push(Err(conflict));
             continue;
         }
+        let undo = (position, prev_hash.clone(), versions.clone());
         let mut recorded = Vec::with_capacity(commit.event_count());
         for append in &commit.appends {
             let version = versions.entry(append.stream_id.clone()).or_insert(0);
@@ -240,23 +259,59 @@ async fn write_on(
                 });
             }
         }
-        rows.extend(&recorded);
-        results.push(Ok(recorded));
+        let commit_steps: Result<Vec<Vec<SqlStep>>, ProjectionError> =
+            recorded.iter().map(|e| projector.steps(e)).collect();
+        match commit_steps {
+            Ok(commit_steps) => {
+                steps.extend(commit_steps.into_iter().flatten());
+                rows.extend(&recorded);
+                results.push(Ok(recorded));
+            }
+            Err(error) => {
+                // A payload its own reducer cannot read: refuse this commit alone.
+                (position, prev_hash, versions) = undo;
+                results.push(Err(AppendError::Invalid(error.to_string())));
+            }
+        }
     }
 
     if position == start_position {
         client.batch_execute("ROLLBACK").await?;
         return Ok(results);
     }
-    // Should the INSERT fail, the server skips the rest of the transaction and turns the
-    // COMMIT into a rollback; the first error is what `try_join!` returns.
+    let mut sqls: Vec<&'static str> = steps.iter().map(|step| step.sql).collect();
+    sqls.sort_unstable();
+    sqls.dedup();
+    let prepared =
+        futures::future::try_join_all(sqls.iter().map(|sql| client.prepare_cached(sql))).await?;
+    let statement = |sql: &str| prepared[sqls.binary_search(&sql).unwrap_or_default()].clone();
+
+    // Should any statement fail, the server skips the rest of the transaction and turns
+    // the COMMIT into a rollback; `in_order` returns the first error.
     let insert_params = rows.params();
     let head_params: [&(dyn ToSql + Sync); 2] = [&position, &prev_hash];
-    futures::try_join!(
-        client.execute(&insert_events, &insert_params),
-        client.execute(&advance_head, &head_params),
-        client.batch_execute("COMMIT"),
-    )?;
+    let step_params: Vec<Vec<&(dyn ToSql + Sync)>> = steps
+        .iter()
+        .map(|step| {
+            step.params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect()
+        })
+        .collect();
+    let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
+    requests.push(Box::pin(client.execute(&insert_events, &insert_params)));
+    for (step, params) in steps.iter().zip(&step_params) {
+        let statement = statement(step.sql);
+        requests.push(Box::pin(
+            async move { client.execute(&statement, params).await },
+        ));
+    }
+    requests.push(Box::pin(client.execute(&advance_head, &head_params)));
+    requests.push(Box::pin(async {
+        client.batch_execute("COMMIT").await.map(|()| 0)
+    }));
+    pipeline::in_order(requests).await?;
     Ok(results)
 }
 

@@ -1,0 +1,67 @@
+//! `workspaces` (with each row's ancestor path) from the workspace streams.
+
+use shared::RecordedEvent;
+use shared::events::WorkspaceEvent;
+use uuid::Uuid;
+
+use super::{SqlStep, params};
+
+fn status(
+    id: Uuid,
+    status: &'static str,
+    version: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> SqlStep {
+    SqlStep::new(
+        "UPDATE workspaces SET status = $2, version = $3, updated_at = $4 WHERE id = $1",
+        params![id, status, version, at],
+    )
+}
+
+pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, shared::DecodeError> {
+    let (version, at) = (event.stream_version, event.recorded_at);
+    let step = match event.decode::<WorkspaceEvent>()? {
+        WorkspaceEvent::WorkspaceCreated(e) => SqlStep::new(
+            "INSERT INTO workspaces (id, organization_id, parent_id, instance_id, name, status, settings, \
+             webhook_uris, public_keys, ancestors, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, \
+             COALESCE((SELECT ancestors FROM workspaces WHERE id = $3), '{}'::uuid[]) || $1, $9, $10, $10)",
+            params![
+                id,
+                e.organization_id,
+                e.parent_id,
+                e.instance_id,
+                e.name,
+                e.settings,
+                serde_json::to_value(&e.webhook_uris).unwrap_or_default(),
+                serde_json::to_value(&e.public_keys).unwrap_or_default(),
+                version,
+                at,
+            ],
+        ),
+        WorkspaceEvent::WorkspaceUpdated(e) => SqlStep::new(
+            "UPDATE workspaces SET name = COALESCE($2, name), settings = COALESCE($3, settings), \
+             webhook_uris = COALESCE($4, webhook_uris), public_keys = COALESCE($5, public_keys), \
+             version = $6, updated_at = $7 WHERE id = $1",
+            params![
+                id,
+                e.name,
+                e.settings,
+                e.webhook_uris
+                    .map(|u| serde_json::to_value(u).unwrap_or_default()),
+                e.public_keys
+                    .map(|k| serde_json::to_value(k).unwrap_or_default()),
+                version,
+                at,
+            ],
+        ),
+        WorkspaceEvent::WorkspaceMoved(e) => SqlStep::new(
+            "SELECT workspaces_move($1, $2, $3, $4)",
+            params![id, e.parent_id, at, version],
+        ),
+        WorkspaceEvent::WorkspaceArchived {} => status(id, "archived", version, at),
+        WorkspaceEvent::WorkspaceRestored {} => status(id, "active", version, at),
+        WorkspaceEvent::WorkspaceDeleted {} => status(id, "deleted", version, at),
+    };
+    Ok(vec![step])
+}
