@@ -22,6 +22,10 @@ if [ ! -f "$key_file" ]; then
 fi
 HUB_OPERATOR_KEY=$(cat "$key_file")
 export HUB_OPERATOR_KEY
+master_file=.data/master-key
+[ -f "$master_file" ] || (umask 077; head -c 32 /dev/urandom | base64 > "$master_file")
+HUB_MASTER_KEY=$(cat "$master_file")
+export HUB_MASTER_KEY
 export HUB_LISTEN_ADDR=${HUB_LISTEN_ADDR:-127.0.0.1:8080}
 
 echo "Admin API on http://$HUB_LISTEN_ADDR (Ctrl-C to stop)"

@@ -67,11 +67,7 @@ where
     }
     let elapsed = start.elapsed();
     latencies.sort_unstable();
-    Phase {
-        ops: latencies.len(),
-        elapsed,
-        latencies,
-    }
+    Phase { ops: latencies.len(), elapsed, latencies }
 }
 
 fn payload(task: usize, i: usize) -> OrganizationEvent {
@@ -86,7 +82,9 @@ async fn raw_inserts(server: &PgServer, tasks: usize, length: Duration) -> anyho
     let db = server.empty_database().await;
     let setup = db.connect().await;
     setup
-        .batch_execute("CREATE TABLE raw_events (id bigserial PRIMARY KEY, stream_id text NOT NULL, data jsonb NOT NULL)")
+        .batch_execute(
+            "CREATE TABLE raw_events (id bigserial PRIMARY KEY, stream_id text NOT NULL, data jsonb NOT NULL)",
+        )
         .await?;
     let mut clients = Vec::new();
     for _ in 0..tasks {
@@ -116,14 +114,7 @@ async fn store_appends(server: &PgServer, tasks: usize, length: Duration) -> any
         let store = store.clone();
         async move {
             let event = NewEvent::new(&payload(task, i), &Metadata::system()).expect("event");
-            store
-                .append(
-                    format!("org-{}", (task + i) % 500),
-                    ExpectedVersion::Any,
-                    vec![event],
-                )
-                .await
-                .expect("append");
+            store.append(format!("org-{}", (task + i) % 500), ExpectedVersion::Any, vec![event]).await.expect("append");
         }
     })
     .await)
@@ -135,28 +126,15 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let length = Duration::from_secs(seconds);
     let server = tokio::task::spawn_blocking(|| PgServer::start(Durability::Default)).await??;
     server.create_template().await?;
-    println!(
-        "append benchmark: PostgreSQL with default durability, {seconds} s per phase, {} cores",
-        num_cpus()
-    );
+    println!("append benchmark: PostgreSQL with default durability, {seconds} s per phase, {} cores", num_cpus());
     println!();
     println!(
         "{:>11} | {:>14} {:>9} {:>9} | {:>14} {:>9} {:>9} | {:>11}",
-        "concurrency",
-        "raw commits/s",
-        "p50 ms",
-        "p99 ms",
-        "store evts/s",
-        "p50 ms",
-        "p99 ms",
-        "store / raw"
+        "concurrency", "raw commits/s", "p50 ms", "p99 ms", "store evts/s", "p50 ms", "p99 ms", "store / raw"
     );
     let mut at_64 = None;
     for tasks in CONCURRENCY {
@@ -181,15 +159,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(ratio) = at_64 {
         println!();
         let verdict = if ratio >= 1.0 { "met" } else { "NOT met" };
-        println!(
-            "target (store at concurrency 64 >= raw single-row commits at 64): {verdict}, {ratio:.2}x"
-        );
+        println!("target (store at concurrency 64 >= raw single-row commits at 64): {verdict}, {ratio:.2}x");
     }
     Ok(())
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

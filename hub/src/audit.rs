@@ -24,9 +24,7 @@ pub struct Verified {
 
 /// Walks the whole log checking positions are dense, each `prev_hash` is the previous
 /// event's `hash`, each `hash` matches the event's content, and the head row agrees.
-pub async fn verify(
-    client: &impl GenericClient,
-) -> Result<Result<Verified, ChainBreak>, ReadError> {
+pub async fn verify(client: &impl GenericClient) -> Result<Result<Verified, ChainBreak>, ReadError> {
     let mut expected_position = 1_i64;
     let mut prev_hash = GENESIS_HASH.to_vec();
     loop {
@@ -35,17 +33,9 @@ pub async fn verify(
             break;
         }
         for event in &page {
-            let broken = |reason: &str| {
-                Err(ChainBreak {
-                    position: expected_position,
-                    reason: reason.into(),
-                })
-            };
+            let broken = |reason: &str| Err(ChainBreak { position: expected_position, reason: reason.into() });
             if event.position != expected_position {
-                return Ok(broken(&format!(
-                    "found position {} where {} belongs",
-                    event.position, expected_position
-                )));
+                return Ok(broken(&format!("found position {} where {} belongs", event.position, expected_position)));
             }
             if event.prev_hash != prev_hash {
                 return Ok(broken("prev_hash differs from the previous event's hash"));
@@ -58,9 +48,7 @@ pub async fn verify(
         }
     }
     let events = expected_position - 1;
-    let head = client
-        .query_one("SELECT position, hash FROM event_log_head", &[])
-        .await?;
+    let head = client.query_one("SELECT position, hash FROM event_log_head", &[]).await?;
     let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
     if head_position != events || head_hash != prev_hash {
         return Ok(Err(ChainBreak {
@@ -68,18 +56,11 @@ pub async fn verify(
             reason: format!("the log ends at position {events} but its head says {head_position}"),
         }));
     }
-    Ok(Ok(Verified {
-        events,
-        head_hash: prev_hash,
-    }))
+    Ok(Ok(Verified { events, head_hash: prev_hash }))
 }
 
 /// Writes every event after `after` as one JSON object per line.
-pub async fn export_jsonl(
-    client: &impl GenericClient,
-    after: i64,
-    out: &mut impl Write,
-) -> anyhow::Result<u64> {
+pub async fn export_jsonl(client: &impl GenericClient, after: i64, out: &mut impl Write) -> anyhow::Result<u64> {
     let mut last = after;
     let mut written = 0;
     loop {

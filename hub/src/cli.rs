@@ -9,11 +9,7 @@ use crate::config::Config;
 use crate::startup::{Application, Mode};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "hub",
-    version,
-    about = "Admin API hub: HTTP API, event store and relay"
-)]
+#[command(name = "hub", version, about = "Admin API hub: HTTP API, event store and relay")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -75,35 +71,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
     match cli.command {
         Command::Serve { single_node } => {
-            let mode = if single_node {
-                Mode::SingleNode
-            } else {
-                Mode::MultiInstance
-            };
-            Application::build(config, mode)
-                .await?
-                .run_until_stopped()
-                .await?;
+            let mode = if single_node { Mode::SingleNode } else { Mode::MultiInstance };
+            Application::build(config, mode).await?.run_until_stopped().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
             let mut client = crate::db::connect(&config.database_config()?).await?;
             crate::migrate::run(&mut client).await?;
-            eprintln!(
-                "migrations applied (schema version {})",
-                crate::migrate::latest_version()
-            );
+            eprintln!("migrations applied (schema version {})", crate::migrate::latest_version());
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { command } => {
-            let client = crate::db::connect(&config.database_config()?)
-                .await
-                .context("connecting to the database")?;
+            let client = crate::db::connect(&config.database_config()?).await.context("connecting to the database")?;
             match command {
-                EventsCommand::Export {
-                    after,
-                    format: ExportFormat::Jsonl,
-                } => {
+                EventsCommand::Export { after, format: ExportFormat::Jsonl } => {
                     let stdout = std::io::stdout();
                     let mut out = std::io::BufWriter::new(stdout.lock());
                     let count = crate::audit::export_jsonl(&client, after, &mut out).await?;
@@ -120,10 +101,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(broken) => {
-                        println!(
-                            "hash chain broken at position {}: {}",
-                            broken.position, broken.reason
-                        );
+                        println!("hash chain broken at position {}: {}", broken.position, broken.reason);
                         Ok(ExitCode::from(CHAIN_BROKEN))
                     }
                 },

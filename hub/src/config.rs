@@ -1,8 +1,17 @@
 //! Configuration from the environment (names in API.md, "Configuration").
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+fn parse_master_key(text: &str) -> Result<SecretBox<[u8; 32]>, ConfigError> {
+    let invalid = || ConfigError::Invalid { name: "HUB_MASTER_KEY", reason: "must be 32 bytes, base64-encoded".into() };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| invalid())?;
+    let key: [u8; 32] = bytes.try_into().map_err(|_| invalid())?;
+    Ok(SecretBox::new(Box::new(key)))
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,6 +23,10 @@ pub struct Config {
     pub operator_key: Option<SecretString>,
     /// Connections in the hub's pool.
     pub pool_size: usize,
+    /// `HUB_MASTER_KEY`: 32 bytes, base64. Seals data keys and derives the key pepper.
+    pub master_key: Option<Arc<SecretBox<[u8; 32]>>>,
+    /// `HUB_RATE_LIMIT_PER_MINUTE`, default 500.
+    pub rate_limit_per_minute: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,16 +39,12 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url =
-            std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
+        let database_url = std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
         let listen_addr = match std::env::var("HUB_LISTEN_ADDR") {
-            Ok(text) => {
-                text.parse()
-                    .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                        name: "HUB_LISTEN_ADDR",
-                        reason: e.to_string(),
-                    })?
-            }
+            Ok(text) => text.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                name: "HUB_LISTEN_ADDR",
+                reason: e.to_string(),
+            })?,
             Err(_) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
         let operator_key = match std::env::var("HUB_OPERATOR_KEY") {
@@ -55,21 +64,37 @@ impl Config {
             })?,
             Err(_) => 16,
         };
+        let master_key = match std::env::var("HUB_MASTER_KEY") {
+            Ok(text) => Some(parse_master_key(&text)?),
+            Err(_) => None,
+        };
+        let rate_limit_per_minute = match std::env::var("HUB_RATE_LIMIT_PER_MINUTE") {
+            Ok(text) => text.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+                name: "HUB_RATE_LIMIT_PER_MINUTE",
+                reason: "must be a positive integer".into(),
+            })?,
+            Err(_) => 500,
+        };
         Ok(Self {
             database_url: SecretString::from(database_url),
             listen_addr,
             operator_key,
             pool_size,
+            master_key: master_key.map(Arc::new),
+            rate_limit_per_minute,
         })
     }
 
+    /// The pepper that keys the hashes of every key the hub hands out.
+    pub fn key_pepper(&self) -> Result<Vec<u8>, ConfigError> {
+        let master = self.master_key.as_ref().ok_or(ConfigError::Missing("HUB_MASTER_KEY"))?;
+        Ok(shared::keys::KeyHasher::new(master.expose_secret()).hash("admin-api/key-pepper/v1"))
+    }
+
     pub fn database_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
-        self.database_url
-            .expose_secret()
-            .parse()
-            .map_err(|_| ConfigError::Invalid {
-                name: "DATABASE_URL",
-                reason: "not a PostgreSQL connection string".into(),
-            })
+        self.database_url.expose_secret().parse().map_err(|_| ConfigError::Invalid {
+            name: "DATABASE_URL",
+            reason: "not a PostgreSQL connection string".into(),
+        })
     }
 }

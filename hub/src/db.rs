@@ -16,13 +16,7 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_po
 
 /// The connection pool. Build it after migrating: cached statements do not survive DDL.
 pub fn pool(config: tokio_postgres::Config, size: usize) -> Pool {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size.max(2))
         .wait_timeout(Some(std::time::Duration::from_secs(5)))

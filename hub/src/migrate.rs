@@ -20,38 +20,23 @@ pub enum MigrateError {
 
 /// Applies every pending migration.
 pub async fn run(client: &mut Client) -> Result<(), MigrateError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let outcome = migrations::runner().run_async(client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
     let report = outcome?;
     for migration in report.applied_migrations() {
-        tracing::info!(
-            version = migration.version(),
-            name = migration.name(),
-            "applied migration"
-        );
+        tracing::info!(version = migration.version(), name = migration.name(), "applied migration");
     }
     Ok(())
 }
 
 /// The version of the newest migration this binary knows.
 pub fn latest_version() -> i32 {
-    migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| m.version())
-        .max()
-        .unwrap_or(0)
+    migrations::runner().get_migrations().iter().map(|m| m.version()).max().unwrap_or(0)
 }
 
 /// Whether the database has every migration this binary knows.
-pub async fn is_current(
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<bool, tokio_postgres::Error> {
+pub async fn is_current(client: &impl tokio_postgres::GenericClient) -> Result<bool, tokio_postgres::Error> {
     let applied: Option<i32> = client
         .query_one(
             "SELECT CASE WHEN to_regclass('refinery_schema_history') IS NULL THEN NULL \

@@ -6,7 +6,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::http::{self, AppState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::keys::KeyHasher;
+
+use crate::http::auth::Authenticator;
+use crate::http::usage::UsageRecorder;
+use crate::http::{self, AppState, HttpConfig};
+use crate::projections::ReadModels;
 use crate::store::{EventStore, WriterConfig};
 
 /// How the hub runs: alone with an embedded instance, or beside separate instances.
@@ -15,6 +23,9 @@ pub enum Mode {
     SingleNode,
     MultiInstance,
 }
+
+/// The instance id of the embedded instance of a single-node hub.
+pub const EMBEDDED_INSTANCE_ID: &str = "embedded";
 
 pub struct Application {
     listener: TcpListener,
@@ -26,26 +37,32 @@ impl Application {
     /// Migrates the database, connects the pool, starts the writer and binds the port.
     pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
         let db_config = config.database_config()?;
-        let mut client = crate::db::connect(&db_config)
-            .await
-            .context("connecting to the database")?;
-        crate::migrate::run(&mut client)
-            .await
-            .context("migrating the database")?;
+        let mut client = crate::db::connect(&db_config).await.context("connecting to the database")?;
+        crate::migrate::run(&mut client).await.context("migrating the database")?;
         drop(client);
 
+        let pepper = config.key_pepper()?;
         let pool = crate::db::pool(db_config, config.pool_size);
         drop(pool.get().await.context("opening the connection pool")?);
-        let store = EventStore::start(pool.clone(), WriterConfig::default());
-        let router = http::router(AppState { pool, store });
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("binding {}", config.listen_addr))?;
-        Ok(Self {
-            listener,
-            router,
-            mode,
-        })
+        let store = EventStore::start_with(pool.clone(), WriterConfig::default(), Arc::new(ReadModels));
+        let usage = Arc::new(UsageRecorder::default());
+        usage.clone().spawn_flusher(pool.clone(), Duration::from_secs(2));
+        crate::http::idempotency::spawn_sweeper(pool.clone());
+        let state = AppState {
+            pool,
+            store,
+            config: Arc::new(HttpConfig {
+                rate_limit_per_minute: config.rate_limit_per_minute,
+                default_instance_id: (mode == Mode::SingleNode).then(|| EMBEDDED_INSTANCE_ID.to_owned()),
+            }),
+            auth: Arc::new(Authenticator::new(KeyHasher::new(&pepper), config.operator_key.as_ref())),
+            rate_limiter: Arc::default(),
+            usage,
+        };
+        let router = http::router(state);
+        let listener =
+            TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
+        Ok(Self { listener, router, mode })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -55,13 +72,9 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, mode = ?self.mode, "hub listening");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shared::telemetry::shutdown_signal())
-        .await
-        .context("serving HTTP")
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shared::telemetry::shutdown_signal())
+            .await
+            .context("serving HTTP")
     }
 }

@@ -18,11 +18,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
     }
 
     /// Decodes a stored payload. Implementations upcast older `schema_version`s here.
-    fn decode(
-        event_type: &str,
-        schema_version: i32,
-        data: &serde_json::Value,
-    ) -> Result<Self, DecodeError>;
+    fn decode(event_type: &str, schema_version: i32, data: &serde_json::Value) -> Result<Self, DecodeError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,23 +39,13 @@ pub enum DecodeError {
 ///
 /// Events are stored as the inner object only; the tag is the `event_type` column. This
 /// helper rebuilds the tagged form so serde can pick the variant.
-pub fn decode_tagged<E: DeserializeOwned>(
-    event_type: &str,
-    data: &serde_json::Value,
-) -> Result<E, DecodeError> {
-    let tagged = serde_json::Value::Object(
-        [(event_type.to_owned(), data.clone())]
-            .into_iter()
-            .collect(),
-    );
+pub fn decode_tagged<E: DeserializeOwned>(event_type: &str, data: &serde_json::Value) -> Result<E, DecodeError> {
+    let tagged = serde_json::Value::Object([(event_type.to_owned(), data.clone())].into_iter().collect());
     serde_json::from_value(tagged).map_err(|source| {
         if source.to_string().starts_with("unknown variant") {
             DecodeError::UnknownType(event_type.to_owned())
         } else {
-            DecodeError::Malformed {
-                event_type: event_type.to_owned(),
-                source,
-            }
+            DecodeError::Malformed { event_type: event_type.to_owned(), source }
         }
     })
 }

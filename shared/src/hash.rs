@@ -78,10 +78,7 @@ mod tests {
         let meta = serde_json::json!({});
         let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":3}}"#).unwrap();
         let b: serde_json::Value = serde_json::from_str(r#"{"a":{"x":3,"y":2},"b":1}"#).unwrap();
-        assert_eq!(
-            fields(&a, &meta).chain_hash(&GENESIS_HASH),
-            fields(&b, &meta).chain_hash(&GENESIS_HASH)
-        );
+        assert_eq!(fields(&a, &meta).chain_hash(&GENESIS_HASH), fields(&b, &meta).chain_hash(&GENESIS_HASH));
     }
 
     #[test]

@@ -39,9 +39,7 @@ pub struct GeneratedKey {
 
 impl std::fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratedKey")
-            .field("hint", &self.hint())
-            .finish()
+        f.debug_struct("GeneratedKey").field("hint", &self.hint()).finish()
     }
 }
 
@@ -103,14 +101,7 @@ pub fn parse(kind: KeyKind, presented: &str) -> Result<(), KeyFormatError> {
 /// What listings show of a key: its prefix and last four characters.
 pub fn partial_hint(secret: &str) -> String {
     let prefix = secret.split('_').next().unwrap_or_default();
-    let tail: String = secret
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail: String = secret.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("{prefix}_...{tail}")
 }
 
@@ -139,14 +130,11 @@ impl std::fmt::Debug for KeyHasher {
 
 impl KeyHasher {
     pub fn new(pepper: &[u8]) -> Self {
-        Self {
-            pepper: pepper.to_vec(),
-        }
+        Self { pepper: pepper.to_vec() }
     }
 
     pub fn hash(&self, secret: &str) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.pepper)
-            .expect("HMAC accepts any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.pepper).expect("HMAC accepts any key length");
         mac.update(secret.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -168,19 +156,11 @@ mod tests {
 
     #[test]
     fn generated_keys_parse_and_carry_their_prefix() {
-        for kind in [
-            KeyKind::Admin,
-            KeyKind::Interaction,
-            KeyKind::PartnerApp,
-            KeyKind::WorkspaceSecret,
-        ] {
+        for kind in [KeyKind::Admin, KeyKind::Interaction, KeyKind::PartnerApp, KeyKind::WorkspaceSecret] {
             let key = GeneratedKey::generate(kind);
             assert!(key.expose().starts_with(&format!("{}_", kind.prefix())));
             assert_eq!(parse(kind, key.expose()), Ok(()));
-            assert_eq!(
-                key.expose().len(),
-                kind.prefix().len() + 1 + RANDOM_LEN + CHECKSUM_LEN
-            );
+            assert_eq!(key.expose().len(), kind.prefix().len() + 1 + RANDOM_LEN + CHECKSUM_LEN);
         }
     }
 
@@ -192,22 +172,10 @@ mod tests {
         let i = 10;
         typo[i] = if typo[i] == 'a' { 'b' } else { 'a' };
         let typo: String = typo.into_iter().collect();
-        assert_eq!(
-            parse(KeyKind::Admin, &typo),
-            Err(KeyFormatError::BadChecksum)
-        );
-        assert_eq!(
-            parse(KeyKind::Interaction, secret),
-            Err(KeyFormatError::WrongPrefix)
-        );
-        assert_eq!(
-            parse(KeyKind::Admin, "adm_short"),
-            Err(KeyFormatError::Malformed)
-        );
-        assert_eq!(
-            parse(KeyKind::Admin, &format!("{secret}!")),
-            Err(KeyFormatError::Malformed)
-        );
+        assert_eq!(parse(KeyKind::Admin, &typo), Err(KeyFormatError::BadChecksum));
+        assert_eq!(parse(KeyKind::Interaction, secret), Err(KeyFormatError::WrongPrefix));
+        assert_eq!(parse(KeyKind::Admin, "adm_short"), Err(KeyFormatError::Malformed));
+        assert_eq!(parse(KeyKind::Admin, &format!("{secret}!")), Err(KeyFormatError::Malformed));
         assert_eq!(parse(KeyKind::Admin, ""), Err(KeyFormatError::WrongPrefix));
     }
 

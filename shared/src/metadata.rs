@@ -23,11 +23,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn system() -> Self {
-        Self {
-            kind: ActorType::System,
-            id: None,
-            ip: None,
-        }
+        Self { kind: ActorType::System, id: None, ip: None }
     }
 }
 
@@ -46,11 +42,6 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn system() -> Self {
-        Self {
-            actor: Actor::system(),
-            request_id: None,
-            idempotency_key: None,
-            traceparent: None,
-        }
+        Self { actor: Actor::system(), request_id: None, idempotency_key: None, traceparent: None }
     }
 }

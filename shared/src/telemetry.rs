@@ -6,10 +6,7 @@ use tracing_subscriber::EnvFilter;
 /// CLI's output (exports, reports).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the cue for a graceful shutdown.

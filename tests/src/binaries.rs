@@ -6,27 +6,22 @@ use std::time::Duration;
 
 use crate::process;
 
+/// The operator key every test hub is started with.
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789abcdefghijklmnop";
+/// The master key (32 bytes, base64) every test hub is started with.
+pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
 /// The directory cargo put this workspace's binaries in (`target/<profile>`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
-    let deps = exe
-        .parent()
-        .expect("test binaries live in target/<profile>/deps");
-    if deps.ends_with("deps") {
-        deps.parent().unwrap_or(deps).to_path_buf()
-    } else {
-        deps.to_path_buf()
-    }
+    let deps = exe.parent().expect("test binaries live in target/<profile>/deps");
+    if deps.ends_with("deps") { deps.parent().unwrap_or(deps).to_path_buf() } else { deps.to_path_buf() }
 }
 
 /// The path of one of the workspace's binaries; built by the README's test command.
 pub fn binary(name: &str) -> PathBuf {
     let path = target_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
 }
 
@@ -59,10 +54,9 @@ impl HubProcess {
             .args(args)
             .env("DATABASE_URL", database_url)
             .env("HUB_LISTEN_ADDR", addr.to_string())
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("HUB_OPERATOR_KEY", OPERATOR_KEY)
+            .env("HUB_MASTER_KEY", MASTER_KEY)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,29 +64,17 @@ impl HubProcess {
             .spawn()
             .expect("start the hub binary");
         process::register(child.id(), "KILL");
-        let mut hub = HubProcess {
-            child: Some(child),
-            addr,
-            log,
-        };
+        let mut hub = HubProcess { child: Some(child), addr, log };
         let client = reqwest::Client::new();
         let url = hub.url("/healthz");
-        crate::wait_until(
-            "the hub to answer /healthz",
-            Duration::from_secs(30),
-            || {
-                let request = client.get(&url).send();
-                let exited = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                async move {
-                    assert!(exited.is_none(), "the hub exited at start: {exited:?}");
-                    request
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                }
-            },
-        )
+        crate::wait_until("the hub to answer /healthz", Duration::from_secs(30), || {
+            let request = client.get(&url).send();
+            let exited = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            async move {
+                assert!(exited.is_none(), "the hub exited at start: {exited:?}");
+                request.await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            }
+        })
         .await;
         hub
     }

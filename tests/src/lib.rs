@@ -5,13 +5,15 @@
 //! A watchdog process stops every server and child once the test binary exits, however
 //! it exits.
 
+pub mod api;
 pub mod binaries;
 pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod wait;
 
-pub use binaries::HubProcess;
+pub use api::{Api, Reply};
+pub use binaries::{HubProcess, MASTER_KEY, OPERATOR_KEY};
 pub use nats::NatsServer;
 pub use postgres::{PgServer, TestDatabase};
 pub use wait::wait_until;

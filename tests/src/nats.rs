@@ -24,11 +24,7 @@ impl NatsServer {
 
     /// A server of the caller's own (to stop and restart in a test).
     pub fn start() -> anyhow::Result<NatsServer> {
-        let mut server = NatsServer {
-            port: 0,
-            store_dir: process::new_dir("nats"),
-            child: None,
-        };
+        let mut server = NatsServer { port: 0, store_dir: process::new_dir("nats"), child: None };
         for _ in 0..5 {
             server.port = process::free_port();
             if server.spawn().is_ok() {
@@ -62,14 +58,7 @@ impl NatsServer {
             .context("`nats-server` not found: install it (deploy/install-deps.sh)")?;
         let log = std::fs::File::create(self.store_dir.join("nats.log"))?;
         let mut child = Command::new(program)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -99,9 +88,7 @@ impl NatsServer {
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line)?;
-        let json = line
-            .strip_prefix("INFO ")
-            .context("nats-server greets with INFO")?;
+        let json = line.strip_prefix("INFO ").context("nats-server greets with INFO")?;
         Ok(serde_json::from_str(json.trim())?)
     }
 }

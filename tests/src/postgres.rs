@@ -34,13 +34,8 @@ impl PgServer {
             // Set up on a thread of its own: the caller may be inside a tokio runtime.
             std::thread::spawn(|| {
                 let server = PgServer::start(Durability::Off).expect("start PostgreSQL");
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime
-                    .block_on(server.create_template())
-                    .expect("create the migrated template database");
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(server.create_template()).expect("create the migrated template database");
                 server
             })
             .join()
@@ -52,23 +47,12 @@ impl PgServer {
     pub fn start(durability: Durability) -> anyhow::Result<PgServer> {
         let dir = process::new_dir("pg");
         let data = dir.join("data");
-        let owner = if running_as_root() {
-            Some(postgres_user()?)
-        } else {
-            None
-        };
+        let owner = if running_as_root() { Some(postgres_user()?) } else { None };
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
         }
         let mut initdb = pg_command("initdb", owner, &dir)?;
-        initdb.arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
+        initdb.arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
         let out = initdb.output().context("running initdb")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -89,26 +73,11 @@ impl PgServer {
                 "max_connections=300",
             ]);
             if durability == Durability::Off {
-                postgres.args([
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                ]);
+                postgres.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
             }
-            let mut child = postgres
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting postgres")?;
+            let mut child = postgres.stdout(Stdio::null()).stderr(log).spawn().context("starting postgres")?;
             process::register(child.id(), "INT");
-            let server = PgServer {
-                port,
-                dir: dir.clone(),
-                pid: child.id(),
-            };
+            let server = PgServer { port, dir: dir.clone(), pid: child.id() };
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if child.try_wait()?.is_some() {
@@ -121,10 +90,7 @@ impl PgServer {
             }
             let _ = child.kill();
         }
-        bail!(
-            "postgres did not start; see {}",
-            dir.join("postgres.log").display()
-        )
+        bail!("postgres did not start; see {}", dir.join("postgres.log").display())
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -133,15 +99,7 @@ impl PgServer {
 
     fn accepts_connections(&self) -> bool {
         Command::new(pg_program("pg_isready").unwrap_or_else(|_| "pg_isready".into()))
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+            .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -154,9 +112,7 @@ impl PgServer {
     /// Creates the migrated template that `migrated_database` clones.
     pub async fn create_template(&self) -> anyhow::Result<()> {
         let admin = self.admin().await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
-            .await?;
+        admin.batch_execute(&format!("CREATE DATABASE {TEMPLATE}")).await?;
         let mut client = hub::db::connect(&self.url(TEMPLATE).parse()?).await?;
         hub::migrate::run(&mut client).await?;
         Ok(())
@@ -182,14 +138,8 @@ impl PgServer {
         };
         let _guard = CLONING.lock().await;
         let admin = self.admin().await.expect("connect to the test server");
-        admin
-            .batch_execute(&sql)
-            .await
-            .expect("create a test database");
-        TestDatabase {
-            url: self.url(&name),
-            name,
-        }
+        admin.batch_execute(&sql).await.expect("create a test database");
+        TestDatabase { url: self.url(&name), name }
     }
 }
 
@@ -211,9 +161,7 @@ impl TestDatabase {
     }
 
     pub async fn connect(&self) -> tokio_postgres::Client {
-        hub::db::connect(&self.config())
-            .await
-            .expect("connect to the test database")
+        hub::db::connect(&self.config()).await.expect("connect to the test database")
     }
 
     pub fn pool(&self, size: usize) -> deadpool_postgres::Pool {
@@ -248,12 +196,7 @@ fn pg_command(name: &str, owner: Option<(u32, u32)>, cwd: &Path) -> anyhow::Resu
 /// PostgreSQL's programs: on PATH, or in Debian's versioned directory.
 fn pg_program(name: &str) -> anyhow::Result<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     versions.sort();
     versions.reverse();

@@ -44,16 +44,10 @@ pub fn unregister(pid: u32) {
 
 /// Sends a signal by name (`TERM`, `KILL`, `INT`, `STOP`, `CONT`).
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 
-#[expect(
-    clippy::zombie_processes,
-    reason = "the watchdog must outlive this process"
-)]
+#[expect(clippy::zombie_processes, reason = "the watchdog must outlive this process")]
 fn start_watchdog(dir: &Path) {
     // Polls for the test binary's exit, then stops what it started and removes the files.
     let script = r#"

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use e2e::{TestDatabase, wait_until};
-use hub::store::{
-    AppendError, Commit, EventStore, ExpectedVersion, NewEvent, StreamAppend, WriterConfig,
-};
+use hub::store::{AppendError, Commit, EventStore, ExpectedVersion, NewEvent, StreamAppend, WriterConfig};
 use shared::events::organization::{OrganizationCreated, OrganizationEvent, OrganizationUpdated};
 use shared::{Metadata, RecordedEvent};
 
@@ -46,17 +44,11 @@ async fn all_events(store: &EventStore) -> Vec<RecordedEvent> {
 fn assert_dense_streams(events: &[RecordedEvent]) {
     let mut versions: HashMap<&str, Vec<i64>> = HashMap::new();
     for event in events {
-        versions
-            .entry(&event.stream_id)
-            .or_default()
-            .push(event.stream_version);
+        versions.entry(&event.stream_id).or_default().push(event.stream_version);
     }
     for (stream, seen) in versions {
         let expected: Vec<i64> = (1..=seen.len() as i64).collect();
-        assert_eq!(
-            seen, expected,
-            "versions of {stream} are dense and in position order"
-        );
+        assert_eq!(seen, expected, "versions of {stream} are dense and in position order");
     }
 }
 
@@ -77,11 +69,7 @@ async fn concurrent_appends_get_gapless_positions_and_a_tailing_reader_sees_each
             while (seen.len() as i64) < TOTAL {
                 let page = store.read_all(last, 300).await.unwrap();
                 for event in &page {
-                    assert_eq!(
-                        event.position,
-                        last + 1,
-                        "the reader never skips a position"
-                    );
+                    assert_eq!(event.position, last + 1, "the reader never skips a position");
                     last = event.position;
                     seen.push(event.event_id);
                 }
@@ -102,10 +90,7 @@ async fn concurrent_appends_get_gapless_positions_and_a_tailing_reader_sees_each
                 let stream = format!("org-{}", (task * 7 + i * 13) % STREAMS);
                 let event = updated(&format!("{task}/{i}"));
                 ids.push(event.event_id);
-                let recorded = store
-                    .append(stream, ExpectedVersion::Any, vec![event])
-                    .await
-                    .unwrap();
+                let recorded = store.append(stream, ExpectedVersion::Any, vec![event]).await.unwrap();
                 assert_eq!(recorded.len(), 1);
             }
             ids
@@ -115,47 +100,23 @@ async fn concurrent_appends_get_gapless_positions_and_a_tailing_reader_sees_each
     for writer in writers {
         written.extend(writer.await.unwrap());
     }
-    let read = tokio::time::timeout(Duration::from_secs(60), reader)
-        .await
-        .expect("the reader catches up")
-        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("the reader catches up").unwrap();
 
     let events = all_events(&store).await;
     let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
-    assert_eq!(
-        positions,
-        (1..=TOTAL).collect::<Vec<_>>(),
-        "positions are exactly 1..=6400"
-    );
+    assert_eq!(positions, (1..=TOTAL).collect::<Vec<_>>(), "positions are exactly 1..=6400");
     assert_dense_streams(&events);
-    assert_eq!(
-        events
-            .iter()
-            .map(|e| e.stream_id.as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len(),
-        STREAMS
-    );
+    assert_eq!(events.iter().map(|e| e.stream_id.as_str()).collect::<std::collections::HashSet<_>>().len(), STREAMS);
 
     let mut read_sorted = read.clone();
     read_sorted.sort();
     read_sorted.dedup();
-    assert_eq!(
-        read_sorted.len(),
-        read.len(),
-        "the reader saw no event twice"
-    );
+    assert_eq!(read_sorted.len(), read.len(), "the reader saw no event twice");
     let in_log: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!(
-        read, in_log,
-        "the reader saw every event, in position order"
-    );
+    assert_eq!(read, in_log, "the reader saw every event, in position order");
     written.sort();
     read_sorted.sort();
-    assert_eq!(
-        written, read_sorted,
-        "every acknowledged append is in the log"
-    );
+    assert_eq!(written, read_sorted, "every acknowledged append is in the log");
 }
 
 #[tokio::test]
@@ -164,10 +125,7 @@ async fn of_two_appends_expecting_the_same_version_exactly_one_wins() {
     let store = store(&db).await;
     for round in 0..30 {
         let stream = format!("org-race-{round}");
-        store
-            .append(&stream, ExpectedVersion::NoStream, vec![created("race")])
-            .await
-            .unwrap();
+        store.append(&stream, ExpectedVersion::NoStream, vec![created("race")]).await.unwrap();
         let (a, b) = tokio::join!(
             store.append(&stream, ExpectedVersion::Exact(1), vec![updated("a")]),
             store.append(&stream, ExpectedVersion::Exact(1), vec![updated("b")]),
@@ -178,11 +136,7 @@ async fn of_two_appends_expecting_the_same_version_exactly_one_wins() {
         };
         assert_eq!(won[0].stream_version, 2);
         match lost {
-            AppendError::Conflict {
-                stream_id,
-                expected,
-                actual,
-            } => {
+            AppendError::Conflict { stream_id, expected, actual } => {
                 assert_eq!(stream_id, stream);
                 assert_eq!(expected, ExpectedVersion::Exact(1));
                 assert_eq!(actual, 2);
@@ -190,55 +144,32 @@ async fn of_two_appends_expecting_the_same_version_exactly_one_wins() {
             other => panic!("the loser gets a typed conflict, got {other:?}"),
         }
     }
-    let err = store
-        .append(
-            "org-race-0",
-            ExpectedVersion::NoStream,
-            vec![created("again")],
-        )
-        .await
-        .unwrap_err();
+    let err = store.append("org-race-0", ExpectedVersion::NoStream, vec![created("again")]).await.unwrap_err();
     assert!(err.is_conflict(), "creating an existing stream conflicts");
-    let err = store
-        .append("org-new", ExpectedVersion::Exact(3), vec![updated("x")])
-        .await
-        .unwrap_err();
-    assert!(
-        err.is_conflict(),
-        "expecting a version the stream never reached conflicts"
-    );
+    let err = store.append("org-new", ExpectedVersion::Exact(3), vec![updated("x")]).await.unwrap_err();
+    assert!(err.is_conflict(), "expecting a version the stream never reached conflicts");
 }
 
 /// Holds the log-head lock from another connection, so that the writer's next transaction
 /// waits and the commits sent meanwhile pile up into one batch.
 async fn hold_head_lock(db: &TestDatabase) -> tokio_postgres::Client {
     let blocker = db.connect().await;
-    blocker
-        .batch_execute("BEGIN; SELECT * FROM event_log_head FOR UPDATE")
-        .await
-        .unwrap();
+    blocker.batch_execute("BEGIN; SELECT * FROM event_log_head FOR UPDATE").await.unwrap();
     blocker
 }
 
 async fn wait_for_writer_blocked(db: &TestDatabase) {
     let observer = db.connect().await;
-    wait_until(
-        "the writer to wait on the log-head lock",
-        Duration::from_secs(10),
-        || {
-            let observer = &observer;
-            async move {
-                let row = observer
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                        &[],
-                    )
-                    .await
-                    .unwrap();
-                (row.get::<_, i64>(0) > 0).then_some(())
-            }
-        },
-    )
+    wait_until("the writer to wait on the log-head lock", Duration::from_secs(10), || {
+        let observer = &observer;
+        async move {
+            let row = observer
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) > 0).then_some(())
+        }
+    })
     .await;
 }
 
@@ -246,27 +177,12 @@ async fn wait_for_writer_blocked(db: &TestDatabase) {
 async fn a_conflict_in_a_batch_fails_only_its_own_commit() {
     let db = TestDatabase::new().await;
     let store = store(&db).await;
-    store
-        .append(
-            "org-taken",
-            ExpectedVersion::NoStream,
-            vec![created("taken")],
-        )
-        .await
-        .unwrap();
+    store.append("org-taken", ExpectedVersion::NoStream, vec![created("taken")]).await.unwrap();
 
     let blocker = hold_head_lock(&db).await;
     let primer = tokio::spawn({
         let store = store.clone();
-        async move {
-            store
-                .append(
-                    "org-primer",
-                    ExpectedVersion::NoStream,
-                    vec![created("primer")],
-                )
-                .await
-        }
+        async move { store.append("org-primer", ExpectedVersion::NoStream, vec![created("primer")]).await }
     });
     wait_for_writer_blocked(&db).await;
 
@@ -274,22 +190,12 @@ async fn a_conflict_in_a_batch_fails_only_its_own_commit() {
     for i in 0..9 {
         let store = store.clone();
         calls.push(tokio::spawn(async move {
-            store
-                .append(
-                    format!("org-batch-{i}"),
-                    ExpectedVersion::NoStream,
-                    vec![created("ok")],
-                )
-                .await
+            store.append(format!("org-batch-{i}"), ExpectedVersion::NoStream, vec![created("ok")]).await
         }));
     }
     let conflicting = tokio::spawn({
         let store = store.clone();
-        async move {
-            store
-                .append("org-taken", ExpectedVersion::NoStream, vec![created("dup")])
-                .await
-        }
+        async move { store.append("org-taken", ExpectedVersion::NoStream, vec![created("dup")]).await }
     });
     // Let every call reach the writer's queue before releasing the lock.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -297,24 +203,14 @@ async fn a_conflict_in_a_batch_fails_only_its_own_commit() {
 
     primer.await.unwrap().unwrap();
     let conflict = conflicting.await.unwrap().unwrap_err();
-    assert!(
-        conflict.is_conflict(),
-        "the conflicting caller gets its conflict: {conflict:?}"
-    );
+    assert!(conflict.is_conflict(), "the conflicting caller gets its conflict: {conflict:?}");
     let mut batch_times = Vec::new();
     for call in calls {
-        let recorded = call
-            .await
-            .unwrap()
-            .expect("batch-mates of a conflict still commit");
+        let recorded = call.await.unwrap().expect("batch-mates of a conflict still commit");
         batch_times.push(recorded[0].recorded_at);
     }
     batch_times.dedup();
-    assert_eq!(
-        batch_times.len(),
-        1,
-        "the nine commits were written in one batch"
-    );
+    assert_eq!(batch_times.len(), 1, "the nine commits were written in one batch");
     assert_eq!(all_events(&store).await.len(), 11);
 }
 
@@ -325,15 +221,7 @@ async fn a_commit_the_database_refuses_does_not_sink_its_batch() {
     let blocker = hold_head_lock(&db).await;
     let primer = tokio::spawn({
         let store = store.clone();
-        async move {
-            store
-                .append(
-                    "org-primer",
-                    ExpectedVersion::NoStream,
-                    vec![created("primer")],
-                )
-                .await
-        }
+        async move { store.append("org-primer", ExpectedVersion::NoStream, vec![created("primer")]).await }
     });
     wait_for_writer_blocked(&db).await;
 
@@ -341,27 +229,13 @@ async fn a_commit_the_database_refuses_does_not_sink_its_batch() {
     for i in 0..5 {
         let store = store.clone();
         good.push(tokio::spawn(async move {
-            store
-                .append(
-                    format!("org-good-{i}"),
-                    ExpectedVersion::NoStream,
-                    vec![created("fine")],
-                )
-                .await
+            store.append(format!("org-good-{i}"), ExpectedVersion::NoStream, vec![created("fine")]).await
         }));
     }
     // PostgreSQL's jsonb refuses the NUL character, which serde_json accepts.
     let bad = tokio::spawn({
         let store = store.clone();
-        async move {
-            store
-                .append(
-                    "org-bad",
-                    ExpectedVersion::NoStream,
-                    vec![created("nul \u{0} inside")],
-                )
-                .await
-        }
+        async move { store.append("org-bad", ExpectedVersion::NoStream, vec![created("nul \u{0} inside")]).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     blocker.batch_execute("COMMIT").await.unwrap();
@@ -369,15 +243,10 @@ async fn a_commit_the_database_refuses_does_not_sink_its_batch() {
     primer.await.unwrap().unwrap();
     assert!(matches!(bad.await.unwrap(), Err(AppendError::Rejected(_))));
     for call in good {
-        call.await
-            .unwrap()
-            .expect("the other commits of the batch are written");
+        call.await.unwrap().expect("the other commits of the batch are written");
     }
     let events = all_events(&store).await;
-    assert_eq!(
-        events.iter().map(|e| e.position).collect::<Vec<_>>(),
-        (1..=6).collect::<Vec<_>>()
-    );
+    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
     assert!(events.iter().all(RecordedEvent::hash_is_valid));
 }
 
@@ -385,17 +254,10 @@ async fn a_commit_the_database_refuses_does_not_sink_its_batch() {
 async fn a_commit_spanning_streams_is_atomic() {
     let db = TestDatabase::new().await;
     let store = store(&db).await;
-    store
-        .append("org-b", ExpectedVersion::NoStream, vec![created("b")])
-        .await
-        .unwrap();
+    store.append("org-b", ExpectedVersion::NoStream, vec![created("b")]).await.unwrap();
     let commit = Commit {
         appends: vec![
-            StreamAppend {
-                stream_id: "org-a".into(),
-                expected: ExpectedVersion::NoStream,
-                events: vec![created("a")],
-            },
+            StreamAppend { stream_id: "org-a".into(), expected: ExpectedVersion::NoStream, events: vec![created("a")] },
             StreamAppend {
                 stream_id: "org-b".into(),
                 expected: ExpectedVersion::NoStream,
@@ -404,10 +266,7 @@ async fn a_commit_spanning_streams_is_atomic() {
         ],
     };
     assert!(store.commit(commit).await.unwrap_err().is_conflict());
-    assert!(
-        store.read_stream("org-a", 0).await.unwrap().is_empty(),
-        "nothing of a failed commit is written"
-    );
+    assert!(store.read_stream("org-a", 0).await.unwrap().is_empty(), "nothing of a failed commit is written");
 
     let commit = Commit {
         appends: vec![
@@ -425,10 +284,7 @@ async fn a_commit_spanning_streams_is_atomic() {
     };
     let recorded = store.commit(commit).await.unwrap();
     assert_eq!(
-        recorded
-            .iter()
-            .map(|e| (e.stream_id.as_str(), e.stream_version))
-            .collect::<Vec<_>>(),
+        recorded.iter().map(|e| (e.stream_id.as_str(), e.stream_version)).collect::<Vec<_>>(),
         [("org-a", 1), ("org-a", 2), ("org-b", 2)]
     );
     let stream = store.read_stream("org-a", 1).await.unwrap();
@@ -443,29 +299,15 @@ async fn a_commit_spanning_streams_is_atomic() {
 async fn invalid_commits_are_refused_before_reaching_the_database() {
     let db = TestDatabase::new().await;
     let store = store(&db).await;
-    let empty = store
-        .append("org-x", ExpectedVersion::Any, vec![])
-        .await
-        .unwrap_err();
+    let empty = store.append("org-x", ExpectedVersion::Any, vec![]).await.unwrap_err();
     assert!(matches!(empty, AppendError::Invalid(_)));
     let twice = Commit {
         appends: vec![
-            StreamAppend {
-                stream_id: "org-x".into(),
-                expected: ExpectedVersion::Any,
-                events: vec![created("1")],
-            },
-            StreamAppend {
-                stream_id: "org-x".into(),
-                expected: ExpectedVersion::Any,
-                events: vec![created("2")],
-            },
+            StreamAppend { stream_id: "org-x".into(), expected: ExpectedVersion::Any, events: vec![created("1")] },
+            StreamAppend { stream_id: "org-x".into(), expected: ExpectedVersion::Any, events: vec![created("2")] },
         ],
     };
-    assert!(matches!(
-        store.commit(twice).await.unwrap_err(),
-        AppendError::Invalid(_)
-    ));
+    assert!(matches!(store.commit(twice).await.unwrap_err(), AppendError::Invalid(_)));
     assert_eq!(store.head_position().await.unwrap(), 0);
 }
 
@@ -473,22 +315,13 @@ async fn invalid_commits_are_refused_before_reaching_the_database() {
 async fn update_delete_and_truncate_on_the_event_log_are_refused() {
     let db = TestDatabase::new().await;
     let store = store(&db).await;
-    store
-        .append("org-1", ExpectedVersion::NoStream, vec![created("one")])
-        .await
-        .unwrap();
+    store.append("org-1", ExpectedVersion::NoStream, vec![created("one")]).await.unwrap();
     let client = db.connect().await;
-    for sql in [
-        "UPDATE events SET data = '{}'::jsonb",
-        "DELETE FROM events",
-        "TRUNCATE events",
-        "TRUNCATE events CASCADE",
-    ] {
+    for sql in
+        ["UPDATE events SET data = '{}'::jsonb", "DELETE FROM events", "TRUNCATE events", "TRUNCATE events CASCADE"]
+    {
         let error = client.batch_execute(sql).await.expect_err(sql);
-        let message = error
-            .as_db_error()
-            .map(|e| e.message().to_owned())
-            .unwrap_or_default();
+        let message = error.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
         assert!(message.contains("append-only"), "{sql}: {message}");
     }
     // Even with replication-role tricks the triggers still fire (ENABLE ALWAYS).
@@ -496,11 +329,7 @@ async fn update_delete_and_truncate_on_the_event_log_are_refused() {
         .batch_execute("SET session_replication_role = replica; DELETE FROM events")
         .await
         .expect_err("replica role does not bypass the trigger");
-    assert!(
-        error
-            .as_db_error()
-            .is_some_and(|e| e.message().contains("append-only"))
-    );
+    assert!(error.as_db_error().is_some_and(|e| e.message().contains("append-only")));
     assert_eq!(all_events(&store).await.len(), 1);
 }
 
@@ -508,35 +337,20 @@ async fn update_delete_and_truncate_on_the_event_log_are_refused() {
 async fn independent_writers_in_separate_processes_keep_positions_gapless() {
     let db = TestDatabase::new().await;
     let loader = e2e::binaries::binary("append_load");
-    let spawn = || {
-        tokio::process::Command::new(&loader)
-            .args([db.url.as_str(), "16", "50", "40"])
-            .output()
-    };
+    let spawn = || tokio::process::Command::new(&loader).args([db.url.as_str(), "16", "50", "40"]).output();
     let (a, b, c) = tokio::join!(spawn(), spawn(), spawn());
     for out in [a, b, c] {
         let out = out.unwrap();
-        assert!(
-            out.status.success(),
-            "append_load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "append_load failed: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "800");
     }
     let store = store(&db).await;
     let events = all_events(&store).await;
-    assert_eq!(
-        events.iter().map(|e| e.position).collect::<Vec<_>>(),
-        (1..=2400).collect::<Vec<_>>()
-    );
+    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=2400).collect::<Vec<_>>());
     assert_dense_streams(&events);
     let mut prev = shared::hash::GENESIS_HASH.to_vec();
     for event in &events {
-        assert_eq!(
-            event.prev_hash, prev,
-            "the chain links across writers at {}",
-            event.position
-        );
+        assert_eq!(event.prev_hash, prev, "the chain links across writers at {}", event.position);
         assert!(event.hash_is_valid());
         prev.clone_from(&event.hash);
     }

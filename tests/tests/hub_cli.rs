@@ -15,10 +15,7 @@ async fn seed(db: &TestDatabase, streams: usize) {
             plan: "free".into(),
         });
         let new = NewEvent::new(&event, &Metadata::system()).unwrap();
-        store
-            .append(format!("org-{i}"), ExpectedVersion::NoStream, vec![new])
-            .await
-            .unwrap();
+        store.append(format!("org-{i}"), ExpectedVersion::NoStream, vec![new]).await.unwrap();
     }
 }
 
@@ -43,24 +40,11 @@ async fn tamper(db: &TestDatabase, sql: &str) {
 async fn verify_passes_on_an_intact_log() {
     let db = TestDatabase::new().await;
     let empty = hub_command(&db.url, &["events", "verify"]);
-    assert!(
-        empty.status.success(),
-        "an empty log verifies: {}",
-        stdout(&empty)
-    );
+    assert!(empty.status.success(), "an empty log verifies: {}", stdout(&empty));
     seed(&db, 25).await;
     let out = hub_command(&db.url, &["events", "verify"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout(&out).starts_with("ok: 25 events"),
-        "{}",
-        stdout(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).starts_with("ok: 25 events"), "{}", stdout(&out));
 }
 
 #[tokio::test]
@@ -96,23 +80,12 @@ async fn verify_catches_a_rewritten_chain_and_deleted_rows() {
 async fn export_writes_the_log_as_json_lines_after_a_position() {
     let db = TestDatabase::new().await;
     seed(&db, 12).await;
-    let out = hub_command(
-        &db.url,
-        &["events", "export", "--after", "5", "--format", "jsonl"],
-    );
+    let out = hub_command(&db.url, &["events", "export", "--after", "5", "--format", "jsonl"]);
     assert!(out.status.success());
-    let lines: Vec<shared::RecordedEvent> = stdout(&out)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("each line is an event"))
-        .collect();
-    assert_eq!(
-        lines.iter().map(|e| e.position).collect::<Vec<_>>(),
-        (6..=12).collect::<Vec<_>>()
-    );
-    assert!(
-        lines.iter().all(shared::RecordedEvent::hash_is_valid),
-        "exported events carry verifiable hashes"
-    );
+    let lines: Vec<shared::RecordedEvent> =
+        stdout(&out).lines().map(|line| serde_json::from_str(line).expect("each line is an event")).collect();
+    assert_eq!(lines.iter().map(|e| e.position).collect::<Vec<_>>(), (6..=12).collect::<Vec<_>>());
+    assert!(lines.iter().all(shared::RecordedEvent::hash_is_valid), "exported events carry verifiable hashes");
 
     let bad = hub_command(&db.url, &["events", "export", "--format", "xml"]);
     assert!(!bad.status.success());
@@ -131,27 +104,16 @@ async fn two_hubs_migrating_at_once_both_succeed() {
         tokio::task::spawn_blocking(move || hub_command(&url, &["migrate"])),
     );
     for out in [a.unwrap(), b.unwrap()] {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let client = db.connect().await;
-    let head: i64 = client
-        .query_one("SELECT position FROM event_log_head", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let head: i64 = client.query_one("SELECT position FROM event_log_head", &[]).await.unwrap().get(0);
     assert_eq!(head, 0);
 }
 
 #[tokio::test]
 async fn commands_fail_clearly_without_a_reachable_database() {
-    let out = hub_command(
-        "postgres://postgres@127.0.0.1:1/nowhere",
-        &["events", "verify"],
-    );
+    let out = hub_command("postgres://postgres@127.0.0.1:1/nowhere", &["events", "verify"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("connecting to the database"), "{stderr}");
@@ -174,10 +136,7 @@ fn every_command_documents_itself() {
         &["events", "export", "--help"],
         &["events", "verify", "--help"],
     ] {
-        let out = std::process::Command::new(e2e::binaries::binary("hub"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(e2e::binaries::binary("hub")).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         assert!(stdout(&out).contains("Usage:"), "{args:?}");
     }

@@ -10,10 +10,7 @@ async fn a_single_node_hub_answers_health_readiness_and_openapi() {
 
     let health = client.get(hub.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    assert!(
-        health.headers().contains_key("request-id"),
-        "every response carries a Request-Id"
-    );
+    assert!(health.headers().contains_key("request-id"), "every response carries a Request-Id");
 
     let ready = client.get(hub.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -21,32 +18,15 @@ async fn a_single_node_hub_answers_health_readiness_and_openapi() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["head_position"], 0);
 
-    let spec: serde_json::Value = client
-        .get(hub.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        spec["openapi"].as_str().unwrap().starts_with("3.1"),
-        "OpenAPI 3.1: {}",
-        spec["openapi"]
-    );
+    let spec: serde_json::Value = client.get(hub.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1: {}", spec["openapi"]);
     for path in ["/healthz", "/readyz"] {
-        assert!(
-            spec["paths"][path]["get"].is_object(),
-            "{path} is documented"
-        );
+        assert!(spec["paths"][path]["get"].is_object(), "{path} is documented");
     }
 
     let missing = client.get(hub.url("/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(
-        missing.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
     let problem: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(problem["status"], 404);
     assert_eq!(problem["code"], "not_found");
@@ -56,58 +36,26 @@ async fn a_single_node_hub_answers_health_readiness_and_openapi() {
 async fn readiness_fails_while_the_database_is_unreachable() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &[], &[]).await;
-    let admin = tokio_postgres::connect(
-        &e2e::PgServer::shared().url("postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await;
+    let admin = tokio_postgres::connect(&e2e::PgServer::shared().url("postgres"), tokio_postgres::NoTls).await;
     let (admin, connection) = admin.unwrap();
     tokio::spawn(connection);
     // Forbid new connections and end the hub's current ones.
+    admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name)).await.unwrap();
     admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
-            db.name
-        ))
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&db.name],
-        )
+        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&db.name])
         .await
         .unwrap();
     let client = reqwest::Client::new();
     let ready = client.get(hub.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert_eq!(ready.headers()["content-type"], "application/problem+json");
-    assert_eq!(
-        client
-            .get(hub.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "the process is still up"
-    );
+    assert_eq!(client.get(hub.url("/healthz")).send().await.unwrap().status(), 200, "the process is still up");
 
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
-            db.name
-        ))
-        .await
-        .unwrap();
-    e2e::wait_until(
-        "readiness to return",
-        std::time::Duration::from_secs(20),
-        || {
-            let request = client.get(hub.url("/readyz")).send();
-            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-        },
-    )
+    admin.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name)).await.unwrap();
+    e2e::wait_until("readiness to return", std::time::Duration::from_secs(20), || {
+        let request = client.get(hub.url("/readyz")).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
     .await;
 }
 
@@ -116,11 +64,7 @@ async fn sigterm_stops_the_hub_cleanly() {
     let db = TestDatabase::new().await;
     let mut hub = HubProcess::spawn(&db.url, &[], &[]).await;
     let status = hub.terminate().expect("the hub was running");
-    assert!(
-        status.success(),
-        "graceful shutdown exits 0: {status:?}\n{}",
-        hub.logs()
-    );
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}\n{}", hub.logs());
     assert!(hub.logs().contains("shutdown signal received"));
 }
 
@@ -135,10 +79,7 @@ async fn a_too_short_operator_key_is_refused_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("HUB_OPERATOR_KEY") && !stderr.contains("short"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("HUB_OPERATOR_KEY") && !stderr.contains("short"), "{stderr}");
 }
 
 #[test]

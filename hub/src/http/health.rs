@@ -10,9 +10,7 @@ use utoipa_axum::routes;
 use super::{AppState, Problem};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -41,31 +39,18 @@ pub struct Readiness {
     tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json"))
 )]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Problem> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, axum::response::Response> {
     let unavailable = |detail: &str| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            detail.to_owned(),
-        )
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", Some(detail.to_owned()))
+            .into_response_with(StatusCode::SERVICE_UNAVAILABLE)
     };
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|_| unavailable("the database is unreachable"))?;
-    let current = crate::migrate::is_current(&**client)
-        .await
-        .map_err(|_| unavailable("the database is unreachable"))?;
+    let client = state.pool.get().await.map_err(|_| unavailable("the database is unreachable"))?;
+    let current =
+        crate::migrate::is_current(&**client).await.map_err(|_| unavailable("the database is unreachable"))?;
     if !current {
         return Err(unavailable("database migrations are not applied"));
     }
-    let head_position = crate::store::head_position(&**client)
-        .await
-        .map_err(|_| unavailable("the event log is unreadable"))?;
-    Ok(Json(Readiness {
-        status: "ready",
-        head_position,
-        schema_version: crate::migrate::latest_version(),
-    }))
+    let head_position =
+        crate::store::head_position(&**client).await.map_err(|_| unavailable("the event log is unreadable"))?;
+    Ok(Json(Readiness { status: "ready", head_position, schema_version: crate::migrate::latest_version() }))
 }

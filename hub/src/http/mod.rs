@@ -1,51 +1,79 @@
-//! The hub's HTTP surface: builds the shared state and the router.
+//! The hub's HTTP surface: the shared state, the router and its layers.
+//!
+//! Layers, outermost first: request id → problems (every error a problem+json with the
+//! request id) → trace → timeout → body limit → authenticate (+ rate limit) →
+//! idempotency → the resource routers.
 
+pub mod auth;
+mod conditional;
+pub mod context;
+pub mod error;
+pub mod extract;
 mod health;
+pub mod idempotency;
+mod middleware;
 pub mod openapi;
-mod problem;
+mod organizations;
+pub mod pagination;
+pub mod rate_limit;
+mod sql;
+pub mod usage;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderName;
+use axum::extract::DefaultBodyLimit;
 use deadpool_postgres::Pool;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use problem::Problem;
+pub use error::{ApiError, Problem};
 
 use crate::store::EventStore;
+
+/// Settings the handlers read.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Requests per minute per key, unless the organization sets its own.
+    pub rate_limit_per_minute: u32,
+    /// Where workspaces go when a request names no instance (the embedded one in
+    /// single-node mode).
+    pub default_instance_id: Option<String>,
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
     pub store: EventStore,
+    pub config: Arc<HttpConfig>,
+    pub auth: Arc<auth::Authenticator>,
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    pub usage: Arc<usage::UsageRecorder>,
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+    let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
-        .with_state(state)
+        .merge(organizations::router())
         .split_for_parts();
-    let api = std::sync::Arc::new(api);
-    router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || openapi::serve(api.clone())),
-        )
-        .fallback(problem::not_found)
-        .layer(CatchPanicLayer::custom(problem::panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    let api = Arc::new(api);
+    api_router
+        .route("/openapi.json", axum::routing::get(move || openapi::serve(api.clone())))
+        .fallback(middleware::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(middleware::problems))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .with_state(state)
 }

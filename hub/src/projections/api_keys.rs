@@ -28,14 +28,9 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
                 scope_names(&e.scopes),
                 e.workspace_ids,
                 e.expires_at,
-                e.allowed_ips
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
+                e.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 e.owner_user_id,
-                serde_json::to_value(e.created_by.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned)),
+                serde_json::to_value(e.created_by.kind).ok().and_then(|v| v.as_str().map(str::to_owned)),
                 e.created_by.id,
                 bytes(&e.key_hash),
                 e.partial_key_hint,
@@ -51,14 +46,7 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
         ApiKeyEvent::ApiKeyRotated(e) => SqlStep::new(
             "UPDATE api_keys SET previous_key_hash = key_hash, previous_expires_at = $2, key_hash = $3, \
              partial_key_hint = $4, version = $5, updated_at = $6 WHERE id = $1",
-            params![
-                id,
-                e.previous_key_expires_at,
-                bytes(&e.key_hash),
-                e.partial_key_hint,
-                version,
-                at
-            ],
+            params![id, e.previous_key_expires_at, bytes(&e.key_hash), e.partial_key_hint, version, at],
         ),
         ApiKeyEvent::ApiKeyRevoked {} => SqlStep::new(
             "UPDATE api_keys SET revoked_at = $2, version = $3, updated_at = $2 WHERE id = $1",

@@ -21,12 +21,7 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
         ),
         OrganizationEvent::OrganizationSettingsChanged(settings) => SqlStep::new(
             "UPDATE organizations SET settings = $2, version = $3, updated_at = $4 WHERE id = $1",
-            params![
-                id,
-                serde_json::to_value(settings).unwrap_or_default(),
-                version,
-                at
-            ],
+            params![id, serde_json::to_value(settings).unwrap_or_default(), version, at],
         ),
         OrganizationEvent::OrganizationDeleted {} => SqlStep::new(
             "UPDATE organizations SET status = 'deleted', version = $2, updated_at = $3 WHERE id = $1",

@@ -6,12 +6,7 @@ use uuid::Uuid;
 
 use super::{SqlStep, params};
 
-fn status(
-    id: Uuid,
-    status: &'static str,
-    version: i64,
-    at: chrono::DateTime<chrono::Utc>,
-) -> SqlStep {
+fn status(id: Uuid, status: &'static str, version: i64, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
     SqlStep::new(
         "UPDATE workspaces SET status = $2, version = $3, updated_at = $4 WHERE id = $1",
         params![id, status, version, at],
@@ -47,18 +42,15 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
                 id,
                 e.name,
                 e.settings,
-                e.webhook_uris
-                    .map(|u| serde_json::to_value(u).unwrap_or_default()),
-                e.public_keys
-                    .map(|k| serde_json::to_value(k).unwrap_or_default()),
+                e.webhook_uris.map(|u| serde_json::to_value(u).unwrap_or_default()),
+                e.public_keys.map(|k| serde_json::to_value(k).unwrap_or_default()),
                 version,
                 at,
             ],
         ),
-        WorkspaceEvent::WorkspaceMoved(e) => SqlStep::new(
-            "SELECT workspaces_move($1, $2, $3, $4)",
-            params![id, e.parent_id, at, version],
-        ),
+        WorkspaceEvent::WorkspaceMoved(e) => {
+            SqlStep::new("SELECT workspaces_move($1, $2, $3, $4)", params![id, e.parent_id, at, version])
+        }
         WorkspaceEvent::WorkspaceArchived {} => status(id, "archived", version, at),
         WorkspaceEvent::WorkspaceRestored {} => status(id, "active", version, at),
         WorkspaceEvent::WorkspaceDeleted {} => status(id, "deleted", version, at),

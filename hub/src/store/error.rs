@@ -6,11 +6,7 @@ use super::ExpectedVersion;
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream `{stream_id}` was expected at {expected} but is at version {actual}")]
-    Conflict {
-        stream_id: String,
-        expected: ExpectedVersion,
-        actual: i64,
-    },
+    Conflict { stream_id: String, expected: ExpectedVersion, actual: i64 },
     #[error("invalid commit: {0}")]
     Invalid(String),
     #[error("the database refused the commit")]

@@ -54,27 +54,19 @@ impl EventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
-        self.commit(Commit::single(stream_id, expected, events))
-            .await
+        self.commit(Commit::single(stream_id, expected, events)).await
     }
 
     /// Commits appends to one or more streams atomically.
     pub async fn commit(&self, commit: Commit) -> Result<Vec<RecordedEvent>, AppendError> {
         commit.validate()?;
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(writer::Job { commit, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
+        self.jobs.send(writer::Job { commit, reply }).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
     }
 
     /// Events of one stream with `stream_version > after_version`, in order.
-    pub async fn read_stream(
-        &self,
-        stream_id: &str,
-        after_version: i64,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
+    pub async fn read_stream(&self, stream_id: &str, after_version: i64) -> Result<Vec<RecordedEvent>, ReadError> {
         let client = self.pool.get().await?;
         Ok(read::stream(&**client, stream_id, after_version).await?)
     }

@@ -11,15 +11,11 @@ use std::task::Poll;
 
 use futures::future::MaybeDone;
 
-pub(super) type Request<'a> =
-    Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+pub(super) type Request<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
 
 /// Awaits every request; returns the first error in request order, if any.
 pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Result<(), tokio_postgres::Error> {
-    let mut pending: Vec<MaybeDone<Request<'_>>> = requests
-        .into_iter()
-        .map(futures::future::maybe_done)
-        .collect();
+    let mut pending: Vec<MaybeDone<Request<'_>>> = requests.into_iter().map(futures::future::maybe_done).collect();
     futures::future::poll_fn(|cx| {
         let mut all_done = true;
         for request in &mut pending {
@@ -28,11 +24,7 @@ pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Result<(), tokio_pos
                 all_done = false;
             }
         }
-        if all_done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        if all_done { Poll::Ready(()) } else { Poll::Pending }
     })
     .await;
     for request in &mut pending {

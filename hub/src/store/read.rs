@@ -29,9 +29,8 @@ pub(crate) async fn stream(
     stream_id: &str,
     after_version: i64,
 ) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version"
-    );
+    let sql =
+        format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version");
     let rows = client.query(&sql, &[&stream_id, &after_version]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
@@ -41,17 +40,11 @@ pub(crate) async fn all(
     after: i64,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
     let rows = client.query(&sql, &[&after, &limit]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
-pub(crate) async fn head_position(
-    client: &impl GenericClient,
-) -> Result<i64, tokio_postgres::Error> {
-    Ok(client
-        .query_one("SELECT position FROM event_log_head", &[])
-        .await?
-        .get(0))
+pub(crate) async fn head_position(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    Ok(client.query_one("SELECT position FROM event_log_head", &[]).await?.get(0))
 }

@@ -64,18 +64,8 @@ pub struct Commit {
 }
 
 impl Commit {
-    pub fn single(
-        stream_id: impl Into<String>,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Self {
-        Self {
-            appends: vec![StreamAppend {
-                stream_id: stream_id.into(),
-                expected,
-                events,
-            }],
-        }
+    pub fn single(stream_id: impl Into<String>, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self { appends: vec![StreamAppend { stream_id: stream_id.into(), expected, events }] }
     }
 
     pub fn event_count(&self) -> usize {
@@ -84,28 +74,17 @@ impl Commit {
 
     pub(super) fn validate(&self) -> Result<(), AppendError> {
         if self.appends.is_empty() {
-            return Err(AppendError::Invalid(
-                "a commit must append to at least one stream".into(),
-            ));
+            return Err(AppendError::Invalid("a commit must append to at least one stream".into()));
         }
         for (i, append) in self.appends.iter().enumerate() {
             if append.events.is_empty() {
-                return Err(AppendError::Invalid(format!(
-                    "no events for stream `{}`",
-                    append.stream_id
-                )));
+                return Err(AppendError::Invalid(format!("no events for stream `{}`", append.stream_id)));
             }
             if append.stream_id.is_empty() || append.stream_id.len() > 200 {
                 return Err(AppendError::Invalid("stream ids are 1 to 200 bytes".into()));
             }
-            if self.appends[..i]
-                .iter()
-                .any(|a| a.stream_id == append.stream_id)
-            {
-                return Err(AppendError::Invalid(format!(
-                    "stream `{}` appears twice",
-                    append.stream_id
-                )));
+            if self.appends[..i].iter().any(|a| a.stream_id == append.stream_id) {
+                return Err(AppendError::Invalid(format!("stream `{}` appears twice", append.stream_id)));
             }
         }
         Ok(())

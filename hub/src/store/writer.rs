@@ -45,10 +45,7 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self {
-            queue_capacity: 4096,
-            max_batch_events: 2048,
-        }
+        Self { queue_capacity: 4096, max_batch_events: 2048 }
     }
 }
 
@@ -93,18 +90,11 @@ pub(super) async fn run(
 
 type Outcome = Result<Vec<RecordedEvent>, AppendError>;
 
-async fn write_isolated(
-    pool: &Pool,
-    commits: &[&Commit],
-    projector: &dyn Projector,
-) -> Vec<Outcome> {
+async fn write_isolated(pool: &Pool, commits: &[&Commit], projector: &dyn Projector) -> Vec<Outcome> {
     match write_batch(pool, commits, projector).await {
         Ok(results) => results,
         Err(BatchError::Refused(_)) if commits.len() > 1 => {
-            tracing::warn!(
-                commits = commits.len(),
-                "batch refused by the database; retrying its commits one by one"
-            );
+            tracing::warn!(commits = commits.len(), "batch refused by the database; retrying its commits one by one");
             let mut results = Vec::with_capacity(commits.len());
             for commit in commits {
                 let outcome = match write_batch(pool, &[commit], projector).await {
@@ -118,10 +108,7 @@ async fn write_isolated(
         Err(error) => {
             tracing::error!(error = %error, commits = commits.len(), "event store write failed");
             let message = error.to_string();
-            commits
-                .iter()
-                .map(|_| Err(AppendError::Unavailable(message.clone().into())))
-                .collect()
+            commits.iter().map(|_| Err(AppendError::Unavailable(message.clone().into()))).collect()
         }
     }
 }
@@ -142,11 +129,7 @@ impl From<tokio_postgres::Error> for BatchError {
             let class = &code.code()[..2];
             matches!(class, "22" | "23" | "42") || *code == SqlState::INSUFFICIENT_PRIVILEGE
         });
-        if refused {
-            Self::Refused(error)
-        } else {
-            Self::Unavailable(Box::new(error))
-        }
+        if refused { Self::Refused(error) } else { Self::Unavailable(Box::new(error)) }
     }
 }
 
@@ -165,11 +148,7 @@ impl From<BatchError> for AppendError {
     }
 }
 
-async fn write_batch(
-    pool: &Pool,
-    commits: &[&Commit],
-    projector: &dyn Projector,
-) -> Result<Vec<Outcome>, BatchError> {
+async fn write_batch(pool: &Pool, commits: &[&Commit], projector: &dyn Projector) -> Result<Vec<Outcome>, BatchError> {
     let client = pool.get().await?;
     let outcome = write_on(&client, commits, projector).await;
     if outcome.is_err() {
@@ -195,10 +174,7 @@ async fn write_on(
             &[Type::TEXT_ARRAY],
         ),
         client.prepare_typed_cached(INSERT_EVENTS, &INSERT_TYPES),
-        client.prepare_typed_cached(
-            "UPDATE event_log_head SET position = $1, hash = $2",
-            &[Type::INT8, Type::BYTEA]
-        ),
+        client.prepare_typed_cached("UPDATE event_log_head SET position = $1, hash = $2", &[Type::INT8, Type::BYTEA]),
     )?;
 
     let ids = stream_ids(commits);
@@ -211,10 +187,7 @@ async fn write_on(
     let mut position: i64 = head.get(0);
     let mut prev_hash: Vec<u8> = head.get(1);
     let start_position = position;
-    let mut versions: HashMap<String, i64> = version_rows
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let mut versions: HashMap<String, i64> = version_rows.iter().map(|row| (row.get(0), row.get(1))).collect();
 
     let recorded_at = to_micros(Utc::now());
     let mut results = Vec::with_capacity(commits.len());
@@ -282,44 +255,29 @@ async fn write_on(
     let mut sqls: Vec<&'static str> = steps.iter().map(|step| step.sql).collect();
     sqls.sort_unstable();
     sqls.dedup();
-    let prepared =
-        futures::future::try_join_all(sqls.iter().map(|sql| client.prepare_cached(sql))).await?;
+    let prepared = futures::future::try_join_all(sqls.iter().map(|sql| client.prepare_cached(sql))).await?;
     let statement = |sql: &str| prepared[sqls.binary_search(&sql).unwrap_or_default()].clone();
 
     // Should any statement fail, the server skips the rest of the transaction and turns
     // the COMMIT into a rollback; `in_order` returns the first error.
     let insert_params = rows.params();
     let head_params: [&(dyn ToSql + Sync); 2] = [&position, &prev_hash];
-    let step_params: Vec<Vec<&(dyn ToSql + Sync)>> = steps
-        .iter()
-        .map(|step| {
-            step.params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect()
-        })
-        .collect();
+    let step_params: Vec<Vec<&(dyn ToSql + Sync)>> =
+        steps.iter().map(|step| step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
     let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
     requests.push(Box::pin(client.execute(&insert_events, &insert_params)));
     for (step, params) in steps.iter().zip(&step_params) {
         let statement = statement(step.sql);
-        requests.push(Box::pin(
-            async move { client.execute(&statement, params).await },
-        ));
+        requests.push(Box::pin(async move { client.execute(&statement, params).await }));
     }
     requests.push(Box::pin(client.execute(&advance_head, &head_params)));
-    requests.push(Box::pin(async {
-        client.batch_execute("COMMIT").await.map(|()| 0)
-    }));
+    requests.push(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) }));
     pipeline::in_order(requests).await?;
     Ok(results)
 }
 
 fn stream_ids<'a>(commits: &[&'a Commit]) -> Vec<&'a str> {
-    let mut ids: Vec<&str> = commits
-        .iter()
-        .flat_map(|c| c.appends.iter().map(|a| a.stream_id.as_str()))
-        .collect();
+    let mut ids: Vec<&str> = commits.iter().flat_map(|c| c.appends.iter().map(|a| a.stream_id.as_str())).collect();
     ids.sort_unstable();
     ids.dedup();
     ids

@@ -48,17 +48,8 @@ pub struct NewApiKey {
 #[derive(Debug, Clone)]
 pub enum ApiKeyCommand {
     Create(Box<NewApiKey>),
-    Update {
-        name: Option<String>,
-        scopes: Option<Scopes>,
-        grantor: Grantor,
-    },
-    Rotate {
-        key_hash: Vec<u8>,
-        partial_key_hint: String,
-        grace_period: Duration,
-        now: DateTime<Utc>,
-    },
+    Update { name: Option<String>, scopes: Option<Scopes>, grantor: Grantor },
+    Rotate { key_hash: Vec<u8>, partial_key_hint: String, grace_period: Duration, now: DateTime<Utc> },
     Revoke,
 }
 
@@ -99,10 +90,7 @@ impl Aggregate for ApiKey {
     fn decide(&self, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, DomainError> {
         if let ApiKeyCommand::Create(new) = command {
             if self.exists {
-                return Err(DomainError::conflict(
-                    "already_exists",
-                    "the key already exists",
-                ));
+                return Err(DomainError::conflict("already_exists", "the key already exists"));
             }
             return create(*new).map(|e| vec![ApiKeyEvent::ApiKeyCreated(e)]);
         }
@@ -114,42 +102,20 @@ impl Aggregate for ApiKey {
             ApiKeyCommand::Revoke if self.revoked => Ok(vec![]),
             ApiKeyCommand::Revoke => Ok(vec![ApiKeyEvent::ApiKeyRevoked {}]),
             _ if self.revoked => Err(DomainError::conflict("key_revoked", "the key is revoked")),
-            ApiKeyCommand::Update {
-                name,
-                scopes,
-                grantor,
-            } => {
-                let name = name
-                    .map(|n| values::name("name", &n, 200))
-                    .transpose()?
-                    .filter(|n| *n != self.name);
-                let scopes = scopes
-                    .map(|s| check_scopes(s, &grantor))
-                    .transpose()?
-                    .filter(|s| *s != self.scopes);
+            ApiKeyCommand::Update { name, scopes, grantor } => {
+                let name = name.map(|n| values::name("name", &n, 200)).transpose()?.filter(|n| *n != self.name);
+                let scopes = scopes.map(|s| check_scopes(s, &grantor)).transpose()?.filter(|s| *s != self.scopes);
                 if name.is_none() && scopes.is_none() {
                     return Ok(vec![]);
                 }
-                Ok(vec![ApiKeyEvent::ApiKeyUpdated(ApiKeyUpdated {
-                    name,
-                    scopes,
-                })])
+                Ok(vec![ApiKeyEvent::ApiKeyUpdated(ApiKeyUpdated { name, scopes })])
             }
-            ApiKeyCommand::Rotate {
-                key_hash,
-                partial_key_hint,
-                grace_period,
-                now,
-            } => {
-                if grace_period < Duration::zero()
-                    || grace_period > Duration::seconds(MAX_GRACE_PERIOD_SECONDS)
-                {
+            ApiKeyCommand::Rotate { key_hash, partial_key_hint, grace_period, now } => {
+                if grace_period < Duration::zero() || grace_period > Duration::seconds(MAX_GRACE_PERIOD_SECONDS) {
                     return Err(DomainError::invalid(
                         "grace_period_seconds",
                         "range",
-                        format!(
-                            "grace_period_seconds must be between 0 and {MAX_GRACE_PERIOD_SECONDS}"
-                        ),
+                        format!("grace_period_seconds must be between 0 and {MAX_GRACE_PERIOD_SECONDS}"),
                     ));
                 }
                 Ok(vec![ApiKeyEvent::ApiKeyRotated(ApiKeyRotated {
@@ -164,16 +130,10 @@ impl Aggregate for ApiKey {
 
 fn check_scopes(scopes: Scopes, grantor: &Grantor) -> Result<Scopes, DomainError> {
     if scopes.is_empty() {
-        return Err(DomainError::invalid(
-            "scopes",
-            "required",
-            "a key needs at least one scope",
-        ));
+        return Err(DomainError::invalid("scopes", "required", "a key needs at least one scope"));
     }
     if !grantor.scopes.covers(&scopes) {
-        return Err(DomainError::Forbidden {
-            detail: "a key cannot grant scopes beyond its own".into(),
-        });
+        return Err(DomainError::Forbidden { detail: "a key cannot grant scopes beyond its own".into() });
     }
     Ok(scopes)
 }
@@ -185,26 +145,17 @@ fn create(new: NewApiKey) -> Result<ApiKeyCreated, DomainError> {
     workspace_ids.sort_unstable();
     workspace_ids.dedup();
     if workspace_ids.len() > MAX_LIST_ENTRIES || new.allowed_ips.len() > MAX_LIST_ENTRIES {
-        return Err(DomainError::invalid(
-            "workspace_ids",
-            "max_items",
-            format!("at most {MAX_LIST_ENTRIES} entries"),
-        ));
+        return Err(DomainError::invalid("workspace_ids", "max_items", format!("at most {MAX_LIST_ENTRIES} entries")));
     }
     if new.grantor.workspace_ids.is_some() && workspace_ids.is_empty() {
         return Err(DomainError::Forbidden {
-            detail: "a key restricted to workspaces can only create keys restricted to workspaces"
-                .into(),
+            detail: "a key restricted to workspaces can only create keys restricted to workspaces".into(),
         });
     }
     if let Some(expires_at) = new.expires_at
         && expires_at <= new.now
     {
-        return Err(DomainError::invalid(
-            "expires_at",
-            "future",
-            "expires_at must be in the future",
-        ));
+        return Err(DomainError::invalid("expires_at", "future", "expires_at must be in the future"));
     }
     if let Some(days) = new.max_lifetime_days {
         let latest = new.now + Duration::days(i64::from(days));
@@ -245,10 +196,7 @@ mod tests {
     }
 
     fn operator() -> Grantor {
-        Grantor {
-            scopes: Scopes::all(),
-            workspace_ids: None,
-        }
+        Grantor { scopes: Scopes::all(), workspace_ids: None }
     }
 
     fn new_key(grantor: Grantor, wanted: &[Scope]) -> NewApiKey {
@@ -270,64 +218,38 @@ mod tests {
     }
 
     fn created() -> ApiKeyEvent {
-        ApiKeyEvent::ApiKeyCreated(
-            create(new_key(operator(), &[Scope::KeysRead, Scope::KeysWrite])).unwrap(),
-        )
+        ApiKeyEvent::ApiKeyCreated(create(new_key(operator(), &[Scope::KeysRead, Scope::KeysWrite])).unwrap())
     }
 
     #[test]
     fn a_key_is_created_with_its_hash_never_its_secret() {
         let state = given::<ApiKey>([])
-            .when(ApiKeyCommand::Create(Box::new(new_key(
-                operator(),
-                &[Scope::KeysRead, Scope::KeysWrite],
-            ))))
+            .when(ApiKeyCommand::Create(Box::new(new_key(operator(), &[Scope::KeysRead, Scope::KeysWrite]))))
             .then([created()]);
         assert!(state.exists);
-        let ApiKeyEvent::ApiKeyCreated(event) = created() else {
-            unreachable!()
-        };
+        let ApiKeyEvent::ApiKeyCreated(event) = created() else { unreachable!() };
         assert_eq!(event.key_hash, "0102");
     }
 
     #[test]
     fn no_key_grants_more_scopes_than_its_creator_holds() {
-        let limited = Grantor {
-            scopes: scopes(&[Scope::KeysRead, Scope::KeysWrite]),
-            workspace_ids: None,
-        };
+        let limited = Grantor { scopes: scopes(&[Scope::KeysRead, Scope::KeysWrite]), workspace_ids: None };
         given::<ApiKey>([])
-            .when(ApiKeyCommand::Create(Box::new(new_key(
-                limited.clone(),
-                &[Scope::WorkspacesWrite],
-            ))))
+            .when(ApiKeyCommand::Create(Box::new(new_key(limited.clone(), &[Scope::WorkspacesWrite]))))
             .then_error(|e| matches!(e, DomainError::Forbidden { .. }));
         given::<ApiKey>([])
-            .when(ApiKeyCommand::Create(Box::new(new_key(
-                limited.clone(),
-                &[Scope::All],
-            ))))
+            .when(ApiKeyCommand::Create(Box::new(new_key(limited.clone(), &[Scope::All]))))
             .then_error(|e| matches!(e, DomainError::Forbidden { .. }));
         given::<ApiKey>([created()])
-            .when(ApiKeyCommand::Update {
-                name: None,
-                scopes: Some(scopes(&[Scope::AuditRead])),
-                grantor: limited,
-            })
+            .when(ApiKeyCommand::Update { name: None, scopes: Some(scopes(&[Scope::AuditRead])), grantor: limited })
             .then_error(|e| matches!(e, DomainError::Forbidden { .. }));
     }
 
     #[test]
     fn a_workspace_restricted_creator_only_makes_restricted_keys() {
-        let restricted = Grantor {
-            scopes: Scopes::all(),
-            workspace_ids: Some(vec![Uuid::from_u128(7)]),
-        };
+        let restricted = Grantor { scopes: Scopes::all(), workspace_ids: Some(vec![Uuid::from_u128(7)]) };
         given::<ApiKey>([])
-            .when(ApiKeyCommand::Create(Box::new(new_key(
-                restricted,
-                &[Scope::KeysRead],
-            ))))
+            .when(ApiKeyCommand::Create(Box::new(new_key(restricted, &[Scope::KeysRead]))))
             .then_error(|e| matches!(e, DomainError::Forbidden { .. }));
     }
 
@@ -337,42 +259,21 @@ mod tests {
         past.expires_at = Some(now() - Duration::seconds(1));
         given::<ApiKey>([])
             .when(ApiKeyCommand::Create(Box::new(past)))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        field: "expires_at",
-                        constraint: "future",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "expires_at", constraint: "future", .. }));
         let mut unlimited = new_key(operator(), &[Scope::KeysRead]);
         unlimited.max_lifetime_days = Some(30);
         given::<ApiKey>([])
             .when(ApiKeyCommand::Create(Box::new(unlimited.clone())))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        constraint: "max_key_lifetime",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Invalid { constraint: "max_key_lifetime", .. }));
         unlimited.expires_at = Some(now() + Duration::days(29));
-        let events = ApiKey::default()
-            .decide(ApiKeyCommand::Create(Box::new(unlimited)))
-            .unwrap();
+        let events = ApiKey::default().decide(ApiKeyCommand::Create(Box::new(unlimited))).unwrap();
         assert!(matches!(&events[..], [ApiKeyEvent::ApiKeyCreated(e)] if e.expires_at.is_some()));
     }
 
     #[test]
     fn a_revoked_key_stays_revoked() {
         let revoked = [created(), ApiKeyEvent::ApiKeyRevoked {}];
-        given::<ApiKey>(revoked.clone())
-            .when(ApiKeyCommand::Revoke)
-            .then([]);
+        given::<ApiKey>(revoked.clone()).when(ApiKeyCommand::Revoke).then([]);
         given::<ApiKey>(revoked)
             .when(ApiKeyCommand::Rotate {
                 key_hash: vec![3],
@@ -380,15 +281,7 @@ mod tests {
                 grace_period: Duration::zero(),
                 now: now(),
             })
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Conflict {
-                        code: "key_revoked",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "key_revoked", .. }));
     }
 
     #[test]
@@ -399,15 +292,11 @@ mod tests {
             grace_period: Duration::seconds(seconds),
             now: now(),
         };
-        given::<ApiKey>([created()])
-            .when(rotate(-1))
-            .then_error(|e| matches!(e, DomainError::Invalid { .. }));
-        given::<ApiKey>([created()])
-            .when(rotate(60))
-            .then([ApiKeyEvent::ApiKeyRotated(ApiKeyRotated {
-                key_hash: "09".into(),
-                partial_key_hint: "adm_...wxyz".into(),
-                previous_key_expires_at: now() + Duration::seconds(60),
-            })]);
+        given::<ApiKey>([created()]).when(rotate(-1)).then_error(|e| matches!(e, DomainError::Invalid { .. }));
+        given::<ApiKey>([created()]).when(rotate(60)).then([ApiKeyEvent::ApiKeyRotated(ApiKeyRotated {
+            key_hash: "09".into(),
+            partial_key_hint: "adm_...wxyz".into(),
+            previous_key_expires_at: now() + Duration::seconds(60),
+        })]);
     }
 }

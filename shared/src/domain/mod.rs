@@ -34,32 +34,17 @@ pub enum DomainError {
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("{detail}")]
-    Invalid {
-        field: &'static str,
-        constraint: &'static str,
-        detail: String,
-    },
+    Invalid { field: &'static str, constraint: &'static str, detail: String },
     #[error("{detail}")]
     Forbidden { detail: String },
 }
 
 impl DomainError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            detail: detail.into(),
-        }
+        Self::Conflict { code, detail: detail.into() }
     }
 
-    pub fn invalid(
-        field: &'static str,
-        constraint: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self::Invalid {
-            field,
-            constraint,
-            detail: detail.into(),
-        }
+    pub fn invalid(field: &'static str, constraint: &'static str, detail: impl Into<String>) -> Self {
+        Self::Invalid { field, constraint, detail: detail.into() }
     }
 }

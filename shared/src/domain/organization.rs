@@ -1,9 +1,7 @@
 //! The organization aggregate: a tenant of the platform.
 
 use super::{Aggregate, DomainError, values};
-use crate::events::organization::{
-    OrganizationCreated, OrganizationEvent, OrganizationSettings, OrganizationUpdated,
-};
+use crate::events::organization::{OrganizationCreated, OrganizationEvent, OrganizationSettings, OrganizationUpdated};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Organization {
@@ -17,16 +15,8 @@ pub struct Organization {
 
 #[derive(Debug, Clone)]
 pub enum OrganizationCommand {
-    Create {
-        name: String,
-        email: String,
-        plan: String,
-    },
-    Update {
-        name: Option<String>,
-        email: Option<String>,
-        plan: Option<String>,
-    },
+    Create { name: String, email: String, plan: String },
+    Update { name: Option<String>, email: Option<String>, plan: Option<String> },
     ChangeSettings(OrganizationSettings),
     Delete,
 }
@@ -61,9 +51,7 @@ impl Aggregate for Organization {
                     self.plan.clone_from(plan);
                 }
             }
-            OrganizationEvent::OrganizationSettingsChanged(settings) => {
-                self.settings = settings.clone()
-            }
+            OrganizationEvent::OrganizationSettingsChanged(settings) => self.settings = settings.clone(),
             OrganizationEvent::OrganizationDeleted {} => self.deleted = true,
         }
     }
@@ -71,18 +59,13 @@ impl Aggregate for Organization {
     fn decide(&self, command: OrganizationCommand) -> Result<Vec<OrganizationEvent>, DomainError> {
         if let OrganizationCommand::Create { name, email, plan } = command {
             if self.exists {
-                return Err(DomainError::conflict(
-                    "already_exists",
-                    "the organization already exists",
-                ));
+                return Err(DomainError::conflict("already_exists", "the organization already exists"));
             }
-            return Ok(vec![OrganizationEvent::OrganizationCreated(
-                OrganizationCreated {
-                    name: values::name("name", &name, 200)?,
-                    email: values::email("email", &email)?,
-                    plan: values::token("plan", &plan)?,
-                },
-            )]);
+            return Ok(vec![OrganizationEvent::OrganizationCreated(OrganizationCreated {
+                name: values::name("name", &name, 200)?,
+                email: values::email("email", &email)?,
+                plan: values::token("plan", &plan)?,
+            })]);
         }
         if !self.exists || self.deleted {
             return Err(DomainError::NotFound("organization"));
@@ -91,18 +74,9 @@ impl Aggregate for Organization {
             OrganizationCommand::Create { .. } => unreachable!("handled above"),
             OrganizationCommand::Update { name, email, plan } => {
                 let update = OrganizationUpdated {
-                    name: name
-                        .map(|n| values::name("name", &n, 200))
-                        .transpose()?
-                        .filter(|n| *n != self.name),
-                    email: email
-                        .map(|e| values::email("email", &e))
-                        .transpose()?
-                        .filter(|e| *e != self.email),
-                    plan: plan
-                        .map(|p| values::token("plan", &p))
-                        .transpose()?
-                        .filter(|p| *p != self.plan),
+                    name: name.map(|n| values::name("name", &n, 200)).transpose()?.filter(|n| *n != self.name),
+                    email: email.map(|e| values::email("email", &e)).transpose()?.filter(|e| *e != self.email),
+                    plan: plan.map(|p| values::token("plan", &p)).transpose()?.filter(|p| *p != self.plan),
                 };
                 if update.name.is_none() && update.email.is_none() && update.plan.is_none() {
                     return Ok(vec![]);
@@ -116,9 +90,7 @@ impl Aggregate for Organization {
                     return Err(DomainError::invalid(
                         "rate_limit_per_minute",
                         "range",
-                        format!(
-                            "rate_limit_per_minute must be between 1 and {MAX_RATE_LIMIT_PER_MINUTE}"
-                        ),
+                        format!("rate_limit_per_minute must be between 1 and {MAX_RATE_LIMIT_PER_MINUTE}"),
                     ));
                 }
                 if let Some(days) = settings.max_key_lifetime_days
@@ -127,17 +99,13 @@ impl Aggregate for Organization {
                     return Err(DomainError::invalid(
                         "max_key_lifetime_days",
                         "range",
-                        format!(
-                            "max_key_lifetime_days must be between 1 and {MAX_KEY_LIFETIME_DAYS}"
-                        ),
+                        format!("max_key_lifetime_days must be between 1 and {MAX_KEY_LIFETIME_DAYS}"),
                     ));
                 }
                 if settings == self.settings {
                     return Ok(vec![]);
                 }
-                Ok(vec![OrganizationEvent::OrganizationSettingsChanged(
-                    settings,
-                )])
+                Ok(vec![OrganizationEvent::OrganizationSettingsChanged(settings)])
             }
             OrganizationCommand::Delete => Ok(vec![OrganizationEvent::OrganizationDeleted {}]),
         }
@@ -158,18 +126,12 @@ mod tests {
     }
 
     fn create(name: &str, email: &str, plan: &str) -> OrganizationCommand {
-        OrganizationCommand::Create {
-            name: name.into(),
-            email: email.into(),
-            plan: plan.into(),
-        }
+        OrganizationCommand::Create { name: name.into(), email: email.into(), plan: plan.into() }
     }
 
     #[test]
     fn creating_validates_and_normalizes_the_profile() {
-        given::<Organization>([])
-            .when(create(" Acme ", "ops@ACME.test", "pro"))
-            .then([created()]);
+        given::<Organization>([]).when(create(" Acme ", "ops@ACME.test", "pro")).then([created()]);
         given::<Organization>([])
             .when(create("", "ops@acme.test", "pro"))
             .then_error(|e| matches!(e, DomainError::Invalid { field: "name", .. }));
@@ -191,18 +153,14 @@ mod tests {
             email: None,
             plan: plan.map(Into::into),
         };
-        given::<Organization>([created()])
-            .when(update(Some("Acme"), Some("pro")))
-            .then([]);
-        given::<Organization>([created()])
-            .when(update(Some("Acme Inc"), Some("pro")))
-            .then([OrganizationEvent::OrganizationUpdated(
-                OrganizationUpdated {
-                    name: Some("Acme Inc".into()),
-                    email: None,
-                    plan: None,
-                },
-            )]);
+        given::<Organization>([created()]).when(update(Some("Acme"), Some("pro"))).then([]);
+        given::<Organization>([created()]).when(update(Some("Acme Inc"), Some("pro"))).then([
+            OrganizationEvent::OrganizationUpdated(OrganizationUpdated {
+                name: Some("Acme Inc".into()),
+                email: None,
+                plan: None,
+            }),
+        ]);
     }
 
     #[test]
@@ -215,34 +173,16 @@ mod tests {
         };
         given::<Organization>([created()])
             .when(settings(Some(0), None))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        field: "rate_limit_per_minute",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "rate_limit_per_minute", .. }));
         given::<Organization>([created()])
             .when(settings(None, Some(4000)))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        field: "max_key_lifetime_days",
-                        ..
-                    }
-                )
-            });
-        let state = given::<Organization>([created()])
-            .when(settings(Some(60), Some(90)))
-            .then([OrganizationEvent::OrganizationSettingsChanged(
-                OrganizationSettings {
-                    rate_limit_per_minute: Some(60),
-                    max_key_lifetime_days: Some(90),
-                },
-            )]);
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "max_key_lifetime_days", .. }));
+        let state = given::<Organization>([created()]).when(settings(Some(60), Some(90))).then([
+            OrganizationEvent::OrganizationSettingsChanged(OrganizationSettings {
+                rate_limit_per_minute: Some(60),
+                max_key_lifetime_days: Some(90),
+            }),
+        ]);
         assert_eq!(state.settings.rate_limit_per_minute, Some(60));
     }
 

@@ -22,10 +22,7 @@ pub struct When<A: Aggregate> {
 impl<A: Aggregate> Given<A> {
     pub fn when(self, command: A::Command) -> When<A> {
         let outcome = self.state.decide(command);
-        When {
-            state: self.state,
-            outcome,
-        }
+        When { state: self.state, outcome }
     }
 }
 

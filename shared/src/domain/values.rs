@@ -6,25 +6,13 @@ use super::DomainError;
 pub fn name(field: &'static str, text: &str, max: usize) -> Result<String, DomainError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(DomainError::invalid(
-            field,
-            "required",
-            format!("{field} must not be blank"),
-        ));
+        return Err(DomainError::invalid(field, "required", format!("{field} must not be blank")));
     }
     if trimmed.chars().count() > max {
-        return Err(DomainError::invalid(
-            field,
-            "max_length",
-            format!("{field} is longer than {max} characters"),
-        ));
+        return Err(DomainError::invalid(field, "max_length", format!("{field} is longer than {max} characters")));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            field,
-            "format",
-            format!("{field} must not contain control characters"),
-        ));
+        return Err(DomainError::invalid(field, "format", format!("{field} must not contain control characters")));
     }
     Ok(trimmed.to_owned())
 }
@@ -32,13 +20,7 @@ pub fn name(field: &'static str, text: &str, max: usize) -> Result<String, Domai
 /// An email address: one `@`, a dotted domain, no spaces; at most 254 characters.
 pub fn email(field: &'static str, text: &str) -> Result<String, DomainError> {
     let text = text.trim();
-    let invalid = || {
-        DomainError::invalid(
-            field,
-            "email",
-            format!("{field} is not a valid email address"),
-        )
-    };
+    let invalid = || DomainError::invalid(field, "email", format!("{field} is not a valid email address"));
     if text.len() > 254 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
@@ -60,43 +42,25 @@ pub fn email(field: &'static str, text: &str) -> Result<String, DomainError> {
 pub fn token(field: &'static str, text: &str) -> Result<String, DomainError> {
     let ok = !text.is_empty()
         && text.len() <= 50
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(text.to_owned())
     } else {
-        Err(DomainError::invalid(
-            field,
-            "format",
-            format!("{field} must match [a-z0-9_-]{{1,50}}"),
-        ))
+        Err(DomainError::invalid(field, "format", format!("{field} must match [a-z0-9_-]{{1,50}}")))
     }
 }
 
 /// An absolute `http` or `https` URL with a host, at most 2048 characters.
 pub fn webhook_uri(text: &str) -> Result<String, DomainError> {
-    let invalid = || {
-        DomainError::invalid(
-            "webhook_uris",
-            "url",
-            format!("`{}` is not an absolute http(s) URL", truncate(text)),
-        )
-    };
+    let invalid =
+        || DomainError::invalid("webhook_uris", "url", format!("`{}` is not an absolute http(s) URL", truncate(text)));
     if text.len() > 2048 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
-    let rest = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"))
-        .ok_or_else(invalid)?;
+    let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")).ok_or_else(invalid)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host.starts_with('[') {
-        host
-    } else {
-        host.split(':').next().unwrap_or_default()
-    };
+    let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or_default() };
     if host.is_empty() {
         return Err(invalid());
     }
@@ -121,13 +85,8 @@ mod tests {
 
     #[test]
     fn emails_need_a_local_part_and_a_dotted_domain() {
-        assert_eq!(
-            email("email", "Ops@Example.TEST").unwrap(),
-            "Ops@example.test"
-        );
-        for bad in [
-            "", "nobody", "a@b", "@x.io", "a@@x.io", "a b@x.io", "a@.x.io", "a@x..io",
-        ] {
+        assert_eq!(email("email", "Ops@Example.TEST").unwrap(), "Ops@example.test");
+        for bad in ["", "nobody", "a@b", "@x.io", "a@@x.io", "a b@x.io", "a@.x.io", "a@x..io"] {
             assert!(email("email", bad).is_err(), "{bad}");
         }
     }
@@ -136,13 +95,7 @@ mod tests {
     fn webhook_uris_are_absolute_http_urls() {
         assert!(webhook_uri("https://hooks.example.test/in?x=1").is_ok());
         assert!(webhook_uri("http://127.0.0.1:9000/hook").is_ok());
-        for bad in [
-            "ftp://x.io",
-            "https://",
-            "/relative",
-            "https:// spaced.io",
-            "javascript:alert(1)",
-        ] {
+        for bad in ["ftp://x.io", "https://", "/relative", "https:// spaced.io", "javascript:alert(1)"] {
             assert!(webhook_uri(bad).is_err(), "{bad}");
         }
     }

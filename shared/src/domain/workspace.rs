@@ -3,9 +3,7 @@
 use uuid::Uuid;
 
 use super::{Aggregate, DomainError, values};
-use crate::events::workspace::{
-    PublicKey, WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated,
-};
+use crate::events::workspace::{PublicKey, WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workspace {
@@ -103,16 +101,10 @@ impl Aggregate for Workspace {
     fn decide(&self, command: WorkspaceCommand) -> Result<Vec<WorkspaceEvent>, DomainError> {
         if let WorkspaceCommand::Create(new) = command {
             if self.exists {
-                return Err(DomainError::conflict(
-                    "already_exists",
-                    "the workspace already exists",
-                ));
+                return Err(DomainError::conflict("already_exists", "the workspace already exists"));
             }
             if new.parent_id == Some(new.id) {
-                return Err(DomainError::conflict(
-                    "cycle",
-                    "a workspace cannot be its own parent",
-                ));
+                return Err(DomainError::conflict("cycle", "a workspace cannot be its own parent"));
             }
             return Ok(vec![WorkspaceEvent::WorkspaceCreated(WorkspaceCreated {
                 organization_id: new.organization_id,
@@ -137,23 +129,17 @@ impl Aggregate for Workspace {
             WorkspaceCommand::Restore if !self.archived => Ok(vec![]),
             WorkspaceCommand::Restore => Ok(vec![WorkspaceEvent::WorkspaceRestored {}]),
             WorkspaceCommand::Delete => Ok(vec![WorkspaceEvent::WorkspaceDeleted {}]),
-            _ if self.archived => Err(DomainError::conflict(
-                "workspace_archived",
-                "restore the workspace before changing it",
-            )),
+            _ if self.archived => {
+                Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"))
+            }
             WorkspaceCommand::Move { id, parent_id } => {
                 if parent_id == Some(id) {
-                    return Err(DomainError::conflict(
-                        "cycle",
-                        "a workspace cannot be its own parent",
-                    ));
+                    return Err(DomainError::conflict("cycle", "a workspace cannot be its own parent"));
                 }
                 if parent_id == self.parent_id {
                     return Ok(vec![]);
                 }
-                Ok(vec![WorkspaceEvent::WorkspaceMoved(WorkspaceMoved {
-                    parent_id,
-                })])
+                Ok(vec![WorkspaceEvent::WorkspaceMoved(WorkspaceMoved { parent_id })])
             }
             WorkspaceCommand::Update(changes) => {
                 let update = WorkspaceUpdated {
@@ -172,11 +158,7 @@ impl Aggregate for Workspace {
                         .map(webhook_uris)
                         .transpose()?
                         .filter(|u| *u != self.webhook_uris),
-                    public_keys: changes
-                        .public_keys
-                        .map(public_keys)
-                        .transpose()?
-                        .filter(|k| *k != self.public_keys),
+                    public_keys: changes.public_keys.map(public_keys).transpose()?.filter(|k| *k != self.public_keys),
                 };
                 if update == WorkspaceUpdated::default() {
                     return Ok(vec![]);
@@ -187,16 +169,9 @@ impl Aggregate for Workspace {
     }
 }
 
-fn merge(
-    mut target: serde_json::Value,
-    patch: serde_json::Value,
-) -> Result<serde_json::Value, DomainError> {
+fn merge(mut target: serde_json::Value, patch: serde_json::Value) -> Result<serde_json::Value, DomainError> {
     if !patch.is_object() {
-        return Err(DomainError::invalid(
-            "settings",
-            "object",
-            "settings must be a JSON object",
-        ));
+        return Err(DomainError::invalid("settings", "object", "settings must be a JSON object"));
     }
     json_patch::merge(&mut target, &patch);
     Ok(target)
@@ -233,11 +208,7 @@ fn webhook_uris(uris: Vec<String>) -> Result<Vec<String>, DomainError> {
 
 fn public_keys(keys: Vec<PublicKey>) -> Result<Vec<PublicKey>, DomainError> {
     if keys.len() > MAX_PUBLIC_KEYS {
-        return Err(DomainError::invalid(
-            "public_keys",
-            "max_items",
-            format!("at most {MAX_PUBLIC_KEYS} public keys"),
-        ));
+        return Err(DomainError::invalid("public_keys", "max_items", format!("at most {MAX_PUBLIC_KEYS} public keys")));
     }
     for (i, key) in keys.iter().enumerate() {
         values::name("public_keys", &key.id, 100)?;
@@ -264,19 +235,15 @@ fn is_public_key_pem(text: &str) -> bool {
     if text.len() > MAX_PUBLIC_KEY_BYTES {
         return false;
     }
-    let Some(body) = text
-        .strip_prefix("-----BEGIN PUBLIC KEY-----")
-        .and_then(|rest| rest.strip_suffix("-----END PUBLIC KEY-----"))
+    let Some(body) =
+        text.strip_prefix("-----BEGIN PUBLIC KEY-----").and_then(|rest| rest.strip_suffix("-----END PUBLIC KEY-----"))
     else {
         return false;
     };
     let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     !body.is_empty()
-        && body.len() % 4 == 0
-        && body
-            .trim_end_matches('=')
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        && body.len().is_multiple_of(4)
+        && body.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 #[cfg(test)]
@@ -318,79 +285,35 @@ mod tests {
 
     #[test]
     fn creating_validates_every_field() {
-        given::<Workspace>([])
-            .when(WorkspaceCommand::Create(Box::new(new(" Sales "))))
-            .then([created()]);
+        given::<Workspace>([]).when(WorkspaceCommand::Create(Box::new(new(" Sales ")))).then([created()]);
         let mut bad = new("Sales");
         bad.webhook_uris = Some(vec!["ftp://x.test".into()]);
         given::<Workspace>([])
             .when(WorkspaceCommand::Create(Box::new(bad)))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        field: "webhook_uris",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "webhook_uris", .. }));
         let mut bad = new("Sales");
         bad.settings = Some(serde_json::json!([1, 2]));
         given::<Workspace>([])
             .when(WorkspaceCommand::Create(Box::new(bad)))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        field: "settings",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "settings", .. }));
         let mut bad = new("Sales");
-        bad.public_keys = Some(vec![PublicKey {
-            id: "k1".into(),
-            algorithm: KeyAlgorithm::Ed25519,
-            key: "not pem".into(),
-        }]);
+        bad.public_keys =
+            Some(vec![PublicKey { id: "k1".into(), algorithm: KeyAlgorithm::Ed25519, key: "not pem".into() }]);
         given::<Workspace>([])
             .when(WorkspaceCommand::Create(Box::new(bad)))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Invalid {
-                        field: "public_keys",
-                        constraint: "pem",
-                        ..
-                    }
-                )
-            });
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "public_keys", constraint: "pem", .. }));
         let mut good = new("Sales");
-        good.public_keys = Some(vec![PublicKey {
-            id: "k1".into(),
-            algorithm: KeyAlgorithm::Ed25519,
-            key: PEM.into(),
-        }]);
-        assert!(
-            Workspace::default()
-                .decide(WorkspaceCommand::Create(Box::new(good)))
-                .is_ok()
-        );
+        good.public_keys = Some(vec![PublicKey { id: "k1".into(), algorithm: KeyAlgorithm::Ed25519, key: PEM.into() }]);
+        assert!(Workspace::default().decide(WorkspaceCommand::Create(Box::new(good))).is_ok());
     }
 
     #[test]
     fn settings_change_by_json_merge_patch() {
-        let patch =
-            serde_json::json!({"locale": null, "limits": {"monthly": 300}, "theme": "dark"});
+        let patch = serde_json::json!({"locale": null, "limits": {"monthly": 300}, "theme": "dark"});
         given::<Workspace>([created()])
-            .when(update(WorkspaceChanges {
-                settings_patch: Some(patch),
-                ..Default::default()
-            }))
+            .when(update(WorkspaceChanges { settings_patch: Some(patch), ..Default::default() }))
             .then([WorkspaceEvent::WorkspaceUpdated(WorkspaceUpdated {
-                settings: Some(
-                    serde_json::json!({"limits": {"daily": 10, "monthly": 300}, "theme": "dark"}),
-                ),
+                settings: Some(serde_json::json!({"limits": {"daily": 10, "monthly": 300}, "theme": "dark"})),
                 ..Default::default()
             })]);
         given::<Workspace>([created()])
@@ -404,10 +327,7 @@ mod tests {
     #[test]
     fn a_workspace_is_never_its_own_parent() {
         given::<Workspace>([created()])
-            .when(WorkspaceCommand::Move {
-                id: Uuid::from_u128(1),
-                parent_id: Some(Uuid::from_u128(1)),
-            })
+            .when(WorkspaceCommand::Move { id: Uuid::from_u128(1), parent_id: Some(Uuid::from_u128(1)) })
             .then_error(|e| matches!(e, DomainError::Conflict { code: "cycle", .. }));
     }
 
@@ -415,25 +335,10 @@ mod tests {
     fn an_archived_workspace_must_be_restored_before_changes() {
         let archived = [created(), WorkspaceEvent::WorkspaceArchived {}];
         given::<Workspace>(archived.clone())
-            .when(update(WorkspaceChanges {
-                name: Some("New".into()),
-                ..Default::default()
-            }))
-            .then_error(|e| {
-                matches!(
-                    e,
-                    DomainError::Conflict {
-                        code: "workspace_archived",
-                        ..
-                    }
-                )
-            });
-        given::<Workspace>(archived.clone())
-            .when(WorkspaceCommand::Archive)
-            .then([]);
-        given::<Workspace>(archived)
-            .when(WorkspaceCommand::Restore)
-            .then([WorkspaceEvent::WorkspaceRestored {}]);
+            .when(update(WorkspaceChanges { name: Some("New".into()), ..Default::default() }))
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "workspace_archived", .. }));
+        given::<Workspace>(archived.clone()).when(WorkspaceCommand::Archive).then([]);
+        given::<Workspace>(archived).when(WorkspaceCommand::Restore).then([WorkspaceEvent::WorkspaceRestored {}]);
     }
 
     #[test]

@@ -51,16 +51,9 @@ impl DomainEvent for OrganizationEvent {
         }
     }
 
-    fn decode(
-        event_type: &str,
-        schema_version: i32,
-        data: &serde_json::Value,
-    ) -> Result<Self, DecodeError> {
+    fn decode(event_type: &str, schema_version: i32, data: &serde_json::Value) -> Result<Self, DecodeError> {
         if schema_version != 1 {
-            return Err(DecodeError::UnsupportedVersion {
-                event_type: event_type.to_owned(),
-                version: schema_version,
-            });
+            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), version: schema_version });
         }
         decode_tagged(event_type, data)
     }
@@ -84,19 +77,13 @@ mod tests {
         assert_eq!(back, event);
         let deleted = OrganizationEvent::OrganizationDeleted {};
         let data = encode_untagged(&deleted).unwrap();
-        assert_eq!(
-            OrganizationEvent::decode("OrganizationDeleted", 1, &data).unwrap(),
-            deleted
-        );
+        assert_eq!(OrganizationEvent::decode("OrganizationDeleted", 1, &data).unwrap(), deleted);
     }
 
     #[test]
     fn unknown_types_and_versions_are_refused() {
         let data = serde_json::json!({});
-        assert!(matches!(
-            OrganizationEvent::decode("Nope", 1, &data),
-            Err(DecodeError::UnknownType(_))
-        ));
+        assert!(matches!(OrganizationEvent::decode("Nope", 1, &data), Err(DecodeError::UnknownType(_))));
         assert!(matches!(
             OrganizationEvent::decode("OrganizationDeleted", 9, &data),
             Err(DecodeError::UnsupportedVersion { .. })

@@ -76,16 +76,9 @@ impl DomainEvent for WorkspaceEvent {
         }
     }
 
-    fn decode(
-        event_type: &str,
-        schema_version: i32,
-        data: &serde_json::Value,
-    ) -> Result<Self, DecodeError> {
+    fn decode(event_type: &str, schema_version: i32, data: &serde_json::Value) -> Result<Self, DecodeError> {
         if schema_version != 1 {
-            return Err(DecodeError::UnsupportedVersion {
-                event_type: event_type.to_owned(),
-                version: schema_version,
-            });
+            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), version: schema_version });
         }
         decode_tagged(event_type, data)
     }

@@ -15,12 +15,7 @@ use shared::events::organization::{OrganizationEvent, OrganizationUpdated};
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let parsed = (|| -> Option<(String, usize, usize, usize)> {
-        Some((
-            args.get(1)?.clone(),
-            args.get(2)?.parse().ok()?,
-            args.get(3)?.parse().ok()?,
-            args.get(4)?.parse().ok()?,
-        ))
+        Some((args.get(1)?.clone(), args.get(2)?.parse().ok()?, args.get(3)?.parse().ok()?, args.get(4)?.parse().ok()?))
     })();
     let Some((url, tasks, per_task, streams)) = parsed else {
         eprintln!("usage: append_load <database-url> <tasks> <appends-per-task> <streams>");
@@ -48,9 +43,7 @@ async fn main() -> ExitCode {
                     plan: None,
                 });
                 let new = NewEvent::new(&event, &Metadata::system()).expect("events serialize");
-                store
-                    .append(stream, ExpectedVersion::Any, vec![new])
-                    .await?;
+                store.append(stream, ExpectedVersion::Any, vec![new]).await?;
             }
             Ok::<_, hub::store::AppendError>(())
         }));

@@ -1,0 +1,106 @@
+//! Running a command: load the aggregate from its stream, `decide`, append the events
+//! expecting the version that was loaded. A concurrent change makes the append conflict;
+//! the command is then decided again on the new state, unless the client pinned the
+//! version with `If-Match`, which turns the conflict into a 412.
+
+use shared::domain::{Aggregate, DomainError};
+use shared::{Metadata, RecordedEvent};
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, NewEvent, StreamAppend};
+
+const ATTEMPTS: usize = 5;
+
+/// The aggregate after the command.
+pub struct Executed<A> {
+    pub state: A,
+    pub version: i64,
+    pub events: Vec<RecordedEvent>,
+}
+
+pub async fn load<A: Aggregate>(store: &EventStore, id: Uuid) -> Result<(A, i64), ApiError> {
+    let history = store.read_stream(&A::stream_id(id), 0).await?;
+    let mut state = A::default();
+    for event in &history {
+        state.apply(&event.decode::<A::Event>()?);
+    }
+    Ok((state, history.last().map_or(0, |e| e.stream_version)))
+}
+
+fn encode<E: shared::DomainEvent>(events: &[E], metadata: &Metadata) -> Result<Vec<NewEvent>, ApiError> {
+    events.iter().map(|e| NewEvent::new(e, metadata).map_err(ApiError::internal)).collect()
+}
+
+/// Runs a command on one aggregate.
+pub async fn execute<A: Aggregate>(
+    store: &EventStore,
+    id: Uuid,
+    if_match: Option<i64>,
+    metadata: &Metadata,
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, DomainError>,
+) -> Result<Executed<A>, ApiError> {
+    for _ in 0..ATTEMPTS {
+        let (mut state, version) = load::<A>(store, id).await?;
+        if if_match.is_some_and(|expected| expected != version) {
+            return Err(ApiError::PreconditionFailed);
+        }
+        let events = decide(&state)?;
+        if events.is_empty() {
+            return Ok(Executed { state, version, events: Vec::new() });
+        }
+        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+        match store.append(A::stream_id(id), expected, encode(&events, metadata)?).await {
+            Ok(recorded) => {
+                events.iter().for_each(|e| state.apply(e));
+                let version = recorded.last().map_or(version, |e| e.stream_version);
+                return Ok(Executed { state, version, events: recorded });
+            }
+            Err(AppendError::Conflict { .. }) if if_match.is_some() => return Err(ApiError::PreconditionFailed),
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(AppendError::Conflict { stream_id: A::stream_id(id), expected: ExpectedVersion::Any, actual: 0 }.into())
+}
+
+/// Runs a command on several aggregates of one kind, atomically (a subtree archive, a
+/// cascading delete). `if_match` pins the version of `ids[0]`.
+pub async fn execute_all<A: Aggregate>(
+    store: &EventStore,
+    ids: &[Uuid],
+    if_match: Option<i64>,
+    metadata: &Metadata,
+    decide: impl Fn(Uuid, &A) -> Result<Vec<A::Event>, DomainError>,
+) -> Result<Vec<RecordedEvent>, ApiError> {
+    'attempt: for _ in 0..ATTEMPTS {
+        let mut appends = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (state, version) = load::<A>(store, *id).await?;
+            if i == 0 && if_match.is_some_and(|expected| expected != version) {
+                return Err(ApiError::PreconditionFailed);
+            }
+            let events = decide(*id, &state)?;
+            if !events.is_empty() {
+                appends.push(StreamAppend {
+                    stream_id: A::stream_id(*id),
+                    expected: ExpectedVersion::Exact(version),
+                    events: encode(&events, metadata)?,
+                });
+            }
+        }
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        match store.commit(Commit { appends }).await {
+            Ok(recorded) => return Ok(recorded),
+            Err(AppendError::Conflict { .. }) if if_match.is_some() => return Err(ApiError::PreconditionFailed),
+            Err(AppendError::Conflict { .. }) => continue 'attempt,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "concurrent_modification",
+        detail: "the resources changed concurrently; retry".into(),
+    })
+}

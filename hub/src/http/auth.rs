@@ -1,0 +1,274 @@
+//! Who is calling: the operator key or an organization's admin key.
+//!
+//! The `authenticate` middleware resolves the `Authorization` header once per request
+//! (Bearer, or Basic with the key as username and an empty password), applies the
+//! caller's rate limit, and leaves the outcome in the request's extensions; handlers take
+//! a [`Principal`] argument, which is a 401 when authentication failed or was absent.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::Utc;
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use shared::domain::api_key::Grantor;
+use shared::keys::{KeyHasher, KeyKind, constant_time_eq};
+use shared::metadata::{Actor, ActorType};
+use shared::scope::{Scope, Scopes};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Operator,
+    Key(KeyPrincipal),
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyPrincipal {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub scopes: Scopes,
+    /// `None`: every workspace of the organization.
+    pub workspace_ids: Option<Vec<Uuid>>,
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+impl Principal {
+    /// 403 unless the principal holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        match self {
+            Self::Operator => Ok(()),
+            Self::Key(key) if key.scopes.grants(scope) => Ok(()),
+            Self::Key(_) => Err(ApiError::Forbidden(format!("this key lacks the `{}` scope", scope.as_str()))),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Operator => Ok(()),
+            Self::Key(_) => Err(ApiError::Forbidden("only the operator may do this".into())),
+        }
+    }
+
+    /// The organization the principal belongs to (`None` for the operator).
+    pub fn organization_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Operator => None,
+            Self::Key(key) => Some(key.organization_id),
+        }
+    }
+
+    /// Whether the principal may see a resource of `organization_id`.
+    pub fn sees_organization(&self, organization_id: Uuid) -> bool {
+        self.organization_id().is_none_or(|own| own == organization_id)
+    }
+
+    /// Workspace roots the principal is restricted to (`None`: unrestricted).
+    pub fn workspace_roots(&self) -> Option<&[Uuid]> {
+        match self {
+            Self::Operator => None,
+            Self::Key(key) => key.workspace_ids.as_deref(),
+        }
+    }
+
+    pub fn grantor(&self) -> Grantor {
+        match self {
+            Self::Operator => Grantor { scopes: Scopes::all(), workspace_ids: None },
+            Self::Key(key) => Grantor { scopes: key.scopes.clone(), workspace_ids: key.workspace_ids.clone() },
+        }
+    }
+
+    pub fn actor(&self, ip: Option<IpAddr>) -> Actor {
+        let (kind, id) = match self {
+            Self::Operator => (ActorType::Operator, None),
+            Self::Key(key) => (ActorType::ApiKey, Some(key.id.to_string())),
+        };
+        Actor { kind, id, ip: ip.map(|ip| ip.to_string()) }
+    }
+
+    /// What rate limits and idempotency keys are counted against.
+    pub fn subject(&self) -> String {
+        match self {
+            Self::Operator => "operator".to_owned(),
+            Self::Key(key) => format!("key:{}", key.id),
+        }
+    }
+}
+
+/// Checks presented keys.
+pub struct Authenticator {
+    hasher: KeyHasher,
+    operator_hash: Option<Vec<u8>>,
+}
+
+impl Authenticator {
+    pub fn new(hasher: KeyHasher, operator_key: Option<&SecretString>) -> Self {
+        let operator_hash = operator_key.map(|key| hasher.hash(key.expose_secret()));
+        Self { hasher, operator_hash }
+    }
+
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    async fn authenticate(&self, state: &AppState, secret: &str, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
+        let presented = self.hasher.hash(secret);
+        if let Some(operator) = &self.operator_hash
+            && constant_time_eq(operator, &presented)
+        {
+            return Ok(Principal::Operator);
+        }
+        // Typos and garbage fail here, before any database lookup.
+        shared::keys::parse(KeyKind::Admin, secret).map_err(|_| ApiError::Unauthorized("invalid API key"))?;
+        let client = state.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
+                 k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status, \
+                 (o.settings->>'rate_limit_per_minute')::int \
+                 FROM api_keys k JOIN organizations o ON o.id = k.organization_id \
+                 WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
+            )
+            .await?;
+        let row =
+            client.query_opt(&statement, &[&presented]).await?.ok_or(ApiError::Unauthorized("invalid API key"))?;
+        let now = Utc::now();
+        let current: Vec<u8> = row.get(7);
+        if !constant_time_eq(&current, &presented) {
+            let grace: Option<chrono::DateTime<Utc>> = row.get(8);
+            if grace.is_none_or(|until| until <= now) {
+                return Err(ApiError::Unauthorized("this key was rotated and its grace period is over"));
+            }
+        }
+        if row.get::<_, bool>(6) {
+            return Err(ApiError::Unauthorized("this key is revoked"));
+        }
+        if row.get::<_, Option<chrono::DateTime<Utc>>>(4).is_some_and(|at| at <= now) {
+            return Err(ApiError::Unauthorized("this key has expired"));
+        }
+        if row.get::<_, String>(9) != "active" {
+            return Err(ApiError::Unauthorized("the key's organization is deleted"));
+        }
+        let allowed: Vec<String> = row.get(5);
+        if !allowed.is_empty() {
+            let permitted = ip.is_some_and(|ip| {
+                allowed.iter().filter_map(|cidr| cidr.parse::<IpNet>().ok()).any(|net| net.contains(&ip))
+            });
+            if !permitted {
+                return Err(ApiError::Forbidden("this key may not be used from this address".into()));
+            }
+        }
+        let scopes: Vec<String> = row.get(2);
+        let workspace_ids: Vec<Uuid> = row.get(3);
+        Ok(Principal::Key(KeyPrincipal {
+            id: row.get(0),
+            organization_id: row.get(1),
+            scopes: scopes
+                .iter()
+                .filter_map(|s| serde_json::from_value(serde_json::Value::String(s.clone())).ok())
+                .collect(),
+            workspace_ids: (!workspace_ids.is_empty()).then_some(workspace_ids),
+            rate_limit_per_minute: row.get::<_, Option<i32>>(10).and_then(|v| u32::try_from(v).ok()),
+        }))
+    }
+}
+
+/// The key presented in `Authorization`, if any.
+fn credentials(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let malformed = || ApiError::Unauthorized("malformed Authorization header");
+    let Ok(value) = value.to_str() else { return Some(Err(malformed())) };
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    let secret = if scheme.eq_ignore_ascii_case("bearer") {
+        Some(rest.to_owned())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|pair| match pair.split_once(':') {
+                Some((user, "")) => Some(user.to_owned()),
+                _ => None,
+            })
+    } else {
+        None
+    };
+    Some(secret.filter(|s| !s.is_empty() && s.len() <= 512).ok_or_else(malformed))
+}
+
+/// The outcome of authentication when it failed; kept for the `Principal` extractor.
+#[derive(Clone)]
+struct AuthFailure {
+    status: axum::http::StatusCode,
+    message: &'static str,
+}
+
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let outcome = match credentials(request.headers()) {
+        None => return next.run(request).await,
+        Some(Err(error)) => Err(error),
+        Some(Ok(secret)) => state.auth.authenticate(&state, &secret, ip).await,
+    };
+    let principal = match outcome {
+        Ok(principal) => principal,
+        Err(ApiError::Unauthorized(message)) => {
+            request.extensions_mut().insert(AuthFailure { status: axum::http::StatusCode::UNAUTHORIZED, message });
+            return next.run(request).await;
+        }
+        // A key refused for where it is used from, or a database outage: answer now.
+        Err(error) => return error.into_response(),
+    };
+    let limit = match &principal {
+        Principal::Key(key) => key.rate_limit_per_minute.unwrap_or(state.config.rate_limit_per_minute),
+        Principal::Operator => state.config.rate_limit_per_minute,
+    };
+    let decision = state.rate_limiter.check(&principal.subject(), limit);
+    if let Principal::Key(key) = &principal {
+        state.usage.touch(key.id);
+    }
+    let mut response = if decision.allowed {
+        request.extensions_mut().insert(principal);
+        next.run(request).await
+    } else {
+        ApiError::RateLimited { retry_after_seconds: decision.reset_seconds.max(1) }.into_response()
+    };
+    decision.write_headers(response.headers_mut());
+    response
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        match parts.extensions.get::<AuthFailure>() {
+            Some(failure) if failure.status == axum::http::StatusCode::UNAUTHORIZED => {
+                Err(ApiError::Unauthorized(failure.message))
+            }
+            _ => Err(ApiError::Unauthorized("missing credentials: send `Authorization: Bearer <key>`")),
+        }
+    }
+}
+
+/// The client's address, as seen on the connection.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}

@@ -1,0 +1,245 @@
+//! `ApiError`: every failure a handler can return, each with a status and stable `code`,
+//! rendered as RFC 9457 problem details. Internal errors stay opaque to the client; the
+//! `problems` middleware logs them.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shared::domain::DomainError;
+
+use crate::store::{AppendError, ReadError};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub name: String,
+    pub constraint: String,
+    pub detail: String,
+}
+
+/// The body of every error response (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// A stable, machine-readable error code.
+    pub code: String,
+    /// The `Request-Id` of the request (filled in by the `problems` middleware).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: Option<String>) -> Self {
+        Self {
+            kind: format!("https://admin-api.dev/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+            request_id: None,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn into_response_with(self, status: StatusCode) -> Response {
+        let mut response = (status, axum::Json(self)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// The cause of a 500, attached to the response for the middleware to log.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("the resource changed since the version given in If-Match")]
+    PreconditionFailed,
+    #[error("{0}")]
+    Gone(String),
+    #[error("request body exceeds the limit")]
+    PayloadTooLarge,
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{detail}")]
+    Validation { detail: String, errors: Vec<FieldError> },
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("service unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(name: &str, constraint: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Self::Validation {
+            detail: detail.clone(),
+            errors: vec![FieldError { name: name.to_owned(), constraint: constraint.to_owned(), detail }],
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::PreconditionFailed => "precondition_failed",
+            Self::Gone(_) => "gone",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation { .. } => "validation_failed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            Self::Internal(_) => None,
+            Self::Unavailable => Some("the service is temporarily unavailable; retry later".to_owned()),
+            other => Some(other.to_string()),
+        };
+        let mut problem = Problem::new(status, self.code(), detail);
+        if let Self::Validation { errors, .. } = &self {
+            problem.errors.clone_from(errors);
+        }
+        let mut response = problem.into_response_with(status);
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"admin-api\""));
+            }
+            Self::RateLimited { retry_after_seconds } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            Self::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Internal(cause) => {
+                response.extensions_mut().insert(InternalCause(cause.clone()));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::NotFound(what) => Self::NotFound(what),
+            DomainError::Conflict { code, detail } => Self::Conflict { code, detail },
+            DomainError::Invalid { field, constraint, detail } => Self::invalid(field, constraint, detail),
+            DomainError::Forbidden { detail } => Self::Forbidden(detail),
+        }
+    }
+}
+
+/// Constraints hit inside the append transaction, by name: the uniqueness and tree rules.
+fn constraint_error(constraint: &str) -> Option<ApiError> {
+    match constraint {
+        "workspaces_sibling_name" => {
+            Some(ApiError::Conflict { code: "name_taken", detail: "a sibling workspace already has this name".into() })
+        }
+        "workspaces_no_cycle" => Some(ApiError::Conflict {
+            code: "cycle",
+            detail: "a workspace cannot be moved under its own descendant".into(),
+        }),
+        "workspaces_parent" => Some(ApiError::invalid("parent_id", "exists", "the parent workspace does not exist")),
+        _ => None,
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Conflict { .. } => Self::Conflict {
+                code: "concurrent_modification",
+                detail: "the resource was changed concurrently; retry".into(),
+            },
+            AppendError::Rejected(db) => db
+                .as_db_error()
+                .and_then(|e| e.constraint())
+                .and_then(constraint_error)
+                .unwrap_or_else(|| Self::internal(db)),
+            AppendError::Unavailable(_) | AppendError::Closed => Self::Unavailable,
+            AppendError::Invalid(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Unavailable(_) => Self::Unavailable,
+            ReadError::Query(e) => e.into(),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(_: deadpool_postgres::PoolError) -> Self {
+        Self::Unavailable
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.is_closed() || error.as_db_error().is_none() { Self::Unavailable } else { Self::internal(error) }
+    }
+}
+
+impl From<shared::DecodeError> for ApiError {
+    fn from(error: shared::DecodeError) -> Self {
+        Self::internal(error)
+    }
+}

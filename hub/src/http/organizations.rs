@@ -1,0 +1,237 @@
+//! `/v1/organizations`: tenants, created by the operator.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::organization::{Organization, OrganizationCommand};
+use shared::scope::Scope;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::context::Ctx;
+use super::error::{ApiError, Problem};
+use super::extract::{Json, Path, Query};
+use super::pagination::{Count, Page, Paging, SortOrder};
+use super::sql::{Filter, contains_pattern};
+use super::{AppState, conditional};
+use crate::commands;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_organization, list_organizations))
+        .routes(routes!(count_organizations))
+        .routes(routes!(get_organization, update_organization, delete_organization))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationView {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub plan: String,
+    pub status: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    pub name: String,
+    pub email: String,
+    pub plan: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrganization {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub plan: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrganizationSort {
+    Name,
+    #[default]
+    CreatedAt,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+    sort_by: Option<OrganizationSort>,
+    sort_order: Option<SortOrder>,
+    /// Substring of the name, case-insensitive.
+    name: Option<String>,
+}
+
+const COLUMNS: &str = "id, name, email, plan, status, version, created_at, updated_at";
+
+fn view(row: &tokio_postgres::Row) -> OrganizationView {
+    OrganizationView {
+        id: row.get(0),
+        name: row.get(1),
+        email: row.get(2),
+        plan: row.get(3),
+        status: row.get(4),
+        version: row.get(5),
+        created_at: row.get(6),
+        updated_at: row.get(7),
+    }
+}
+
+fn filter(ctx: &Ctx, query: &OrganizationQuery) -> Result<Filter, ApiError> {
+    let mut filter = Filter::default();
+    filter.clause("status = 'active'");
+    if let Some(own) = ctx.principal.organization_id() {
+        filter.bind("id = $?", Box::new(own));
+    }
+    if let Some(name) = &query.name {
+        if name.chars().count() > 200 {
+            return Err(ApiError::invalid("name", "max_length", "name filter is longer than 200 characters"));
+        }
+        filter.bind("name ILIKE $?", Box::new(contains_pattern(name)));
+    }
+    Ok(filter)
+}
+
+pub(super) async fn find(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<OrganizationView, ApiError> {
+    if !ctx.principal.sees_organization(id) {
+        return Err(ApiError::NotFound("organization"));
+    }
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(&format!("SELECT {COLUMNS} FROM organizations WHERE id = $1 AND status = 'active'"), &[&id])
+        .await?
+        .ok_or(ApiError::NotFound("organization"))?;
+    Ok(view(&row))
+}
+
+fn single(status: StatusCode, org: OrganizationView) -> Response {
+    let location = format!("/v1/organizations/{}", org.id);
+    let mut response = (status, conditional::etag(org.version), axum::Json(org)).into_response();
+    if status == StatusCode::CREATED
+        && let Ok(value) = location.parse()
+    {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Create an organization (operator only).
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = CreateOrganization,
+    responses((status = 201, body = OrganizationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn create_organization(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreateOrganization>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require_operator()?;
+    let id = Uuid::now_v7();
+    let command = OrganizationCommand::Create { name: body.name, email: body.email, plan: body.plan };
+    commands::execute::<Organization>(&state.store, id, None, &ctx.metadata, |org| {
+        shared::domain::Aggregate::decide(org, command.clone())
+    })
+    .await?;
+    Ok(single(StatusCode::CREATED, find(&state, &ctx, id).await?))
+}
+
+/// List organizations (the operator sees all; a key its own).
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(OrganizationQuery),
+    responses((status = 200, body = Page<OrganizationView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_organizations(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    uri: Uri,
+    Query(query): Query<OrganizationQuery>,
+) -> Result<axum::Json<Page<OrganizationView>>, ApiError> {
+    ctx.principal.require(Scope::OrgsRead)?;
+    let paging = Paging::new(query.page, query.page_size)?;
+    let mut filter = filter(&ctx, &query)?;
+    let sort = match query.sort_by.unwrap_or_default() {
+        OrganizationSort::Name => "lower(name)",
+        OrganizationSort::CreatedAt => "created_at",
+    };
+    let order = query.sort_order.unwrap_or_default().sql();
+    let (limit, offset) = paging.limit_offset();
+    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM organizations {} ORDER BY {sort} {order}, id {order} LIMIT {limit} OFFSET {offset}",
+        filter.where_sql()
+    );
+    let client = state.pool.get().await?;
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+}
+
+/// Count organizations matching the list's filters.
+#[utoipa::path(get, path = "/v1/organizations/count", tag = "organizations", params(OrganizationQuery),
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn count_organizations(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<OrganizationQuery>,
+) -> Result<axum::Json<Count>, ApiError> {
+    ctx.principal.require(Scope::OrgsRead)?;
+    Paging::new(query.page, query.page_size)?;
+    let filter = filter(&ctx, &query)?;
+    let client = state.pool.get().await?;
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM organizations {}", filter.where_sql()), &filter.params())
+        .await?;
+    Ok(axum::Json(Count { count: row.get(0) }))
+}
+
+/// Get an organization.
+#[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
+    responses((status = 200, body = OrganizationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_organization(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::OrgsRead)?;
+    Ok(single(StatusCode::OK, find(&state, &ctx, id).await?))
+}
+
+/// Change an organization's name, email or plan.
+#[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
+    request_body = UpdateOrganization,
+    responses((status = 200, body = OrganizationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn update_organization(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateOrganization>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::OrgsWrite)?;
+    find(&state, &ctx, id).await?;
+    let command = OrganizationCommand::Update { name: body.name, email: body.email, plan: body.plan };
+    commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {
+        shared::domain::Aggregate::decide(org, command.clone())
+    })
+    .await?;
+    Ok(single(StatusCode::OK, find(&state, &ctx, id).await?))
+}
+
+/// Delete an organization (operator only): its keys stop working.
+#[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn delete_organization(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    ctx.principal.require_operator()?;
+    find(&state, &ctx, id).await?;
+    commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {
+        shared::domain::Aggregate::decide(org, OrganizationCommand::Delete)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
