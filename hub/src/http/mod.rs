@@ -4,6 +4,7 @@
 //! request id) → trace → timeout → body limit → authenticate (+ rate limit) →
 //! idempotency → the resource routers.
 
+mod api_keys;
 pub mod auth;
 mod conditional;
 pub mod context;
@@ -16,8 +17,10 @@ pub mod openapi;
 mod organizations;
 pub mod pagination;
 pub mod rate_limit;
+mod settings;
 mod sql;
 pub mod usage;
+mod workspaces;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +65,9 @@ pub fn router(state: AppState) -> Router {
     let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
         .merge(organizations::router())
+        .merge(api_keys::router())
+        .merge(workspaces::router())
+        .merge(settings::router())
         .split_for_parts();
     let api = Arc::new(api);
     api_router

@@ -8,9 +8,29 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Admin API", description = "Event-sourced Admin API for multi-tenant platforms."),
-    tags((name = "operations", description = "Health and readiness"))
+    tags(
+        (name = "operations", description = "Health and readiness"),
+        (name = "organizations", description = "Tenants (operator)"),
+        (name = "api keys", description = "Admin API keys"),
+        (name = "workspaces", description = "The workspace tree"),
+        (name = "settings", description = "Organization settings")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []), ("basic" = []))
 )]
 struct ApiDoc;
+
+/// Declares the two ways to present a key: Bearer, or Basic with the key as username.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    }
+}
 
 pub fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()

@@ -20,7 +20,7 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
             "INSERT INTO workspaces (id, organization_id, parent_id, instance_id, name, status, settings, \
              webhook_uris, public_keys, ancestors, version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, \
-             COALESCE((SELECT ancestors FROM workspaces WHERE id = $3), '{}'::uuid[]) || $1, $9, $10, $10)",
+             COALESCE((SELECT ancestors FROM workspaces WHERE id = $3), '{}'::uuid[]) || $1::uuid, $9, $10, $10)",
             params![
                 id,
                 e.organization_id,

@@ -105,6 +105,10 @@ async fn write_isolated(pool: &Pool, commits: &[&Commit], projector: &dyn Projec
             }
             results
         }
+        Err(BatchError::Refused(error)) => {
+            tracing::warn!(error = %describe(&error), "the database refused a commit");
+            vec![Err(AppendError::Rejected(error))]
+        }
         Err(error) => {
             tracing::error!(error = %error, commits = commits.len(), "event store write failed");
             let message = error.to_string();
@@ -115,10 +119,18 @@ async fn write_isolated(pool: &Pool, commits: &[&Commit], projector: &dyn Projec
 
 #[derive(Debug, thiserror::Error)]
 enum BatchError {
-    #[error("the database refused the batch: {0}")]
+    #[error("the database refused the batch: {}", describe(.0))]
     Refused(tokio_postgres::Error),
     #[error("database unavailable: {0}")]
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The server's message and constraint, without the values of the failed row.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({}; constraint {:?})", db.message(), db.code().code(), db.constraint()),
+        None => error.to_string(),
+    }
 }
 
 impl From<tokio_postgres::Error> for BatchError {

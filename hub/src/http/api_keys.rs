@@ -1,0 +1,457 @@
+//! `/v1/api-keys`: an organization's admin keys.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use shared::domain::Aggregate;
+use shared::domain::api_key::{ApiKey, ApiKeyCommand, NewApiKey};
+use shared::keys::{GeneratedKey, KeyKind};
+use shared::scope::{Scope, Scopes};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::context::Ctx;
+use super::error::{ApiError, Problem};
+use super::extract::{Json, OptionalJson, Path, Query};
+use super::pagination::{Count, Page, Paging, SortOrder};
+use super::sql::{Filter, contains_pattern};
+use super::{AppState, conditional};
+use crate::commands;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(count_keys))
+        .routes(routes!(get_key, update_key, revoke_key))
+        .routes(routes!(rotate_key))
+}
+
+/// Default grace period of a rotation: the old secret keeps working for a day.
+const DEFAULT_GRACE_SECONDS: i64 = 86_400;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedBy {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub workspace_ids: Vec<Uuid>,
+    pub allowed_ips: Vec<String>,
+    pub partial_key_hint: String,
+    /// `active`, `expired`, `revoked` or `suspended`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: CreatedBy,
+    pub owner_user_id: Option<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    /// The key itself: only in the response that creates (or rotates) it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// Required for the operator; a key creates keys of its own organization only.
+    pub organization_id: Option<Uuid>,
+    pub workspace_ids: Option<Vec<Uuid>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// IP addresses or CIDR ranges the key may be used from.
+    pub allowed_ips: Option<Vec<String>>,
+    pub owner_user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApiKey {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<Scope>>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// How long the previous secret keeps working (default 86400, at most 30 days).
+    pub grace_period_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeySort {
+    Name,
+    #[default]
+    CreatedAt,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyStatus {
+    Active,
+    Expired,
+    Revoked,
+    Suspended,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+    sort_by: Option<ApiKeySort>,
+    sort_order: Option<SortOrder>,
+    /// Substring of the name, case-insensitive.
+    name: Option<String>,
+    status: Option<ApiKeyStatus>,
+    /// The operator's filter by organization.
+    organization_id: Option<Uuid>,
+}
+
+const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
+     WHEN k.expires_at IS NOT NULL AND k.expires_at <= now() THEN 'expired' ELSE 'active' END";
+
+fn select() -> String {
+    format!(
+        "SELECT k.id, k.organization_id, k.name, k.scopes, k.workspace_ids, k.allowed_ips, k.partial_key_hint, \
+         {STATUS_SQL}, k.created_at, k.created_by_type, k.created_by_id, k.owner_user_id, k.expires_at, \
+         u.last_used_at, k.version FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id"
+    )
+}
+
+fn view(row: &tokio_postgres::Row) -> ApiKeyView {
+    let scopes: Vec<String> = row.get(3);
+    ApiKeyView {
+        id: row.get(0),
+        organization_id: row.get(1),
+        name: row.get(2),
+        scopes: scopes.into_iter().filter_map(|s| serde_json::from_value(serde_json::Value::String(s)).ok()).collect(),
+        workspace_ids: row.get(4),
+        allowed_ips: row.get(5),
+        partial_key_hint: row.get(6),
+        status: row.get(7),
+        created_at: row.get(8),
+        created_by: CreatedBy { kind: row.get(9), id: row.get(10) },
+        owner_user_id: row.get(11),
+        expires_at: row.get(12),
+        last_used_at: row.get(13),
+        version: row.get(14),
+        secret: None,
+    }
+}
+
+/// Which keys a principal may see: its organization's; a key restricted to workspaces
+/// sees only keys restricted to workspaces inside its own subtrees.
+fn visibility(principal: &Principal, filter: &mut Filter) {
+    if let Some(own) = principal.organization_id() {
+        filter.bind("k.organization_id = $?", Box::new(own));
+    }
+    if let Some(roots) = principal.workspace_roots() {
+        filter.bind(
+            "cardinality(k.workspace_ids) > 0 AND NOT EXISTS (SELECT 1 FROM unnest(k.workspace_ids) w(id) \
+             WHERE NOT EXISTS (SELECT 1 FROM workspaces x WHERE x.id = w.id AND x.ancestors && $?))",
+            Box::new(roots.to_vec()),
+        );
+    }
+}
+
+fn filter(ctx: &Ctx, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
+    let mut filter = Filter::default();
+    visibility(&ctx.principal, &mut filter);
+    if let Some(org) = query.organization_id {
+        filter.bind("k.organization_id = $?", Box::new(org));
+    }
+    if let Some(name) = &query.name {
+        if name.chars().count() > 200 {
+            return Err(ApiError::invalid("name", "max_length", "name filter is longer than 200 characters"));
+        }
+        filter.bind("k.name ILIKE $?", Box::new(contains_pattern(name)));
+    }
+    if let Some(status) = query.status {
+        let status = match status {
+            ApiKeyStatus::Active => "active",
+            ApiKeyStatus::Expired => "expired",
+            ApiKeyStatus::Revoked => "revoked",
+            ApiKeyStatus::Suspended => "suspended",
+        };
+        filter.bind(&format!("{STATUS_SQL} = $?"), Box::new(status));
+    }
+    Ok(filter)
+}
+
+async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<ApiKeyView, ApiError> {
+    let mut filter = Filter::default();
+    filter.bind("k.id = $?", Box::new(id));
+    visibility(principal, &mut filter);
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(&format!("{} {}", select(), filter.where_sql()), &filter.params())
+        .await?
+        .ok_or(ApiError::NotFound("api key"))?;
+    Ok(view(&row))
+}
+
+fn single(status: StatusCode, key: ApiKeyView) -> Response {
+    let carries_secret = key.secret.is_some();
+    let location = format!("/v1/api-keys/{}", key.id);
+    let mut response = (status, conditional::etag(key.version), axum::Json(key)).into_response();
+    let headers = response.headers_mut();
+    if carries_secret {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if status == StatusCode::CREATED
+        && let Ok(value) = location.parse()
+    {
+        headers.insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn parse_ips(ips: Vec<String>) -> Result<Vec<IpNet>, ApiError> {
+    ips.iter()
+        .map(|text| {
+            text.parse::<IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+                ApiError::invalid(
+                    "allowed_ips",
+                    "cidr",
+                    format!("`{}` is not an IP address or CIDR range", truncate(text)),
+                )
+            })
+        })
+        .collect()
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(60).collect()
+}
+
+/// The organization a new key belongs to, and its key lifetime limit.
+async fn target_organization(
+    state: &AppState,
+    principal: &Principal,
+    requested: Option<Uuid>,
+) -> Result<(Uuid, Option<u32>), ApiError> {
+    let id = match (principal.organization_id(), requested) {
+        (Some(own), None) => own,
+        (Some(own), Some(requested)) if requested == own => own,
+        (Some(_), Some(_)) => return Err(ApiError::NotFound("organization")),
+        (None, Some(requested)) => requested,
+        (None, None) => {
+            return Err(ApiError::invalid("organization_id", "required", "the operator must name the organization"));
+        }
+    };
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT (settings->>'max_key_lifetime_days')::int FROM organizations WHERE id = $1 AND status = 'active'",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::invalid("organization_id", "exists", "no such organization"))?;
+    Ok((id, row.get::<_, Option<i32>>(0).and_then(|d| u32::try_from(d).ok())))
+}
+
+/// Every requested workspace must exist in the organization and lie within the
+/// creator's own workspaces.
+async fn check_workspaces(
+    state: &AppState,
+    principal: &Principal,
+    organization_id: Uuid,
+    ids: &[Uuid],
+) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, ancestors FROM workspaces WHERE id = ANY($1) AND organization_id = $2 AND status <> 'deleted'",
+            &[&ids, &organization_id],
+        )
+        .await?;
+    if rows.len() != ids.iter().collect::<std::collections::HashSet<_>>().len() {
+        return Err(ApiError::invalid(
+            "workspace_ids",
+            "exists",
+            "a workspace id names no workspace of the organization",
+        ));
+    }
+    if let Some(roots) = principal.workspace_roots() {
+        let inside = rows.iter().all(|row| row.get::<_, Vec<Uuid>>(1).iter().any(|a| roots.contains(a)));
+        if !inside {
+            return Err(ApiError::Forbidden("a key cannot grant workspaces beyond its own".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Create an admin key. The response carries the `secret`, shown this once.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api keys", request_body = CreateApiKey,
+    responses((status = 201, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn create_key(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreateApiKey>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::KeysWrite)?;
+    let (organization_id, max_lifetime_days) =
+        target_organization(&state, &ctx.principal, body.organization_id).await?;
+    let workspace_ids = body.workspace_ids.unwrap_or_default();
+    check_workspaces(&state, &ctx.principal, organization_id, &workspace_ids).await?;
+    let allowed_ips = parse_ips(body.allowed_ips.unwrap_or_default())?;
+    if body.owner_user_id.is_some() {
+        // Users arrive with invitations; until one exists, no id can name one.
+        return Err(ApiError::invalid("owner_user_id", "exists", "no such user in the organization"));
+    }
+    let key = GeneratedKey::generate(KeyKind::Admin);
+    let new = NewApiKey {
+        organization_id,
+        name: body.name,
+        scopes: body.scopes.into_iter().collect::<Scopes>(),
+        workspace_ids,
+        expires_at: body.expires_at,
+        allowed_ips,
+        owner_user_id: None,
+        created_by: ctx.metadata.actor.clone(),
+        key_hash: state.auth.hasher().hash(key.expose()),
+        partial_key_hint: key.hint(),
+        grantor: ctx.principal.grantor(),
+        max_lifetime_days,
+        now: Utc::now(),
+    };
+    let id = Uuid::now_v7();
+    commands::execute::<ApiKey>(&state.store, id, None, &ctx.metadata, |state| {
+        state.decide(ApiKeyCommand::Create(Box::new(new.clone())))
+    })
+    .await?;
+    let mut view = find(&state, &ctx.principal, id).await?;
+    view.secret = Some(key.expose().to_owned());
+    Ok(single(StatusCode::CREATED, view))
+}
+
+/// List admin keys.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api keys", params(ApiKeyQuery),
+    responses((status = 200, body = Page<ApiKeyView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_keys(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    uri: Uri,
+    Query(query): Query<ApiKeyQuery>,
+) -> Result<axum::Json<Page<ApiKeyView>>, ApiError> {
+    ctx.principal.require(Scope::KeysRead)?;
+    let paging = Paging::new(query.page, query.page_size)?;
+    let mut filter = filter(&ctx, &query)?;
+    let sort = match query.sort_by.unwrap_or_default() {
+        ApiKeySort::Name => "lower(k.name)",
+        ApiKeySort::CreatedAt => "k.created_at",
+    };
+    let order = query.sort_order.unwrap_or_default().sql();
+    let (limit, offset) = paging.limit_offset();
+    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
+    let sql = format!(
+        "{} {} ORDER BY {sort} {order}, k.id {order} LIMIT {limit} OFFSET {offset}",
+        select(),
+        filter.where_sql()
+    );
+    let client = state.pool.get().await?;
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+}
+
+/// Count admin keys matching the list's filters.
+#[utoipa::path(get, path = "/v1/api-keys/count", tag = "api keys", params(ApiKeyQuery),
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn count_keys(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<ApiKeyQuery>,
+) -> Result<axum::Json<Count>, ApiError> {
+    ctx.principal.require(Scope::KeysRead)?;
+    Paging::new(query.page, query.page_size)?;
+    let filter = filter(&ctx, &query)?;
+    let client = state.pool.get().await?;
+    let row =
+        client.query_one(&format!("SELECT count(*) FROM api_keys k {}", filter.where_sql()), &filter.params()).await?;
+    Ok(axum::Json(Count { count: row.get(0) }))
+}
+
+/// Get an admin key (never its secret).
+#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::KeysRead)?;
+    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+}
+
+/// Rename a key or change its scopes (never beyond the caller's own).
+#[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)), request_body = UpdateApiKey,
+    responses((status = 200, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn update_key(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateApiKey>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::KeysWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    let command = ApiKeyCommand::Update {
+        name: body.name,
+        scopes: body.scopes.map(|s| s.into_iter().collect()),
+        grantor: ctx.principal.grantor(),
+    };
+    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| key.decide(command.clone()))
+        .await?;
+    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+}
+
+/// Revoke a key: it fails from the next request on.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    ctx.principal.require(Scope::KeysWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| key.decide(ApiKeyCommand::Revoke))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issue a new secret; the previous one keeps working for the grace period.
+#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api keys", params(("id" = Uuid, Path)),
+    request_body(content = RotateApiKey, description = "optional"),
+    responses((status = 200, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn rotate_key(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    OptionalJson(body): OptionalJson<RotateApiKey>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::KeysWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    let grace = body.unwrap_or_default().grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let key = GeneratedKey::generate(KeyKind::Admin);
+    let command = ApiKeyCommand::Rotate {
+        key_hash: state.auth.hasher().hash(key.expose()),
+        partial_key_hint: key.hint(),
+        grace_period: Duration::try_seconds(grace).unwrap_or(Duration::MAX),
+        now: Utc::now(),
+    };
+    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |k| k.decide(command.clone())).await?;
+    let mut view = find(&state, &ctx.principal, id).await?;
+    view.secret = Some(key.expose().to_owned());
+    Ok(single(StatusCode::OK, view))
+}

@@ -1,0 +1,520 @@
+//! `/v1/workspaces`: an organization's workspace tree.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::Aggregate;
+use shared::domain::workspace::{NewWorkspace, Workspace, WorkspaceChanges, WorkspaceCommand};
+use shared::events::workspace::PublicKey;
+use shared::scope::Scope;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::context::Ctx;
+use super::error::{ApiError, Problem};
+use super::extract::{Json, Path, Query, double_option};
+use super::pagination::{Count, Page, Paging, SortOrder};
+use super::sql::{Filter, contains_pattern};
+use super::{AppState, conditional};
+use crate::commands;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_workspace, list_workspaces))
+        .routes(routes!(count_workspaces))
+        .routes(routes!(get_workspace, update_workspace, delete_workspace))
+        .routes(routes!(workspace_tree))
+        .routes(routes!(archive_workspace))
+        .routes(routes!(restore_workspace))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub instance_id: Option<String>,
+    pub name: String,
+    /// `active` or `archived`.
+    pub status: String,
+    pub settings: serde_json::Value,
+    pub webhook_uris: Vec<String>,
+    pub public_keys: Vec<PublicKey>,
+    pub secret_version: i32,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip)]
+    ancestors: Vec<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    pub name: String,
+    pub parent_id: Option<Uuid>,
+    pub instance_id: Option<String>,
+    pub settings: Option<serde_json::Value>,
+    pub webhook_uris: Option<Vec<String>>,
+    pub public_keys: Option<Vec<PublicKey>>,
+    /// Required for the operator; a key creates workspaces in its own organization.
+    pub organization_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspace {
+    pub name: Option<String>,
+    /// A JSON merge patch (RFC 7396) of the settings.
+    pub settings: Option<serde_json::Value>,
+    pub webhook_uris: Option<Vec<String>>,
+    pub public_keys: Option<Vec<PublicKey>>,
+    /// Moves the workspace; `null` makes it a root.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
+    pub parent_id: Option<Option<Uuid>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceSort {
+    Name,
+    #[default]
+    CreatedAt,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceStatus {
+    Active,
+    Archived,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+    sort_by: Option<WorkspaceSort>,
+    sort_order: Option<SortOrder>,
+    /// Substring of the name, case-insensitive.
+    name: Option<String>,
+    parent_id: Option<Uuid>,
+    status: Option<WorkspaceStatus>,
+    instance_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TreeQuery {
+    /// Levels below the workspace to include (whole subtree by default).
+    depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Delete the whole subtree.
+    cascade: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TreeNode {
+    pub id: Uuid,
+    pub name: String,
+    pub status: String,
+    #[schema(no_recursion)]
+    pub children: Vec<TreeNode>,
+}
+
+const SELECT: &str = "SELECT w.id, w.organization_id, w.parent_id, w.instance_id, w.name, w.status, w.settings, \
+     w.webhook_uris, w.public_keys, w.secret_version, w.version, w.created_at, w.updated_at, w.ancestors \
+     FROM workspaces w";
+
+fn view(row: &tokio_postgres::Row) -> WorkspaceView {
+    WorkspaceView {
+        id: row.get(0),
+        organization_id: row.get(1),
+        parent_id: row.get(2),
+        instance_id: row.get(3),
+        name: row.get(4),
+        status: row.get(5),
+        settings: row.get(6),
+        webhook_uris: serde_json::from_value(row.get(7)).unwrap_or_default(),
+        public_keys: serde_json::from_value(row.get(8)).unwrap_or_default(),
+        secret_version: row.get(9),
+        version: row.get(10),
+        created_at: row.get(11),
+        updated_at: row.get(12),
+        ancestors: row.get(13),
+    }
+}
+
+fn visibility(principal: &Principal, filter: &mut Filter) {
+    filter.clause("w.status <> 'deleted'");
+    if let Some(own) = principal.organization_id() {
+        filter.bind("w.organization_id = $?", Box::new(own));
+    }
+    if let Some(roots) = principal.workspace_roots() {
+        filter.bind("w.ancestors && $?", Box::new(roots.to_vec()));
+    }
+}
+
+fn too_long(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.chars().count() > max {
+        return Err(ApiError::invalid(field, "max_length", format!("{field} is longer than {max} characters")));
+    }
+    Ok(())
+}
+
+fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
+    let mut filter = Filter::default();
+    visibility(&ctx.principal, &mut filter);
+    if let Some(name) = &query.name {
+        too_long("name", name, 200)?;
+        filter.bind("w.name ILIKE $?", Box::new(contains_pattern(name)));
+    }
+    if let Some(parent) = query.parent_id {
+        filter.bind("w.parent_id = $?", Box::new(parent));
+    }
+    if let Some(status) = query.status {
+        let status = match status {
+            WorkspaceStatus::Active => "active",
+            WorkspaceStatus::Archived => "archived",
+        };
+        filter.bind("w.status = $?", Box::new(status));
+    }
+    if let Some(instance) = &query.instance_id {
+        too_long("instance_id", instance, 100)?;
+        filter.bind("w.instance_id = $?", Box::new(instance.clone()));
+    }
+    Ok(filter)
+}
+
+/// A workspace the principal may see, or 404.
+pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<WorkspaceView, ApiError> {
+    let mut filter = Filter::default();
+    filter.bind("w.id = $?", Box::new(id));
+    visibility(principal, &mut filter);
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(&format!("{SELECT} {}", filter.where_sql()), &filter.params())
+        .await?
+        .ok_or(ApiError::NotFound("workspace"))?;
+    Ok(view(&row))
+}
+
+/// The live workspaces of a subtree, root first.
+async fn subtree_ids(state: &AppState, id: Uuid) -> Result<Vec<Uuid>, ApiError> {
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id FROM workspaces WHERE ancestors @> ARRAY[$1::uuid] AND status <> 'deleted' \
+             ORDER BY cardinality(ancestors), id",
+            &[&id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn single(status: StatusCode, workspace: WorkspaceView) -> Response {
+    let location = format!("/v1/workspaces/{}", workspace.id);
+    let mut response = (status, conditional::etag(workspace.version), axum::Json(workspace)).into_response();
+    if status == StatusCode::CREATED
+        && let Ok(value) = location.parse()
+    {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// A parent named in a request body: it must be visible to the caller.
+async fn parent(state: &AppState, principal: &Principal, id: Uuid) -> Result<WorkspaceView, ApiError> {
+    find(state, principal, id).await.map_err(|_| ApiError::invalid("parent_id", "exists", "no such parent workspace"))
+}
+
+/// Create a workspace, at the root or under a parent.
+#[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+    responses((status = 201, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn create_workspace(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreateWorkspace>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    let organization_id = match (ctx.principal.organization_id(), body.organization_id) {
+        (Some(own), None) => own,
+        (Some(own), Some(requested)) if own == requested => own,
+        (Some(_), Some(_)) => return Err(ApiError::NotFound("organization")),
+        (None, Some(requested)) => {
+            let client = state.pool.get().await?;
+            client
+                .query_opt("SELECT 1 FROM organizations WHERE id = $1 AND status = 'active'", &[&requested])
+                .await?
+                .ok_or_else(|| ApiError::invalid("organization_id", "exists", "no such organization"))?;
+            requested
+        }
+        (None, None) => {
+            return Err(ApiError::invalid("organization_id", "required", "the operator must name the organization"));
+        }
+    };
+    if let Some(instance) = &body.instance_id {
+        shared::domain::values::token("instance_id", instance)?;
+    }
+    match body.parent_id {
+        Some(parent_id) => {
+            let parent = parent(&state, &ctx.principal, parent_id).await?;
+            if parent.organization_id != organization_id {
+                return Err(ApiError::invalid("parent_id", "exists", "no such parent workspace"));
+            }
+            if parent.status == "archived" {
+                return Err(ApiError::Conflict {
+                    code: "parent_archived",
+                    detail: "the parent workspace is archived".into(),
+                });
+            }
+        }
+        None if ctx.principal.workspace_roots().is_some() => {
+            return Err(ApiError::Forbidden(
+                "a key restricted to workspaces creates workspaces only inside them".into(),
+            ));
+        }
+        None => {}
+    }
+    let id = Uuid::now_v7();
+    let new = NewWorkspace {
+        id,
+        organization_id,
+        parent_id: body.parent_id,
+        instance_id: body.instance_id.or_else(|| state.config.default_instance_id.clone()),
+        name: body.name,
+        settings: body.settings,
+        webhook_uris: body.webhook_uris,
+        public_keys: body.public_keys,
+    };
+    commands::execute::<Workspace>(&state.store, id, None, &ctx.metadata, |w| {
+        w.decide(WorkspaceCommand::Create(Box::new(new.clone())))
+    })
+    .await?;
+    Ok(single(StatusCode::CREATED, find(&state, &ctx.principal, id).await?))
+}
+
+/// List workspaces.
+#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", params(WorkspaceQuery),
+    responses((status = 200, body = Page<WorkspaceView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_workspaces(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    uri: Uri,
+    Query(query): Query<WorkspaceQuery>,
+) -> Result<axum::Json<Page<WorkspaceView>>, ApiError> {
+    ctx.principal.require(Scope::WorkspacesRead)?;
+    let paging = Paging::new(query.page, query.page_size)?;
+    let mut filter = filter(&ctx, &query)?;
+    let sort = match query.sort_by.unwrap_or_default() {
+        WorkspaceSort::Name => "lower(w.name)",
+        WorkspaceSort::CreatedAt => "w.created_at",
+    };
+    let order = query.sort_order.unwrap_or_default().sql();
+    let (limit, offset) = paging.limit_offset();
+    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
+    let sql =
+        format!("{SELECT} {} ORDER BY {sort} {order}, w.id {order} LIMIT {limit} OFFSET {offset}", filter.where_sql());
+    let client = state.pool.get().await?;
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+}
+
+/// Count workspaces matching the list's filters.
+#[utoipa::path(get, path = "/v1/workspaces/count", tag = "workspaces", params(WorkspaceQuery),
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn count_workspaces(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<WorkspaceQuery>,
+) -> Result<axum::Json<Count>, ApiError> {
+    ctx.principal.require(Scope::WorkspacesRead)?;
+    Paging::new(query.page, query.page_size)?;
+    let filter = filter(&ctx, &query)?;
+    let client = state.pool.get().await?;
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM workspaces w {}", filter.where_sql()), &filter.params())
+        .await?;
+    Ok(axum::Json(Count { count: row.get(0) }))
+}
+
+/// Get a workspace.
+#[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path)),
+    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_workspace(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::WorkspacesRead)?;
+    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+}
+
+/// Change a workspace; `parent_id` moves it (never under its own descendant).
+#[utoipa::path(patch, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path)),
+    request_body = UpdateWorkspace,
+    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn update_workspace(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateWorkspace>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    let current = find(&state, &ctx.principal, id).await?;
+    if let Some(new_parent) = body.parent_id {
+        match new_parent {
+            Some(parent_id) => {
+                let parent = parent(&state, &ctx.principal, parent_id).await?;
+                if parent.ancestors.contains(&id) {
+                    return Err(ApiError::Conflict {
+                        code: "cycle",
+                        detail: "a workspace cannot be moved under itself or its descendants".into(),
+                    });
+                }
+                if parent.organization_id != current.organization_id {
+                    return Err(ApiError::invalid("parent_id", "exists", "no such parent workspace"));
+                }
+            }
+            None if ctx.principal.workspace_roots().is_some() => {
+                return Err(ApiError::Forbidden("a key restricted to workspaces cannot make a root workspace".into()));
+            }
+            None => {}
+        }
+    }
+    let changes = WorkspaceChanges {
+        name: body.name,
+        settings_patch: body.settings,
+        webhook_uris: body.webhook_uris,
+        public_keys: body.public_keys,
+    };
+    commands::execute::<Workspace>(&state.store, id, ctx.if_match, &ctx.metadata, |w| {
+        let mut events = w.decide(WorkspaceCommand::Update(changes.clone()))?;
+        if let Some(parent_id) = body.parent_id {
+            events.extend(w.decide(WorkspaceCommand::Move { id, parent_id })?);
+        }
+        Ok(events)
+    })
+    .await?;
+    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+}
+
+/// The workspace and its descendants, nested.
+#[utoipa::path(get, path = "/v1/workspaces/{id}/tree", tag = "workspaces", params(("id" = Uuid, Path), TreeQuery),
+    responses((status = 200, body = TreeNode), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn workspace_tree(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TreeQuery>,
+) -> Result<axum::Json<TreeNode>, ApiError> {
+    ctx.principal.require(Scope::WorkspacesRead)?;
+    let root = find(&state, &ctx.principal, id).await?;
+    let depth = query.depth.map_or(i32::MAX, |d| i32::try_from(d).unwrap_or(i32::MAX));
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, parent_id, name, status FROM workspaces \
+             WHERE ancestors @> ARRAY[$1::uuid] AND status <> 'deleted' AND id <> $1 \
+             AND cardinality(ancestors) - $2 <= $3 ORDER BY lower(name), id",
+            &[&id, &i32::try_from(root.ancestors.len()).unwrap_or(i32::MAX), &depth],
+        )
+        .await?;
+    let mut children: std::collections::HashMap<Uuid, Vec<(Uuid, String, String)>> = std::collections::HashMap::new();
+    for row in &rows {
+        children.entry(row.get(1)).or_default().push((row.get(0), row.get(2), row.get(3)));
+    }
+    fn build(
+        id: Uuid,
+        name: String,
+        status: String,
+        children: &mut std::collections::HashMap<Uuid, Vec<(Uuid, String, String)>>,
+    ) -> TreeNode {
+        let kids = children.remove(&id).unwrap_or_default();
+        TreeNode {
+            id,
+            name,
+            status,
+            children: kids.into_iter().map(|(cid, cname, cstatus)| build(cid, cname, cstatus, children)).collect(),
+        }
+    }
+    Ok(axum::Json(build(root.id, root.name, root.status, &mut children)))
+}
+
+/// Archive a workspace and its whole subtree.
+#[utoipa::path(post, path = "/v1/workspaces/{id}/archive", tag = "workspaces", params(("id" = Uuid, Path)),
+    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn archive_workspace(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    let ids = subtree_ids(&state, id).await?;
+    commands::execute_all::<Workspace>(&state.store, &ids, ctx.if_match, &ctx.metadata, |_, w| {
+        w.decide(WorkspaceCommand::Archive)
+    })
+    .await?;
+    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+}
+
+/// Restore an archived workspace and its whole subtree.
+#[utoipa::path(post, path = "/v1/workspaces/{id}/restore", tag = "workspaces", params(("id" = Uuid, Path)),
+    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn restore_workspace(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    let workspace = find(&state, &ctx.principal, id).await?;
+    if let Some(parent_id) = workspace.parent_id {
+        let client = state.pool.get().await?;
+        let parent_status: Option<String> =
+            client.query_opt("SELECT status FROM workspaces WHERE id = $1", &[&parent_id]).await?.map(|r| r.get(0));
+        if parent_status.as_deref() == Some("archived") {
+            return Err(ApiError::Conflict {
+                code: "parent_archived",
+                detail: "restore the parent workspace first".into(),
+            });
+        }
+    }
+    let ids = subtree_ids(&state, id).await?;
+    commands::execute_all::<Workspace>(&state.store, &ids, ctx.if_match, &ctx.metadata, |_, w| {
+        w.decide(WorkspaceCommand::Restore)
+    })
+    .await?;
+    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+}
+
+/// Delete a workspace (with `cascade=true`, its whole subtree).
+#[utoipa::path(delete, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path), DeleteQuery),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn delete_workspace(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Query(query): Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    let ids = subtree_ids(&state, id).await?;
+    if ids.len() > 1 && !query.cascade.unwrap_or(false) {
+        return Err(ApiError::Conflict {
+            code: "has_children",
+            detail: "the workspace has live children: delete them first or pass cascade=true".into(),
+        });
+    }
+    commands::execute_all::<Workspace>(&state.store, &ids, ctx.if_match, &ctx.metadata, |_, w| {
+        w.decide(WorkspaceCommand::Delete)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
