@@ -89,3 +89,36 @@ fn the_nats_harness_starts_jetstream_on_loopback() {
     assert_eq!(info["jetstream"], true, "{info}");
     assert_eq!(info["host"], "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hub_processes_writing_at_once_keep_the_log_gapless_and_chained() {
+    let db = TestDatabase::new().await;
+    let first = HubProcess::spawn(&db.url, &[], &[]).await;
+    let second = HubProcess::spawn(&db.url, &[], &[]).await;
+    let apis = [
+        e2e::Api::new(&first.url(""), Some(e2e::OPERATOR_KEY)),
+        e2e::Api::new(&second.url(""), Some(e2e::OPERATOR_KEY)),
+    ];
+    let mut writes = Vec::new();
+    for i in 0..120 {
+        let api = apis[i % 2].clone();
+        writes.push(tokio::spawn(async move {
+            let body = serde_json::json!({"name": format!("org {i}"), "email": format!("o{i}@x.test"), "plan": "free"});
+            api.post("/v1/organizations", body).await.status
+        }));
+    }
+    for write in writes {
+        assert_eq!(write.await.unwrap(), 201);
+    }
+    let client = db.connect().await;
+    let positions: Vec<i64> = client
+        .query("SELECT position FROM events ORDER BY position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(positions, (1..=120).collect::<Vec<_>>());
+    let verify = e2e::binaries::hub_command(&db.url, &["events", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
