@@ -30,6 +30,17 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Operator tools over the read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Drop the hub's read models and rebuild them by replaying the whole log.
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +90,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut client = crate::db::connect(&config.database_config()?).await?;
             crate::migrate::run(&mut client).await?;
             eprintln!("migrations applied (schema version {})", crate::migrate::latest_version());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild } => {
+            let mut client =
+                crate::db::connect(&config.database_config()?).await.context("connecting to the database")?;
+            let events = crate::projections::rebuild::rebuild(&mut client).await?;
+            println!("read models rebuilt from {events} events");
             Ok(ExitCode::SUCCESS)
         }
         Command::Events { command } => {

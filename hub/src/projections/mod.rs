@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod organizations;
+pub mod rebuild;
 mod workspaces;
 
 use shared::{DecodeError, RecordedEvent};
