@@ -8,6 +8,7 @@ use shared::{Metadata, RecordedEvent};
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
+use crate::projections::SqlStep;
 use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 
 const ATTEMPTS: usize = 5;
@@ -28,7 +29,7 @@ pub async fn load<A: Aggregate>(store: &EventStore, id: Uuid) -> Result<(A, i64)
     Ok((state, history.last().map_or(0, |e| e.stream_version)))
 }
 
-fn encode<E: shared::DomainEvent>(events: &[E], metadata: &Metadata) -> Result<Vec<NewEvent>, ApiError> {
+pub fn encode<E: shared::DomainEvent>(events: &[E], metadata: &Metadata) -> Result<Vec<NewEvent>, ApiError> {
     events.iter().map(|e| NewEvent::new(e, metadata).map_err(ApiError::internal)).collect()
 }
 
@@ -40,6 +41,19 @@ pub async fn execute<A: Aggregate>(
     metadata: &Metadata,
     decide: impl Fn(&A) -> Result<Vec<A::Event>, DomainError>,
 ) -> Result<Executed<A>, ApiError> {
+    execute_with(store, id, if_match, metadata, decide, Vec::new).await
+}
+
+/// Runs a command on one aggregate; `extra` gives statements that commit with its events
+/// (called again on each attempt).
+pub async fn execute_with<A: Aggregate>(
+    store: &EventStore,
+    id: Uuid,
+    if_match: Option<i64>,
+    metadata: &Metadata,
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, DomainError>,
+    extra: impl Fn() -> Vec<SqlStep>,
+) -> Result<Executed<A>, ApiError> {
     for _ in 0..ATTEMPTS {
         let (mut state, version) = load::<A>(store, id).await?;
         if if_match.is_some_and(|expected| expected != version) {
@@ -50,7 +64,9 @@ pub async fn execute<A: Aggregate>(
             return Ok(Executed { state, version, events: Vec::new() });
         }
         let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-        match store.append(A::stream_id(id), expected, encode(&events, metadata)?).await {
+        let mut commit = Commit::single(A::stream_id(id), expected, encode(&events, metadata)?);
+        commit.extra = extra();
+        match store.commit(commit).await {
             Ok(recorded) => {
                 events.iter().for_each(|e| state.apply(e));
                 let version = recorded.last().map_or(version, |e| e.stream_version);
@@ -92,7 +108,7 @@ pub async fn execute_all<A: Aggregate>(
         if appends.is_empty() {
             return Ok(Vec::new());
         }
-        match store.commit(Commit { appends }).await {
+        match store.commit(Commit { appends, extra: Vec::new() }).await {
             Ok(recorded) => return Ok(recorded),
             Err(AppendError::Conflict { .. }) if if_match.is_some() => return Err(ApiError::PreconditionFailed),
             Err(AppendError::Conflict { .. }) => continue 'attempt,

@@ -27,6 +27,12 @@ pub struct Config {
     pub master_key: Option<Arc<SecretBox<[u8; 32]>>>,
     /// `HUB_RATE_LIMIT_PER_MINUTE`, default 500.
     pub rate_limit_per_minute: u32,
+    /// `SMTP_URL` (e.g. `smtp://127.0.0.1:2525`); without it emails wait in the outbox.
+    pub smtp_url: Option<SecretString>,
+    /// `HUB_MAIL_FROM`, default `Admin API <no-reply@localhost>`.
+    pub mail_from: String,
+    /// `HUB_PUBLIC_URL`: the base of links in emails; default `http://<HUB_LISTEN_ADDR>`.
+    pub public_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +81,14 @@ impl Config {
             })?,
             Err(_) => 500,
         };
+        let public_url = std::env::var("HUB_PUBLIC_URL").unwrap_or_else(|_| format!("http://{listen_addr}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
+        }
         Ok(Self {
+            smtp_url: std::env::var("SMTP_URL").ok().map(SecretString::from),
+            mail_from: std::env::var("HUB_MAIL_FROM").unwrap_or_else(|_| "Admin API <no-reply@localhost>".into()),
+            public_url: public_url.trim_end_matches('/').to_owned(),
             database_url: SecretString::from(database_url),
             listen_addr,
             operator_key,

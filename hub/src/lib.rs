@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod mail;
 pub mod migrate;
 pub mod projections;
 pub mod startup;

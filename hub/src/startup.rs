@@ -9,6 +9,7 @@ use crate::config::Config;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use shared::keys::KeyHasher;
 
 use crate::http::auth::Authenticator;
@@ -48,16 +49,27 @@ impl Application {
         let usage = Arc::new(UsageRecorder::default());
         usage.clone().spawn_flusher(pool.clone(), Duration::from_secs(2));
         crate::http::idempotency::spawn_sweeper(pool.clone());
+        let mail_wake = Arc::new(tokio::sync::Notify::new());
+        match &config.smtp_url {
+            Some(url) => {
+                let mailer = crate::mail::Mailer::new(url.expose_secret(), &config.mail_from)?;
+                crate::mail::spawn_sender(pool.clone(), Arc::new(mailer), mail_wake.clone());
+                crate::mail::spawn_sweeper(pool.clone());
+            }
+            None => tracing::warn!("SMTP_URL is not set: emails stay queued in the outbox"),
+        }
         let state = AppState {
             pool,
             store,
             config: Arc::new(HttpConfig {
                 rate_limit_per_minute: config.rate_limit_per_minute,
                 default_instance_id: (mode == Mode::SingleNode).then(|| EMBEDDED_INSTANCE_ID.to_owned()),
+                public_url: config.public_url.clone(),
             }),
             auth: Arc::new(Authenticator::new(KeyHasher::new(&pepper), config.operator_key.as_ref())),
             rate_limiter: Arc::default(),
             usage,
+            mail_wake,
         };
         let router = http::router(state);
         let listener =

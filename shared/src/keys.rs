@@ -19,6 +19,7 @@ pub enum KeyKind {
     Interaction,
     PartnerApp,
     WorkspaceSecret,
+    InvitationToken,
 }
 
 impl KeyKind {
@@ -28,6 +29,7 @@ impl KeyKind {
             Self::Interaction => "ik",
             Self::PartnerApp => "pak",
             Self::WorkspaceSecret => "wss",
+            Self::InvitationToken => "inv",
         }
     }
 }
@@ -156,7 +158,13 @@ mod tests {
 
     #[test]
     fn generated_keys_parse_and_carry_their_prefix() {
-        for kind in [KeyKind::Admin, KeyKind::Interaction, KeyKind::PartnerApp, KeyKind::WorkspaceSecret] {
+        for kind in [
+            KeyKind::Admin,
+            KeyKind::Interaction,
+            KeyKind::PartnerApp,
+            KeyKind::WorkspaceSecret,
+            KeyKind::InvitationToken,
+        ] {
             let key = GeneratedKey::generate(kind);
             assert!(key.expose().starts_with(&format!("{}_", kind.prefix())));
             assert_eq!(parse(kind, key.expose()), Ok(()));

@@ -10,10 +10,12 @@ pub mod binaries;
 pub mod nats;
 pub mod postgres;
 pub mod process;
+pub mod smtp;
 pub mod wait;
 
 pub use api::{Api, Reply};
 pub use binaries::{HubProcess, MASTER_KEY, OPERATOR_KEY};
 pub use nats::NatsServer;
 pub use postgres::{PgServer, TestDatabase};
+pub use smtp::SmtpServer;
 pub use wait::wait_until;

@@ -264,6 +264,7 @@ async fn a_commit_spanning_streams_is_atomic() {
                 events: vec![created("b2")],
             },
         ],
+        extra: Vec::new(),
     };
     assert!(store.commit(commit).await.unwrap_err().is_conflict());
     assert!(store.read_stream("org-a", 0).await.unwrap().is_empty(), "nothing of a failed commit is written");
@@ -281,6 +282,7 @@ async fn a_commit_spanning_streams_is_atomic() {
                 events: vec![updated("b1")],
             },
         ],
+        extra: Vec::new(),
     };
     let recorded = store.commit(commit).await.unwrap();
     assert_eq!(
@@ -306,6 +308,7 @@ async fn invalid_commits_are_refused_before_reaching_the_database() {
             StreamAppend { stream_id: "org-x".into(), expected: ExpectedVersion::Any, events: vec![created("1")] },
             StreamAppend { stream_id: "org-x".into(), expected: ExpectedVersion::Any, events: vec![created("2")] },
         ],
+        extra: Vec::new(),
     };
     assert!(matches!(store.commit(twice).await.unwrap_err(), AppendError::Invalid(_)));
     assert_eq!(store.head_position().await.unwrap(), 0);

@@ -124,7 +124,11 @@ pub struct ApiKeyQuery {
 }
 
 const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
-     WHEN k.expires_at IS NOT NULL AND k.expires_at <= now() THEN 'expired' ELSE 'active' END";
+     WHEN k.owner_user_id IS NOT NULL AND (SELECT o.status FROM users o WHERE o.id = k.owner_user_id) = 'deleted' \
+     THEN 'revoked' \
+     WHEN k.expires_at IS NOT NULL AND k.expires_at <= now() THEN 'expired' \
+     WHEN k.owner_user_id IS NOT NULL AND (SELECT o.status FROM users o WHERE o.id = k.owner_user_id) = 'disabled' \
+     THEN 'suspended' ELSE 'active' END";
 
 fn select() -> String {
     format!(
@@ -314,9 +318,17 @@ async fn create_key(
     let workspace_ids = body.workspace_ids.unwrap_or_default();
     check_workspaces(&state, &ctx.principal, organization_id, &workspace_ids).await?;
     let allowed_ips = parse_ips(body.allowed_ips.unwrap_or_default())?;
-    if body.owner_user_id.is_some() {
-        // Users arrive with invitations; until one exists, no id can name one.
-        return Err(ApiError::invalid("owner_user_id", "exists", "no such user in the organization"));
+    if let Some(owner) = body.owner_user_id {
+        let client = state.pool.get().await?;
+        client
+            .query_opt(
+                "SELECT 1 FROM users WHERE id = $1 AND organization_id = $2 AND status = 'active'",
+                &[&owner, &organization_id],
+            )
+            .await?
+            .ok_or_else(|| {
+                ApiError::invalid("owner_user_id", "exists", "no active user of the organization has this id")
+            })?;
     }
     let key = GeneratedKey::generate(KeyKind::Admin);
     let new = NewApiKey {
@@ -326,7 +338,7 @@ async fn create_key(
         workspace_ids,
         expires_at: body.expires_at,
         allowed_ips,
-        owner_user_id: None,
+        owner_user_id: body.owner_user_id,
         created_by: ctx.metadata.actor.clone(),
         key_hash: state.auth.hasher().hash(key.expose()),
         partial_key_hint: key.hint(),

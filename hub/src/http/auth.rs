@@ -133,8 +133,9 @@ impl Authenticator {
             .prepare_cached(
                 "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
                  k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status, \
-                 (o.settings->>'rate_limit_per_minute')::int \
+                 (o.settings->>'rate_limit_per_minute')::int, u.status \
                  FROM api_keys k JOIN organizations o ON o.id = k.organization_id \
+                 LEFT JOIN users u ON u.id = k.owner_user_id \
                  WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
             )
             .await?;
@@ -156,6 +157,11 @@ impl Authenticator {
         }
         if row.get::<_, String>(9) != "active" {
             return Err(ApiError::Unauthorized("the key's organization is deleted"));
+        }
+        match row.get::<_, Option<String>>(11).as_deref() {
+            Some("disabled") => return Err(ApiError::Unauthorized("this key is suspended: its user is disabled")),
+            Some("deleted") => return Err(ApiError::Unauthorized("this key is revoked: its user was deleted")),
+            _ => {}
         }
         let allowed: Vec<String> = row.get(5);
         if !allowed.is_empty() {

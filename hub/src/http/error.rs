@@ -75,8 +75,8 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("the resource changed since the version given in If-Match")]
     PreconditionFailed,
-    #[error("{0}")]
-    Gone(String),
+    #[error("{detail}")]
+    Gone { code: &'static str, detail: String },
     #[error("request body exceeds the limit")]
     PayloadTooLarge,
     #[error("content type must be application/json")]
@@ -112,7 +112,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            Self::Gone(_) => StatusCode::GONE,
+            Self::Gone { .. } => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -127,9 +127,8 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } | Self::Gone { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
-            Self::Gone(_) => "gone",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
@@ -180,6 +179,7 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict { code, detail } => Self::Conflict { code, detail },
             DomainError::Invalid { field, constraint, detail } => Self::invalid(field, constraint, detail),
             DomainError::Forbidden { detail } => Self::Forbidden(detail),
+            DomainError::Gone { code, detail } => Self::Gone { code, detail },
         }
     }
 }
@@ -195,6 +195,10 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             detail: "a workspace cannot be moved under its own descendant".into(),
         }),
         "workspaces_parent" => Some(ApiError::invalid("parent_id", "exists", "the parent workspace does not exist")),
+        "users_email" => Some(ApiError::Conflict {
+            code: "email_taken",
+            detail: "a user of the organization already has this email".into(),
+        }),
         _ => None,
     }
 }

@@ -12,6 +12,8 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod idempotency;
+mod invitations;
+mod members;
 mod middleware;
 pub mod openapi;
 mod organizations;
@@ -20,6 +22,7 @@ pub mod rate_limit;
 mod settings;
 mod sql;
 pub mod usage;
+mod users;
 mod workspaces;
 
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub struct HttpConfig {
     /// Where workspaces go when a request names no instance (the embedded one in
     /// single-node mode).
     pub default_instance_id: Option<String>,
+    /// The base of links in emails.
+    pub public_url: String,
 }
 
 /// What every handler can reach.
@@ -57,6 +62,8 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     pub usage: Arc<usage::UsageRecorder>,
+    /// Signalled after a commit that queued email.
+    pub mail_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Request bodies above this are refused with 413.
@@ -69,6 +76,9 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(workspaces::router())
         .merge(settings::router())
+        .merge(users::router())
+        .merge(invitations::router())
+        .merge(members::router())
         .split_for_parts();
     let api = Arc::new(api);
     api_router

@@ -13,7 +13,8 @@ use utoipa::OpenApi;
         (name = "organizations", description = "Tenants (operator)"),
         (name = "api keys", description = "Admin API keys"),
         (name = "workspaces", description = "The workspace tree"),
-        (name = "settings", description = "Organization settings")
+        (name = "settings", description = "Organization settings"),
+        (name = "users", description = "Users, invitations and workspace members")
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("basic" = []))

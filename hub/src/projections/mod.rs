@@ -8,6 +8,7 @@
 mod api_keys;
 mod organizations;
 pub mod rebuild;
+mod users;
 mod workspaces;
 
 use shared::{DecodeError, RecordedEvent};
@@ -20,6 +21,13 @@ pub type Param = Box<dyn ToSql + Send + Sync>;
 pub struct SqlStep {
     pub sql: &'static str,
     pub params: Vec<Param>,
+}
+
+impl std::fmt::Debug for SqlStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Parameters may hold data that must not reach a log; the statement is enough.
+        f.debug_struct("SqlStep").field("sql", &self.sql).finish_non_exhaustive()
+    }
 }
 
 impl SqlStep {
@@ -70,6 +78,7 @@ impl Projector for ReadModels {
             "org" => Ok(organizations::steps(id, event)?),
             "key" => Ok(api_keys::steps(id, event)?),
             "workspace" => Ok(workspaces::steps(id, event)?),
+            "user" => Ok(users::steps(id, event)?),
             _ => Err(unknown()),
         }
     }

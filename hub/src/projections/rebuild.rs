@@ -11,7 +11,7 @@ use super::{Projector, ReadModels};
 
 /// The tables the projections own (operational tables such as idempotency keys and key
 /// usage are not derived from events and are left alone).
-pub const TABLES: [&str; 3] = ["organizations", "api_keys", "workspaces"];
+pub const TABLES: [&str; 6] = ["organizations", "api_keys", "workspaces", "users", "invitations", "members"];
 
 const PAGE: i64 = 1000;
 

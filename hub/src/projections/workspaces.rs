@@ -13,6 +13,10 @@ fn status(id: Uuid, status: &'static str, version: i64, at: chrono::DateTime<chr
     )
 }
 
+fn invitation_status(id: Uuid, status: &'static str, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
+    SqlStep::new("UPDATE invitations SET status = $2, updated_at = $3 WHERE id = $1", params![id, status, at])
+}
+
 pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, shared::DecodeError> {
     let (version, at) = (event.stream_version, event.recorded_at);
     let step = match event.decode::<WorkspaceEvent>()? {
@@ -54,6 +58,49 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
         WorkspaceEvent::WorkspaceArchived {} => status(id, "archived", version, at),
         WorkspaceEvent::WorkspaceRestored {} => status(id, "active", version, at),
         WorkspaceEvent::WorkspaceDeleted {} => status(id, "deleted", version, at),
+        WorkspaceEvent::InvitationCreated(e) => SqlStep::new(
+            "INSERT INTO invitations (id, workspace_id, email, role, status, token_hash, expires_at, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7)",
+            params![
+                e.invitation_id,
+                id,
+                e.email,
+                e.role.as_str(),
+                hex::decode(&e.token_hash).unwrap_or_default(),
+                e.expires_at,
+                at
+            ],
+        ),
+        WorkspaceEvent::InvitationAccepted(e) => SqlStep::new(
+            "UPDATE invitations SET status = 'accepted', user_id = $2, updated_at = $3 WHERE id = $1",
+            params![e.invitation_id, e.user_id, at],
+        ),
+        WorkspaceEvent::InvitationDeclined(e) => invitation_status(e.invitation_id, "declined", at),
+        WorkspaceEvent::InvitationRevoked(e) => invitation_status(e.invitation_id, "revoked", at),
+        WorkspaceEvent::MemberAdded(e) => SqlStep::new(
+            "INSERT INTO members (workspace_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
+            params![id, e.user_id, e.role.as_str(), at],
+        ),
+        WorkspaceEvent::MemberRoleChanged(e) => SqlStep::new(
+            "UPDATE members SET role = $3 WHERE workspace_id = $1 AND user_id = $2",
+            params![id, e.user_id, e.role.as_str()],
+        ),
+        WorkspaceEvent::MemberRemoved(e) => {
+            SqlStep::new("DELETE FROM members WHERE workspace_id = $1 AND user_id = $2", params![id, e.user_id])
+        }
     };
-    Ok(vec![step])
+    // Membership and invitation events change the workspace too: its version follows.
+    let is_workspace_row = matches!(
+        event.event_type.as_str(),
+        "WorkspaceCreated"
+            | "WorkspaceUpdated"
+            | "WorkspaceMoved"
+            | "WorkspaceArchived"
+            | "WorkspaceRestored"
+            | "WorkspaceDeleted"
+    );
+    if is_workspace_row {
+        return Ok(vec![step]);
+    }
+    Ok(vec![step, SqlStep::new("UPDATE workspaces SET version = $2 WHERE id = $1", params![id, version])])
 }

@@ -5,6 +5,7 @@ use shared::{DomainEvent, Metadata};
 use uuid::Uuid;
 
 use super::AppendError;
+use crate::projections::SqlStep;
 
 /// The version a stream must be at for an append to succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,14 +59,16 @@ pub struct StreamAppend {
 }
 
 /// One command's changes, committed atomically or not at all.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Commit {
     pub appends: Vec<StreamAppend>,
+    /// Statements that must commit with the events or not at all (e.g. an outbox row).
+    pub extra: Vec<SqlStep>,
 }
 
 impl Commit {
     pub fn single(stream_id: impl Into<String>, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
-        Self { appends: vec![StreamAppend { stream_id: stream_id.into(), expected, events }] }
+        Self { appends: vec![StreamAppend { stream_id: stream_id.into(), expected, events }], extra: Vec::new() }
     }
 
     pub fn event_count(&self) -> usize {

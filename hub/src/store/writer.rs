@@ -205,6 +205,7 @@ async fn write_on(
     let mut results = Vec::with_capacity(commits.len());
     let mut rows = Rows::default();
     let mut steps = Vec::new();
+    let mut accepted: Vec<&Commit> = Vec::with_capacity(commits.len());
     for commit in commits {
         if let Err(conflict) = check_expectations(commit, &versions) {
             results.push(Err(conflict));
@@ -249,6 +250,7 @@ async fn write_on(
         match commit_steps {
             Ok(commit_steps) => {
                 steps.extend(commit_steps.into_iter().flatten());
+                accepted.push(commit);
                 rows.extend(&recorded);
                 results.push(Ok(recorded));
             }
@@ -264,6 +266,7 @@ async fn write_on(
         client.batch_execute("ROLLBACK").await?;
         return Ok(results);
     }
+    let steps: Vec<&SqlStep> = steps.iter().chain(accepted.iter().flat_map(|c| c.extra.iter())).collect();
     let mut sqls: Vec<&'static str> = steps.iter().map(|step| step.sql).collect();
     sqls.sort_unstable();
     sqls.dedup();
@@ -278,7 +281,7 @@ async fn write_on(
         steps.iter().map(|step| step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
     let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
     requests.push(Box::pin(client.execute(&insert_events, &insert_params)));
-    for (step, params) in steps.iter().zip(&step_params) {
+    for (step, params) in steps.iter().copied().zip(&step_params) {
         let statement = statement(step.sql);
         requests.push(Box::pin(async move { client.execute(&statement, params).await }));
     }

@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod organization;
 #[cfg(test)]
 mod testing;
+pub mod user;
 pub mod values;
 pub mod workspace;
 
@@ -37,6 +38,9 @@ pub enum DomainError {
     Invalid { field: &'static str, constraint: &'static str, detail: String },
     #[error("{detail}")]
     Forbidden { detail: String },
+    /// The thing existed but is used up or expired (an invitation token).
+    #[error("{detail}")]
+    Gone { code: &'static str, detail: String },
 }
 
 impl DomainError {

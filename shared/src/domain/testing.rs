@@ -20,6 +20,11 @@ pub struct When<A: Aggregate> {
 }
 
 impl<A: Aggregate> Given<A> {
+    /// Whether the command is accepted (for cases where the exact events do not matter).
+    pub fn state_decides(&self, command: A::Command) -> bool {
+        self.state.decide(command).is_ok()
+    }
+
     pub fn when(self, command: A::Command) -> When<A> {
         let outcome = self.state.decide(command);
         When { state: self.state, outcome }

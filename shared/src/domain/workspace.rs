@@ -1,9 +1,15 @@
 //! The workspace aggregate: a node of an organization's workspace tree.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Aggregate, DomainError, values};
-use crate::events::workspace::{PublicKey, WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated};
+use crate::events::workspace::{
+    InvitationAccepted, InvitationClosed, InvitationCreated, MemberAdded, MemberRemoved, PublicKey, Role,
+    WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workspace {
@@ -16,6 +22,30 @@ pub struct Workspace {
     pub settings: serde_json::Value,
     pub webhook_uris: Vec<String>,
     pub public_keys: Vec<PublicKey>,
+    pub members: BTreeMap<Uuid, Role>,
+    pub invitations: BTreeMap<Uuid, Invitation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub email: String,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+    pub status: InvitationStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Declined,
+    Revoked,
+}
+
+impl Invitation {
+    fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.status == InvitationStatus::Pending && self.expires_at > now
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +82,33 @@ pub enum WorkspaceCommand {
     Archive,
     Restore,
     Delete,
+    Invite {
+        invitation_id: Uuid,
+        email: String,
+        role: Role,
+        token_hash: Vec<u8>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    Accept {
+        invitation_id: Uuid,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    },
+    Decline {
+        invitation_id: Uuid,
+        now: DateTime<Utc>,
+    },
+    RevokeInvitation {
+        invitation_id: Uuid,
+    },
+    ChangeRole {
+        user_id: Uuid,
+        role: Role,
+    },
+    RemoveMember {
+        user_id: Uuid,
+    },
 }
 
 pub const MAX_NAME_LENGTH: usize = 100;
@@ -95,6 +152,26 @@ impl Aggregate for Workspace {
             WorkspaceEvent::WorkspaceArchived {} => self.archived = true,
             WorkspaceEvent::WorkspaceRestored {} => self.archived = false,
             WorkspaceEvent::WorkspaceDeleted {} => self.deleted = true,
+            WorkspaceEvent::InvitationCreated(e) => {
+                self.invitations.insert(
+                    e.invitation_id,
+                    Invitation {
+                        email: e.email.clone(),
+                        role: e.role,
+                        expires_at: e.expires_at,
+                        status: InvitationStatus::Pending,
+                    },
+                );
+            }
+            WorkspaceEvent::InvitationAccepted(e) => self.close(e.invitation_id, InvitationStatus::Accepted),
+            WorkspaceEvent::InvitationDeclined(e) => self.close(e.invitation_id, InvitationStatus::Declined),
+            WorkspaceEvent::InvitationRevoked(e) => self.close(e.invitation_id, InvitationStatus::Revoked),
+            WorkspaceEvent::MemberAdded(e) | WorkspaceEvent::MemberRoleChanged(e) => {
+                self.members.insert(e.user_id, e.role);
+            }
+            WorkspaceEvent::MemberRemoved(e) => {
+                self.members.remove(&e.user_id);
+            }
         }
     }
 
@@ -129,8 +206,73 @@ impl Aggregate for Workspace {
             WorkspaceCommand::Restore if !self.archived => Ok(vec![]),
             WorkspaceCommand::Restore => Ok(vec![WorkspaceEvent::WorkspaceRestored {}]),
             WorkspaceCommand::Delete => Ok(vec![WorkspaceEvent::WorkspaceDeleted {}]),
+            WorkspaceCommand::Accept { invitation_id, user_id, now } => {
+                let invitation = self.open_invitation(invitation_id, now)?;
+                let mut events =
+                    vec![WorkspaceEvent::InvitationAccepted(InvitationAccepted { invitation_id, user_id })];
+                match self.members.get(&user_id) {
+                    None => events.push(WorkspaceEvent::MemberAdded(MemberAdded { user_id, role: invitation.role })),
+                    Some(role) if *role != invitation.role => {
+                        events.push(WorkspaceEvent::MemberRoleChanged(MemberAdded { user_id, role: invitation.role }));
+                    }
+                    Some(_) => {}
+                }
+                Ok(events)
+            }
+            WorkspaceCommand::Decline { invitation_id, now } => {
+                self.open_invitation(invitation_id, now)?;
+                Ok(vec![WorkspaceEvent::InvitationDeclined(InvitationClosed { invitation_id })])
+            }
+            WorkspaceCommand::RevokeInvitation { invitation_id } => {
+                let invitation = self.invitations.get(&invitation_id).ok_or(DomainError::NotFound("invitation"))?;
+                if invitation.status != InvitationStatus::Pending {
+                    return Err(DomainError::conflict("invitation_closed", "the invitation is no longer pending"));
+                }
+                Ok(vec![WorkspaceEvent::InvitationRevoked(InvitationClosed { invitation_id })])
+            }
+            WorkspaceCommand::ChangeRole { user_id, role } => {
+                let current = *self.members.get(&user_id).ok_or(DomainError::NotFound("member"))?;
+                if current == role {
+                    return Ok(vec![]);
+                }
+                if current == Role::Owner {
+                    self.keep_an_owner(user_id)?;
+                }
+                Ok(vec![WorkspaceEvent::MemberRoleChanged(MemberAdded { user_id, role })])
+            }
+            WorkspaceCommand::RemoveMember { user_id } => {
+                let current = *self.members.get(&user_id).ok_or(DomainError::NotFound("member"))?;
+                if current == Role::Owner {
+                    self.keep_an_owner(user_id)?;
+                }
+                Ok(vec![WorkspaceEvent::MemberRemoved(MemberRemoved { user_id })])
+            }
             _ if self.archived => {
                 Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"))
+            }
+            WorkspaceCommand::Invite { invitation_id, email, role, token_hash, expires_at, now } => {
+                let email = values::email("email", &email)?;
+                if expires_at <= now {
+                    return Err(DomainError::invalid(
+                        "expires_in_seconds",
+                        "range",
+                        "an invitation must expire in the future",
+                    ));
+                }
+                let taken = self.invitations.values().any(|i| i.is_open(now) && i.email.eq_ignore_ascii_case(&email));
+                if taken {
+                    return Err(DomainError::conflict(
+                        "invitation_pending",
+                        "this email already has a pending invitation to this workspace",
+                    ));
+                }
+                Ok(vec![WorkspaceEvent::InvitationCreated(InvitationCreated {
+                    invitation_id,
+                    email,
+                    role,
+                    token_hash: hex::encode(token_hash),
+                    expires_at,
+                })])
             }
             WorkspaceCommand::Move { id, parent_id } => {
                 if parent_id == Some(id) {
@@ -166,6 +308,37 @@ impl Aggregate for Workspace {
                 Ok(vec![WorkspaceEvent::WorkspaceUpdated(update)])
             }
         }
+    }
+}
+
+impl Workspace {
+    fn close(&mut self, invitation_id: Uuid, status: InvitationStatus) {
+        if let Some(invitation) = self.invitations.get_mut(&invitation_id) {
+            invitation.status = status;
+        }
+    }
+
+    fn open_invitation(&self, invitation_id: Uuid, now: DateTime<Utc>) -> Result<&Invitation, DomainError> {
+        let invitation = self.invitations.get(&invitation_id).ok_or(DomainError::NotFound("invitation"))?;
+        if invitation.status != InvitationStatus::Pending {
+            return Err(DomainError::Gone {
+                code: "invitation_closed",
+                detail: "this invitation was already answered or revoked".into(),
+            });
+        }
+        if invitation.expires_at <= now {
+            return Err(DomainError::Gone { code: "invitation_expired", detail: "this invitation has expired".into() });
+        }
+        Ok(invitation)
+    }
+
+    /// Refuses to leave the workspace without an owner once it has one.
+    fn keep_an_owner(&self, leaving: Uuid) -> Result<(), DomainError> {
+        let others = self.members.iter().filter(|(id, role)| **id != leaving && **role == Role::Owner).count();
+        if others == 0 {
+            return Err(DomainError::conflict("last_owner", "a workspace keeps at least one owner"));
+        }
+        Ok(())
     }
 }
 
@@ -339,6 +512,92 @@ mod tests {
             .then_error(|e| matches!(e, DomainError::Conflict { code: "workspace_archived", .. }));
         given::<Workspace>(archived.clone()).when(WorkspaceCommand::Archive).then([]);
         given::<Workspace>(archived).when(WorkspaceCommand::Restore).then([WorkspaceEvent::WorkspaceRestored {}]);
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn invited(id: u128, email: &str, role: Role) -> WorkspaceEvent {
+        WorkspaceEvent::InvitationCreated(InvitationCreated {
+            invitation_id: Uuid::from_u128(id),
+            email: email.into(),
+            role,
+            token_hash: "aa".into(),
+            expires_at: at(100),
+        })
+    }
+
+    fn invite(id: u128, email: &str, now: i64) -> WorkspaceCommand {
+        WorkspaceCommand::Invite {
+            invitation_id: Uuid::from_u128(id),
+            email: email.into(),
+            role: Role::Member,
+            token_hash: vec![0xaa],
+            expires_at: at(now + 100),
+            now: at(now),
+        }
+    }
+
+    #[test]
+    fn one_pending_invitation_per_email() {
+        given::<Workspace>([created(), invited(5, "ada@x.test", Role::Member)])
+            .when(invite(6, "ADA@x.test", 0))
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "invitation_pending", .. }));
+        // Once the first has expired, a new one may be sent.
+        assert!(given::<Workspace>([created(), invited(5, "ada@x.test", Role::Member)]).state_decides(invite(
+            6,
+            "ada@x.test",
+            200
+        )));
+        given::<Workspace>([created()])
+            .when(invite(6, "not-an-email", 0))
+            .then_error(|e| matches!(e, DomainError::Invalid { field: "email", .. }));
+    }
+
+    #[test]
+    fn accepting_adds_the_member_once_and_the_token_works_once() {
+        let user = Uuid::from_u128(42);
+        let id = Uuid::from_u128(5);
+        let accept = |now| WorkspaceCommand::Accept { invitation_id: id, user_id: user, now: at(now) };
+        let accepted = WorkspaceEvent::InvitationAccepted(InvitationAccepted { invitation_id: id, user_id: user });
+        let state = given::<Workspace>([created(), invited(5, "ada@x.test", Role::Admin)])
+            .when(accept(10))
+            .then([accepted.clone(), WorkspaceEvent::MemberAdded(MemberAdded { user_id: user, role: Role::Admin })]);
+        assert_eq!(state.members.get(&user), Some(&Role::Admin));
+        given::<Workspace>([created(), invited(5, "ada@x.test", Role::Admin), accepted])
+            .when(accept(11))
+            .then_error(|e| matches!(e, DomainError::Gone { code: "invitation_closed", .. }));
+        given::<Workspace>([created(), invited(5, "ada@x.test", Role::Admin)])
+            .when(accept(101))
+            .then_error(|e| matches!(e, DomainError::Gone { code: "invitation_expired", .. }));
+        let revoked = WorkspaceEvent::InvitationRevoked(InvitationClosed { invitation_id: id });
+        given::<Workspace>([created(), invited(5, "ada@x.test", Role::Admin), revoked])
+            .when(WorkspaceCommand::Decline { invitation_id: id, now: at(1) })
+            .then_error(|e| matches!(e, DomainError::Gone { .. }));
+    }
+
+    #[test]
+    fn the_last_owner_can_be_neither_removed_nor_demoted() {
+        let (ada, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let owners = [
+            created(),
+            WorkspaceEvent::MemberAdded(MemberAdded { user_id: ada, role: Role::Owner }),
+            WorkspaceEvent::MemberAdded(MemberAdded { user_id: bob, role: Role::Member }),
+        ];
+        given::<Workspace>(owners.clone())
+            .when(WorkspaceCommand::RemoveMember { user_id: ada })
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "last_owner", .. }));
+        given::<Workspace>(owners.clone())
+            .when(WorkspaceCommand::ChangeRole { user_id: ada, role: Role::Admin })
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "last_owner", .. }));
+        let two_owners = given::<Workspace>(owners.clone())
+            .when(WorkspaceCommand::ChangeRole { user_id: bob, role: Role::Owner })
+            .then([WorkspaceEvent::MemberRoleChanged(MemberAdded { user_id: bob, role: Role::Owner })]);
+        assert_eq!(two_owners.decide(WorkspaceCommand::RemoveMember { user_id: ada }).map(|e| e.len()), Ok(1));
+        given::<Workspace>(owners)
+            .when(WorkspaceCommand::RemoveMember { user_id: Uuid::from_u128(9) })
+            .then_error(|e| *e == DomainError::NotFound("member"));
     }
 
     #[test]

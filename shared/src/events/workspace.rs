@@ -54,6 +54,64 @@ pub struct WorkspaceMoved {
     pub parent_id: Option<Uuid>,
 }
 
+/// A member's role in a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+/// An invitation to join the workspace. Holds the token's peppered hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationCreated {
+    pub invitation_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub token_hash: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationAccepted {
+    pub invitation_id: Uuid,
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationClosed {
+    pub invitation_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberAdded {
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRemoved {
+    pub user_id: Uuid,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkspaceEvent {
     WorkspaceCreated(WorkspaceCreated),
@@ -62,6 +120,13 @@ pub enum WorkspaceEvent {
     WorkspaceArchived {},
     WorkspaceRestored {},
     WorkspaceDeleted {},
+    InvitationCreated(InvitationCreated),
+    InvitationAccepted(InvitationAccepted),
+    InvitationDeclined(InvitationClosed),
+    InvitationRevoked(InvitationClosed),
+    MemberAdded(MemberAdded),
+    MemberRoleChanged(MemberAdded),
+    MemberRemoved(MemberRemoved),
 }
 
 impl DomainEvent for WorkspaceEvent {
@@ -73,6 +138,13 @@ impl DomainEvent for WorkspaceEvent {
             Self::WorkspaceArchived {} => "WorkspaceArchived",
             Self::WorkspaceRestored {} => "WorkspaceRestored",
             Self::WorkspaceDeleted {} => "WorkspaceDeleted",
+            Self::InvitationCreated(_) => "InvitationCreated",
+            Self::InvitationAccepted(_) => "InvitationAccepted",
+            Self::InvitationDeclined(_) => "InvitationDeclined",
+            Self::InvitationRevoked(_) => "InvitationRevoked",
+            Self::MemberAdded(_) => "MemberAdded",
+            Self::MemberRoleChanged(_) => "MemberRoleChanged",
+            Self::MemberRemoved(_) => "MemberRemoved",
         }
     }
 

@@ -1,0 +1,147 @@
+//! `/v1/workspaces/{id}/members`: who belongs to a workspace, with which role.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::Aggregate;
+use shared::domain::workspace::{Workspace, WorkspaceCommand};
+use shared::events::workspace::Role;
+use shared::scope::Scope;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::AppState;
+use super::context::Ctx;
+use super::error::{ApiError, Problem};
+use super::extract::{Json, Path, Query};
+use super::pagination::{Count, Page, Paging};
+use crate::commands;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_members))
+        .routes(routes!(count_members))
+        .routes(routes!(change_member, remove_member))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMember {
+    pub role: Role,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MemberQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+    role: Option<Role>,
+}
+
+const FROM: &str = "FROM members m JOIN users u ON u.id = m.user_id AND u.status <> 'deleted' WHERE m.workspace_id = $1 \
+                    AND ($2::text IS NULL OR m.role = $2)";
+
+/// A workspace's members.
+#[utoipa::path(get, path = "/v1/workspaces/{id}/members", tag = "users", params(("id" = Uuid, Path), MemberQuery),
+    responses((status = 200, body = Page<MemberView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_members(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    uri: Uri,
+    Path(workspace_id): Path<Uuid>,
+    Query(query): Query<MemberQuery>,
+) -> Result<axum::Json<Page<MemberView>>, ApiError> {
+    ctx.principal.require(Scope::UsersRead)?;
+    super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
+    let paging = Paging::new(query.page, query.page_size)?;
+    let (limit, offset) = paging.limit_offset();
+    let role = query.role.map(Role::as_str);
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT m.user_id, u.email, u.name, m.role, m.joined_at {FROM} ORDER BY m.joined_at, m.user_id \
+                 LIMIT $3 OFFSET $4"
+            ),
+            &[&workspace_id, &role, &limit, &offset],
+        )
+        .await?;
+    let members = rows
+        .iter()
+        .map(|row| MemberView {
+            user_id: row.get(0),
+            email: row.get(1),
+            name: row.get(2),
+            role: serde_json::from_value(serde_json::Value::String(row.get(3))).unwrap_or(Role::Viewer),
+            joined_at: row.get(4),
+        })
+        .collect();
+    Ok(axum::Json(Page::new(members, paging, &uri)))
+}
+
+/// Count a workspace's members.
+#[utoipa::path(get, path = "/v1/workspaces/{id}/members/count", tag = "users", params(("id" = Uuid, Path), MemberQuery),
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn count_members(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(workspace_id): Path<Uuid>,
+    Query(query): Query<MemberQuery>,
+) -> Result<axum::Json<Count>, ApiError> {
+    ctx.principal.require(Scope::UsersRead)?;
+    super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
+    Paging::new(query.page, query.page_size)?;
+    let role = query.role.map(Role::as_str);
+    let client = state.pool.get().await?;
+    let row = client.query_one(&format!("SELECT count(*) {FROM}"), &[&workspace_id, &role]).await?;
+    Ok(axum::Json(Count { count: row.get(0) }))
+}
+
+/// Change a member's role (the last owner cannot be demoted).
+#[utoipa::path(patch, path = "/v1/workspaces/{id}/members/{user_id}", tag = "users",
+    params(("id" = Uuid, Path), ("user_id" = Uuid, Path)), request_body = ChangeMember,
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn change_member(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((workspace_id, user_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<ChangeMember>,
+) -> Result<StatusCode, ApiError> {
+    ctx.principal.require(Scope::UsersWrite)?;
+    super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
+    commands::execute::<Workspace>(&state.store, workspace_id, ctx.if_match, &ctx.metadata, |w| {
+        w.decide(WorkspaceCommand::ChangeRole { user_id, role: body.role })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove a member (the last owner cannot be removed).
+#[utoipa::path(delete, path = "/v1/workspaces/{id}/members/{user_id}", tag = "users",
+    params(("id" = Uuid, Path), ("user_id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn remove_member(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((workspace_id, user_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    ctx.principal.require(Scope::UsersWrite)?;
+    super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
+    commands::execute::<Workspace>(&state.store, workspace_id, ctx.if_match, &ctx.metadata, |w| {
+        w.decide(WorkspaceCommand::RemoveMember { user_id })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

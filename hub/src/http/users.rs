@@ -1,0 +1,272 @@
+//! `/v1/users`: the people of an organization, and the invitations waiting for them.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::domain::Aggregate;
+use shared::domain::user::{User, UserCommand};
+use shared::scope::Scope;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::context::Ctx;
+use super::error::{ApiError, Problem};
+use super::extract::{Json, Path, Query};
+use super::invitations::{InvitationStatus, InvitationView};
+use super::pagination::{Count, Page, Paging, SortOrder};
+use super::sql::{Filter, contains_pattern};
+use super::{AppState, conditional};
+use crate::commands;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users))
+        .routes(routes!(count_users))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(user_invitations))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub name: Option<String>,
+    /// `disabled` suspends every admin key bound to the user until `active` again.
+    pub status: Option<UserStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSort {
+    Name,
+    Email,
+    #[default]
+    CreatedAt,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+    sort_by: Option<UserSort>,
+    sort_order: Option<SortOrder>,
+    /// Substring of the email, case-insensitive.
+    email: Option<String>,
+    status: Option<UserStatus>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserInvitationQuery {
+    page: Option<u32>,
+    page_size: Option<u32>,
+    status: Option<InvitationStatus>,
+}
+
+const SELECT: &str =
+    "SELECT u.id, u.organization_id, u.email, u.name, u.status, u.version, u.created_at, u.updated_at FROM users u";
+
+fn view(row: &tokio_postgres::Row) -> UserView {
+    UserView {
+        id: row.get(0),
+        organization_id: row.get(1),
+        email: row.get(2),
+        name: row.get(3),
+        status: row.get(4),
+        version: row.get(5),
+        created_at: row.get(6),
+        updated_at: row.get(7),
+    }
+}
+
+/// A key restricted to workspaces sees the users who are members of one of them.
+fn visibility(principal: &Principal, filter: &mut Filter) {
+    filter.clause("u.status <> 'deleted'");
+    if let Some(own) = principal.organization_id() {
+        filter.bind("u.organization_id = $?", Box::new(own));
+    }
+    if let Some(roots) = principal.workspace_roots() {
+        filter.bind(
+            "EXISTS (SELECT 1 FROM members m JOIN workspaces w ON w.id = m.workspace_id \
+             WHERE m.user_id = u.id AND w.status <> 'deleted' AND w.ancestors && $?)",
+            Box::new(roots.to_vec()),
+        );
+    }
+}
+
+fn filter(ctx: &Ctx, query: &UserQuery) -> Result<Filter, ApiError> {
+    let mut filter = Filter::default();
+    visibility(&ctx.principal, &mut filter);
+    if let Some(email) = &query.email {
+        if email.chars().count() > 254 {
+            return Err(ApiError::invalid("email", "max_length", "email filter is longer than 254 characters"));
+        }
+        filter.bind("u.email ILIKE $?", Box::new(contains_pattern(email)));
+    }
+    if let Some(status) = query.status {
+        filter
+            .bind("u.status = $?", Box::new(if matches!(status, UserStatus::Active) { "active" } else { "disabled" }));
+    }
+    Ok(filter)
+}
+
+pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<UserView, ApiError> {
+    let mut filter = Filter::default();
+    filter.bind("u.id = $?", Box::new(id));
+    visibility(principal, &mut filter);
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(&format!("{SELECT} {}", filter.where_sql()), &filter.params())
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    Ok(view(&row))
+}
+
+/// List the organization's users.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(UserQuery),
+    responses((status = 200, body = Page<UserView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_users(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    uri: Uri,
+    Query(query): Query<UserQuery>,
+) -> Result<axum::Json<Page<UserView>>, ApiError> {
+    ctx.principal.require(Scope::UsersRead)?;
+    let paging = Paging::new(query.page, query.page_size)?;
+    let mut filter = filter(&ctx, &query)?;
+    let sort = match query.sort_by.unwrap_or_default() {
+        UserSort::Name => "lower(u.name)",
+        UserSort::Email => "lower(u.email)",
+        UserSort::CreatedAt => "u.created_at",
+    };
+    let order = query.sort_order.unwrap_or_default().sql();
+    let (limit, offset) = paging.limit_offset();
+    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
+    let sql =
+        format!("{SELECT} {} ORDER BY {sort} {order}, u.id {order} LIMIT {limit} OFFSET {offset}", filter.where_sql());
+    let client = state.pool.get().await?;
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+}
+
+/// Count the organization's users.
+#[utoipa::path(get, path = "/v1/users/count", tag = "users", params(UserQuery),
+    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn count_users(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<UserQuery>,
+) -> Result<axum::Json<Count>, ApiError> {
+    ctx.principal.require(Scope::UsersRead)?;
+    Paging::new(query.page, query.page_size)?;
+    let filter = filter(&ctx, &query)?;
+    let client = state.pool.get().await?;
+    let row =
+        client.query_one(&format!("SELECT count(*) FROM users u {}", filter.where_sql()), &filter.params()).await?;
+    Ok(axum::Json(Count { count: row.get(0) }))
+}
+
+/// Get a user.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    responses((status = 200, body = UserView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::UsersRead)?;
+    let user = find(&state, &ctx.principal, id).await?;
+    Ok((conditional::etag(user.version), axum::Json(user)).into_response())
+}
+
+/// Rename, disable or re-enable a user.
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UpdateUser,
+    responses((status = 200, body = UserView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn update_user(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateUser>,
+) -> Result<Response, ApiError> {
+    ctx.principal.require(Scope::UsersWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    commands::execute::<User>(&state.store, id, ctx.if_match, &ctx.metadata, |user| {
+        let mut events = Vec::new();
+        if let Some(name) = &body.name {
+            events.extend(user.decide(UserCommand::Rename { name: name.clone() })?);
+        }
+        match body.status {
+            Some(UserStatus::Disabled) => events.extend(user.decide(UserCommand::Disable)?),
+            Some(UserStatus::Active) => events.extend(user.decide(UserCommand::Enable)?),
+            None => {}
+        }
+        Ok(events)
+    })
+    .await?;
+    let user = find(&state, &ctx.principal, id).await?;
+    Ok((conditional::etag(user.version), axum::Json(user)).into_response())
+}
+
+/// Delete a user: every admin key bound to the user stops working for good.
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    ctx.principal.require(Scope::UsersWrite)?;
+    find(&state, &ctx.principal, id).await?;
+    commands::execute::<User>(&state.store, id, ctx.if_match, &ctx.metadata, |user| user.decide(UserCommand::Delete))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Invitations addressed to the user's email (the console's banner: `?status=pending`).
+#[utoipa::path(get, path = "/v1/users/{id}/invitations", tag = "users", params(("id" = Uuid, Path), UserInvitationQuery),
+    responses((status = 200, body = Page<InvitationView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn user_invitations(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    uri: Uri,
+    Path(id): Path<Uuid>,
+    Query(query): Query<UserInvitationQuery>,
+) -> Result<axum::Json<Page<InvitationView>>, ApiError> {
+    ctx.principal.require(Scope::UsersRead)?;
+    let user = find(&state, &ctx.principal, id).await?;
+    let paging = Paging::new(query.page, query.page_size)?;
+    let mut filter = Filter::default();
+    filter.bind("lower(i.email) = lower($?)", Box::new(user.email));
+    filter.bind("w.organization_id = $?", Box::new(user.organization_id));
+    filter.clause("w.status <> 'deleted'");
+    if let Some(status) = query.status {
+        status.bind(&mut filter);
+    }
+    let (limit, offset) = paging.limit_offset();
+    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
+    let sql = format!(
+        "{} {} ORDER BY i.created_at, i.id LIMIT {limit} OFFSET {offset}",
+        super::invitations::SELECT,
+        filter.where_sql()
+    );
+    let client = state.pool.get().await?;
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(Page::new(rows.iter().map(super::invitations::view).collect(), paging, &uri)))
+}

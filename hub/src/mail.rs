@@ -1,0 +1,180 @@
+//! Email: an outbox written in the transaction of the event that causes the email, and a
+//! sender task that delivers it over SMTP.
+//!
+//! Each row is claimed (`sending`, committed) before the SMTP exchange and marked `sent`
+//! after it. A crash between the two leaves the row `sending`; the sweeper turns such rows
+//! into `unknown` instead of sending them again, so no email goes out twice. Failures are
+//! retried with exponential backoff; the API never waits for the mail server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::Notify;
+
+use crate::projections::{SqlStep, params};
+
+/// An email to queue.
+pub struct Email {
+    pub kind: &'static str,
+    pub recipient: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Email {
+    /// The outbox row, to commit with the command's events.
+    pub fn outbox_step(self) -> SqlStep {
+        SqlStep::new(
+            "INSERT INTO outbox (kind, recipient, subject, text_body, html_body) VALUES ($1, $2, $3, $4, $5)",
+            params![self.kind, self.recipient, self.subject, self.text, self.html],
+        )
+    }
+}
+
+/// Escapes text for an HTML body.
+pub fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid mail configuration: {0}")]
+pub struct MailConfigError(String);
+
+impl Mailer {
+    pub fn new(smtp_url: &str, from: &str) -> Result<Self, MailConfigError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|_| MailConfigError("SMTP_URL is not a valid smtp:// or smtps:// URL".into()))?
+            .timeout(Some(Duration::from_secs(30)))
+            .build();
+        let from = from.parse().map_err(|_| MailConfigError("HUB_MAIL_FROM is not a valid mailbox".into()))?;
+        Ok(Self { transport, from })
+    }
+}
+
+/// Longest wait between two attempts at one email.
+const MAX_BACKOFF_SECONDS: f64 = 30.0;
+/// A row `sending` for longer than this was orphaned by a crash.
+const ORPHANED_AFTER_SECONDS: f64 = 120.0;
+
+/// Delivers queued emails until the process ends. `wake` is signalled after commits that
+/// queue mail; a timer covers the rest (other hubs' rows, retries).
+pub fn spawn_sender(pool: Pool, mailer: Arc<Mailer>, wake: Arc<Notify>) {
+    tokio::spawn(async move {
+        loop {
+            match deliver_next(&pool, &mailer).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "mail outbox unavailable; will retry"),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        }
+    });
+}
+
+/// Marks rows orphaned in `sending` as `unknown`, every minute.
+pub fn spawn_sweeper(pool: Pool) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            ticker.tick().await;
+            let swept = async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                client
+                    .execute(
+                        "UPDATE outbox SET status = 'unknown', last_error = 'the sending process stopped mid-delivery' \
+                         WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => $1)",
+                        &[&ORPHANED_AFTER_SECONDS],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match swept {
+                Ok(0) => {}
+                Ok(n) => tracing::error!(
+                    emails = n,
+                    "emails in doubt after a crash were not resent; see outbox status 'unknown'"
+                ),
+                Err(error) => tracing::warn!(%error, "could not sweep the outbox"),
+            }
+        }
+    });
+}
+
+/// Claims and sends one due email; `Ok(false)` when none is due.
+async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let client = pool.get().await?;
+    let claimed = client
+        .query_opt(
+            "UPDATE outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() \
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, recipient, subject, text_body, html_body, attempts",
+            &[],
+        )
+        .await?;
+    let Some(row) = claimed else { return Ok(false) };
+    let id: i64 = row.get(0);
+    let attempts: i32 = row.get(5);
+    let message =
+        build(mailer, row.get(1), row.get(2), row.get::<_, Option<String>>(3), row.get::<_, Option<String>>(4));
+    let outcome = match message {
+        Ok(message) => mailer.transport.send(message).await.map(|_| ()).map_err(|e| (e.is_permanent(), e.to_string())),
+        Err(error) => Err((true, error)),
+    };
+    match outcome {
+        Ok(()) => {
+            client
+                .execute(
+                    "UPDATE outbox SET status = 'sent', sent_at = now(), text_body = NULL, html_body = NULL, \
+                     last_error = NULL WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            tracing::info!(outbox_id = id, "email sent");
+        }
+        Err((true, error)) => {
+            client
+                .execute("UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1", &[&id, &error])
+                .await?;
+            tracing::error!(outbox_id = id, %error, "email refused for good");
+        }
+        Err((false, error)) => {
+            let backoff = 2f64.powi(attempts.min(10)).min(MAX_BACKOFF_SECONDS);
+            client
+                .execute(
+                    "UPDATE outbox SET status = 'pending', last_error = $2, \
+                     next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                    &[&id, &error, &backoff],
+                )
+                .await?;
+            tracing::warn!(outbox_id = id, attempts, %error, "email not sent; will retry");
+        }
+    }
+    Ok(true)
+}
+
+fn build(
+    mailer: &Mailer,
+    recipient: String,
+    subject: String,
+    text: Option<String>,
+    html: Option<String>,
+) -> Result<Message, String> {
+    let to: Mailbox = recipient.parse().map_err(|_| "invalid recipient address".to_owned())?;
+    Message::builder()
+        .from(mailer.from.clone())
+        .to(to)
+        .subject(subject)
+        .multipart(MultiPart::alternative_plain_html(text.unwrap_or_default(), html.unwrap_or_default()))
+        .map_err(|e| e.to_string())
+}
