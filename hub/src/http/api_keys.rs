@@ -20,7 +20,7 @@ use super::context::Ctx;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
-use super::sql::{Filter, contains_pattern};
+use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
 use crate::commands;
 
@@ -110,14 +110,18 @@ pub enum ApiKeyStatus {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     sort_by: Option<ApiKeySort>,
+    #[param(inline)]
     sort_order: Option<SortOrder>,
     /// Substring of the name, case-insensitive.
     name: Option<String>,
+    #[param(inline)]
     status: Option<ApiKeyStatus>,
     /// The operator's filter by organization.
     organization_id: Option<Uuid>,
@@ -181,10 +185,7 @@ fn filter(ctx: &Ctx, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
         filter.bind("k.organization_id = $?", Box::new(org));
     }
     if let Some(name) = &query.name {
-        if name.chars().count() > 200 {
-            return Err(ApiError::invalid("name", "max_length", "name filter is longer than 200 characters"));
-        }
-        filter.bind("k.name ILIKE $?", Box::new(contains_pattern(name)));
+        filter.bind("k.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
     if let Some(status) = query.status {
         let status = match status {
@@ -306,7 +307,7 @@ async fn check_workspaces(
 
 /// Create an admin key. The response carries the `secret`, shown this once.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api keys", request_body = CreateApiKey,
-    responses((status = 201, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = ApiKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn create_key(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -358,7 +359,7 @@ async fn create_key(
 
 /// List admin keys.
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api keys", params(ApiKeyQuery),
-    responses((status = 200, body = Page<ApiKeyView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<ApiKeyView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_keys(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -387,7 +388,7 @@ async fn list_keys(
 
 /// Count admin keys matching the list's filters.
 #[utoipa::path(get, path = "/v1/api-keys/count", tag = "api keys", params(ApiKeyQuery),
-    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn count_keys(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -404,7 +405,7 @@ async fn count_keys(
 
 /// Get an admin key (never its secret).
 #[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)),
-    responses((status = 200, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = ApiKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn get_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::KeysRead)?;
     Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
@@ -412,7 +413,7 @@ async fn get_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) 
 
 /// Rename a key or change its scopes (never beyond the caller's own).
 #[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)), request_body = UpdateApiKey,
-    responses((status = 200, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = ApiKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn update_key(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -433,7 +434,7 @@ async fn update_key(
 
 /// Revoke a key: it fails from the next request on.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)),
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     ctx.principal.require(Scope::KeysWrite)?;
     find(&state, &ctx.principal, id).await?;
@@ -444,8 +445,8 @@ async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid
 
 /// Issue a new secret; the previous one keeps working for the grace period.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api keys", params(("id" = Uuid, Path)),
-    request_body(content = RotateApiKey, description = "optional"),
-    responses((status = 200, body = ApiKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    request_body(content = Option<RotateApiKey>, description = "Optional: an empty body keeps the defaults"),
+    responses((status = 200, description = "OK", body = ApiKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn rotate_key(
     State(state): State<AppState>,
     ctx: Ctx,

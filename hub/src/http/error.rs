@@ -214,7 +214,8 @@ impl From<AppendError> for ApiError {
                 .as_db_error()
                 .and_then(|e| e.constraint())
                 .and_then(constraint_error)
-                .unwrap_or_else(|| Self::internal(db)),
+                .or_else(|| data_exception(&db))
+                .unwrap_or_else(|| Self::internal(describe(&db))),
             AppendError::Unavailable(_) | AppendError::Closed => Self::Unavailable,
             AppendError::Invalid(detail) => Self::internal(detail),
         }
@@ -236,9 +237,29 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
+/// A value the database refuses to store (SQLSTATE class 22: e.g. a NUL character in
+/// text): the request's fault, never a 500.
+fn data_exception(error: &tokio_postgres::Error) -> Option<ApiError> {
+    let db = error.as_db_error()?;
+    db.code().code().starts_with("22").then(|| {
+        ApiError::invalid("", "storable", "the request holds a value that cannot be stored (e.g. a NUL character)")
+    })
+}
+
+/// The server's message and code, for the log only (never for the client).
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({}; constraint {:?})", db.message(), db.code().code(), db.constraint()),
+        None => error.to_string(),
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> Self {
-        if error.is_closed() || error.as_db_error().is_none() { Self::Unavailable } else { Self::internal(error) }
+        if error.is_closed() || error.as_db_error().is_none() {
+            return Self::Unavailable;
+        }
+        data_exception(&error).unwrap_or_else(|| Self::internal(describe(&error)))
     }
 }
 

@@ -39,19 +39,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// Parses a request body: invalid JSON is a 400; valid JSON that is not an object, or
+/// does not fit the schema (unknown field, wrong type, missing field), is a 422 naming
+/// the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let malformed = |error: &serde_json::Error| ApiError::BadRequest {
+    // Syntax first, so a schema error early in the body cannot hide a syntax error later.
+    serde_json::from_slice::<serde_json::Value>(bytes).map_err(|error| ApiError::BadRequest {
         code: "malformed_json",
         detail: format!("malformed JSON: {}", clean_message(&error.to_string())),
-    };
+    })?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("", "type", "the request body must be a JSON object"));
+    }
+    // Deserialized from the bytes (not a parsed value) so duplicate fields are refused.
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.classify() != serde_json::error::Category::Data {
-            return malformed(&inner);
-        }
-        let detail = clean_message(&inner.to_string());
+        let detail = clean_message(&error.into_inner().to_string());
         let constraint = if detail.starts_with("unknown field") {
             "unknown_field"
         } else if detail.starts_with("missing field") {
@@ -67,9 +71,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 detail,
             }],
         }
-    })?;
-    deserializer.end().map_err(|error| malformed(&error))?;
-    Ok(value)
+    })
 }
 
 /// serde's messages end with " at line L column C": keep the message, drop the position

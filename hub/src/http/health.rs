@@ -19,7 +19,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "OK", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
@@ -37,7 +37,7 @@ pub struct Readiness {
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "OK", body = Readiness), (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"))
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, axum::response::Response> {
     let unavailable = |detail: &str| {

@@ -112,11 +112,14 @@ impl InvitationStatus {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     sort_order: Option<SortOrder>,
+    #[param(inline)]
     status: Option<InvitationStatus>,
 }
 
@@ -163,7 +166,7 @@ fn invitation_email(public_url: &str, workspace: &str, email: &str, role: Role, 
 /// Invite someone to a workspace; the invitee receives an email with accept and decline links.
 #[utoipa::path(post, path = "/v1/workspaces/{id}/invitations", tag = "users", params(("id" = Uuid, Path)),
     request_body = CreateInvitation,
-    responses((status = 201, body = InvitationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = InvitationView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn invite(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -223,7 +226,7 @@ fn filter(workspace_id: Uuid, query: &InvitationQuery) -> Filter {
 
 /// A workspace's invitations.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/invitations", tag = "users", params(("id" = Uuid, Path), InvitationQuery),
-    responses((status = 200, body = Page<InvitationView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<InvitationView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_invitations(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -249,7 +252,7 @@ async fn list_invitations(
 
 /// Count a workspace's invitations.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/invitations/count", tag = "users", params(("id" = Uuid, Path), InvitationQuery),
-    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn count_invitations(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -269,7 +272,7 @@ async fn count_invitations(
 
 /// Revoke a pending invitation: its token stops working.
 #[utoipa::path(delete, path = "/v1/invitations/{id}", tag = "users", params(("id" = Uuid, Path)),
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn revoke_invitation(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -325,7 +328,7 @@ fn token_metadata(ip: ClientIp, request_id: Option<axum::Extension<RequestId>>) 
 /// Accept an invitation (the token authenticates): the invitee becomes a member with the
 /// invited role, and a user of the organization if new.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "users", request_body = InvitationToken, security(()),
-    responses((status = 200, body = InvitationAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = InvitationAnswer), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn accept_invitation(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -386,7 +389,7 @@ async fn accept_invitation(
 
 /// Decline an invitation (the token authenticates).
 #[utoipa::path(post, path = "/v1/invitations/decline", tag = "users", request_body = InvitationToken, security(()),
-    responses((status = 200, body = InvitationAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = InvitationAnswer), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn decline_invitation(
     State(state): State<AppState>,
     ip: ClientIp,

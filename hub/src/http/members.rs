@@ -43,10 +43,12 @@ pub struct ChangeMember {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MemberQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     role: Option<Role>,
 }
 
@@ -55,7 +57,7 @@ const FROM: &str = "FROM members m JOIN users u ON u.id = m.user_id AND u.status
 
 /// A workspace's members.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/members", tag = "users", params(("id" = Uuid, Path), MemberQuery),
-    responses((status = 200, body = Page<MemberView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<MemberView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_members(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -93,7 +95,7 @@ async fn list_members(
 
 /// Count a workspace's members.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/members/count", tag = "users", params(("id" = Uuid, Path), MemberQuery),
-    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn count_members(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -112,7 +114,7 @@ async fn count_members(
 /// Change a member's role (the last owner cannot be demoted).
 #[utoipa::path(patch, path = "/v1/workspaces/{id}/members/{user_id}", tag = "users",
     params(("id" = Uuid, Path), ("user_id" = Uuid, Path)), request_body = ChangeMember,
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn change_member(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -131,7 +133,7 @@ async fn change_member(
 /// Remove a member (the last owner cannot be removed).
 #[utoipa::path(delete, path = "/v1/workspaces/{id}/members/{user_id}", tag = "users",
     params(("id" = Uuid, Path), ("user_id" = Uuid, Path)),
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn remove_member(
     State(state): State<AppState>,
     ctx: Ctx,

@@ -79,6 +79,10 @@ pub async fn problems(request: Request, next: Next) -> Response {
     };
     problem.request_id = request_id;
     let mut rewritten = problem.into_response_with(status);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the oversized body is never read: the connection cannot be reused.
+        rewritten.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER, header::ALLOW, REQUEST_ID] {
         if let Some(value) = parts.headers.get(&name) {
             rewritten.headers_mut().insert(name, value.clone());

@@ -16,7 +16,7 @@ use super::context::Ctx;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
-use super::sql::{Filter, contains_pattern};
+use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
 use crate::commands;
 
@@ -64,11 +64,14 @@ pub enum OrganizationSort {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     sort_by: Option<OrganizationSort>,
+    #[param(inline)]
     sort_order: Option<SortOrder>,
     /// Substring of the name, case-insensitive.
     name: Option<String>,
@@ -96,10 +99,7 @@ fn filter(ctx: &Ctx, query: &OrganizationQuery) -> Result<Filter, ApiError> {
         filter.bind("id = $?", Box::new(own));
     }
     if let Some(name) = &query.name {
-        if name.chars().count() > 200 {
-            return Err(ApiError::invalid("name", "max_length", "name filter is longer than 200 characters"));
-        }
-        filter.bind("name ILIKE $?", Box::new(contains_pattern(name)));
+        filter.bind("name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
     Ok(filter)
 }
@@ -129,7 +129,7 @@ fn single(status: StatusCode, org: OrganizationView) -> Response {
 
 /// Create an organization (operator only).
 #[utoipa::path(post, path = "/v1/organizations", tag = "organizations", request_body = CreateOrganization,
-    responses((status = 201, body = OrganizationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = OrganizationView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn create_organization(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -147,7 +147,7 @@ async fn create_organization(
 
 /// List organizations (the operator sees all; a key its own).
 #[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(OrganizationQuery),
-    responses((status = 200, body = Page<OrganizationView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<OrganizationView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_organizations(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -175,7 +175,7 @@ async fn list_organizations(
 
 /// Count organizations matching the list's filters.
 #[utoipa::path(get, path = "/v1/organizations/count", tag = "organizations", params(OrganizationQuery),
-    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn count_organizations(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -193,7 +193,7 @@ async fn count_organizations(
 
 /// Get an organization.
 #[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
-    responses((status = 200, body = OrganizationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = OrganizationView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn get_organization(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::OrgsRead)?;
     Ok(single(StatusCode::OK, find(&state, &ctx, id).await?))
@@ -202,7 +202,7 @@ async fn get_organization(State(state): State<AppState>, ctx: Ctx, Path(id): Pat
 /// Change an organization's name, email or plan.
 #[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
     request_body = UpdateOrganization,
-    responses((status = 200, body = OrganizationView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = OrganizationView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn update_organization(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -221,7 +221,7 @@ async fn update_organization(
 
 /// Delete an organization (operator only): its keys stop working.
 #[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn delete_organization(
     State(state): State<AppState>,
     ctx: Ctx,

@@ -48,6 +48,7 @@ pub struct UpdateSettings {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsQuery {
     /// The organization (the operator must name it; a key reads its own).
@@ -84,7 +85,7 @@ async fn view(state: &AppState, id: Uuid) -> Result<SettingsView, ApiError> {
 
 /// The organization's settings.
 #[utoipa::path(get, path = "/v1/settings", tag = "settings", params(SettingsQuery),
-    responses((status = 200, body = SettingsView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = SettingsView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn get_settings(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -97,7 +98,7 @@ async fn get_settings(
 
 /// Change the organization's settings.
 #[utoipa::path(patch, path = "/v1/settings", tag = "settings", params(SettingsQuery), request_body = UpdateSettings,
-    responses((status = 200, body = SettingsView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = SettingsView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn update_settings(
     State(state): State<AppState>,
     ctx: Ctx,

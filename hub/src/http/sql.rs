@@ -2,6 +2,7 @@
 
 use tokio_postgres::types::ToSql;
 
+use super::error::ApiError;
 use crate::projections::Param;
 
 #[derive(Default)]
@@ -36,6 +37,17 @@ impl Filter {
     pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
     }
+}
+
+/// Checks a text filter from a query string: bounded and free of control characters.
+pub fn text_filter<'a>(name: &str, text: &'a str, max: usize) -> Result<&'a str, ApiError> {
+    if text.chars().count() > max {
+        return Err(ApiError::invalid(name, "max_length", format!("{name} is longer than {max} characters")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::invalid(name, "format", format!("{name} must not contain control characters")));
+    }
+    Ok(text)
 }
 
 /// A `LIKE` pattern matching `text` anywhere, with `%`, `_` and `\` taken literally.

@@ -19,7 +19,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::invitations::{InvitationStatus, InvitationView};
 use super::pagination::{Count, Page, Paging, SortOrder};
-use super::sql::{Filter, contains_pattern};
+use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
 use crate::commands;
 
@@ -69,22 +69,28 @@ pub enum UserSort {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     sort_by: Option<UserSort>,
+    #[param(inline)]
     sort_order: Option<SortOrder>,
     /// Substring of the email, case-insensitive.
     email: Option<String>,
+    #[param(inline)]
     status: Option<UserStatus>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserInvitationQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     status: Option<InvitationStatus>,
 }
 
@@ -123,10 +129,7 @@ fn filter(ctx: &Ctx, query: &UserQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
     visibility(&ctx.principal, &mut filter);
     if let Some(email) = &query.email {
-        if email.chars().count() > 254 {
-            return Err(ApiError::invalid("email", "max_length", "email filter is longer than 254 characters"));
-        }
-        filter.bind("u.email ILIKE $?", Box::new(contains_pattern(email)));
+        filter.bind("u.email ILIKE $?", Box::new(contains_pattern(text_filter("email", email, 254)?)));
     }
     if let Some(status) = query.status {
         filter
@@ -149,7 +152,7 @@ pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> R
 
 /// List the organization's users.
 #[utoipa::path(get, path = "/v1/users", tag = "users", params(UserQuery),
-    responses((status = 200, body = Page<UserView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<UserView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_users(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -176,7 +179,7 @@ async fn list_users(
 
 /// Count the organization's users.
 #[utoipa::path(get, path = "/v1/users/count", tag = "users", params(UserQuery),
-    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn count_users(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -193,7 +196,7 @@ async fn count_users(
 
 /// Get a user.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
-    responses((status = 200, body = UserView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = UserView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn get_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     let user = find(&state, &ctx.principal, id).await?;
@@ -202,7 +205,7 @@ async fn get_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>)
 
 /// Rename, disable or re-enable a user.
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UpdateUser,
-    responses((status = 200, body = UserView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = UserView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn update_user(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -230,7 +233,7 @@ async fn update_user(
 
 /// Delete a user: every admin key bound to the user stops working for good.
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     ctx.principal.require(Scope::UsersWrite)?;
     find(&state, &ctx.principal, id).await?;
@@ -241,7 +244,7 @@ async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uui
 
 /// Invitations addressed to the user's email (the console's banner: `?status=pending`).
 #[utoipa::path(get, path = "/v1/users/{id}/invitations", tag = "users", params(("id" = Uuid, Path), UserInvitationQuery),
-    responses((status = 200, body = Page<InvitationView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<InvitationView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn user_invitations(
     State(state): State<AppState>,
     ctx: Ctx,

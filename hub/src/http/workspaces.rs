@@ -19,7 +19,7 @@ use super::context::Ctx;
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query, double_option};
 use super::pagination::{Count, Page, Paging, SortOrder};
-use super::sql::{Filter, contains_pattern};
+use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
 use crate::commands;
 
@@ -96,20 +96,25 @@ pub enum WorkspaceStatus {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    #[param(inline)]
     sort_by: Option<WorkspaceSort>,
+    #[param(inline)]
     sort_order: Option<SortOrder>,
     /// Substring of the name, case-insensitive.
     name: Option<String>,
     parent_id: Option<Uuid>,
+    #[param(inline)]
     status: Option<WorkspaceStatus>,
     instance_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TreeQuery {
     /// Levels below the workspace to include (whole subtree by default).
@@ -117,6 +122,7 @@ pub struct TreeQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// Delete the whole subtree.
@@ -165,19 +171,11 @@ fn visibility(principal: &Principal, filter: &mut Filter) {
     }
 }
 
-fn too_long(field: &str, text: &str, max: usize) -> Result<(), ApiError> {
-    if text.chars().count() > max {
-        return Err(ApiError::invalid(field, "max_length", format!("{field} is longer than {max} characters")));
-    }
-    Ok(())
-}
-
 fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
     visibility(&ctx.principal, &mut filter);
     if let Some(name) = &query.name {
-        too_long("name", name, 200)?;
-        filter.bind("w.name ILIKE $?", Box::new(contains_pattern(name)));
+        filter.bind("w.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
     if let Some(parent) = query.parent_id {
         filter.bind("w.parent_id = $?", Box::new(parent));
@@ -190,8 +188,7 @@ fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
         filter.bind("w.status = $?", Box::new(status));
     }
     if let Some(instance) = &query.instance_id {
-        too_long("instance_id", instance, 100)?;
-        filter.bind("w.instance_id = $?", Box::new(instance.clone()));
+        filter.bind("w.instance_id = $?", Box::new(text_filter("instance_id", instance, 100)?.to_owned()));
     }
     Ok(filter)
 }
@@ -240,7 +237,7 @@ async fn parent(state: &AppState, principal: &Principal, id: Uuid) -> Result<Wor
 
 /// Create a workspace, at the root or under a parent.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
-    responses((status = 201, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "Created", body = WorkspaceView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn create_workspace(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -306,7 +303,7 @@ async fn create_workspace(
 
 /// List workspaces.
 #[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces", params(WorkspaceQuery),
-    responses((status = 200, body = Page<WorkspaceView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Page<WorkspaceView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_workspaces(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -332,7 +329,7 @@ async fn list_workspaces(
 
 /// Count workspaces matching the list's filters.
 #[utoipa::path(get, path = "/v1/workspaces/count", tag = "workspaces", params(WorkspaceQuery),
-    responses((status = 200, body = Count), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn count_workspaces(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -350,7 +347,7 @@ async fn count_workspaces(
 
 /// Get a workspace.
 #[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path)),
-    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = WorkspaceView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn get_workspace(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::WorkspacesRead)?;
     Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
@@ -359,7 +356,7 @@ async fn get_workspace(State(state): State<AppState>, ctx: Ctx, Path(id): Path<U
 /// Change a workspace; `parent_id` moves it (never under its own descendant).
 #[utoipa::path(patch, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path)),
     request_body = UpdateWorkspace,
-    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = WorkspaceView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn update_workspace(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -407,7 +404,7 @@ async fn update_workspace(
 
 /// The workspace and its descendants, nested.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/tree", tag = "workspaces", params(("id" = Uuid, Path), TreeQuery),
-    responses((status = 200, body = TreeNode), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = TreeNode), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn workspace_tree(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -449,7 +446,7 @@ async fn workspace_tree(
 
 /// Archive a workspace and its whole subtree.
 #[utoipa::path(post, path = "/v1/workspaces/{id}/archive", tag = "workspaces", params(("id" = Uuid, Path)),
-    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = WorkspaceView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn archive_workspace(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -467,7 +464,7 @@ async fn archive_workspace(
 
 /// Restore an archived workspace and its whole subtree.
 #[utoipa::path(post, path = "/v1/workspaces/{id}/restore", tag = "workspaces", params(("id" = Uuid, Path)),
-    responses((status = 200, body = WorkspaceView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OK", body = WorkspaceView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn restore_workspace(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -496,7 +493,7 @@ async fn restore_workspace(
 
 /// Delete a workspace (with `cascade=true`, its whole subtree).
 #[utoipa::path(delete, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path), DeleteQuery),
-    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn delete_workspace(
     State(state): State<AppState>,
     ctx: Ctx,

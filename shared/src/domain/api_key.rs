@@ -144,8 +144,11 @@ fn create(new: NewApiKey) -> Result<ApiKeyCreated, DomainError> {
     let mut workspace_ids = new.workspace_ids;
     workspace_ids.sort_unstable();
     workspace_ids.dedup();
-    if workspace_ids.len() > MAX_LIST_ENTRIES || new.allowed_ips.len() > MAX_LIST_ENTRIES {
+    if workspace_ids.len() > MAX_LIST_ENTRIES {
         return Err(DomainError::invalid("workspace_ids", "max_items", format!("at most {MAX_LIST_ENTRIES} entries")));
+    }
+    if new.allowed_ips.len() > MAX_LIST_ENTRIES {
+        return Err(DomainError::invalid("allowed_ips", "max_items", format!("at most {MAX_LIST_ENTRIES} entries")));
     }
     if new.grantor.workspace_ids.is_some() && workspace_ids.is_empty() {
         return Err(DomainError::Forbidden {

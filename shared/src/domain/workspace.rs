@@ -350,7 +350,21 @@ fn merge(mut target: serde_json::Value, patch: serde_json::Value) -> Result<serd
     Ok(target)
 }
 
+/// Whether a JSON value holds a NUL character anywhere (keys included): PostgreSQL's
+/// jsonb cannot store it.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 fn settings(value: serde_json::Value) -> Result<serde_json::Value, DomainError> {
+    if holds_nul(&value) {
+        return Err(DomainError::invalid("settings", "format", "settings must not contain NUL characters"));
+    }
     if serde_json::to_vec(&value).map_or(usize::MAX, |b| b.len()) > MAX_SETTINGS_BYTES {
         return Err(DomainError::invalid(
             "settings",
