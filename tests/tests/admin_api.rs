@@ -503,7 +503,7 @@ async fn read_models(db: &TestDatabase) -> Vec<String> {
     let client = db.connect().await;
     let mut rows = Vec::new();
     for table in hub::projections::rebuild::TABLES {
-        let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY id");
+        let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1");
         rows.extend(client.query(&sql, &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)));
     }
     rows
