@@ -29,6 +29,16 @@ pub async fn load<A: Aggregate>(store: &EventStore, id: Uuid) -> Result<(A, i64)
     Ok((state, history.last().map_or(0, |e| e.stream_version)))
 }
 
+/// Marks the request's idempotency key as committed, in the command's own transaction.
+pub fn idempotency_mark(metadata: &Metadata) -> Option<SqlStep> {
+    let key = metadata.idempotency_key.clone()?;
+    let subject = crate::http::auth::subject_of(metadata.actor.kind, metadata.actor.id.as_deref());
+    Some(SqlStep::new(
+        "UPDATE idempotency_keys SET committed = true WHERE principal = $1 AND key = $2",
+        crate::projections::params![subject, key],
+    ))
+}
+
 pub fn encode<E: shared::DomainEvent>(events: &[E], metadata: &Metadata) -> Result<Vec<NewEvent>, ApiError> {
     events.iter().map(|e| NewEvent::new(e, metadata).map_err(ApiError::internal)).collect()
 }
@@ -66,6 +76,7 @@ pub async fn execute_with<A: Aggregate>(
         let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
         let mut commit = Commit::single(A::stream_id(id), expected, encode(&events, metadata)?);
         commit.extra = extra();
+        commit.extra.extend(idempotency_mark(metadata));
         match store.commit(commit).await {
             Ok(recorded) => {
                 events.iter().for_each(|e| state.apply(e));
@@ -108,7 +119,7 @@ pub async fn execute_all<A: Aggregate>(
         if appends.is_empty() {
             return Ok(Vec::new());
         }
-        match store.commit(Commit { appends, extra: Vec::new() }).await {
+        match store.commit(Commit { appends, extra: idempotency_mark(metadata).into_iter().collect() }).await {
             Ok(recorded) => return Ok(recorded),
             Err(AppendError::Conflict { .. }) if if_match.is_some() => return Err(ApiError::PreconditionFailed),
             Err(AppendError::Conflict { .. }) => continue 'attempt,

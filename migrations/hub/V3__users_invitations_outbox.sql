@@ -60,3 +60,7 @@ CREATE TABLE outbox (
     sent_at          timestamptz
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE status = 'pending';
+
+-- Set in the transaction that commits a command's events, so a retry after a crash that
+-- lost the stored response never runs the command a second time.
+ALTER TABLE idempotency_keys ADD COLUMN committed boolean NOT NULL DEFAULT false;

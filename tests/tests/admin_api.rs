@@ -2,6 +2,7 @@
 
 use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 struct Stack {
     _hub: HubProcess,
@@ -534,4 +535,51 @@ async fn rebuilding_the_read_models_from_the_log_gives_identical_rows() {
     // The rebuilt models serve the API as before.
     let tree = admin.get(&format!("/v1/workspaces/{root}/tree")).await.expect(200).body;
     assert_eq!(tree["children"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_never_runs_a_committed_command_twice() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (_, admin) = organization(&operator, "kappa").await;
+    let post = |key: &'static str, name: &'static str| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/workspaces",
+                    Some(&json!({"name": name})),
+                    &[("idempotency-key", key)],
+                )
+                .await
+        }
+    };
+    post("committed", "Once").await.expect(201);
+    let client = db.connect().await;
+    // As if the hub died after the commit, before storing the response, and the lease ran out.
+    let forget = "UPDATE idempotency_keys SET response_status = NULL, response_body = NULL, \
+                  locked_until = now() - interval '1 second' WHERE key = $1";
+    assert_eq!(client.execute(forget, &[&"committed"]).await.unwrap(), 1);
+    let retry = post("committed", "Once").await.expect(409);
+    assert_eq!(retry.body["code"], "idempotency_key_committed");
+    assert_eq!(admin.get("/v1/workspaces/count?name=Once").await.expect(200).body["count"], 1);
+
+    // As if the hub died before committing: the retry runs the command.
+    let subject: String =
+        client.query_one("SELECT principal FROM idempotency_keys WHERE key = 'committed'", &[]).await.unwrap().get(0);
+    // The claim such a request leaves: its hash, an expired lease, nothing committed.
+    let body = serde_json::to_vec(&json!({"name": "Twice"})).unwrap();
+    let hash = sha2::Sha256::new_with_prefix(b"POST\0/v1/workspaces\0").chain_update(&body).finalize().to_vec();
+    client
+        .execute(
+            "INSERT INTO idempotency_keys (principal, key, request_hash, locked_until) \
+             VALUES ($1, 'uncommitted', $2, now() - interval '1 second')",
+            &[&subject, &hash],
+        )
+        .await
+        .unwrap();
+    post("uncommitted", "Twice").await.expect(201);
+    assert_eq!(admin.get("/v1/workspaces/count?name=Twice").await.expect(200).body["count"], 1);
 }

@@ -97,9 +97,18 @@ impl Principal {
     /// What rate limits and idempotency keys are counted against.
     pub fn subject(&self) -> String {
         match self {
-            Self::Operator => "operator".to_owned(),
-            Self::Key(key) => format!("key:{}", key.id),
+            Self::Operator => subject_of(ActorType::Operator, None),
+            Self::Key(key) => subject_of(ActorType::ApiKey, Some(&key.id.to_string())),
         }
+    }
+}
+
+/// The subject string of an actor (see [`Principal::subject`]).
+pub fn subject_of(kind: ActorType, id: Option<&str>) -> String {
+    match (kind, id) {
+        (ActorType::Operator, _) => "operator".to_owned(),
+        (_, Some(id)) => format!("key:{id}"),
+        (_, None) => "anonymous".to_owned(),
     }
 }
 

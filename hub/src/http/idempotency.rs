@@ -2,8 +2,10 @@
 //! every `secret` replaced by null), another body under the same key is a 422, and a key
 //! whose first request is still running is a 409. Keys are per principal, kept 24 hours.
 //!
-//! The first request claims the key with a lease before it runs; should the hub die
-//! before the response is stored, a retry after the lease (60 s) runs the command again.
+//! The first request claims the key with a lease before it runs, and the command marks it
+//! committed in its own append transaction. Should the hub die before the response is
+//! stored, a retry after the lease (60 s) runs the command again only if nothing was
+//! committed; otherwise it gets a 409 telling the client to read the resource.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -83,7 +85,7 @@ async fn claim(state: &AppState, principal: &str, key: &str, request_hash: &[u8]
     }
     let row = client
         .query_one(
-            "SELECT request_hash, locked_until > now(), response_status, response_headers, response_body \
+            "SELECT request_hash, locked_until > now(), response_status, response_headers, response_body, committed \
              FROM idempotency_keys WHERE principal = $1 AND key = $2",
             &[&principal, &key],
         )
@@ -107,7 +109,16 @@ async fn claim(state: &AppState, principal: &str, key: &str, request_hash: &[u8]
             detail: "a request with this Idempotency-Key is still being processed".into(),
         });
     }
-    // The first attempt died without a response: take its lease over and run again.
+    if row.get::<_, bool>(5) {
+        // The first attempt committed its events but died before storing its response.
+        return Err(ApiError::Conflict {
+            code: "idempotency_key_committed",
+            detail: "the first request with this Idempotency-Key was applied but its response was lost; \
+                     read the resource instead of retrying"
+                .into(),
+        });
+    }
+    // The first attempt died before committing anything: take its lease over and run again.
     let taken = client
         .execute(
             "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
