@@ -1,6 +1,7 @@
 //! `hub serve` as a real process: health, readiness, the OpenAPI document, shutdown.
 
 use e2e::{HubProcess, TestDatabase};
+use serde_json::Value;
 
 #[tokio::test]
 async fn a_single_node_hub_answers_health_readiness_and_openapi() {
@@ -121,4 +122,46 @@ async fn two_hub_processes_writing_at_once_keep_the_log_gapless_and_chained() {
     assert_eq!(positions, (1..=120).collect::<Vec<_>>());
     let verify = e2e::binaries::hub_command(&db.url, &["events", "verify"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[tokio::test]
+async fn the_event_feed_pages_the_log_in_order_with_hashes_for_the_operator_only() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &[], &[]).await;
+    let operator = e2e::Api::new(&hub.url(""), Some(e2e::OPERATOR_KEY));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let body = serde_json::json!({"name": format!("org {i}"), "email": format!("o{i}@x.test"), "plan": "free"});
+        ids.push(operator.post("/v1/organizations", body).await.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    let org = &ids[2];
+    operator.patch(&format!("/v1/organizations/{org}"), serde_json::json!({"plan": "pro"})).await.expect(200);
+
+    let first = operator.get("/v1/events?limit=4").await.expect(200).body;
+    let positions: Vec<i64> =
+        first["items"].as_array().unwrap().iter().map(|e| e["position"].as_i64().unwrap()).collect();
+    assert_eq!(positions, [1, 2, 3, 4]);
+    let next = first["links"][0]["href"].as_str().unwrap().to_owned();
+    assert_eq!(next, "/v1/events?after=4&limit=4");
+    let rest = operator.get(&next).await.expect(200).body;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert!(rest["links"].as_array().unwrap().is_empty(), "no next link after the last page");
+    // Each event's prev_hash is the previous event's hash.
+    let all: Vec<Value> =
+        first["items"].as_array().unwrap().iter().chain(rest["items"].as_array().unwrap()).cloned().collect();
+    for pair in all.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
+    let stream = operator.get(&format!("/v1/events?stream_id=org-{org}")).await.expect(200).body;
+    let types: Vec<&str> =
+        stream["items"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["OrganizationCreated", "OrganizationUpdated"]);
+
+    let key =
+        operator.post("/v1/api-keys", serde_json::json!({"name": "k", "scopes": ["*"], "organization_id": org})).await;
+    let admin = operator.with_key(key.expect(201).body["secret"].as_str().unwrap());
+    admin.get("/v1/events").await.expect(403);
+    operator.get("/v1/events?limit=0").await.expect(422);
+    operator.get("/v1/events?after=-1").await.expect(422);
+    operator.get("/v1/events?limit=1001").await.expect(422);
 }

@@ -40,6 +40,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/workspaces/{id}/restore"),
     ("get", "/v1/settings"),
     ("patch", "/v1/settings"),
+    ("get", "/v1/events"),
     ("get", "/v1/users"),
     ("get", "/v1/users/count"),
     ("get", "/v1/users/{id}"),

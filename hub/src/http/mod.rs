@@ -9,6 +9,7 @@ pub mod auth;
 mod conditional;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod extract;
 mod health;
 pub mod idempotency;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(invitations::router())
         .merge(members::router())
+        .merge(events::router())
         .split_for_parts();
     let api = Arc::new(api);
     api_router

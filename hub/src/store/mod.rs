@@ -97,3 +97,13 @@ pub async fn read_page(
 pub async fn head_position(client: &impl tokio_postgres::GenericClient) -> Result<i64, ReadError> {
     Ok(read::head_position(client).await?)
 }
+
+/// Up to `limit` events of one stream with `position > after`, in order.
+pub async fn read_stream_page(
+    client: &impl tokio_postgres::GenericClient,
+    stream_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    Ok(read::stream_page(client, stream_id, after, limit).await?)
+}

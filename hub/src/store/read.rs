@@ -48,3 +48,14 @@ pub(crate) async fn all(
 pub(crate) async fn head_position(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
     Ok(client.query_one("SELECT position FROM event_log_head", &[]).await?.get(0))
 }
+
+pub(crate) async fn stream_page(
+    client: &impl GenericClient,
+    stream_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND position > $2 ORDER BY position LIMIT $3");
+    let rows = client.query(&sql, &[&stream_id, &after, &limit]).await?;
+    Ok(rows.iter().map(from_row).collect())
+}
