@@ -33,6 +33,8 @@ pub struct Config {
     pub mail_from: String,
     /// `HUB_PUBLIC_URL`: the base of links in emails; default `http://<HUB_LISTEN_ADDR>`.
     pub public_url: String,
+    /// `NATS_URL`: where the relay publishes; absent in single-node mode.
+    pub nats_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,7 @@ impl Config {
         }
         Ok(Self {
             smtp_url: std::env::var("SMTP_URL").ok().map(SecretString::from),
+            nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
             mail_from: std::env::var("HUB_MAIL_FROM").unwrap_or_else(|_| "Admin API <no-reply@localhost>".into()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             database_url: SecretString::from(database_url),

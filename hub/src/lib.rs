@@ -12,5 +12,6 @@ pub mod http;
 pub mod mail;
 pub mod migrate;
 pub mod projections;
+pub mod relay;
 pub mod startup;
 pub mod store;

@@ -46,6 +46,13 @@ impl Application {
         let pool = crate::db::pool(db_config, config.pool_size);
         drop(pool.get().await.context("opening the connection pool")?);
         let store = EventStore::start_with(pool.clone(), WriterConfig::default(), Arc::new(ReadModels));
+        match (&config.nats_url, mode) {
+            (Some(url), Mode::MultiInstance) => {
+                crate::relay::spawn(config.database_config()?, url.clone(), store.commit_signal())
+            }
+            (None, Mode::MultiInstance) => tracing::warn!("NATS_URL is not set: no relay publishes the events"),
+            (_, Mode::SingleNode) => {}
+        }
         let usage = Arc::new(UsageRecorder::default());
         usage.clone().spawn_flusher(pool.clone(), Duration::from_secs(2));
         crate::http::idempotency::spawn_sweeper(pool.clone());

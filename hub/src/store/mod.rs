@@ -28,6 +28,7 @@ use crate::projections::{NoProjections, Projector};
 pub struct EventStore {
     pool: Pool,
     jobs: mpsc::Sender<writer::Job>,
+    committed: Arc<tokio::sync::Notify>,
 }
 
 impl EventStore {
@@ -39,12 +40,18 @@ impl EventStore {
     /// Starts the writer task; `projector` updates read models in each append transaction.
     pub fn start_with(pool: Pool, config: WriterConfig, projector: Arc<dyn Projector>) -> Self {
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
-        tokio::spawn(writer::run(pool.clone(), rx, config, projector));
-        Self { pool, jobs }
+        let committed = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(writer::run(pool.clone(), rx, config, projector, committed.clone()));
+        Self { pool, jobs, committed }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Signalled after every commit of this process's writer (a wake-up hint).
+    pub fn commit_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.committed.clone()
     }
 
     /// Appends events to one stream, checking its expected version.

@@ -54,6 +54,7 @@ pub(super) async fn run(
     mut jobs: mpsc::Receiver<Job>,
     config: WriterConfig,
     projector: Arc<dyn Projector>,
+    committed: Arc<tokio::sync::Notify>,
 ) {
     let mut carry: Option<Job> = None;
     loop {
@@ -81,6 +82,10 @@ pub(super) async fn run(
         }
         let commits: Vec<&Commit> = batch.iter().map(|job| &job.commit).collect();
         let results = write_isolated(&pool, &commits, projector.as_ref()).await;
+        if results.iter().any(|r| r.as_ref().is_ok_and(|events| !events.is_empty())) {
+            // `notify_one` stores a permit when nobody waits, so no wake-up is lost.
+            committed.notify_one();
+        }
         for (job, result) in batch.into_iter().zip(results) {
             // A caller that went away (request cancelled) no longer needs its answer.
             let _ = job.reply.send(result);
