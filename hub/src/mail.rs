@@ -62,6 +62,9 @@ impl Mailer {
 
 /// Longest wait between two attempts at one email.
 const MAX_BACKOFF_SECONDS: f64 = 30.0;
+/// Attempts before an email that keeps failing is given up: about a day at the 30 s
+/// backoff cap.
+const MAX_ATTEMPTS: i32 = 2880;
 /// A row `sending` for longer than this was orphaned by a crash.
 const ORPHANED_AFTER_SECONDS: f64 = 120.0;
 
@@ -90,7 +93,8 @@ pub fn spawn_sweeper(pool: Pool) {
                 let client = pool.get().await.map_err(|e| e.to_string())?;
                 client
                     .execute(
-                        "UPDATE outbox SET status = 'unknown', last_error = 'the sending process stopped mid-delivery' \
+                        "UPDATE outbox SET status = 'unknown', last_error = 'the sending process stopped mid-delivery', \
+                         text_body = NULL, html_body = NULL \
                          WHERE status = 'sending' AND claimed_at < now() - make_interval(secs => $1)",
                         &[&ORPHANED_AFTER_SECONDS],
                     )
@@ -144,9 +148,23 @@ async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std:
         }
         Err((true, error)) => {
             client
-                .execute("UPDATE outbox SET status = 'failed', last_error = $2 WHERE id = $1", &[&id, &error])
+                .execute(
+                    "UPDATE outbox SET status = 'failed', last_error = $2, text_body = NULL, html_body = NULL \
+                     WHERE id = $1",
+                    &[&id, &error],
+                )
                 .await?;
             tracing::error!(outbox_id = id, %error, "email refused for good");
+        }
+        Err((false, error)) if attempts >= MAX_ATTEMPTS => {
+            client
+                .execute(
+                    "UPDATE outbox SET status = 'failed', last_error = $2, text_body = NULL, html_body = NULL \
+                     WHERE id = $1",
+                    &[&id, &format!("gave up after {attempts} attempts: {error}")],
+                )
+                .await?;
+            tracing::error!(outbox_id = id, attempts, %error, "email abandoned");
         }
         Err((false, error)) => {
             let backoff = 2f64.powi(attempts.min(10)).min(MAX_BACKOFF_SECONDS);

@@ -25,6 +25,28 @@ pub struct ChainFields<'a> {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// Writes numbers the way PostgreSQL's jsonb gives them back: an integral float that fits
+/// an integer becomes that integer (`1e16`, `1.0`, `-0.0`), so the hash computed when
+/// appending equals the one computed from what the database returns.
+fn canonical_numbers(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                Value::from(f as i64)
+            } else if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                Value::from(f as u64)
+            } else {
+                value.clone()
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_numbers).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical_numbers(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 impl ChainFields<'_> {
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let value = serde_json::json!({
@@ -34,8 +56,8 @@ impl ChainFields<'_> {
             "event_id": self.event_id,
             "event_type": self.event_type,
             "schema_version": self.schema_version,
-            "data": self.data,
-            "metadata": self.metadata,
+            "data": canonical_numbers(self.data),
+            "metadata": canonical_numbers(self.metadata),
             "recorded_at": self.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         });
         serde_json::to_vec(&value).unwrap_or_default()
@@ -92,6 +114,18 @@ mod tests {
         let mut moved = fields(&data, &meta);
         moved.position = 2;
         assert_ne!(base, moved.chain_hash(&GENESIS_HASH));
+    }
+
+    #[test]
+    fn numbers_hash_alike_in_the_forms_jsonb_rewrites_them_to() {
+        let meta = serde_json::json!({});
+        let pairs = [("1e16", "10000000000000000"), ("-0.0", "0.0"), ("1.0", "1"), ("2.5", "2.5"), ("1e300", "1e300")];
+        for (written, read_back) in pairs {
+            let a: serde_json::Value = serde_json::from_str(&format!(r#"{{"x":{written}}}"#)).unwrap();
+            let b: serde_json::Value = serde_json::from_str(&format!(r#"{{"x":{read_back}}}"#)).unwrap();
+            let (a, b) = (fields(&a, &meta).chain_hash(&GENESIS_HASH), fields(&b, &meta).chain_hash(&GENESIS_HASH));
+            assert_eq!(a, b, "{written}");
+        }
     }
 
     #[test]

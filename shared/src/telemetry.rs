@@ -6,6 +6,12 @@ use tracing_subscriber::EnvFilter;
 /// CLI's output (exports, reports).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The database driver logs statement parameters at debug level; they can hold one-time
+    // secrets (the links of an invitation email), so it never logs below info.
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

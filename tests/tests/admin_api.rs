@@ -177,6 +177,12 @@ async fn other_organizations_and_other_subtrees_are_invisible() {
     scoped.post("/v1/api-keys", json!({"name": "k", "scopes": ["keys:read"]})).await.expect(403);
     let keys = scoped.get("/v1/api-keys").await.expect(200).body;
     assert!(keys["items"].as_array().unwrap().iter().all(|k| !k["workspace_ids"].as_array().unwrap().is_empty()));
+    // Even with every scope, a restricted key cannot change the organization as a whole.
+    let (_, restricted_all) = key(&a, &["*"], &[&team]).await;
+    restricted_all.patch("/v1/settings", json!({"rate_limit_per_minute": 1})).await.expect(403);
+    restricted_all.patch(&format!("/v1/organizations/{org_a}"), json!({"name": "mine"})).await.expect(403);
+    // And a tenant never changes its own plan.
+    a.patch(&format!("/v1/organizations/{org_a}"), json!({"plan": "enterprise"})).await.expect(403);
 }
 
 #[tokio::test]
@@ -245,6 +251,12 @@ async fn every_endpoint_needs_its_scope_and_no_key_grants_beyond_its_own() {
     let (narrow_id, _) = key(&reader, &["keys:read"], &[]).await;
     reader.patch(&format!("/v1/api-keys/{narrow_id}"), json!({"scopes": ["audit:read"]})).await.expect(403);
     reader.post("/v1/api-keys", json!({"name": "same", "scopes": ["keys:read"]})).await.expect(201);
+    // Nor can it take over a stronger key by rotating, revoking or changing it.
+    let (strong_id, strong) = key(&admin, &["*"], &[]).await;
+    reader.post(&format!("/v1/api-keys/{strong_id}/rotate"), json!({})).await.expect(403);
+    reader.patch(&format!("/v1/api-keys/{strong_id}"), json!({"scopes": ["keys:read"]})).await.expect(403);
+    reader.delete(&format!("/v1/api-keys/{strong_id}")).await.expect(403);
+    strong.get("/v1/api-keys").await.expect(200);
 }
 
 #[tokio::test]
@@ -582,4 +594,35 @@ async fn a_retry_after_a_crash_never_runs_a_committed_command_twice() {
         .unwrap();
     post("uncommitted", "Twice").await.expect(201);
     assert_eq!(admin.get("/v1/workspaces/count?name=Twice").await.expect(200).body["count"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_created_while_its_parent_is_deleted_never_outlives_it() {
+    let stack = stack(&[]).await;
+    let (_, admin) = organization(&stack.operator, "lambda").await;
+    let mut both = 0;
+    for round in 0..15 {
+        let parent = workspace(&admin, &format!("P{round}"), None).await;
+        let path = format!("/v1/workspaces/{parent}");
+        let (deleted, created) = tokio::join!(
+            admin.delete(&path),
+            admin.post("/v1/workspaces", json!({"name": "child", "parent_id": parent})),
+        );
+        assert!(
+            !deleted.status.is_server_error() && !created.status.is_server_error(),
+            "{} / {}",
+            deleted.text,
+            created.text
+        );
+        if deleted.status == 204 && created.status == 201 {
+            both += 1;
+        }
+    }
+    assert_eq!(both, 0, "a delete and a child create both succeeded");
+    // No live workspace anywhere has a deleted parent.
+    let orphans = admin.get("/v1/workspaces?name=child&page_size=100").await.expect(200).body;
+    for child in orphans["items"].as_array().unwrap() {
+        let parent = child["parent_id"].as_str().unwrap();
+        admin.get(&format!("/v1/workspaces/{parent}")).await.expect(200);
+    }
 }

@@ -331,7 +331,8 @@ fn cases(ids: &Ids) -> Table {
             empty_is_valid: false,
         },
         BodyEndpoint {
-            who: admin,
+            // Only the operator changes a plan: a tenant's attempt is a 403 before validation.
+            who: operator,
             method: Method::PATCH,
             path: format!("/v1/organizations/{org}"),
             base: json!({"plan": "Not A Token"}),
@@ -439,8 +440,9 @@ fn cases(ids: &Ids) -> Table {
         (json!({"plan": "UPPER"}), "plan"),
         (json!({"email": format!("{}@x.test", "e".repeat(10_000))}), "email"),
     ] {
-        t.value(admin, Method::PATCH, org_path.as_str(), &body).status(422).naming(field);
+        t.value(operator, Method::PATCH, org_path.as_str(), &body).status(422).naming(field);
     }
+    t.value(admin, Method::PATCH, org_path.as_str(), &json!({"plan": "enterprise"})).status(403);
     t.text(admin, Method::PATCH, org_path.as_str(), "[null, null, null]").status(422);
 
     // POST /v1/api-keys.

@@ -264,7 +264,7 @@ async fn a_hub_killed_mid_delivery_sends_no_email_twice() {
 #[tokio::test]
 async fn disabling_a_keys_owner_suspends_the_key_and_deleting_the_owner_revokes_it() {
     let stack = stack().await;
-    invite(&stack, "owner@example.test", "owner").await;
+    invite(&stack, "owner@example.test", "member").await;
     let token = mail_to(&stack.smtp, "owner@example.test")
         .await
         .link_token("https://console.example.test/invitations/accept")
@@ -323,6 +323,17 @@ async fn the_last_owner_stays() {
     stack.admin.patch(&format!("{members}/{}", ids[0]), json!({"role": "viewer"})).await.expect(204);
     stack.admin.delete(&format!("{members}/{}", ids[1])).await.expect(409);
     stack.admin.delete(&format!("{members}/{}", ids[0])).await.expect(204);
+    assert_eq!(stack.admin.get(&format!("{members}/count")).await.expect(200).body["count"], 1);
+    // Deleting the last owner's user is refused too; deleting another user drops their membership.
+    let reply = stack.admin.delete(&format!("/v1/users/{}", ids[1])).await.expect(409);
+    assert_eq!(reply.body["code"], "last_owner");
+    invite(&stack, "m2@example.test", "member").await;
+    let token = mail_to(&stack.smtp, "m2@example.test")
+        .await
+        .link_token("https://console.example.test/invitations/accept")
+        .unwrap();
+    let m2 = stack.admin.anonymous().post("/v1/invitations/accept", json!({"token": token})).await.expect(200);
+    stack.admin.delete(&format!("/v1/users/{}", m2.body["user_id"].as_str().unwrap())).await.expect(204);
     assert_eq!(stack.admin.get(&format!("{members}/count")).await.expect(200).body["count"], 1);
 }
 

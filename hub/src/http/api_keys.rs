@@ -438,8 +438,11 @@ async fn update_key(
 async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     ctx.principal.require(Scope::KeysWrite)?;
     find(&state, &ctx.principal, id).await?;
-    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| key.decide(ApiKeyCommand::Revoke))
-        .await?;
+    let grantor = ctx.principal.grantor();
+    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| {
+        key.decide(ApiKeyCommand::Revoke { grantor: grantor.clone() })
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -462,6 +465,7 @@ async fn rotate_key(
         partial_key_hint: key.hint(),
         grace_period: Duration::try_seconds(grace).unwrap_or(Duration::MAX),
         now: Utc::now(),
+        grantor: ctx.principal.grantor(),
     };
     commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |k| k.decide(command.clone())).await?;
     let mut view = find(&state, &ctx.principal, id).await?;

@@ -51,6 +51,14 @@ impl Principal {
         }
     }
 
+    /// 403 for a key restricted to workspaces: organization-wide changes are not theirs.
+    pub fn require_unrestricted(&self) -> Result<(), ApiError> {
+        match self.workspace_roots() {
+            None => Ok(()),
+            Some(_) => Err(ApiError::Forbidden("a key restricted to workspaces cannot change the organization".into())),
+        }
+    }
+
     pub fn require_operator(&self) -> Result<(), ApiError> {
         match self {
             Self::Operator => Ok(()),

@@ -195,6 +195,14 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             detail: "a workspace cannot be moved under its own descendant".into(),
         }),
         "workspaces_parent" => Some(ApiError::invalid("parent_id", "exists", "the parent workspace does not exist")),
+        "workspaces_parent_live" => Some(ApiError::Conflict {
+            code: "tree_changed",
+            detail: "the parent or a child of this workspace was deleted or created concurrently; retry".into(),
+        }),
+        "workspaces_parent_active" => Some(ApiError::Conflict {
+            code: "tree_changed",
+            detail: "the parent or a child of this workspace was archived or restored concurrently; retry".into(),
+        }),
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),

@@ -158,7 +158,13 @@ fn replay(status: i32, headers: Option<serde_json::Value>, body: Option<Vec<u8>>
 async fn record(state: &AppState, principal: &str, key: &str, response: Response) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
     if response.status().is_server_error() {
-        client.execute("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2", &[&principal, &key]).await?;
+        // Released for a retry only if the command committed nothing.
+        client
+            .execute(
+                "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND NOT committed",
+                &[&principal, &key],
+            )
+            .await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();

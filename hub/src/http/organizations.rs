@@ -210,6 +210,11 @@ async fn update_organization(
     Json(body): Json<UpdateOrganization>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::OrgsWrite)?;
+    ctx.principal.require_unrestricted()?;
+    if body.plan.is_some() {
+        // The plan is the operator's business, not the tenant's.
+        ctx.principal.require_operator()?;
+    }
     find(&state, &ctx, id).await?;
     let command = OrganizationCommand::Update { name: body.name, email: body.email, plan: body.plan };
     commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {

@@ -106,6 +106,7 @@ async fn update_settings(
     Json(body): Json<UpdateSettings>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::SettingsWrite)?;
+    ctx.principal.require_unrestricted()?;
     let id = organization(&ctx, query.organization_id)?;
     view(&state, id).await?;
     commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::domain::Aggregate;
 use shared::domain::user::{User, UserCommand};
+use shared::domain::workspace::{Workspace, WorkspaceCommand};
 use shared::scope::Scope;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +23,7 @@ use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
 use crate::commands;
+use crate::store::{AppendError, Commit, ExpectedVersion, StreamAppend};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -213,6 +215,7 @@ async fn update_user(
     Json(body): Json<UpdateUser>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::UsersWrite)?;
+    ctx.principal.require_unrestricted()?;
     find(&state, &ctx.principal, id).await?;
     commands::execute::<User>(&state.store, id, ctx.if_match, &ctx.metadata, |user| {
         let mut events = Vec::new();
@@ -231,15 +234,50 @@ async fn update_user(
     Ok((conditional::etag(user.version), axum::Json(user)).into_response())
 }
 
-/// Delete a user: every admin key bound to the user stops working for good.
+/// Delete a user: their memberships go with them (refused while they are a workspace's
+/// last owner), and every admin key bound to them stops working for good.
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     ctx.principal.require(Scope::UsersWrite)?;
+    ctx.principal.require_unrestricted()?;
     find(&state, &ctx.principal, id).await?;
-    commands::execute::<User>(&state.store, id, ctx.if_match, &ctx.metadata, |user| user.decide(UserCommand::Delete))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    for _ in 0..5 {
+        let (user, version) = commands::load::<User>(&state.store, id).await?;
+        if ctx.if_match.is_some_and(|expected| expected != version) {
+            return Err(ApiError::PreconditionFailed);
+        }
+        let mut appends = vec![StreamAppend {
+            stream_id: User::stream_id(id),
+            expected: ExpectedVersion::Exact(version),
+            events: commands::encode(&user.decide(UserCommand::Delete)?, &ctx.metadata)?,
+        }];
+        let client = state.pool.get().await?;
+        let workspaces: Vec<Uuid> = client
+            .query("SELECT workspace_id FROM members WHERE user_id = $1", &[&id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        drop(client);
+        for workspace_id in workspaces {
+            let (workspace, version) = commands::load::<Workspace>(&state.store, workspace_id).await?;
+            let events = workspace.decide(WorkspaceCommand::RemoveMember { user_id: id })?;
+            appends.push(StreamAppend {
+                stream_id: Workspace::stream_id(workspace_id),
+                expected: ExpectedVersion::Exact(version),
+                events: commands::encode(&events, &ctx.metadata)?,
+            });
+        }
+        let extra = commands::idempotency_mark(&ctx.metadata).into_iter().collect();
+        match state.store.commit(Commit { appends, extra }).await {
+            Ok(_) => return Ok(StatusCode::NO_CONTENT),
+            Err(AppendError::Conflict { .. }) if ctx.if_match.is_none() => continue,
+            Err(AppendError::Conflict { .. }) => return Err(ApiError::PreconditionFailed),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::Conflict { code: "concurrent_modification", detail: "the user changed concurrently; retry".into() })
 }
 
 /// Invitations addressed to the user's email (the console's banner: `?status=pending`).
@@ -259,6 +297,9 @@ async fn user_invitations(
     filter.bind("lower(i.email) = lower($?)", Box::new(user.email));
     filter.bind("w.organization_id = $?", Box::new(user.organization_id));
     filter.clause("w.status <> 'deleted'");
+    if let Some(roots) = ctx.principal.workspace_roots() {
+        filter.bind("w.ancestors && $?", Box::new(roots.to_vec()));
+    }
     if let Some(status) = query.status {
         status.bind(&mut filter);
     }

@@ -13,15 +13,28 @@ use futures::future::MaybeDone;
 
 pub(super) type Request<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
 
-/// Awaits every request; returns the first error in request order, if any.
+/// Awaits every request; returns the first error in request order, if any. A request
+/// that fails before the later ones were sent (e.g. a parameter the driver refuses
+/// client-side) stops the rest from being sent: a `COMMIT` is never sent after a failure.
 pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Result<(), tokio_postgres::Error> {
     let mut pending: Vec<MaybeDone<Request<'_>>> = requests.into_iter().map(futures::future::maybe_done).collect();
+    let mut started = 0;
+    let mut failed = false;
     futures::future::poll_fn(|cx| {
         let mut all_done = true;
-        for request in &mut pending {
+        for (i, request) in pending.iter_mut().enumerate() {
+            if i >= started {
+                if failed {
+                    break;
+                }
+                started = i + 1;
+            }
             // Each element is a boxed future, hence `Unpin`: `Pin::new` suffices.
-            if Pin::new(request).poll(cx).is_pending() {
+            let mut request = Pin::new(request);
+            if request.as_mut().poll(cx).is_pending() {
                 all_done = false;
+            } else if matches!(request.as_mut().output_mut(), Some(Err(_))) {
+                failed = true;
             }
         }
         if all_done { Poll::Ready(()) } else { Poll::Pending }

@@ -73,6 +73,9 @@ pub(super) async fn run(
                     carry = Some(job);
                     break;
                 }
+                // The caller gave up (its request timed out): it was told nothing was
+                // written, so nothing must be.
+                Ok(job) if job.reply.is_closed() => {}
                 Ok(job) => {
                     events += job.commit.event_count();
                     batch.push(job);

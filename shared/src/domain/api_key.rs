@@ -49,8 +49,8 @@ pub struct NewApiKey {
 pub enum ApiKeyCommand {
     Create(Box<NewApiKey>),
     Update { name: Option<String>, scopes: Option<Scopes>, grantor: Grantor },
-    Rotate { key_hash: Vec<u8>, partial_key_hint: String, grace_period: Duration, now: DateTime<Utc> },
-    Revoke,
+    Rotate { key_hash: Vec<u8>, partial_key_hint: String, grace_period: Duration, now: DateTime<Utc>, grantor: Grantor },
+    Revoke { grantor: Grantor },
 }
 
 /// Longest grace period of a rotation.
@@ -99,10 +99,13 @@ impl Aggregate for ApiKey {
         }
         match command {
             ApiKeyCommand::Create(_) => unreachable!("handled above"),
-            ApiKeyCommand::Revoke if self.revoked => Ok(vec![]),
-            ApiKeyCommand::Revoke => Ok(vec![ApiKeyEvent::ApiKeyRevoked {}]),
+            ApiKeyCommand::Revoke { grantor } => {
+                self.check_power(&grantor)?;
+                Ok(if self.revoked { vec![] } else { vec![ApiKeyEvent::ApiKeyRevoked {}] })
+            }
             _ if self.revoked => Err(DomainError::conflict("key_revoked", "the key is revoked")),
             ApiKeyCommand::Update { name, scopes, grantor } => {
+                self.check_power(&grantor)?;
                 let name = name.map(|n| values::name("name", &n, 200)).transpose()?.filter(|n| *n != self.name);
                 let scopes = scopes.map(|s| check_scopes(s, &grantor)).transpose()?.filter(|s| *s != self.scopes);
                 if name.is_none() && scopes.is_none() {
@@ -110,7 +113,8 @@ impl Aggregate for ApiKey {
                 }
                 Ok(vec![ApiKeyEvent::ApiKeyUpdated(ApiKeyUpdated { name, scopes })])
             }
-            ApiKeyCommand::Rotate { key_hash, partial_key_hint, grace_period, now } => {
+            ApiKeyCommand::Rotate { key_hash, partial_key_hint, grace_period, now, grantor } => {
+                self.check_power(&grantor)?;
                 if grace_period < Duration::zero() || grace_period > Duration::seconds(MAX_GRACE_PERIOD_SECONDS) {
                     return Err(DomainError::invalid(
                         "grace_period_seconds",
@@ -124,6 +128,17 @@ impl Aggregate for ApiKey {
                     previous_key_expires_at: now + grace_period,
                 })])
             }
+        }
+    }
+}
+
+impl ApiKey {
+    /// Nobody changes, rotates or revokes a key holding scopes they do not hold.
+    fn check_power(&self, grantor: &Grantor) -> Result<(), DomainError> {
+        if grantor.scopes.covers(&self.scopes) {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden { detail: "this key holds scopes the caller does not hold".into() })
         }
     }
 }
@@ -276,15 +291,36 @@ mod tests {
     #[test]
     fn a_revoked_key_stays_revoked() {
         let revoked = [created(), ApiKeyEvent::ApiKeyRevoked {}];
-        given::<ApiKey>(revoked.clone()).when(ApiKeyCommand::Revoke).then([]);
+        given::<ApiKey>(revoked.clone()).when(ApiKeyCommand::Revoke { grantor: operator() }).then([]);
         given::<ApiKey>(revoked)
             .when(ApiKeyCommand::Rotate {
                 key_hash: vec![3],
                 partial_key_hint: "h".into(),
                 grace_period: Duration::zero(),
                 now: now(),
+                grantor: operator(),
             })
             .then_error(|e| matches!(e, DomainError::Conflict { code: "key_revoked", .. }));
+    }
+
+    #[test]
+    fn a_weaker_key_can_neither_rotate_nor_revoke_nor_change_a_stronger_one() {
+        let weaker = Grantor { scopes: scopes(&[Scope::KeysRead, Scope::KeysWrite]), workspace_ids: None };
+        let strong = ApiKeyEvent::ApiKeyCreated(create(new_key(operator(), &[Scope::All])).unwrap());
+        let forbidden = |e: &DomainError| matches!(e, DomainError::Forbidden { .. });
+        given::<ApiKey>([strong.clone()]).when(ApiKeyCommand::Revoke { grantor: weaker.clone() }).then_error(forbidden);
+        given::<ApiKey>([strong.clone()])
+            .when(ApiKeyCommand::Rotate {
+                key_hash: vec![1],
+                partial_key_hint: "h".into(),
+                grace_period: Duration::zero(),
+                now: now(),
+                grantor: weaker.clone(),
+            })
+            .then_error(forbidden);
+        given::<ApiKey>([strong])
+            .when(ApiKeyCommand::Update { name: Some("x".into()), scopes: None, grantor: weaker })
+            .then_error(forbidden);
     }
 
     #[test]
@@ -294,6 +330,7 @@ mod tests {
             partial_key_hint: "adm_...wxyz".into(),
             grace_period: Duration::seconds(seconds),
             now: now(),
+            grantor: operator(),
         };
         given::<ApiKey>([created()]).when(rotate(-1)).then_error(|e| matches!(e, DomainError::Invalid { .. }));
         given::<ApiKey>([created()]).when(rotate(60)).then([ApiKeyEvent::ApiKeyRotated(ApiKeyRotated {

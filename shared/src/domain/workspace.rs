@@ -213,6 +213,9 @@ impl Aggregate for Workspace {
                 match self.members.get(&user_id) {
                     None => events.push(WorkspaceEvent::MemberAdded(MemberAdded { user_id, role: invitation.role })),
                     Some(role) if *role != invitation.role => {
+                        if *role == Role::Owner {
+                            self.keep_an_owner(user_id)?;
+                        }
                         events.push(WorkspaceEvent::MemberRoleChanged(MemberAdded { user_id, role: invitation.role }));
                     }
                     Some(_) => {}
@@ -589,6 +592,18 @@ mod tests {
         given::<Workspace>([created(), invited(5, "ada@x.test", Role::Admin), revoked])
             .when(WorkspaceCommand::Decline { invitation_id: id, now: at(1) })
             .then_error(|e| matches!(e, DomainError::Gone { .. }));
+    }
+
+    #[test]
+    fn accepting_a_lower_role_cannot_demote_the_last_owner() {
+        let ada = Uuid::from_u128(1);
+        given::<Workspace>([
+            created(),
+            WorkspaceEvent::MemberAdded(MemberAdded { user_id: ada, role: Role::Owner }),
+            invited(5, "ada@x.test", Role::Viewer),
+        ])
+        .when(WorkspaceCommand::Accept { invitation_id: Uuid::from_u128(5), user_id: ada, now: at(1) })
+        .then_error(|e| matches!(e, DomainError::Conflict { code: "last_owner", .. }));
     }
 
     #[test]
