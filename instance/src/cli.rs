@@ -15,6 +15,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the instance's HTTP endpoints on INSTANCE_LISTEN_ADDR (default 127.0.0.1:8081).
+    /// Consume this instance's events and serve on INSTANCE_LISTEN_ADDR (default 127.0.0.1:8081).
     Serve,
+    /// Drop the materialized state and replay this instance's workspaces from the hub.
+    Rebuild,
+    /// Print a digest of the materialized state (equal digests: equal states).
+    Digest,
 }

@@ -1,8 +1,12 @@
-//! A worker instance: consumes the hub's events for the workspaces it owns and serves
-//! their data plane.
-//!
-//! This crate currently provides the process skeleton (configuration, HTTP liveness,
-//! graceful shutdown); event consumption and the runtime API are not built yet.
+//! A worker instance: consumes the hub's events for the workspaces placed on it (a
+//! durable JetStream consumer on `hub.events.<INSTANCE_ID>.>`), applies each with its
+//! checkpoint in one transaction of its own database, fills gaps from the hub's event
+//! feed, and serves its state.
 
+pub mod apply;
 pub mod cli;
+pub mod config;
+pub mod consumer;
+pub mod feed;
+pub mod migrate;
 pub mod startup;

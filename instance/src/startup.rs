@@ -1,22 +1,80 @@
-//! Building and running the instance process.
+//! Running the instance: migrate, consume, serve.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-pub async fn serve() -> anyhow::Result<()> {
-    let addr: SocketAddr = match std::env::var("INSTANCE_LISTEN_ADDR") {
-        Ok(text) => text.parse().context("INSTANCE_LISTEN_ADDR is not an address:port")?,
-        Err(_) => SocketAddr::from(([127, 0, 0, 1], 8081)),
-    };
-    let router = Router::new().route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, "instance listening");
+use crate::config::Config;
+use crate::feed::HubFeed;
+
+struct AppState {
+    client: tokio_postgres::Client,
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut client = config.connect().await.context("connecting to the instance database")?;
+    crate::migrate::run(&mut client).await.context("migrating the instance database")?;
+    let feed = HubFeed::new(&config)?;
+    let nats_url = config.nats_url.clone().context("NATS_URL is not set")?;
+    let consumer_client = config.connect().await?;
+    tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed));
+
+    let state = Arc::new(AppState { client });
+    let router = Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let listener =
+        TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
+    tracing::info!(addr = %config.listen_addr, instance = %config.instance_id, "instance listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(shared::telemetry::shutdown_signal())
         .await
         .context("serving HTTP")
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<axum::Json<serde_json::Value>, axum::http::StatusCode> {
+    let row = state
+        .client
+        .query_one(
+            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) FROM instance_state",
+            &[],
+        )
+        .await
+        .map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
+    let (applied, workspaces): (i64, i64) = (row.get(0), row.get(1));
+    Ok(axum::Json(serde_json::json!({"status": "ready", "applied_position": applied, "workspace_count": workspaces})))
+}
+
+/// Drops the materialized state and replays this instance's workspaces from the hub.
+pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
+    let mut client = config.connect().await.context("connecting to the instance database")?;
+    crate::migrate::run(&mut client).await?;
+    let feed = HubFeed::new(&config)?;
+    client.batch_execute("TRUNCATE workspaces; UPDATE instance_state SET applied_position = 0").await?;
+    let mut owned = std::collections::HashSet::new();
+    let mut after = 0;
+    let mut applied = 0;
+    loop {
+        let page = feed.page(after, None).await?;
+        let Some(last) = page.last().map(|e| e.position) else { break };
+        for event in &page {
+            let Some(id) = crate::apply::workspace_id(event) else { continue };
+            if event.event_type == "WorkspaceCreated"
+                && event.data.get("instance_id").and_then(|v| v.as_str()) == Some(config.instance_id.as_str())
+            {
+                owned.insert(id);
+            }
+            if owned.contains(&id) {
+                crate::apply::apply(&mut client, event).await?;
+                applied += 1;
+            }
+        }
+        after = last;
+    }
+    Ok(applied)
 }

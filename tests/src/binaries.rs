@@ -36,42 +36,64 @@ pub fn hub_command(database_url: &str, args: &[&str]) -> Output {
         .expect("run the hub binary")
 }
 
-/// A running `hub serve`; killed when dropped.
+/// A running `hub serve` or `instance serve`; killed when dropped.
 pub struct HubProcess {
     child: Option<Child>,
     pub addr: std::net::SocketAddr,
     pub log: PathBuf,
 }
 
+/// The same kind of process, for an instance.
+pub type InstanceProcess = HubProcess;
+
 impl HubProcess {
     /// Starts `hub serve <args>` on a free port and waits until `/healthz` answers.
     pub async fn spawn(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> HubProcess {
-        let dir = process::new_dir("hub");
-        let log = dir.join("hub.log");
+        let mut full_env =
+            vec![("DATABASE_URL", database_url), ("HUB_OPERATOR_KEY", OPERATOR_KEY), ("HUB_MASTER_KEY", MASTER_KEY)];
+        full_env.extend_from_slice(env);
+        let mut full_args = vec!["serve"];
+        full_args.extend_from_slice(args);
+        Self::start("hub", "HUB_LISTEN_ADDR", &full_args, &full_env).await
+    }
+
+    /// Starts `instance serve` named `instance_id`, with its own database, consuming from
+    /// `nats_url` and filling gaps from the hub at `hub_url`.
+    pub async fn instance(instance_id: &str, database_url: &str, nats_url: &str, hub_url: &str) -> InstanceProcess {
+        let env = [
+            ("INSTANCE_ID", instance_id),
+            ("INSTANCE_DATABASE_URL", database_url),
+            ("NATS_URL", nats_url),
+            ("HUB_URL", hub_url),
+            ("HUB_OPERATOR_KEY", OPERATOR_KEY),
+        ];
+        Self::start("instance", "INSTANCE_LISTEN_ADDR", &["serve"], &env).await
+    }
+
+    async fn start(binary_name: &str, listen_var: &str, args: &[&str], env: &[(&str, &str)]) -> HubProcess {
+        let dir = process::new_dir(binary_name);
+        let log = dir.join(format!("{binary_name}.log"));
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], process::free_port()).into();
-        let child = Command::new(binary("hub"))
-            .arg("serve")
+        let child = Command::new(binary(binary_name))
             .args(args)
-            .env("DATABASE_URL", database_url)
-            .env("HUB_LISTEN_ADDR", addr.to_string())
+            .env(listen_var, addr.to_string())
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("HUB_OPERATOR_KEY", OPERATOR_KEY)
-            .env("HUB_MASTER_KEY", MASTER_KEY)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the hub log"))
+            .stderr(std::fs::File::create(&log).expect("create the process log"))
             .spawn()
-            .expect("start the hub binary");
+            .expect("start the binary");
         process::register(child.id(), "KILL");
         let mut hub = HubProcess { child: Some(child), addr, log };
         let client = reqwest::Client::new();
         let url = hub.url("/healthz");
-        crate::wait_until("the hub to answer /healthz", Duration::from_secs(30), || {
+        crate::wait_until(&format!("{binary_name} to answer /healthz"), Duration::from_secs(30), || {
             let request = client.get(&url).send();
             let exited = hub.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let log = hub.logs();
             async move {
-                assert!(exited.is_none(), "the hub exited at start: {exited:?}");
+                assert!(exited.is_none(), "the process exited at start: {exited:?}\n{log}");
                 request.await.ok().filter(|r| r.status().is_success()).map(|_| ())
             }
         })

@@ -14,7 +14,7 @@ pub mod smtp;
 pub mod wait;
 
 pub use api::{Api, Reply};
-pub use binaries::{HubProcess, MASTER_KEY, OPERATOR_KEY};
+pub use binaries::{HubProcess, InstanceProcess, MASTER_KEY, OPERATOR_KEY};
 pub use nats::NatsServer;
 pub use postgres::{PgServer, TestDatabase};
 pub use smtp::SmtpServer;

@@ -11,13 +11,16 @@ use crate::events::workspace::{
     WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated,
 };
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A workspace's state. Serializable: instances keep it as their materialized state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Workspace {
     pub exists: bool,
     pub deleted: bool,
     pub archived: bool,
     pub organization_id: Uuid,
     pub parent_id: Option<Uuid>,
+    /// The instance that serves the workspace's data plane.
+    pub instance_id: Option<String>,
     pub name: String,
     pub settings: serde_json::Value,
     pub webhook_uris: Vec<String>,
@@ -26,7 +29,7 @@ pub struct Workspace {
     pub invitations: BTreeMap<Uuid, Invitation>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Invitation {
     pub email: String,
     pub role: Role,
@@ -34,7 +37,8 @@ pub struct Invitation {
     pub status: InvitationStatus,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum InvitationStatus {
     Pending,
     Accepted,
@@ -129,6 +133,7 @@ impl Aggregate for Workspace {
                 self.exists = true;
                 self.organization_id = e.organization_id;
                 self.parent_id = e.parent_id;
+                self.instance_id.clone_from(&e.instance_id);
                 self.name.clone_from(&e.name);
                 self.settings = e.settings.clone();
                 self.webhook_uris.clone_from(&e.webhook_uris);

@@ -1,0 +1,55 @@
+//! Configuration from the environment (API.md, "Configuration").
+
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `INSTANCE_DATABASE_URL`: this instance's own database.
+    pub database_url: String,
+    /// `INSTANCE_ID`: the instance's name in subjects and placements (`[a-z0-9_-]`).
+    pub instance_id: String,
+    /// `INSTANCE_LISTEN_ADDR`, default `127.0.0.1:8081`.
+    pub listen_addr: SocketAddr,
+    /// `NATS_URL`.
+    pub nats_url: Option<String>,
+    /// `HUB_URL`: the hub whose event feed fills gaps and rebuilds.
+    pub hub_url: Option<String>,
+    /// `HUB_OPERATOR_KEY`: presented to the hub's event feed.
+    pub hub_key: Option<String>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let database_url =
+            var("INSTANCE_DATABASE_URL").ok_or_else(|| anyhow::anyhow!("INSTANCE_DATABASE_URL is not set"))?;
+        let instance_id = var("INSTANCE_ID").ok_or_else(|| anyhow::anyhow!("INSTANCE_ID is not set"))?;
+        shared::domain::values::token("INSTANCE_ID", &instance_id)
+            .map_err(|_| anyhow::anyhow!("INSTANCE_ID must match [a-z0-9_-]{{1,50}}"))?;
+        let listen_addr = match var("INSTANCE_LISTEN_ADDR") {
+            Some(text) => text.parse().map_err(|_| anyhow::anyhow!("INSTANCE_LISTEN_ADDR is not an address:port"))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8081)),
+        };
+        Ok(Self {
+            database_url,
+            instance_id,
+            listen_addr,
+            nats_url: var("NATS_URL"),
+            hub_url: var("HUB_URL").map(|u| u.trim_end_matches('/').to_owned()),
+            hub_key: var("HUB_OPERATOR_KEY"),
+        })
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "database connection closed");
+            }
+        });
+        Ok(client)
+    }
+}

@@ -1,0 +1,46 @@
+//! The hub's event feed (`GET /v1/events`): where gaps are filled and rebuilds replay from.
+
+use shared::RecordedEvent;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct HubFeed {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    items: Vec<RecordedEvent>,
+}
+
+pub const PAGE: i64 = 1000;
+
+impl HubFeed {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let base = config.hub_url.clone().ok_or_else(|| anyhow::anyhow!("HUB_URL is not set"))?;
+        let key = config.hub_key.clone().ok_or_else(|| anyhow::anyhow!("HUB_OPERATOR_KEY is not set"))?;
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+        Ok(Self { base, key, http })
+    }
+
+    /// Up to `PAGE` events after `after`, of one stream or of the whole log.
+    pub async fn page(&self, after: i64, stream_id: Option<&str>) -> anyhow::Result<Vec<RecordedEvent>> {
+        let mut request = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.key)
+            .query(&[("after", after.to_string()), ("limit", PAGE.to_string())]);
+        if let Some(stream) = stream_id {
+            request = request.query(&[("stream_id", stream)]);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("the hub's event feed answered {status}");
+        }
+        Ok(response.json::<Page>().await?.items)
+    }
+}
