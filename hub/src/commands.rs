@@ -99,6 +99,7 @@ pub async fn execute_all<A: Aggregate>(
     if_match: Option<i64>,
     metadata: &Metadata,
     decide: impl Fn(Uuid, &A) -> Result<Vec<A::Event>, DomainError>,
+    extra: impl Fn() -> Vec<SqlStep>,
 ) -> Result<Vec<RecordedEvent>, ApiError> {
     'attempt: for _ in 0..ATTEMPTS {
         let mut appends = Vec::new();
@@ -119,7 +120,9 @@ pub async fn execute_all<A: Aggregate>(
         if appends.is_empty() {
             return Ok(Vec::new());
         }
-        match store.commit(Commit { appends, extra: idempotency_mark(metadata).into_iter().collect() }).await {
+        let mut extra = extra();
+        extra.extend(idempotency_mark(metadata));
+        match store.commit(Commit { appends, extra }).await {
             Ok(recorded) => return Ok(recorded),
             Err(AppendError::Conflict { .. }) if if_match.is_some() => return Err(ApiError::PreconditionFailed),
             Err(AppendError::Conflict { .. }) => continue 'attempt,

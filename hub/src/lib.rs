@@ -13,5 +13,6 @@ pub mod mail;
 pub mod migrate;
 pub mod projections;
 pub mod relay;
+pub mod secrets;
 pub mod startup;
 pub mod store;

@@ -77,6 +77,7 @@ impl Application {
             rate_limiter: Arc::default(),
             usage,
             mail_wake,
+            master_key: config.master_key.clone().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?,
         };
         let router = http::router(state);
         let listener =

@@ -16,6 +16,16 @@ pub struct Config {
     pub hub_url: Option<String>,
     /// `HUB_OPERATOR_KEY`: presented to the hub's event feed.
     pub hub_key: Option<String>,
+    /// `HUB_MASTER_KEY` (32 bytes, base64): opens the workspaces' data keys.
+    pub master_key: Option<[u8; 32]>,
+}
+
+fn parse_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))
 }
 
 fn var(name: &str) -> Option<String> {
@@ -40,6 +50,10 @@ impl Config {
             nats_url: var("NATS_URL"),
             hub_url: var("HUB_URL").map(|u| u.trim_end_matches('/').to_owned()),
             hub_key: var("HUB_OPERATOR_KEY"),
+            master_key: match var("HUB_MASTER_KEY") {
+                Some(text) => Some(parse_master_key(&text)?),
+                None => None,
+            },
         })
     }
 

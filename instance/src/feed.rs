@@ -18,7 +18,26 @@ struct Page {
 
 pub const PAGE: i64 = 1000;
 
+#[derive(serde::Deserialize)]
+struct KeyringEntry {
+    sealed_data_key: String,
+}
+
 impl HubFeed {
+    /// A workspace's data key, sealed by the master key, from the hub's keyring.
+    pub async fn sealed_data_key(&self, workspace_id: uuid::Uuid) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .http
+            .get(format!("{}/v1/internal/keyring/{workspace_id}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!("the hub's keyring answered {}", response.status());
+        }
+        Ok(hex::decode(response.json::<KeyringEntry>().await?.sealed_data_key)?)
+    }
+
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let base = config.hub_url.clone().ok_or_else(|| anyhow::anyhow!("HUB_URL is not set"))?;
         let key = config.hub_key.clone().ok_or_else(|| anyhow::anyhow!("HUB_OPERATOR_KEY is not set"))?;

@@ -9,4 +9,5 @@ pub mod config;
 pub mod consumer;
 pub mod feed;
 pub mod migrate;
+pub mod runtime;
 pub mod startup;

@@ -21,13 +21,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let feed = HubFeed::new(&config)?;
     let nats_url = config.nats_url.clone().context("NATS_URL is not set")?;
     let consumer_client = config.connect().await?;
-    tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed));
+    tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed.clone()));
 
+    let runtime = Arc::new(crate::runtime::RuntimeState::new(config.connect().await?, feed, config.master_key));
     let state = Arc::new(AppState { client });
     let router = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(state)
+        .merge(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime));
     let listener =
         TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %config.listen_addr, instance = %config.instance_id, "instance listening");

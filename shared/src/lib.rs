@@ -5,6 +5,7 @@
 //! hash chain, the typed domain events, and ids. Apart from the process set-up in
 //! [`telemetry`], it performs no I/O.
 
+pub mod crypto;
 pub mod domain;
 pub mod envelope;
 pub mod event;

@@ -66,6 +66,7 @@ impl HubProcess {
             ("NATS_URL", nats_url),
             ("HUB_URL", hub_url),
             ("HUB_OPERATOR_KEY", OPERATOR_KEY),
+            ("HUB_MASTER_KEY", MASTER_KEY),
         ];
         Self::start("instance", "INSTANCE_LISTEN_ADDR", &["serve"], &env).await
     }

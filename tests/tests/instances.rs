@@ -140,7 +140,7 @@ async fn a_lost_message_is_fetched_from_the_hub() {
                     }
                 }
             }
-            if seen == 4 { second } else { None }
+            if seen == 5 { second } else { None }
         }
     })
     .await;
@@ -149,7 +149,7 @@ async fn a_lost_message_is_fetched_from_the_hub() {
 
     let (alpha, alpha_db) = stack.instance("alpha").await;
     let states = converged(&stack.operator, &alpha_db, "alpha").await;
-    assert_eq!(states[&ws.parse::<Uuid>().unwrap()].0, 4);
+    assert_eq!(states[&ws.parse::<Uuid>().unwrap()].0, 5, "created, secret issued, three changes");
     assert!(alpha.logs().contains("gap detected"), "the instance noticed the gap");
 }
 
@@ -181,7 +181,11 @@ async fn a_killed_instance_converges_and_a_rebuild_equals_the_live_state() {
     writer.await.unwrap();
     let alpha = InstanceProcess::instance("alpha", &alpha_db.url, &stack.nats.url(), &stack.hub.url("")).await;
     let live = converged(&stack.operator, &alpha_db, "alpha").await;
-    assert_eq!(live.values().map(|(v, _)| v).sum::<i64>(), 62, "every event applied once");
+    assert_eq!(
+        live.values().map(|(v, _)| v).sum::<i64>(),
+        64,
+        "every event applied once (2 × 2 at creation, 60 changes)"
+    );
     drop(alpha);
 
     let run = |command: &str| {
@@ -197,7 +201,7 @@ async fn a_killed_instance_converges_and_a_rebuild_equals_the_live_state() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     let before = run("digest");
-    assert!(run("rebuild").starts_with("rebuilt from 62 events"));
+    assert!(run("rebuild").starts_with("rebuilt from 64 events"));
     assert_eq!(run("digest"), before, "a rebuild equals the live state");
     assert_eq!(materialized(&alpha_db).await, live);
 }

@@ -24,6 +24,7 @@ mod settings;
 mod sql;
 pub mod usage;
 mod users;
+mod workspace_secrets;
 mod workspaces;
 
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub usage: Arc<usage::UsageRecorder>,
     /// Signalled after a commit that queued email.
     pub mail_wake: Arc<tokio::sync::Notify>,
+    /// Seals and opens the workspaces' data keys.
+    pub master_key: Arc<crate::secrets::MasterKey>,
 }
 
 /// Request bodies above this are refused with 413.
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(invitations::router())
         .merge(members::router())
         .merge(events::router())
+        .merge(workspace_secrets::router())
         .split_for_parts();
     let api = Arc::new(api);
     api_router

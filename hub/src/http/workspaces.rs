@@ -50,7 +50,10 @@ pub struct WorkspaceView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip)]
-    ancestors: Vec<Uuid>,
+    pub(super) ancestors: Vec<Uuid>,
+    /// The signing secret: only in the response that creates the workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -158,6 +161,7 @@ fn view(row: &tokio_postgres::Row) -> WorkspaceView {
         created_at: row.get(11),
         updated_at: row.get(12),
         ancestors: row.get(13),
+        secret: None,
     }
 }
 
@@ -221,7 +225,11 @@ async fn subtree_ids(state: &AppState, id: Uuid) -> Result<Vec<Uuid>, ApiError> 
 
 fn single(status: StatusCode, workspace: WorkspaceView) -> Response {
     let location = format!("/v1/workspaces/{}", workspace.id);
+    let carries_secret = workspace.secret.is_some();
     let mut response = (status, conditional::etag(workspace.version), axum::Json(workspace)).into_response();
+    if carries_secret {
+        response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
     if status == StatusCode::CREATED
         && let Ok(value) = location.parse()
     {
@@ -294,11 +302,32 @@ async fn create_workspace(
         webhook_uris: body.webhook_uris,
         public_keys: body.public_keys,
     };
-    commands::execute::<Workspace>(&state.store, id, None, &ctx.metadata, |w| {
-        w.decide(WorkspaceCommand::Create(Box::new(new.clone())))
-    })
+    let (data_key, sealed_data_key) = crate::secrets::new_data_key(&state.master_key, id);
+    let (secret, sealed_secret) = crate::secrets::new_secret(&data_key, id, 1);
+    let now = Utc::now();
+    commands::execute_with::<Workspace>(
+        &state.store,
+        id,
+        None,
+        &ctx.metadata,
+        |w| {
+            let mut events = w.decide(WorkspaceCommand::Create(Box::new(new.clone())))?;
+            let mut created = w.clone();
+            events.iter().for_each(|e| created.apply(e));
+            events.extend(created.decide(WorkspaceCommand::IssueSecret {
+                version: 1,
+                sealed_secret: sealed_secret.clone(),
+                grace_period: chrono::Duration::zero(),
+                now,
+            })?);
+            Ok(events)
+        },
+        || vec![crate::secrets::keyring_row(id, &sealed_data_key)],
+    )
     .await?;
-    Ok(single(StatusCode::CREATED, find(&state, &ctx.principal, id).await?))
+    let mut view = find(&state, &ctx.principal, id).await?;
+    view.secret = Some(secret.expose().to_owned());
+    Ok(single(StatusCode::CREATED, view))
 }
 
 /// List workspaces.
@@ -455,9 +484,14 @@ async fn archive_workspace(
     ctx.principal.require(Scope::WorkspacesWrite)?;
     find(&state, &ctx.principal, id).await?;
     let ids = subtree_ids(&state, id).await?;
-    commands::execute_all::<Workspace>(&state.store, &ids, ctx.if_match, &ctx.metadata, |_, w| {
-        w.decide(WorkspaceCommand::Archive)
-    })
+    commands::execute_all::<Workspace>(
+        &state.store,
+        &ids,
+        ctx.if_match,
+        &ctx.metadata,
+        |_, w| w.decide(WorkspaceCommand::Archive),
+        Vec::new,
+    )
     .await?;
     Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
 }
@@ -484,9 +518,14 @@ async fn restore_workspace(
         }
     }
     let ids = subtree_ids(&state, id).await?;
-    commands::execute_all::<Workspace>(&state.store, &ids, ctx.if_match, &ctx.metadata, |_, w| {
-        w.decide(WorkspaceCommand::Restore)
-    })
+    commands::execute_all::<Workspace>(
+        &state.store,
+        &ids,
+        ctx.if_match,
+        &ctx.metadata,
+        |_, w| w.decide(WorkspaceCommand::Restore),
+        Vec::new,
+    )
     .await?;
     Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
 }
@@ -509,9 +548,14 @@ async fn delete_workspace(
             detail: "the workspace has live children: delete them first or pass cascade=true".into(),
         });
     }
-    commands::execute_all::<Workspace>(&state.store, &ids, ctx.if_match, &ctx.metadata, |_, w| {
-        w.decide(WorkspaceCommand::Delete)
-    })
+    commands::execute_all::<Workspace>(
+        &state.store,
+        &ids,
+        ctx.if_match,
+        &ctx.metadata,
+        |_, w| w.decide(WorkspaceCommand::Delete),
+        || vec![crate::secrets::shred(&ids)],
+    )
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }

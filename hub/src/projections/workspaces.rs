@@ -88,6 +88,10 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
         WorkspaceEvent::MemberRemoved(e) => {
             SqlStep::new("DELETE FROM members WHERE workspace_id = $1 AND user_id = $2", params![id, e.user_id])
         }
+        WorkspaceEvent::WorkspaceSecretIssued(e) => SqlStep::new(
+            "UPDATE workspaces SET secret_version = $2, version = $3, updated_at = $4 WHERE id = $1",
+            params![id, e.version, version, at],
+        ),
     };
     // Membership and invitation events change the workspace too: its version follows.
     let is_workspace_row = matches!(
@@ -98,6 +102,7 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
             | "WorkspaceArchived"
             | "WorkspaceRestored"
             | "WorkspaceDeleted"
+            | "WorkspaceSecretIssued"
     );
     if is_workspace_row {
         return Ok(vec![step]);

@@ -27,6 +27,12 @@ pub struct Workspace {
     pub public_keys: Vec<PublicKey>,
     pub members: BTreeMap<Uuid, Role>,
     pub invitations: BTreeMap<Uuid, Invitation>,
+    /// Version of the current signing secret (0: none yet).
+    pub secret_version: i32,
+    /// Hex of the current secret, sealed under the workspace's data key.
+    pub sealed_secret: Option<String>,
+    pub previous_sealed_secret: Option<String>,
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,7 +119,17 @@ pub enum WorkspaceCommand {
     RemoveMember {
         user_id: Uuid,
     },
+    /// A new signing secret of version `secret_version + 1`, sealed by the caller.
+    IssueSecret {
+        version: i32,
+        sealed_secret: Vec<u8>,
+        grace_period: chrono::Duration,
+        now: DateTime<Utc>,
+    },
 }
+
+/// Longest grace period of a secret rotation.
+pub const MAX_SECRET_GRACE_SECONDS: i64 = 30 * 24 * 3600;
 
 pub const MAX_NAME_LENGTH: usize = 100;
 pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
@@ -176,6 +192,11 @@ impl Aggregate for Workspace {
             }
             WorkspaceEvent::MemberRemoved(e) => {
                 self.members.remove(&e.user_id);
+            }
+            WorkspaceEvent::WorkspaceSecretIssued(e) => {
+                self.previous_sealed_secret = self.sealed_secret.replace(e.sealed_secret.clone());
+                self.previous_secret_valid_until = e.previous_valid_until;
+                self.secret_version = e.version;
             }
         }
     }
@@ -257,6 +278,24 @@ impl Aggregate for Workspace {
             }
             _ if self.archived => {
                 Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"))
+            }
+            WorkspaceCommand::IssueSecret { version, sealed_secret, grace_period, now } => {
+                if version != self.secret_version + 1 {
+                    return Err(DomainError::conflict("concurrent_rotation", "the secret was rotated concurrently"));
+                }
+                let max = chrono::Duration::seconds(MAX_SECRET_GRACE_SECONDS);
+                if grace_period < chrono::Duration::zero() || grace_period > max {
+                    return Err(DomainError::invalid(
+                        "grace_period_seconds",
+                        "range",
+                        format!("grace_period_seconds must be between 0 and {MAX_SECRET_GRACE_SECONDS}"),
+                    ));
+                }
+                Ok(vec![WorkspaceEvent::WorkspaceSecretIssued(crate::events::workspace::WorkspaceSecretIssued {
+                    version,
+                    sealed_secret: hex::encode(sealed_secret),
+                    previous_valid_until: (self.secret_version > 0).then(|| now + grace_period),
+                })])
             }
             WorkspaceCommand::Invite { invitation_id, email, role, token_hash, expires_at, now } => {
                 let email = values::email("email", &email)?;
@@ -632,6 +671,30 @@ mod tests {
         given::<Workspace>(owners)
             .when(WorkspaceCommand::RemoveMember { user_id: Uuid::from_u128(9) })
             .then_error(|e| *e == DomainError::NotFound("member"));
+    }
+
+    #[test]
+    fn each_secret_follows_the_last_and_the_previous_one_keeps_a_grace_period() {
+        let issue = |version, now| WorkspaceCommand::IssueSecret {
+            version,
+            sealed_secret: vec![version as u8],
+            grace_period: chrono::Duration::seconds(60),
+            now: at(now),
+        };
+        let first = given::<Workspace>([created()]).when(issue(1, 0)).then([WorkspaceEvent::WorkspaceSecretIssued(
+            crate::events::workspace::WorkspaceSecretIssued {
+                version: 1,
+                sealed_secret: "01".into(),
+                previous_valid_until: None,
+            },
+        )]);
+        let events = first.decide(issue(2, 10)).unwrap();
+        let mut second = first.clone();
+        events.iter().for_each(|e| second.apply(e));
+        assert_eq!(second.secret_version, 2);
+        assert_eq!(second.previous_sealed_secret.as_deref(), Some("01"));
+        assert_eq!(second.previous_secret_valid_until, Some(at(70)));
+        assert!(matches!(second.decide(issue(2, 11)), Err(DomainError::Conflict { code: "concurrent_rotation", .. })));
     }
 
     #[test]

@@ -112,6 +112,17 @@ pub struct MemberRemoved {
     pub user_id: Uuid,
 }
 
+/// A new signing secret, sealed under the workspace's data key (never in plaintext). The
+/// previous secret keeps verifying tokens until `previous_valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSecretIssued {
+    pub version: i32,
+    /// Hex of `nonce ‖ AES-256-GCM ciphertext`.
+    pub sealed_secret: String,
+    pub previous_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkspaceEvent {
     WorkspaceCreated(WorkspaceCreated),
@@ -127,6 +138,7 @@ pub enum WorkspaceEvent {
     MemberAdded(MemberAdded),
     MemberRoleChanged(MemberAdded),
     MemberRemoved(MemberRemoved),
+    WorkspaceSecretIssued(WorkspaceSecretIssued),
 }
 
 impl DomainEvent for WorkspaceEvent {
@@ -145,6 +157,7 @@ impl DomainEvent for WorkspaceEvent {
             Self::MemberAdded(_) => "MemberAdded",
             Self::MemberRoleChanged(_) => "MemberRoleChanged",
             Self::MemberRemoved(_) => "MemberRemoved",
+            Self::WorkspaceSecretIssued(_) => "WorkspaceSecretIssued",
         }
     }
 
