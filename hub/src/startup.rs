@@ -46,6 +46,7 @@ impl Application {
         let pool = crate::db::pool(db_config, config.pool_size);
         drop(pool.get().await.context("opening the connection pool")?);
         let store = EventStore::start_with(pool.clone(), WriterConfig::default(), Arc::new(ReadModels));
+        let commit_signal = store.commit_signal();
         match (&config.nats_url, mode) {
             (Some(url), Mode::MultiInstance) => {
                 crate::relay::spawn(config.database_config()?, url.clone(), store.commit_signal())
@@ -79,7 +80,19 @@ impl Application {
             mail_wake,
             master_key: config.master_key.clone().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?,
         };
-        let router = http::router(state);
+        let mut router = http::router(state);
+        if mode == Mode::SingleNode {
+            let master = config.master_key.as_ref().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?;
+            let embedded = instance::embedded::start(
+                config.database_config()?,
+                EMBEDDED_INSTANCE_ID.to_owned(),
+                *master.expose_secret(),
+                commit_signal,
+            )
+            .await
+            .context("starting the embedded instance")?;
+            router = router.merge(embedded);
+        }
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
         Ok(Self { listener, router, mode })

@@ -20,16 +20,37 @@ use uuid::Uuid;
 
 use crate::feed::HubFeed;
 
+/// Where the workspaces' sealed data keys come from.
+pub enum Keyring {
+    /// The hub's `GET /v1/internal/keyring/{id}` (a separate instance).
+    Hub(HubFeed),
+    /// The hub's `keyring` table in the same database (the instance of a single-node hub).
+    Database,
+}
+
 pub struct RuntimeState {
     pub client: tokio_postgres::Client,
-    pub feed: HubFeed,
+    pub keyring: Keyring,
     pub master_key: Option<[u8; 32]>,
     data_keys: Mutex<HashMap<Uuid, [u8; 32]>>,
 }
 
 impl RuntimeState {
-    pub fn new(client: tokio_postgres::Client, feed: HubFeed, master_key: Option<[u8; 32]>) -> Self {
-        Self { client, feed, master_key, data_keys: Mutex::default() }
+    pub fn new(client: tokio_postgres::Client, keyring: Keyring, master_key: Option<[u8; 32]>) -> Self {
+        Self { client, keyring, master_key, data_keys: Mutex::default() }
+    }
+
+    async fn sealed_data_key(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
+        match &self.keyring {
+            Keyring::Hub(feed) => feed.sealed_data_key(id).await,
+            Keyring::Database => {
+                let row = self
+                    .client
+                    .query_opt("SELECT sealed_data_key FROM public.keyring WHERE workspace_id = $1", &[&id])
+                    .await?;
+                row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)).ok_or_else(|| anyhow::anyhow!("no data key"))
+            }
+        }
     }
 }
 
@@ -132,8 +153,7 @@ async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> 
     let master = state
         .master_key
         .ok_or_else(|| problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the instance has no HUB_MASTER_KEY"))?;
-    let sealed =
-        state.feed.sealed_data_key(id).await.map_err(|_| unauthorized("the workspace's keys are unavailable"))?;
+    let sealed = state.sealed_data_key(id).await.map_err(|_| unauthorized("the workspace's keys are unavailable"))?;
     let key = crypto::open(&master, &sealed, &crypto::data_key_context(id))
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())

@@ -23,7 +23,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let consumer_client = config.connect().await?;
     tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed.clone()));
 
-    let runtime = Arc::new(crate::runtime::RuntimeState::new(config.connect().await?, feed, config.master_key));
+    let keyring = crate::runtime::Keyring::Hub(feed);
+    let runtime = Arc::new(crate::runtime::RuntimeState::new(config.connect().await?, keyring, config.master_key));
     let state = Arc::new(AppState { client });
     let router = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))

@@ -97,3 +97,37 @@ async fn tokens_verify_on_the_instance_and_old_secrets_expire_with_their_grace_p
     let secret = created.body["secret"].as_str().unwrap();
     assert!(!log.iter().any(|e| e.contains(&secret[4..30])), "no plaintext secret in the log");
 }
+
+#[tokio::test]
+async fn a_single_node_hub_serves_the_data_plane_with_no_nats_at_all() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator.post("/v1/organizations", json!({"name": "Solo", "email": "o@s.test", "plan": "free"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let created = operator.post("/v1/workspaces", json!({"name": "Home", "organization_id": org})).await.expect(201);
+    assert_eq!(created.body["instance_id"], "embedded");
+    let ws = created.body["id"].as_str().unwrap().to_owned();
+    let token = token(&operator, &ws).await;
+    let client = reqwest::Client::new();
+    let read = || client.get(hub.url("/v1/runtime/workspace")).bearer_auth(&token).send();
+    let body = wait_until("the embedded instance to serve the workspace", Duration::from_secs(30), || {
+        let request = read();
+        async move {
+            let response = request.await.ok()?;
+            (response.status() == StatusCode::OK).then_some(())?;
+            response.json::<Value>().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(body["name"], "Home");
+    assert_eq!(body["secret_version"], 1);
+    operator.patch(&format!("/v1/workspaces/{ws}"), json!({"name": "Home 2"})).await.expect(200);
+    wait_until("the rename to reach the embedded instance", Duration::from_secs(30), || {
+        let request = read();
+        async move { (request.await.ok()?.json::<Value>().await.ok()?["name"] == "Home 2").then_some(()) }
+    })
+    .await;
+    let denied = client.get(hub.url("/v1/runtime/workspace")).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,103 @@
+//! The instance embedded in a single-node hub: no NATS, no second database.
+//!
+//! It keeps its state in the schema `instance` of the hub's database and reads the hub's
+//! log directly (woken by the hub's writer after each commit, with a timer fallback),
+//! applying the events of the workspaces placed on it with the same checkpointed `apply`
+//! as a separate instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use shared::RecordedEvent;
+use tokio::sync::Notify;
+use tokio_postgres::{Client, NoTls};
+
+use crate::apply::{apply, workspace_id};
+use crate::runtime::{Keyring, RuntimeState};
+
+const PAGE: i64 = 500;
+
+async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "embedded instance connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Prepares the schema, starts the tailer and returns the runtime API's routes.
+pub async fn start(
+    hub_database: tokio_postgres::Config,
+    instance_id: String,
+    master_key: [u8; 32],
+    wake: Arc<Notify>,
+) -> anyhow::Result<Router> {
+    connect(&hub_database).await?.batch_execute("CREATE SCHEMA IF NOT EXISTS instance").await?;
+    let mut config = hub_database;
+    config.options("-c search_path=instance");
+    let mut client = connect(&config).await.context("connecting the embedded instance")?;
+    crate::migrate::run(&mut client).await.context("migrating the embedded instance")?;
+    let tail = connect(&config).await?;
+    tokio::spawn(async move {
+        let mut tail = tail;
+        loop {
+            match follow(&mut tail, &instance_id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "embedded instance could not apply; retrying")
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+        }
+    });
+    let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key)));
+    Ok(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime))
+}
+
+/// Applies the next page of the log; `Ok(true)` when a full page was read.
+async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> {
+    let after: i64 = client.query_one("SELECT tail_position FROM instance_state", &[]).await?.get(0);
+    let rows = client
+        .query(
+            "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, \
+             recorded_at, prev_hash, hash FROM public.events WHERE position > $1 ORDER BY position LIMIT $2",
+            &[&after, &PAGE],
+        )
+        .await?;
+    let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { return Ok(false) };
+    for row in &rows {
+        let event = RecordedEvent {
+            position: row.get(0),
+            stream_id: row.get(1),
+            stream_version: row.get(2),
+            event_id: row.get(3),
+            event_type: row.get(4),
+            schema_version: row.get(5),
+            data: row.get(6),
+            metadata: row.get(7),
+            recorded_at: row.get(8),
+            prev_hash: row.get(9),
+            hash: row.get(10),
+        };
+        if owned(client, &event, instance_id).await? {
+            apply(client, &event).await?;
+        }
+    }
+    client.execute("UPDATE instance_state SET tail_position = $1", &[&last]).await?;
+    Ok(rows.len() as i64 == PAGE)
+}
+
+/// Whether the event belongs to a workspace placed on this instance.
+async fn owned(client: &Client, event: &RecordedEvent, instance_id: &str) -> anyhow::Result<bool> {
+    let Some(id) = workspace_id(event) else { return Ok(false) };
+    if event.event_type == "WorkspaceCreated" {
+        return Ok(event.data.get("instance_id").and_then(|v| v.as_str()) == Some(instance_id));
+    }
+    Ok(client.query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&id]).await?.is_some())
+}
