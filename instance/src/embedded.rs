@@ -45,7 +45,14 @@ pub async fn start(
     let tail = connect(&config).await?;
     tokio::spawn(async move {
         let mut tail = tail;
+        let mut last_heartbeat: Option<std::time::Instant> = None;
         loop {
+            if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
+                match heartbeat(&tail, &instance_id).await {
+                    Ok(()) => last_heartbeat = Some(std::time::Instant::now()),
+                    Err(error) => tracing::warn!(%error, "embedded instance heartbeat failed"),
+                }
+            }
             match follow(&mut tail, &instance_id).await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -63,6 +70,7 @@ pub async fn start(
 /// Applies the next page of the log; `Ok(true)` when a full page was read.
 async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> {
     let after: i64 = client.query_one("SELECT tail_position FROM instance_state", &[]).await?.get(0);
+
     let rows = client
         .query(
             "SELECT position, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, \
@@ -91,6 +99,22 @@ async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> 
     }
     client.execute("UPDATE instance_state SET tail_position = $1", &[&last]).await?;
     Ok(rows.len() as i64 == PAGE)
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Reports the embedded instance straight into the hub's `instances` table.
+async fn heartbeat(client: &Client, instance_id: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO public.instances (id, last_heartbeat_at, applied_position, workspace_count) \
+             SELECT $1, now(), applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) \
+             FROM instance_state ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), \
+             applied_position = EXCLUDED.applied_position, workspace_count = EXCLUDED.workspace_count",
+            &[&instance_id],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Whether the event belongs to a workspace placed on this instance.

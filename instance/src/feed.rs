@@ -23,7 +23,32 @@ struct KeyringEntry {
     sealed_data_key: String,
 }
 
+#[derive(serde::Deserialize)]
+struct HeartbeatReply {
+    head_position: i64,
+}
+
 impl HubFeed {
+    /// Reports this instance to the hub; returns the log's head.
+    pub async fn heartbeat(
+        &self,
+        instance_id: &str,
+        applied_position: i64,
+        workspace_count: i64,
+    ) -> anyhow::Result<i64> {
+        let response = self
+            .http
+            .post(format!("{}/v1/instances/{instance_id}/heartbeat", self.base))
+            .bearer_auth(&self.key)
+            .json(&serde_json::json!({"applied_position": applied_position, "workspace_count": workspace_count}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!("the hub refused the heartbeat: {}", response.status());
+        }
+        Ok(response.json::<HeartbeatReply>().await?.head_position)
+    }
+
     /// A workspace's data key, sealed by the master key, from the hub's keyring.
     pub async fn sealed_data_key(&self, workspace_id: uuid::Uuid) -> anyhow::Result<Vec<u8>> {
         let response = self

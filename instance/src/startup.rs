@@ -13,7 +13,22 @@ use crate::feed::HubFeed;
 
 struct AppState {
     client: tokio_postgres::Client,
+    /// The log's head as the hub last reported it (for the lag in `/readyz`).
+    head: std::sync::atomic::AtomicI64,
 }
+
+/// The instance's applied position and live workspace count.
+async fn progress(client: &tokio_postgres::Client) -> Result<(i64, i64), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) FROM instance_state",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut client = config.connect().await.context("connecting to the instance database")?;
@@ -23,9 +38,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let consumer_client = config.connect().await?;
     tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed.clone()));
 
-    let keyring = crate::runtime::Keyring::Hub(feed);
+    let keyring = crate::runtime::Keyring::Hub(feed.clone());
     let runtime = Arc::new(crate::runtime::RuntimeState::new(config.connect().await?, keyring, config.master_key));
-    let state = Arc::new(AppState { client });
+    let state = Arc::new(AppState { client, head: Default::default() });
+    {
+        let (state, feed, id) = (state.clone(), feed, config.instance_id.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(HEARTBEAT);
+            loop {
+                ticker.tick().await;
+                let beat = async {
+                    let (applied, workspaces) = progress(&state.client).await?;
+                    anyhow::Ok(feed.heartbeat(&id, applied, workspaces).await?)
+                };
+                match beat.await {
+                    Ok(head) => state.head.store(head, std::sync::atomic::Ordering::Relaxed),
+                    Err(error) => tracing::warn!(error = %format!("{error:#}"), "heartbeat failed"),
+                }
+            }
+        });
+    }
     let router = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -41,16 +73,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<axum::Json<serde_json::Value>, axum::http::StatusCode> {
-    let row = state
-        .client
-        .query_one(
-            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) FROM instance_state",
-            &[],
-        )
-        .await
-        .map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
-    let (applied, workspaces): (i64, i64) = (row.get(0), row.get(1));
-    Ok(axum::Json(serde_json::json!({"status": "ready", "applied_position": applied, "workspace_count": workspaces})))
+    let (applied, workspaces) =
+        progress(&state.client).await.map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
+    let head = state.head.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(axum::Json(serde_json::json!({
+        "status": "ready",
+        "applied_position": applied,
+        "lag": (head - applied).max(0),
+        "workspace_count": workspaces,
+    })))
 }
 
 /// Drops the materialized state and replays this instance's workspaces from the hub.

@@ -205,3 +205,41 @@ async fn a_killed_instance_converges_and_a_rebuild_equals_the_live_state() {
     assert_eq!(run("digest"), before, "a rebuild equals the live state");
     assert_eq!(materialized(&alpha_db).await, live);
 }
+
+#[tokio::test]
+async fn instances_report_their_progress_and_new_workspaces_go_to_the_least_loaded() {
+    let stack = stack().await;
+    let (alpha, _alpha_db) = stack.instance("alpha").await;
+    let (_beta, _beta_db) = stack.instance("beta").await;
+    wait_until("both instances to report", Duration::from_secs(30), || {
+        let operator = stack.operator.clone();
+        async move { (operator.get("/v1/instances").await.body["items"].as_array()?.len() == 2).then_some(()) }
+    })
+    .await;
+    let mut placed = BTreeMap::new();
+    for i in 0..4 {
+        let body = json!({"name": format!("auto {i}"), "organization_id": stack.org});
+        let reply = stack.operator.post("/v1/workspaces", body).await.expect(201);
+        *placed.entry(reply.body["instance_id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(placed, BTreeMap::from([("alpha".to_owned(), 2), ("beta".to_owned(), 2)]), "placed evenly");
+
+    wait_until("the instances to report their workspaces", Duration::from_secs(30), || {
+        let operator = stack.operator.clone();
+        async move {
+            let items = operator.get("/v1/instances").await.body["items"].as_array()?.clone();
+            let reported = |i: &Value| {
+                i["workspace_count"] == 2 && i["applied_position"].as_i64() > Some(0) && i["lag"].as_i64().is_some()
+            };
+            items.iter().all(reported).then_some(())
+        }
+    })
+    .await;
+    let ready: Value = reqwest::get(alpha.url("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["workspace_count"], 2);
+    assert!(ready["applied_position"].as_i64().unwrap() > 0);
+    // The operator only.
+    let key =
+        stack.operator.post("/v1/api-keys", json!({"name": "k", "scopes": ["*"], "organization_id": stack.org})).await;
+    stack.operator.with_key(key.expect(201).body["secret"].as_str().unwrap()).get("/v1/instances").await.expect(403);
+}

@@ -44,6 +44,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/workspaces/{id}/access-token"),
     ("post", "/v1/workspaces/{id}/rotate-secret"),
     ("get", "/v1/internal/keyring/{id}"),
+    ("get", "/v1/instances"),
+    ("post", "/v1/instances/{id}/heartbeat"),
     ("get", "/v1/users"),
     ("get", "/v1/users/count"),
     ("get", "/v1/users/{id}"),

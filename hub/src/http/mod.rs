@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 mod health;
 pub mod idempotency;
+pub mod instances;
 mod invitations;
 mod members;
 mod middleware;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(members::router())
         .merge(events::router())
         .merge(workspace_secrets::router())
+        .merge(instances::router())
         .split_for_parts();
     let api = Arc::new(api);
     api_router

@@ -291,12 +291,19 @@ async fn create_workspace(
         }
         None => {}
     }
+    let instance_id = match body.instance_id.or_else(|| state.config.default_instance_id.clone()) {
+        Some(instance) => Some(instance),
+        None => Some(super::instances::place(&**state.pool.get().await?).await?.ok_or(ApiError::Conflict {
+            code: "no_instance",
+            detail: "no instance has reported in the last 30 s to place the workspace on: name an instance_id".into(),
+        })?),
+    };
     let id = Uuid::now_v7();
     let new = NewWorkspace {
         id,
         organization_id,
         parent_id: body.parent_id,
-        instance_id: body.instance_id.or_else(|| state.config.default_instance_id.clone()),
+        instance_id,
         name: body.name,
         settings: body.settings,
         webhook_uris: body.webhook_uris,
