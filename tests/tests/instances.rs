@@ -243,3 +243,68 @@ async fn instances_report_their_progress_and_new_workspaces_go_to_the_least_load
         stack.operator.post("/v1/api-keys", json!({"name": "k", "scopes": ["*"], "organization_id": stack.org})).await;
     stack.operator.with_key(key.expect(201).body["secret"].as_str().unwrap()).get("/v1/instances").await.expect(403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_nats_restarts_and_kills_of_the_relay_and_an_instance_every_instance_equals_a_replay() {
+    let mut nats = NatsServer::start().unwrap();
+    let db = TestDatabase::new().await;
+    let env = [("NATS_URL", nats.url())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut hubs = [HubProcess::spawn(&db.url, &[], &env).await, HubProcess::spawn(&db.url, &[], &env).await];
+    let leader = wait_until("a relay leader", Duration::from_secs(20), || {
+        let found = hubs.iter().position(|h| h.logs().contains("relay leader elected"));
+        async move { found }
+    })
+    .await;
+    let survivor_url = hubs[1 - leader].url("");
+    let operator = Api::new(&survivor_url, Some(OPERATOR_KEY));
+    let org = operator.post("/v1/organizations", json!({"name": "Acme", "email": "o@a.test", "plan": "pro"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let mut workspaces = Vec::new();
+    for (i, instance) in ["alpha", "beta", "alpha", "beta"].iter().enumerate() {
+        let body = json!({"name": format!("W{i}"), "instance_id": instance, "organization_id": org});
+        workspaces
+            .push(operator.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    let alpha_db = PgServer::shared().empty_database().await;
+    let beta_db = PgServer::shared().empty_database().await;
+    let mut alpha = InstanceProcess::instance("alpha", &alpha_db.url, &nats.url(), &survivor_url).await;
+    let _beta = InstanceProcess::instance("beta", &beta_db.url, &nats.url(), &survivor_url).await;
+
+    let writer = {
+        let (operator, workspaces) = (operator.clone(), workspaces.clone());
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let ws = &workspaces[i % workspaces.len()];
+                operator.patch(&format!("/v1/workspaces/{ws}"), json!({"settings": {"i": i}})).await.expect(200);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let progress = |at_least: i64| {
+        let db = db.clone();
+        async move {
+            let count: i64 = db.connect().await.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
+            (count >= at_least).then_some(())
+        }
+    };
+    wait_until("writes to flow", Duration::from_secs(30), || progress(40)).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.restart().unwrap();
+    wait_until("more writes", Duration::from_secs(30), || progress(90)).await;
+    hubs[leader].kill();
+    wait_until("more writes", Duration::from_secs(30), || progress(140)).await;
+    alpha.kill();
+    wait_until("more writes", Duration::from_secs(30), || progress(180)).await;
+    alpha = InstanceProcess::instance("alpha", &alpha_db.url, &nats.url(), &survivor_url).await;
+    writer.await.unwrap();
+
+    let alpha_state = converged(&operator, &alpha_db, "alpha").await;
+    let beta_state = converged(&operator, &beta_db, "beta").await;
+    // 2 creation events per workspace, then 200 changes spread over the four.
+    let versions = |s: &States| s.values().map(|(v, _)| *v).sum::<i64>();
+    assert_eq!(versions(&alpha_state) + versions(&beta_state), 4 * 2 + 200, "nothing lost, nothing applied twice");
+    assert!(hubs[1 - leader].logs().contains("relay leader elected"), "the standby hub took over the relay");
+    drop(alpha);
+}
