@@ -1,0 +1,182 @@
+//! Hub commit → instance applied lag, and instance rebuild throughput.
+//!
+//! One run starts PostgreSQL (default durability), nats-server, a hub (with the relay) and
+//! one instance from the release binaries (`bench/run.sh` builds them), then:
+//! (a) at a steady 500 and then 2,000 workspace creations per second (one command, one
+//!     commit each) for `BENCH_SECONDS` (default 5), measures for every workspace the time
+//!     from its commit (`recorded_at`) to the instance's apply (`updated_at`), both read
+//!     from the same PostgreSQL clock, and reports p50/p99 and the rate reached;
+//! (b) appends events until the log holds 100,000 of the instance's events, and times
+//!     `instance rebuild` over them (events/s).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use e2e::postgres::{Durability, PgServer};
+use e2e::{Api, HubProcess, InstanceProcess, NatsServer, OPERATOR_KEY};
+use hub::store::{EventStore, ExpectedVersion, NewEvent, WriterConfig};
+use serde_json::json;
+use shared::Metadata;
+use shared::events::WorkspaceEvent;
+use shared::events::workspace::WorkspaceUpdated;
+use uuid::Uuid;
+
+const REBUILD_EVENTS: i64 = 100_000;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Creates workspaces at `rate` per second for `length`; returns their ids and the rate reached.
+async fn steady(api: &Api, org: &str, rate: u32, length: Duration) -> (Vec<Uuid>, f64) {
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate as f64 * tick.as_secs_f64()).round() as usize;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    let mut ticker = tokio::time::interval(tick);
+    let mut n = 0;
+    while start.elapsed() < length {
+        ticker.tick().await;
+        for _ in 0..per_tick {
+            let (api, org) = (api.clone(), org.to_owned());
+            n += 1;
+            let name = format!("w{rate}-{n}");
+            handles.push(tokio::spawn(async move {
+                let body = json!({"name": name, "instance_id": "alpha", "organization_id": org});
+                let reply = api.post("/v1/workspaces", body).await;
+                assert_eq!(reply.status, 201, "{}", reply.text);
+                reply.body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+            }));
+        }
+    }
+    let mut ids = Vec::new();
+    for handle in handles {
+        ids.push(handle.await.expect("request task"));
+    }
+    (ids.clone(), ids.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn lags(hub_db: &e2e::TestDatabase, instance_db: &e2e::TestDatabase, ids: &[Uuid]) -> Vec<f64> {
+    let streams: Vec<String> = ids.iter().map(|id| format!("workspace-{id}")).collect();
+    let hub = hub_db.connect().await;
+    let committed: HashMap<String, chrono::DateTime<chrono::Utc>> = hub
+        .query("SELECT stream_id, max(recorded_at) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id", &[&streams])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let instance = instance_db.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let applied: i64 = instance
+            .query_one("SELECT count(*) FROM workspaces WHERE id = ANY($1) AND stream_version >= 2", &[&ids])
+            .await
+            .unwrap()
+            .get(0);
+        if applied as usize == ids.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = instance.query("SELECT id, updated_at FROM workspaces WHERE id = ANY($1)", &[&ids]).await.unwrap();
+    let mut lags: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| {
+            let id: Uuid = r.get(0);
+            let applied: chrono::DateTime<chrono::Utc> = r.get(1);
+            let committed = committed.get(&format!("workspace-{id}"))?;
+            Some((applied - *committed).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    lags
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let server = tokio::task::spawn_blocking(|| PgServer::start(Durability::Default)).await??;
+    server.create_template().await?;
+    let nats = NatsServer::start()?;
+    let hub_db = server.migrated_database().await;
+    let hub = HubProcess::spawn(
+        &hub_db.url,
+        &[],
+        &[("NATS_URL", &nats.url()), ("HUB_RATE_LIMIT_PER_MINUTE", "10000000"), ("RUST_LOG", "warn")],
+    )
+    .await;
+    let instance_db = server.empty_database().await;
+    let instance = InstanceProcess::instance("alpha", &instance_db.url, &nats.url(), &hub.url("")).await;
+    let api = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = api.post("/v1/organizations", json!({"name": "Bench", "email": "b@b.test", "plan": "pro"})).await;
+    let org = org.body["id"].as_str().expect("an organization").to_owned();
+
+    println!("instance lag benchmark: release binaries, PostgreSQL with default durability, {seconds} s per rate");
+    println!();
+    println!("{:>14} | {:>12} | {:>10} | {:>10} | {:>10}", "target writes/s", "reached/s", "lag p50 ms", "lag p99 ms", "samples");
+    let mut all_ids = Vec::new();
+    for rate in [500, 2000] {
+        let (ids, reached) = steady(&api, &org, rate, Duration::from_secs(seconds)).await;
+        let lags = lags(&hub_db, &instance_db, &ids).await;
+        println!(
+            "{:>15} | {:>12.0} | {:>10.1} | {:>10.1} | {:>10}",
+            rate,
+            reached,
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            lags.len()
+        );
+        all_ids.extend(ids);
+    }
+
+    // (b) Fill the log with the instance's events, then time a rebuild.
+    let store = EventStore::start(hub_db.pool(8), WriterConfig::default());
+    let current: i64 = hub_db.connect().await.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    let missing = (REBUILD_EVENTS - current).max(0) as usize;
+    let fill = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let (store, ids) = (store.clone(), all_ids.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (task..missing).step_by(32) {
+                let id = ids[i % ids.len()];
+                let event = WorkspaceEvent::WorkspaceUpdated(WorkspaceUpdated {
+                    settings: Some(json!({"i": i})),
+                    ..Default::default()
+                });
+                let new = NewEvent::new(&event, &Metadata::system()).expect("event");
+                store.append(format!("workspace-{id}"), ExpectedVersion::Any, vec![new]).await.expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let fill_rate = missing as f64 / fill.elapsed().as_secs_f64();
+    drop(instance);
+    let started = Instant::now();
+    let out = std::process::Command::new(e2e::binaries::binary("instance"))
+        .arg("rebuild")
+        .env("INSTANCE_ID", "alpha")
+        .env("INSTANCE_DATABASE_URL", &instance_db.url)
+        .env("HUB_URL", hub.url(""))
+        .env("HUB_OPERATOR_KEY", OPERATOR_KEY)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(out.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let applied: f64 = report.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+    println!();
+    println!("log filled to {REBUILD_EVENTS} events by direct appends at {fill_rate:.0} events/s");
+    println!(
+        "instance rebuild: {applied:.0} events in {:.1} s = {:.0} events/s (from the hub's feed, 1000 per page)",
+        elapsed.as_secs_f64(),
+        applied / elapsed.as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# An example self-hosted topology on this machine: PostgreSQL (deploy/pg.sh), a JetStream
+# nats-server, one hub (with the relay) and two instances, "alpha" and "beta", each with
+# its own database. All on loopback; data under .data/. Ctrl-C stops everything.
+#
+#   hub       http://127.0.0.1:8080   (HUB_LISTEN_ADDR)
+#   alpha     http://127.0.0.1:8091
+#   beta      http://127.0.0.1:8092
+#   nats      nats://127.0.0.1:4222
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+deploy/install-deps.sh
+cargo build --release --locked -p hub -p instance
+
+DATABASE_URL=$(deploy/pg.sh start)
+export DATABASE_URL
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    deploy/pg.sh stop
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p .data/nats
+nats-server -js -sd .data/nats -a 127.0.0.1 -p 4222 > .data/nats.log 2>&1 &
+pids+=($!)
+export NATS_URL=nats://127.0.0.1:4222
+
+key_file=.data/operator-key
+[ -f "$key_file" ] || (umask 077; head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 48 > "$key_file")
+master_file=.data/master-key
+[ -f "$master_file" ] || (umask 077; head -c 32 /dev/urandom | base64 > "$master_file")
+HUB_OPERATOR_KEY=$(cat "$key_file")
+HUB_MASTER_KEY=$(cat "$master_file")
+export HUB_OPERATOR_KEY HUB_MASTER_KEY
+export HUB_LISTEN_ADDR=${HUB_LISTEN_ADDR:-127.0.0.1:8080}
+
+target/release/hub serve &
+pids+=($!)
+until curl -sf "http://$HUB_LISTEN_ADDR/readyz" >/dev/null; do sleep 0.5; done
+
+base=${DATABASE_URL%/*}
+port=8091
+for name in alpha beta; do
+    psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_database WHERE datname = 'instance_$name'" | grep -q 1 \
+        || psql "$DATABASE_URL" -qc "CREATE DATABASE instance_$name"
+    INSTANCE_ID=$name INSTANCE_DATABASE_URL="$base/instance_$name" INSTANCE_LISTEN_ADDR=127.0.0.1:$port \
+        HUB_URL="http://$HUB_LISTEN_ADDR" target/release/instance serve &
+    pids+=($!)
+    port=$((port + 1))
+done
+
+echo "hub on http://$HUB_LISTEN_ADDR, instances alpha (:8091) and beta (:8092); operator key in $key_file"
+echo "Ctrl-C stops everything."
+wait -n "${pids[@]}"
