@@ -63,7 +63,10 @@ async fn lags(hub_db: &e2e::TestDatabase, instance_db: &e2e::TestDatabase, ids: 
     let streams: Vec<String> = ids.iter().map(|id| format!("workspace-{id}")).collect();
     let hub = hub_db.connect().await;
     let committed: HashMap<String, chrono::DateTime<chrono::Utc>> = hub
-        .query("SELECT stream_id, max(recorded_at) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id", &[&streams])
+        .query(
+            "SELECT stream_id, max(recorded_at) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            &[&streams],
+        )
         .await
         .unwrap()
         .iter()
@@ -117,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
 
     println!("instance lag benchmark: release binaries, PostgreSQL with default durability, {seconds} s per rate");
     println!();
-    println!("{:>14} | {:>12} | {:>10} | {:>10} | {:>10}", "target writes/s", "reached/s", "lag p50 ms", "lag p99 ms", "samples");
+    println!(
+        "{:>14} | {:>12} | {:>10} | {:>10} | {:>10}",
+        "target writes/s", "reached/s", "lag p50 ms", "lag p99 ms", "samples"
+    );
     let mut all_ids = Vec::new();
     for rate in [500, 2000] {
         let (ids, reached) = steady(&api, &org, rate, Duration::from_secs(seconds)).await;
