@@ -2,10 +2,11 @@
 //!
 //! One run starts PostgreSQL (default durability), nats-server, a hub (with the relay) and
 //! one instance from the release binaries (`bench/run.sh` builds them), then:
-//! (a) at a steady 500 and then 2,000 workspace creations per second (one command, one
-//!     commit each) for `BENCH_SECONDS` (default 5), measures for every workspace the time
-//!     from its commit (`recorded_at`) to the instance's apply (`updated_at`), both read
-//!     from the same PostgreSQL clock, and reports p50/p99 and the rate reached;
+//! (a) creates 1,000 workspaces on the instance, then at a steady 500 and then 2,000 writes
+//!     per second (settings changes, one command and one event each) for `BENCH_SECONDS`
+//!     (default 5), measures for each workspace's last write the time from its commit
+//!     (`recorded_at`) to the instance's apply (`updated_at`), both read from the same
+//!     PostgreSQL clock, and reports p50/p99 and the rate the hub reached;
 //! (b) appends events until the log holds 100,000 of the instance's events, and times
 //!     `instance rebuild` over them (events/s).
 
@@ -30,8 +31,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Creates workspaces at `rate` per second for `length`; returns their ids and the rate reached.
-async fn steady(api: &Api, org: &str, rate: u32, length: Duration) -> (Vec<Uuid>, f64) {
+const WORKSPACES: usize = 1000;
+
+/// Creates the workspaces the writes go to.
+async fn workspaces(api: &Api, org: &str) -> Vec<Uuid> {
+    let mut ids = Vec::with_capacity(WORKSPACES);
+    for chunk in (0..WORKSPACES).collect::<Vec<_>>().chunks(32) {
+        let requests = chunk.iter().map(|i| {
+            let body = json!({"name": format!("w{i}"), "instance_id": "alpha", "organization_id": org});
+            api.post("/v1/workspaces", body)
+        });
+        for reply in futures::future::join_all(requests).await {
+            assert_eq!(reply.status, 201, "{}", reply.text);
+            ids.push(reply.body["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+        }
+    }
+    ids
+}
+
+/// Changes the workspaces' settings at `rate` writes per second for `length`, round
+/// robin; returns the rate the hub reached.
+async fn steady(api: &Api, ids: &[Uuid], rate: u32, length: Duration) -> f64 {
     let tick = Duration::from_millis(10);
     let per_tick = (rate as f64 * tick.as_secs_f64()).round() as usize;
     let start = Instant::now();
@@ -41,58 +61,63 @@ async fn steady(api: &Api, org: &str, rate: u32, length: Duration) -> (Vec<Uuid>
     while start.elapsed() < length {
         ticker.tick().await;
         for _ in 0..per_tick {
-            let (api, org) = (api.clone(), org.to_owned());
+            let (api, id) = (api.clone(), ids[n % ids.len()]);
             n += 1;
-            let name = format!("w{rate}-{n}");
             handles.push(tokio::spawn(async move {
-                let body = json!({"name": name, "instance_id": "alpha", "organization_id": org});
-                let reply = api.post("/v1/workspaces", body).await;
-                assert_eq!(reply.status, 201, "{}", reply.text);
-                reply.body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+                let reply = api.patch(&format!("/v1/workspaces/{id}"), json!({"settings": {"n": n}})).await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
             }));
         }
     }
-    let mut ids = Vec::new();
+    let sent = handles.len();
     for handle in handles {
-        ids.push(handle.await.expect("request task"));
+        handle.await.expect("request task");
     }
-    (ids.clone(), ids.len() as f64 / start.elapsed().as_secs_f64())
+    sent as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn lags(hub_db: &e2e::TestDatabase, instance_db: &e2e::TestDatabase, ids: &[Uuid]) -> Vec<f64> {
     let streams: Vec<String> = ids.iter().map(|id| format!("workspace-{id}")).collect();
     let hub = hub_db.connect().await;
-    let committed: HashMap<String, chrono::DateTime<chrono::Utc>> = hub
+    // The last event of each workspace: its version and commit time.
+    let latest: HashMap<Uuid, (i64, chrono::DateTime<chrono::Utc>)> = hub
         .query(
-            "SELECT stream_id, max(recorded_at) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT DISTINCT ON (stream_id) stream_id, stream_version, recorded_at FROM events \
+             WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version DESC",
             &[&streams],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| {
+            let stream: String = r.get(0);
+            (stream["workspace-".len()..].parse().unwrap(), (r.get(1), r.get(2)))
+        })
         .collect();
     let instance = instance_db.connect().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let applied: i64 = instance
-            .query_one("SELECT count(*) FROM workspaces WHERE id = ANY($1) AND stream_version >= 2", &[&ids])
-            .await
-            .unwrap()
-            .get(0);
-        if applied as usize == ids.len() || Instant::now() > deadline {
+        let rows =
+            instance.query("SELECT id, stream_version FROM workspaces WHERE id = ANY($1)", &[&ids]).await.unwrap();
+        let caught_up = rows.iter().filter(|r| latest.get(&r.get::<_, Uuid>(0)).map(|l| l.0) == Some(r.get(1))).count();
+        if caught_up == ids.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rows = instance.query("SELECT id, updated_at FROM workspaces WHERE id = ANY($1)", &[&ids]).await.unwrap();
+    let rows = instance
+        .query("SELECT id, stream_version, updated_at FROM workspaces WHERE id = ANY($1)", &[&ids])
+        .await
+        .unwrap();
     let mut lags: Vec<f64> = rows
         .iter()
         .filter_map(|r| {
-            let id: Uuid = r.get(0);
-            let applied: chrono::DateTime<chrono::Utc> = r.get(1);
-            let committed = committed.get(&format!("workspace-{id}"))?;
-            Some((applied - *committed).num_microseconds()? as f64 / 1000.0)
+            let (version, committed) = latest.get(&r.get::<_, Uuid>(0))?;
+            let applied: chrono::DateTime<chrono::Utc> = r.get(2);
+            if r.get::<_, i64>(1) != *version {
+                return None;
+            }
+            (applied - *committed).num_microseconds().map(|us| us as f64 / 1000.0)
         })
         .collect();
     lags.sort_by(f64::total_cmp);
@@ -124,10 +149,10 @@ async fn main() -> anyhow::Result<()> {
         "{:>14} | {:>12} | {:>10} | {:>10} | {:>10}",
         "target writes/s", "reached/s", "lag p50 ms", "lag p99 ms", "samples"
     );
-    let mut all_ids = Vec::new();
+    let all_ids = workspaces(&api, &org).await;
     for rate in [500, 2000] {
-        let (ids, reached) = steady(&api, &org, rate, Duration::from_secs(seconds)).await;
-        let lags = lags(&hub_db, &instance_db, &ids).await;
+        let reached = steady(&api, &all_ids, rate, Duration::from_secs(seconds)).await;
+        let lags = lags(&hub_db, &instance_db, &all_ids).await;
         println!(
             "{:>15} | {:>12.0} | {:>10.1} | {:>10.1} | {:>10}",
             rate,
@@ -136,7 +161,6 @@ async fn main() -> anyhow::Result<()> {
             percentile(&lags, 0.99),
             lags.len()
         );
-        all_ids.extend(ids);
     }
 
     // (b) Fill the log with the instance's events, then time a rebuild.

@@ -37,12 +37,39 @@ pub enum ApplyError {
     State(#[from] serde_json::Error),
 }
 
+/// Applies one event in its own transaction.
 pub async fn apply(client: &mut Client, event: &RecordedEvent) -> Result<Applied, ApplyError> {
+    let (_, outcome) = apply_batch(client, std::slice::from_ref(event)).await?;
+    Ok(outcome.unwrap_or(Applied::Ignored))
+}
+
+/// Applies events in order in one transaction (one commit for the lot), each with its
+/// checkpoint. Stops at the first gap: returns how many events were handled before it
+/// (they are committed) and the outcome of the last event looked at.
+pub async fn apply_batch(
+    client: &mut Client,
+    events: &[RecordedEvent],
+) -> Result<(usize, Option<Applied>), ApplyError> {
+    let tx = client.transaction().await?;
+    let mut handled = 0;
+    let mut last = None;
+    for event in events {
+        let outcome = apply_in(&tx, event).await?;
+        last = Some(outcome);
+        if let Applied::Gap { .. } = outcome {
+            break;
+        }
+        handled += 1;
+    }
+    tx.commit().await?;
+    Ok((handled, last))
+}
+
+async fn apply_in(tx: &tokio_postgres::Transaction<'_>, event: &RecordedEvent) -> Result<Applied, ApplyError> {
     let Some(id) = workspace_id(event) else { return Ok(Applied::Ignored) };
     if !event.hash_is_valid() {
         return Err(ApplyError::Tampered(event.position));
     }
-    let tx = client.transaction().await?;
     let row =
         tx.query_opt("SELECT stream_version, position, state FROM workspaces WHERE id = $1 FOR UPDATE", &[&id]).await?;
     let (version, position, state): (i64, i64, Option<serde_json::Value>) =
@@ -63,14 +90,13 @@ pub async fn apply(client: &mut Client, event: &RecordedEvent) -> Result<Applied
     let state = if workspace.deleted { None } else { Some(serde_json::to_value(&workspace)?) };
     tx.execute(
         "INSERT INTO workspaces (id, stream_version, position, event_hash, state, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (id) DO UPDATE SET stream_version = $2, position = $3, \
-         event_hash = $4, state = $5, updated_at = now()",
+         VALUES ($1, $2, $3, $4, $5, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET stream_version = $2, \
+         position = $3, event_hash = $4, state = $5, updated_at = clock_timestamp()",
         &[&id, &event.stream_version, &event.position, &event.hash, &state],
     )
     .await?;
     tx.execute("UPDATE instance_state SET applied_position = GREATEST(applied_position, $1)", &[&event.position])
         .await?;
-    tx.commit().await?;
     Ok(Applied::Applied)
 }
 

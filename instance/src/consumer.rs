@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use shared::RecordedEvent;
 use tokio_postgres::Client;
 
-use crate::apply::{Applied, apply};
+use crate::apply::{Applied, apply_batch};
 use crate::feed::HubFeed;
 
 pub const STREAM: &str = "HUB_EVENTS";
@@ -50,44 +50,59 @@ async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &
         )
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                // Heartbeats missed while the server is away are transient.
-                tracing::debug!(%error, "consumer stream error");
-                continue;
+    while let Some(first) = messages.next().await {
+        // Whatever else is already here joins this batch: one commit for all of them.
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match messages.next().now_or_never() {
+                Some(Some(message)) => batch.push(message),
+                _ => break,
             }
-        };
-        let event: RecordedEvent = match serde_json::from_slice(&message.payload) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::error!(%error, subject = %message.subject, "unreadable message; skipped");
-                message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                continue;
+        }
+        let mut ready = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        for message in batch {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    // Heartbeats missed while the server is away are transient.
+                    tracing::debug!(%error, "consumer stream error");
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<RecordedEvent>(&message.payload) {
+                Ok(event) => events.push(event),
+                Err(error) => tracing::error!(%error, subject = %message.subject, "unreadable message; skipped"),
             }
-        };
-        apply_with_gaps(client, feed, &event).await?;
-        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            ready.push(message);
+        }
+        apply_with_gaps(client, feed, &events).await?;
+        for message in ready {
+            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
     }
     Ok(())
 }
 
-/// Applies an event, first fetching from the hub whatever its workspace is missing.
-pub async fn apply_with_gaps(client: &mut Client, feed: &HubFeed, event: &RecordedEvent) -> anyhow::Result<()> {
-    loop {
-        match apply(client, event).await? {
-            Applied::Gap { position } => {
-                tracing::info!(stream = %event.stream_id, after = position, "gap detected; fetching from the hub");
-                let missing = feed.page(position, Some(&event.stream_id)).await?;
-                if missing.is_empty() {
-                    anyhow::bail!("the hub has no events of {} after {position}", event.stream_id);
-                }
-                for earlier in missing.iter().take_while(|e| e.position < event.position) {
-                    apply(client, earlier).await?;
-                }
+/// Most messages applied in one transaction.
+const BATCH: usize = 256;
+
+/// Applies events in order, first fetching from the hub whatever a workspace is missing.
+pub async fn apply_with_gaps(client: &mut Client, feed: &HubFeed, events: &[RecordedEvent]) -> anyhow::Result<()> {
+    let mut rest = events;
+    while !rest.is_empty() {
+        let (handled, outcome) = apply_batch(client, rest).await?;
+        rest = &rest[handled..];
+        if let Some(Applied::Gap { position }) = outcome {
+            let event = &rest[0];
+            tracing::info!(stream = %event.stream_id, after = position, "gap detected; fetching from the hub");
+            let missing = feed.page(position, Some(&event.stream_id)).await?;
+            let earlier: Vec<RecordedEvent> = missing.into_iter().take_while(|e| e.position < event.position).collect();
+            if earlier.is_empty() {
+                anyhow::bail!("the hub has no events of {} after {position}", event.stream_id);
             }
-            _ => return Ok(()),
+            apply_batch(client, &earlier).await?;
         }
     }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use shared::RecordedEvent;
 use tokio::sync::Notify;
 use tokio_postgres::{Client, NoTls};
 
-use crate::apply::{apply, workspace_id};
+use crate::apply::{apply_batch, workspace_id};
 use crate::runtime::{Keyring, RuntimeState};
 
 const PAGE: i64 = 500;
@@ -79,6 +79,7 @@ async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> 
         )
         .await?;
     let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { return Ok(false) };
+    let mut mine = Vec::new();
     for row in &rows {
         let event = RecordedEvent {
             position: row.get(0),
@@ -93,10 +94,12 @@ async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> 
             prev_hash: row.get(9),
             hash: row.get(10),
         };
-        if owned(client, &event, instance_id).await? {
-            apply(client, &event).await?;
+        if owned(client, &event, instance_id, &mine).await? {
+            mine.push(event);
         }
     }
+    // The log itself, in order: a page has no gaps.
+    apply_batch(client, &mine).await?;
     client.execute("UPDATE instance_state SET tail_position = $1", &[&last]).await?;
     Ok(rows.len() as i64 == PAGE)
 }
@@ -118,10 +121,18 @@ async fn heartbeat(client: &Client, instance_id: &str) -> Result<(), tokio_postg
 }
 
 /// Whether the event belongs to a workspace placed on this instance.
-async fn owned(client: &Client, event: &RecordedEvent, instance_id: &str) -> anyhow::Result<bool> {
+async fn owned(
+    client: &Client,
+    event: &RecordedEvent,
+    instance_id: &str,
+    earlier_in_page: &[RecordedEvent],
+) -> anyhow::Result<bool> {
     let Some(id) = workspace_id(event) else { return Ok(false) };
     if event.event_type == "WorkspaceCreated" {
         return Ok(event.data.get("instance_id").and_then(|v| v.as_str()) == Some(instance_id));
+    }
+    if earlier_in_page.iter().any(|e| e.stream_id == event.stream_id) {
+        return Ok(true);
     }
     Ok(client.query_opt("SELECT 1 FROM workspaces WHERE id = $1", &[&id]).await?.is_some())
 }

@@ -96,18 +96,22 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
     loop {
         let page = feed.page(after, None).await?;
         let Some(last) = page.last().map(|e| e.position) else { break };
-        for event in &page {
-            let Some(id) = crate::apply::workspace_id(event) else { continue };
+        let mut mine = Vec::new();
+        for event in page {
+            let Some(id) = crate::apply::workspace_id(&event) else { continue };
             if event.event_type == "WorkspaceCreated"
                 && event.data.get("instance_id").and_then(|v| v.as_str()) == Some(config.instance_id.as_str())
             {
                 owned.insert(id);
             }
             if owned.contains(&id) {
-                crate::apply::apply(&mut client, event).await?;
-                applied += 1;
+                mine.push(event);
             }
         }
+        // The feed is the whole log in order: a replay has no gaps.
+        let (handled, _) = crate::apply::apply_batch(&mut client, &mine).await?;
+        anyhow::ensure!(handled == mine.len(), "the hub's feed skipped events of a workspace");
+        applied += handled as i64;
         after = last;
     }
     Ok(applied)

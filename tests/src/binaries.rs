@@ -128,6 +128,15 @@ impl HubProcess {
         }
     }
 
+    /// Which of `hubs` holds the relay's leadership (waits until one does).
+    pub async fn relay_leader(hubs: &[HubProcess]) -> usize {
+        crate::wait_until("a relay leader", Duration::from_secs(20), || {
+            let found = hubs.iter().position(|h| h.logs().contains("relay leader elected"));
+            async move { found }
+        })
+        .await
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -251,11 +251,7 @@ async fn after_nats_restarts_and_kills_of_the_relay_and_an_instance_every_instan
     let env = [("NATS_URL", nats.url())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut hubs = [HubProcess::spawn(&db.url, &[], &env).await, HubProcess::spawn(&db.url, &[], &env).await];
-    let leader = wait_until("a relay leader", Duration::from_secs(20), || {
-        let found = hubs.iter().position(|h| h.logs().contains("relay leader elected"));
-        async move { found }
-    })
-    .await;
+    let leader = HubProcess::relay_leader(&hubs).await;
     let survivor_url = hubs[1 - leader].url("");
     let operator = Api::new(&survivor_url, Some(OPERATOR_KEY));
     let org = operator.post("/v1/organizations", json!({"name": "Acme", "email": "o@a.test", "plan": "pro"})).await;

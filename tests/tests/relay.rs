@@ -91,11 +91,7 @@ async fn a_nats_restart_and_a_killed_leader_lose_and_duplicate_nothing() {
     let env = [("NATS_URL", nats.url())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut hubs = [HubProcess::spawn(&db.url, &[], &env).await, HubProcess::spawn(&db.url, &[], &env).await];
-    let leader = wait_until("a relay leader", Duration::from_secs(20), || {
-        let found = hubs.iter().position(|h| h.logs().contains("relay leader elected"));
-        async move { found }
-    })
-    .await;
+    let leader = HubProcess::relay_leader(&hubs).await;
     let survivor = Api::new(&hubs[1 - leader].url(""), Some(OPERATOR_KEY));
 
     let writer = tokio::spawn(async move {

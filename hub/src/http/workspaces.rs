@@ -490,17 +490,27 @@ async fn archive_workspace(
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::WorkspacesWrite)?;
     find(&state, &ctx.principal, id).await?;
-    let ids = subtree_ids(&state, id).await?;
+    change_subtree(&state, &ctx, id, WorkspaceCommand::Archive).await
+}
+
+/// Applies `command` to a workspace and every live descendant, in one commit.
+async fn change_subtree(
+    state: &AppState,
+    ctx: &Ctx,
+    id: Uuid,
+    command: WorkspaceCommand,
+) -> Result<Response, ApiError> {
+    let ids = subtree_ids(state, id).await?;
     commands::execute_all::<Workspace>(
         &state.store,
         &ids,
         ctx.if_match,
         &ctx.metadata,
-        |_, w| w.decide(WorkspaceCommand::Archive),
+        |_, w| w.decide(command.clone()),
         Vec::new,
     )
     .await?;
-    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+    Ok(single(StatusCode::OK, find(state, &ctx.principal, id).await?))
 }
 
 /// Restore an archived workspace and its whole subtree.
@@ -524,17 +534,7 @@ async fn restore_workspace(
             });
         }
     }
-    let ids = subtree_ids(&state, id).await?;
-    commands::execute_all::<Workspace>(
-        &state.store,
-        &ids,
-        ctx.if_match,
-        &ctx.metadata,
-        |_, w| w.decide(WorkspaceCommand::Restore),
-        Vec::new,
-    )
-    .await?;
-    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+    change_subtree(&state, &ctx, id, WorkspaceCommand::Restore).await
 }
 
 /// Delete a workspace (with `cascade=true`, its whole subtree).
