@@ -4,7 +4,9 @@ use shared::RecordedEvent;
 use shared::domain::Aggregate;
 use shared::domain::workspace::Workspace;
 use shared::events::WorkspaceEvent;
+use std::collections::HashMap;
 use tokio_postgres::Client;
+
 use uuid::Uuid;
 
 /// What applying an event did.
@@ -43,61 +45,97 @@ pub async fn apply(client: &mut Client, event: &RecordedEvent) -> Result<Applied
     Ok(outcome.unwrap_or(Applied::Ignored))
 }
 
-/// Applies events in order in one transaction (one commit for the lot), each with its
-/// checkpoint. Stops at the first gap: returns how many events were handled before it
-/// (they are committed) and the outcome of the last event looked at.
+/// Applies events in order in one transaction (one commit for the lot), each checked
+/// against its workspace's checkpoint. Each workspace of the batch is loaded once, folded
+/// in memory and written once. Stops at the first gap: returns how many events were
+/// handled before it (they are committed) and the outcome of the last event looked at.
 pub async fn apply_batch(
     client: &mut Client,
     events: &[RecordedEvent],
 ) -> Result<(usize, Option<Applied>), ApplyError> {
+    struct Entry {
+        version: i64,
+        position: i64,
+        hash: Vec<u8>,
+        state: Workspace,
+        dirty: bool,
+    }
     let tx = client.transaction().await?;
-    let mut handled = 0;
-    let mut last = None;
+    let mut ids: Vec<Uuid> = events.iter().filter_map(workspace_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = tx
+        .query(
+            "SELECT id, stream_version, position, event_hash, state FROM workspaces WHERE id = ANY($1) ORDER BY id \
+             FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+    let mut entries: HashMap<Uuid, Entry> = HashMap::with_capacity(ids.len());
+    for row in rows {
+        let state: Option<serde_json::Value> = row.get(4);
+        let state = match state {
+            Some(state) => serde_json::from_value(state)?,
+            None => Workspace { deleted: true, ..Workspace::default() },
+        };
+        entries.insert(
+            row.get(0),
+            Entry { version: row.get(1), position: row.get(2), hash: row.get(3), state, dirty: false },
+        );
+    }
+    let (mut handled, mut last, mut applied_position) = (0, None, 0);
     for event in events {
-        let outcome = apply_in(&tx, event).await?;
+        let Some(id) = workspace_id(event) else {
+            handled += 1;
+            last = Some(Applied::Ignored);
+            continue;
+        };
+        if !event.hash_is_valid() {
+            return Err(ApplyError::Tampered(event.position));
+        }
+        let entry = entries.entry(id).or_insert_with(|| Entry {
+            version: 0,
+            position: 0,
+            hash: Vec::new(),
+            state: Workspace::default(),
+            dirty: false,
+        });
+        let outcome = if event.stream_version <= entry.version {
+            Applied::Duplicate
+        } else if event.stream_version > entry.version + 1 {
+            Applied::Gap { position: entry.position }
+        } else {
+            entry.state.apply(&event.decode::<WorkspaceEvent>()?);
+            entry.version = event.stream_version;
+            entry.position = event.position;
+            entry.hash.clone_from(&event.hash);
+            entry.dirty = true;
+            applied_position = applied_position.max(event.position);
+            Applied::Applied
+        };
         last = Some(outcome);
         if let Applied::Gap { .. } = outcome {
             break;
         }
         handled += 1;
     }
+    for (id, entry) in entries.iter().filter(|(_, e)| e.dirty) {
+        // A deleted workspace's state, secrets included, is dropped; its checkpoint stays.
+        let state = if entry.state.deleted { None } else { Some(serde_json::to_value(&entry.state)?) };
+        tx.execute(
+            "INSERT INTO workspaces (id, stream_version, position, event_hash, state, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET stream_version = $2, \
+             position = $3, event_hash = $4, state = $5, updated_at = clock_timestamp()",
+            &[id, &entry.version, &entry.position, &entry.hash, &state],
+        )
+        .await?;
+    }
+    if applied_position > 0 {
+        tx.execute("UPDATE instance_state SET applied_position = GREATEST(applied_position, $1)", &[&applied_position])
+            .await?;
+    }
     tx.commit().await?;
     Ok((handled, last))
-}
-
-async fn apply_in(tx: &tokio_postgres::Transaction<'_>, event: &RecordedEvent) -> Result<Applied, ApplyError> {
-    let Some(id) = workspace_id(event) else { return Ok(Applied::Ignored) };
-    if !event.hash_is_valid() {
-        return Err(ApplyError::Tampered(event.position));
-    }
-    let row =
-        tx.query_opt("SELECT stream_version, position, state FROM workspaces WHERE id = $1 FOR UPDATE", &[&id]).await?;
-    let (version, position, state): (i64, i64, Option<serde_json::Value>) =
-        row.map_or((0, 0, None), |r| (r.get(0), r.get(1), r.get(2)));
-    if event.stream_version <= version {
-        return Ok(Applied::Duplicate);
-    }
-    if event.stream_version > version + 1 {
-        return Ok(Applied::Gap { position });
-    }
-    let mut workspace: Workspace = match state {
-        Some(state) => serde_json::from_value(state)?,
-        None => Workspace::default(),
-    };
-    let decoded: WorkspaceEvent = event.decode()?;
-    workspace.apply(&decoded);
-    // A deleted workspace's state, secrets included, is dropped; its checkpoint stays.
-    let state = if workspace.deleted { None } else { Some(serde_json::to_value(&workspace)?) };
-    tx.execute(
-        "INSERT INTO workspaces (id, stream_version, position, event_hash, state, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET stream_version = $2, \
-         position = $3, event_hash = $4, state = $5, updated_at = clock_timestamp()",
-        &[&id, &event.stream_version, &event.position, &event.hash, &state],
-    )
-    .await?;
-    tx.execute("UPDATE instance_state SET applied_position = GREATEST(applied_position, $1)", &[&event.position])
-        .await?;
-    Ok(Applied::Applied)
 }
 
 /// A digest of the whole materialized state: equal digests, equal states.

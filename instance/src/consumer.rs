@@ -77,8 +77,10 @@ async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &
             ready.push(message);
         }
         apply_with_gaps(client, feed, &events).await?;
-        for message in ready {
-            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Acked only once committed; the acks of a batch go out together.
+        let acks = futures::future::join_all(ready.iter().map(|m| m.ack())).await;
+        if let Some(error) = acks.into_iter().find_map(Result::err) {
+            anyhow::bail!("ack failed: {error}");
         }
     }
     Ok(())
