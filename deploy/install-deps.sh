@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the product and its tests need and the machine lacks: PostgreSQL,
-# nats-server and (for the tests' SMTP server) python3-aiosmtpd, from Debian's packages. Safe to run again; does nothing when all is there.
+# nats-server and (for the tests' SMTP server) python3-aiosmtpd, from Debian's packages.
+# Safe to run again; does nothing when all is there.
 set -euo pipefail
 
 have_pg() {
