@@ -56,26 +56,23 @@ impl Api {
 
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
         let mut request = self.client.request(method, self.url(path));
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.expect("the hub answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        self.finish(request).await
     }
 
     /// Sends raw bytes with a content type, for malformed-input tests.
     pub async fn send_raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-        let mut request = self.client.request(method, self.url(path)).header("content-type", content_type).body(body);
+        let request = self.client.request(method, self.url(path)).header("content-type", content_type).body(body);
+        self.finish(request).await
+    }
+
+    /// Authenticates, sends and reads the whole answer.
+    async fn finish(&self, mut request: reqwest::RequestBuilder) -> Reply {
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }

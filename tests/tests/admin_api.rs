@@ -1,6 +1,6 @@
 //! The Admin API core through the real hub binary: keys, scopes, isolation, the tree.
 
-use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase};
+use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase, wait_until};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -627,4 +627,33 @@ async fn a_child_created_while_its_parent_is_deleted_never_outlives_it() {
         let parent = child["parent_id"].as_str().unwrap();
         admin.get(&format!("/v1/workspaces/{parent}")).await.expect(200);
     }
+}
+
+#[tokio::test]
+async fn allowed_ips_restrict_where_a_key_works_and_use_is_recorded_in_batches() {
+    let stack = stack(&[]).await;
+    let (_, admin) = organization(&stack.operator, "mu").await;
+    let elsewhere = admin
+        .post("/v1/api-keys", json!({"name": "office", "scopes": ["keys:read"], "allowed_ips": ["10.0.0.0/8"]}))
+        .await
+        .expect(201);
+    let refused = admin.with_key(elsewhere.body["secret"].as_str().unwrap()).get("/v1/api-keys").await.expect(403);
+    assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+    let here = admin
+        .post(
+            "/v1/api-keys",
+            json!({"name": "local", "scopes": ["keys:read"], "allowed_ips": ["127.0.0.1", "::1/128"]}),
+        )
+        .await
+        .expect(201);
+    let id = here.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(here.body["last_used_at"], Value::Null);
+    admin.with_key(here.body["secret"].as_str().unwrap()).get("/v1/api-keys").await.expect(200);
+    // Recorded in memory and written in batches: visible within a few seconds.
+    let path = format!("/v1/api-keys/{id}");
+    wait_until("last_used_at to be recorded", std::time::Duration::from_secs(15), || {
+        let request = admin.get(&path);
+        async move { request.await.body["last_used_at"].as_str().map(|_| ()) }
+    })
+    .await;
 }

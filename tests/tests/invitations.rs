@@ -65,6 +65,7 @@ async fn an_invitee_accepts_by_the_emailed_link_and_the_token_works_once() {
     let mail = mail_to(&stack.smtp, "ada@example.test").await;
     assert!(mail.subject.contains("Sales"), "{}", mail.subject);
     assert!(mail.text.contains("https://console.example.test/invitations/decline?token="));
+    assert!(mail.text.contains("text/plain") && mail.text.contains("text/html"), "plain-text and HTML bodies");
     let token = mail.link_token("https://console.example.test/invitations/accept").expect("an accept link");
 
     let anonymous = stack.admin.anonymous();

@@ -10,6 +10,7 @@ use shared::RecordedEvent;
 struct Published {
     subject: String,
     msg_id: String,
+    traceparent: Option<String>,
     event: RecordedEvent,
 }
 
@@ -35,6 +36,7 @@ async fn published(nats: &NatsServer, expected: u64) -> Vec<Published> {
         out.push(Published {
             subject: message.subject.to_string(),
             msg_id,
+            traceparent: message.headers.get("traceparent").map(|v| v.to_string()),
             event: serde_json::from_slice(&message.payload).unwrap(),
         });
     }
@@ -62,7 +64,16 @@ async fn the_relay_publishes_each_event_once_in_order_on_its_instance_subject() 
         ));
     }
     let (first, _) = &workspaces[0];
-    operator.patch(&format!("/v1/workspaces/{first}"), json!({"settings": {"x": 1}})).await.expect(200);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    operator
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/workspaces/{first}"),
+            Some(&json!({"settings": {"x": 1}})),
+            &[("traceparent", traceparent)],
+        )
+        .await
+        .expect(200);
 
     let total = log_len(&db).await;
     let messages = published(&nats, total as u64).await;
@@ -79,6 +90,11 @@ async fn the_relay_publishes_each_event_once_in_order_on_its_instance_subject() 
             None => assert_eq!(message.subject, format!("hub.events.hub.{}", message.event.stream_id)),
         }
     }
+    // The request's trace context travels in the event's metadata and as a NATS header.
+    let traced = messages.last().unwrap();
+    assert_eq!(traced.event.event_type, "WorkspaceUpdated");
+    assert_eq!(traced.event.metadata["traceparent"], traceparent);
+    assert_eq!(traced.traceparent.as_deref(), Some(traceparent));
     let client = db.connect().await;
     let checkpoint: i64 = client.query_one("SELECT position FROM relay_checkpoint", &[]).await.unwrap().get(0);
     assert_eq!(checkpoint, total);
