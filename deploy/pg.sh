@@ -3,13 +3,13 @@
 #   deploy/pg.sh start   initialize (first time) and start; prints DATABASE_URL
 #   deploy/pg.sh stop    stop it
 # Listens on 127.0.0.1:${PGPORT:-5433} with password authentication. As root, the server
-# runs as the `postgres` user (initdb refuses root).
+# runs as the `postgres` user (initdb refuses root); when that user cannot enter the clone
+# (a clone under root's 0700 home), the cluster lives under /var/lib/admin-api/ instead,
+# in a directory named after the clone's path.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=$root/.data
-pgdata=$data/postgres
-run=$data/run
 port=${PGPORT:-5433}
 database=${PGDATABASE_NAME:-admin_api}
 
@@ -21,6 +21,19 @@ pg_bin() {
     echo "$dir/$1"
 }
 
+# Where the cluster and its socket live: beside the clone's data when the server's user
+# can reach it, else outside the clone.
+cluster_dir() {
+    if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$root" 2>/dev/null; then
+        echo "$data"
+    else
+        echo "/var/lib/admin-api/$(printf '%s' "$root" | sha256sum | cut -c1-16)"
+    fi
+}
+cluster=$(cluster_dir)
+pgdata=$cluster/postgres
+run=$cluster/run
+
 as_owner() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
@@ -28,6 +41,7 @@ as_owner() {
 start() {
     mkdir -p "$data" "$run"
     chmod 700 "$data"
+    [ "$cluster" = "$data" ] || echo "$root" > "$cluster/clone-path"
     if [ ! -f "$data/pg-password" ]; then
         (umask 077; head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$data/pg-password")
     fi
@@ -36,7 +50,7 @@ start() {
         [ -d "$pgdata" ] || { mkdir -p "$pgdata"; chown postgres: "$pgdata"; }
         # The server reads the password file once, at initdb.
         install -o postgres -m 600 "$data/pg-password" "$run/pwfile"
-        chmod 711 "$data"
+        chmod 711 "$cluster"
     else
         mkdir -p "$pgdata"
         install -m 600 "$data/pg-password" "$run/pwfile"

@@ -39,9 +39,26 @@ HUB_MASTER_KEY=$(cat "$master_file")
 export HUB_OPERATOR_KEY HUB_MASTER_KEY
 export HUB_LISTEN_ADDR=${HUB_LISTEN_ADDR:-127.0.0.1:8080}
 
-target/release/hub serve &
+# Waits up to a minute for a process to answer 200 on a URL; says what failed otherwise.
+wait_ready() {
+    local name=$1 url=$2 pid=$3 log=$4
+    for _ in $(seq 120); do
+        curl -sf "$url" >/dev/null && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited before it was ready; the end of $log:" >&2
+            tail -n 20 "$log" >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+    echo "$name did not answer $url within 60 s; the end of $log:" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+}
+
+target/release/hub serve > .data/hub.log 2>&1 &
 pids+=($!)
-until curl -sf "http://$HUB_LISTEN_ADDR/readyz" >/dev/null; do sleep 0.5; done
+wait_ready hub "http://$HUB_LISTEN_ADDR/readyz" "$!" .data/hub.log
 
 base=${DATABASE_URL%/*}
 port=8091
@@ -49,11 +66,13 @@ for name in alpha beta; do
     psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_database WHERE datname = 'instance_$name'" | grep -q 1 \
         || psql "$DATABASE_URL" -qc "CREATE DATABASE instance_$name"
     INSTANCE_ID=$name INSTANCE_DATABASE_URL="$base/instance_$name" INSTANCE_LISTEN_ADDR=127.0.0.1:$port \
-        HUB_URL="http://$HUB_LISTEN_ADDR" target/release/instance serve &
+        HUB_URL="http://$HUB_LISTEN_ADDR" target/release/instance serve > ".data/instance-$name.log" 2>&1 &
     pids+=($!)
+    wait_ready "instance $name" "http://127.0.0.1:$port/healthz" "$!" ".data/instance-$name.log"
     port=$((port + 1))
 done
 
 echo "hub on http://$HUB_LISTEN_ADDR, instances alpha (:8091) and beta (:8092); operator key in $key_file"
+echo "Logs: .data/hub.log, .data/instance-alpha.log, .data/instance-beta.log, .data/nats.log"
 echo "Ctrl-C stops everything."
 wait -n "${pids[@]}"
