@@ -83,6 +83,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{detail}")]
     Validation { detail: String, errors: Vec<FieldError> },
+    /// A well-formed request that breaks a rule of the resource (422 with its own code).
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     #[error("rate limit exceeded")]
     RateLimited { retry_after_seconds: u64 },
     #[error("service unavailable")]
@@ -97,6 +100,17 @@ impl ApiError {
         Self::Validation {
             detail: detail.clone(),
             errors: vec![FieldError { name: name.to_owned(), constraint: constraint.to_owned(), detail }],
+        }
+    }
+
+    /// A create or move that would put a workspace below the deepest level of a tree.
+    pub fn too_deep() -> Self {
+        Self::Unprocessable {
+            code: "too_deep",
+            detail: format!(
+                "a workspace tree is at most {} levels deep (a root is level 1)",
+                shared::domain::workspace::MAX_DEPTH
+            ),
         }
     }
 
@@ -115,7 +129,7 @@ impl ApiError {
             Self::Gone { .. } => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation { .. } | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,7 +141,10 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } | Self::Gone { code, .. } => code,
+            Self::BadRequest { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Gone { code, .. }
+            | Self::Unprocessable { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -194,6 +211,7 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             code: "cycle",
             detail: "a workspace cannot be moved under its own descendant".into(),
         }),
+        "workspaces_depth" => Some(ApiError::too_deep()),
         "workspaces_parent" => Some(ApiError::invalid("parent_id", "exists", "the parent workspace does not exist")),
         "workspaces_parent_live" => Some(ApiError::Conflict {
             code: "tree_changed",

@@ -1,12 +1,14 @@
 //! `/v1/workspaces`: an organization's workspace tree.
 
+mod tree;
+
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::domain::Aggregate;
-use shared::domain::workspace::{NewWorkspace, Workspace, WorkspaceChanges, WorkspaceCommand};
+use shared::domain::workspace::{MAX_DEPTH, NewWorkspace, Workspace, WorkspaceChanges, WorkspaceCommand};
 use shared::events::workspace::PublicKey;
 use shared::scope::Scope;
 use utoipa::{IntoParams, ToSchema};
@@ -132,6 +134,7 @@ pub struct DeleteQuery {
     cascade: Option<bool>,
 }
 
+/// The schema of the tree's body; `tree::Tree` writes it without recursing per level.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TreeNode {
     pub id: Uuid,
@@ -283,6 +286,10 @@ async fn create_workspace(
                     detail: "the parent workspace is archived".into(),
                 });
             }
+            // The constraint `workspaces_depth` decides at commit; this answers early.
+            if parent.ancestors.len() >= MAX_DEPTH {
+                return Err(ApiError::too_deep());
+            }
         }
         None if ctx.principal.workspace_roots().is_some() => {
             return Err(ApiError::Forbidden(
@@ -414,6 +421,10 @@ async fn update_workspace(
                 if parent.organization_id != current.organization_id {
                     return Err(ApiError::invalid("parent_id", "exists", "no such parent workspace"));
                 }
+                // Deeper descendants are judged by the constraint `workspaces_depth` at commit.
+                if parent.ancestors.len() >= MAX_DEPTH {
+                    return Err(ApiError::too_deep());
+                }
             }
             None if ctx.principal.workspace_roots().is_some() => {
                 return Err(ApiError::Forbidden("a key restricted to workspaces cannot make a root workspace".into()));
@@ -446,7 +457,7 @@ async fn workspace_tree(
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Query(query): Query<TreeQuery>,
-) -> Result<axum::Json<TreeNode>, ApiError> {
+) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::WorkspacesRead)?;
     let root = find(&state, &ctx.principal, id).await?;
     let depth = query.depth.map_or(i32::MAX, |d| i32::try_from(d).unwrap_or(i32::MAX));
@@ -459,25 +470,11 @@ async fn workspace_tree(
             &[&id, &i32::try_from(root.ancestors.len()).unwrap_or(i32::MAX), &depth],
         )
         .await?;
-    let mut children: std::collections::HashMap<Uuid, Vec<(Uuid, String, String)>> = std::collections::HashMap::new();
-    for row in &rows {
-        children.entry(row.get(1)).or_default().push((row.get(0), row.get(2), row.get(3)));
-    }
-    fn build(
-        id: Uuid,
-        name: String,
-        status: String,
-        children: &mut std::collections::HashMap<Uuid, Vec<(Uuid, String, String)>>,
-    ) -> TreeNode {
-        let kids = children.remove(&id).unwrap_or_default();
-        TreeNode {
-            id,
-            name,
-            status,
-            children: kids.into_iter().map(|(cid, cname, cstatus)| build(cid, cname, cstatus, children)).collect(),
-        }
-    }
-    Ok(axum::Json(build(root.id, root.name, root.status, &mut children)))
+    let tree = tree::Tree::new(
+        (root.id, root.name, root.status),
+        rows.iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))),
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], tree.to_json()).into_response())
 }
 
 /// Archive a workspace and its whole subtree.

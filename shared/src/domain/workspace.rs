@@ -136,6 +136,9 @@ pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 pub const MAX_WEBHOOK_URIS: usize = 10;
 pub const MAX_PUBLIC_KEYS: usize = 10;
 pub const MAX_PUBLIC_KEY_BYTES: usize = 8 * 1024;
+/// Deepest level of a workspace tree (a root is level 1). A cross-aggregate rule: the hub
+/// checks it in the append transaction (constraint trigger `workspaces_depth`).
+pub const MAX_DEPTH: usize = 32;
 
 impl Aggregate for Workspace {
     type Event = WorkspaceEvent;
