@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
@@ -86,13 +86,19 @@ impl Reach<'_> {
         self.scopes.covers(inner.scopes)
             && workspaces_cover(self.workspace_ids, inner.workspace_ids, ancestry)
             && ips_cover(self.allowed_ips, inner.allowed_ips)
-            && self.expires_at.is_none_or(|outer| inner.expires_at.is_some_and(|at| at <= outer))
+            && self.expires_at.is_none_or(|outer| inner.expires_at.is_some_and(|at| stored(at) <= stored(outer)))
     }
 
     /// Covers `inner` and holds more in at least one of the four powers.
     pub fn wider_than(&self, inner: &Reach<'_>, ancestry: &Ancestry) -> bool {
         self.covers(inner, ancestry) && !inner.covers(self, ancestry)
     }
+}
+
+/// A time as the read models keep it (whole microseconds): a key's expiry read back from
+/// the database must compare equal to the one in its event.
+fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
 }
 
 /// `None` is every workspace; `Some(roots)` is the subtrees under `roots`.
@@ -330,6 +336,7 @@ fn inherit(new: &mut NewApiKey) -> Result<(), DomainError> {
 
 fn create(mut new: NewApiKey) -> Result<ApiKeyCreated, DomainError> {
     let name = values::name("name", &new.name, 200)?;
+    new.expires_at = new.expires_at.map(stored);
     let scopes = check_scopes(new.scopes.clone(), &new.grantor)?;
     inherit(&mut new)?;
     let mut workspace_ids = new.workspace_ids;
@@ -754,5 +761,16 @@ mod tests {
                 assert_eq!(rotated.is_ok(), ra.wider_than(&key.reach(), &ancestry), "{context}");
             }
         }
+    }
+
+    #[test]
+    fn a_key_covers_itself_as_the_database_reads_its_expiry_back() {
+        let precise = now() + Duration::nanoseconds(3_000_000_123);
+        let key = key_with(|n| n.expires_at = Some(precise));
+        let ApiKeyEvent::ApiKeyCreated(event) = &key else { unreachable!() };
+        let read_back = event.expires_at.unwrap();
+        assert_eq!(read_back.timestamp_subsec_nanos() % 1_000, 0, "kept in whole microseconds");
+        let itself = Grantor { expires_at: Some(read_back), ..holding(&[Scope::KeysRead, Scope::KeysWrite]) };
+        given::<ApiKey>([key]).when(revoke(itself)).then([ApiKeyEvent::ApiKeyRevoked {}]);
     }
 }
