@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod deletion;
 pub mod http;
 pub mod mail;
 pub mod migrate;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shared::domain::Aggregate;
-use shared::domain::api_key::{ApiKey, ApiKeyCommand, NewApiKey};
+use shared::domain::api_key::{Ancestry, ApiKey, ApiKeyCommand, NewApiKey};
 use shared::keys::{GeneratedKey, KeyKind};
 use shared::scope::{Scope, Scopes};
 use utoipa::{IntoParams, ToSchema};
@@ -271,21 +271,21 @@ async fn target_organization(
     Ok((id, row.get::<_, Option<i32>>(0).and_then(|d| u32::try_from(d).ok())))
 }
 
-/// Every requested workspace must exist in the organization and lie within the
-/// creator's own workspaces.
+/// Every requested workspace must exist in the organization (whether they lie within the
+/// creator's own is the domain's rule, decided on the ancestry this returns).
 async fn check_workspaces(
     state: &AppState,
     principal: &Principal,
     organization_id: Uuid,
     ids: &[Uuid],
-) -> Result<(), ApiError> {
+) -> Result<Ancestry, ApiError> {
     if ids.is_empty() {
-        return Ok(());
+        return ancestry(state, principal, &[]).await;
     }
     let client = state.pool.get().await?;
     let rows = client
         .query(
-            "SELECT id, ancestors FROM workspaces WHERE id = ANY($1) AND organization_id = $2 AND status <> 'deleted'",
+            "SELECT id FROM workspaces WHERE id = ANY($1) AND organization_id = $2 AND status <> 'deleted'",
             &[&ids, &organization_id],
         )
         .await?;
@@ -296,13 +296,20 @@ async fn check_workspaces(
             "a workspace id names no workspace of the organization",
         ));
     }
-    if let Some(roots) = principal.workspace_roots() {
-        let inside = rows.iter().all(|row| row.get::<_, Vec<Uuid>>(1).iter().any(|a| roots.contains(a)));
-        if !inside {
-            return Err(ApiError::Forbidden("a key cannot grant workspaces beyond its own".into()));
-        }
+    ancestry(state, principal, ids).await
+}
+
+/// The ancestors of `ids` and of the principal's own workspaces, for the domain to compare
+/// grants on.
+async fn ancestry(state: &AppState, principal: &Principal, ids: &[Uuid]) -> Result<Ancestry, ApiError> {
+    let mut all = ids.to_vec();
+    all.extend(principal.workspace_roots().unwrap_or_default());
+    if all.is_empty() {
+        return Ok(Ancestry::new());
     }
-    Ok(())
+    let client = state.pool.get().await?;
+    let rows = client.query("SELECT id, ancestors FROM workspaces WHERE id = ANY($1)", &[&all]).await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 /// Create an admin key. The response carries the `secret`, shown this once.
@@ -317,7 +324,7 @@ async fn create_key(
     let (organization_id, max_lifetime_days) =
         target_organization(&state, &ctx.principal, body.organization_id).await?;
     let workspace_ids = body.workspace_ids.unwrap_or_default();
-    check_workspaces(&state, &ctx.principal, organization_id, &workspace_ids).await?;
+    let ancestry = check_workspaces(&state, &ctx.principal, organization_id, &workspace_ids).await?;
     let allowed_ips = parse_ips(body.allowed_ips.unwrap_or_default())?;
     if let Some(owner) = body.owner_user_id {
         let client = state.pool.get().await?;
@@ -344,6 +351,7 @@ async fn create_key(
         key_hash: state.auth.hasher().hash(key.expose()),
         partial_key_hint: key.hint(),
         grantor: ctx.principal.grantor(),
+        ancestry,
         max_lifetime_days,
         now: Utc::now(),
     };
@@ -421,11 +429,12 @@ async fn update_key(
     Json(body): Json<UpdateApiKey>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::KeysWrite)?;
-    find(&state, &ctx.principal, id).await?;
+    let target = find(&state, &ctx.principal, id).await?;
     let command = ApiKeyCommand::Update {
         name: body.name,
         scopes: body.scopes.map(|s| s.into_iter().collect()),
         grantor: ctx.principal.grantor(),
+        ancestry: ancestry(&state, &ctx.principal, &target.workspace_ids).await?,
     };
     commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| key.decide(command.clone()))
         .await?;
@@ -437,12 +446,13 @@ async fn update_key(
     responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     ctx.principal.require(Scope::KeysWrite)?;
-    find(&state, &ctx.principal, id).await?;
-    let grantor = ctx.principal.grantor();
-    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| {
-        key.decide(ApiKeyCommand::Revoke { grantor: grantor.clone() })
-    })
-    .await?;
+    let target = find(&state, &ctx.principal, id).await?;
+    let command = ApiKeyCommand::Revoke {
+        grantor: ctx.principal.grantor(),
+        ancestry: ancestry(&state, &ctx.principal, &target.workspace_ids).await?,
+    };
+    commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |key| key.decide(command.clone()))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -457,7 +467,7 @@ async fn rotate_key(
     OptionalJson(body): OptionalJson<RotateApiKey>,
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::KeysWrite)?;
-    find(&state, &ctx.principal, id).await?;
+    let target = find(&state, &ctx.principal, id).await?;
     let grace = body.unwrap_or_default().grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
     let key = GeneratedKey::generate(KeyKind::Admin);
     let command = ApiKeyCommand::Rotate {
@@ -466,6 +476,8 @@ async fn rotate_key(
         grace_period: Duration::try_seconds(grace).unwrap_or(Duration::MAX),
         now: Utc::now(),
         grantor: ctx.principal.grantor(),
+        ancestry: ancestry(&state, &ctx.principal, &target.workspace_ids).await?,
+        by_itself: matches!(&ctx.principal, super::auth::Principal::Key(key) if key.id == id),
     };
     commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |k| k.decide(command.clone())).await?;
     let mut view = find(&state, &ctx.principal, id).await?;

@@ -39,6 +39,10 @@ pub struct KeyPrincipal {
     /// `None`: every workspace of the organization.
     pub workspace_ids: Option<Vec<Uuid>>,
     pub rate_limit_per_minute: Option<u32>,
+    /// The limits every key it creates inherits.
+    pub owner_user_id: Option<Uuid>,
+    pub allowed_ips: Vec<IpNet>,
+    pub expires_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl Principal {
@@ -89,8 +93,15 @@ impl Principal {
 
     pub fn grantor(&self) -> Grantor {
         match self {
-            Self::Operator => Grantor { scopes: Scopes::all(), workspace_ids: None },
-            Self::Key(key) => Grantor { scopes: key.scopes.clone(), workspace_ids: key.workspace_ids.clone() },
+            Self::Operator => Grantor::operator(),
+            Self::Key(key) => Grantor {
+                operator: false,
+                scopes: key.scopes.clone(),
+                workspace_ids: key.workspace_ids.clone(),
+                owner_user_id: key.owner_user_id,
+                allowed_ips: key.allowed_ips.clone(),
+                expires_at: key.expires_at,
+            },
         }
     }
 
@@ -150,7 +161,7 @@ impl Authenticator {
             .prepare_cached(
                 "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
                  k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status, \
-                 (o.settings->>'rate_limit_per_minute')::int, u.status \
+                 (o.settings->>'rate_limit_per_minute')::int, u.status, k.owner_user_id \
                  FROM api_keys k JOIN organizations o ON o.id = k.organization_id \
                  LEFT JOIN users u ON u.id = k.owner_user_id \
                  WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
@@ -180,11 +191,9 @@ impl Authenticator {
             Some("deleted") => return Err(ApiError::Unauthorized("this key is revoked: its user was deleted")),
             _ => {}
         }
-        let allowed: Vec<String> = row.get(5);
+        let allowed: Vec<IpNet> = row.get::<_, Vec<String>>(5).iter().filter_map(|cidr| cidr.parse().ok()).collect();
         if !allowed.is_empty() {
-            let permitted = ip.is_some_and(|ip| {
-                allowed.iter().filter_map(|cidr| cidr.parse::<IpNet>().ok()).any(|net| net.contains(&ip))
-            });
+            let permitted = ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip)));
             if !permitted {
                 return Err(ApiError::Forbidden("this key may not be used from this address".into()));
             }
@@ -200,6 +209,9 @@ impl Authenticator {
                 .collect(),
             workspace_ids: (!workspace_ids.is_empty()).then_some(workspace_ids),
             rate_limit_per_minute: row.get::<_, Option<i32>>(10).and_then(|v| u32::try_from(v).ok()),
+            owner_user_id: row.get(12),
+            allowed_ips: allowed,
+            expires_at: row.get(4),
         }))
     }
 }

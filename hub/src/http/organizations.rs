@@ -224,7 +224,7 @@ async fn update_organization(
     Ok(single(StatusCode::OK, find(&state, &ctx, id).await?))
 }
 
-/// Delete an organization (operator only): its keys stop working.
+/// Delete an organization (operator only): its keys are revoked, its workspaces deleted.
 #[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
     responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn delete_organization(
@@ -234,9 +234,6 @@ async fn delete_organization(
 ) -> Result<StatusCode, ApiError> {
     ctx.principal.require_operator()?;
     find(&state, &ctx, id).await?;
-    commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {
-        shared::domain::Aggregate::decide(org, OrganizationCommand::Delete)
-    })
-    .await?;
+    crate::deletion::delete_organization(&state.store, id, ctx.if_match, &ctx.metadata).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -552,14 +552,6 @@ async fn delete_workspace(
             detail: "the workspace has live children: delete them first or pass cascade=true".into(),
         });
     }
-    commands::execute_all::<Workspace>(
-        &state.store,
-        &ids,
-        ctx.if_match,
-        &ctx.metadata,
-        |_, w| w.decide(WorkspaceCommand::Delete),
-        || vec![crate::secrets::shred(&ids)],
-    )
-    .await?;
+    crate::deletion::delete_workspaces(&state.store, &ids, ctx.if_match, &ctx.metadata).await?;
     Ok(StatusCode::NO_CONTENT)
 }

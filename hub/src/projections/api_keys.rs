@@ -48,6 +48,11 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
              partial_key_hint = $4, version = $5, updated_at = $6 WHERE id = $1",
             params![id, e.previous_key_expires_at, bytes(&e.key_hash), e.partial_key_hint, version, at],
         ),
+        ApiKeyEvent::ApiKeyWorkspacesRemoved(e) => SqlStep::new(
+            "UPDATE api_keys SET workspace_ids = ARRAY(SELECT w.id FROM unnest(workspace_ids) WITH ORDINALITY w(id, n) \
+             WHERE w.id <> ALL($2) ORDER BY w.n), version = $3, updated_at = $4 WHERE id = $1",
+            params![id, e.workspace_ids, version, at],
+        ),
         ApiKeyEvent::ApiKeyRevoked {} => SqlStep::new(
             "UPDATE api_keys SET revoked_at = $2, version = $3, updated_at = $2 WHERE id = $1",
             params![id, at, version],

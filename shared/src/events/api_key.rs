@@ -44,12 +44,20 @@ pub struct ApiKeyRotated {
     pub previous_key_expires_at: DateTime<Utc>,
 }
 
+/// Deleted workspaces leave a key restricted to several: it keeps the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyWorkspacesRemoved {
+    pub workspace_ids: Vec<Uuid>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApiKeyEvent {
     ApiKeyCreated(ApiKeyCreated),
     ApiKeyUpdated(ApiKeyUpdated),
     ApiKeyRotated(ApiKeyRotated),
     ApiKeyRevoked {},
+    ApiKeyWorkspacesRemoved(ApiKeyWorkspacesRemoved),
 }
 
 impl DomainEvent for ApiKeyEvent {
@@ -59,6 +67,7 @@ impl DomainEvent for ApiKeyEvent {
             Self::ApiKeyUpdated(_) => "ApiKeyUpdated",
             Self::ApiKeyRotated(_) => "ApiKeyRotated",
             Self::ApiKeyRevoked {} => "ApiKeyRevoked",
+            Self::ApiKeyWorkspacesRemoved(_) => "ApiKeyWorkspacesRemoved",
         }
     }
 

@@ -1,0 +1,180 @@
+//! Deleting workspaces and organizations, with what must go with them, in one commit
+//! across aggregate types.
+//!
+//! A workspace delete (a cascade's whole subtree) also revokes every admin key restricted
+//! only to deleted workspaces and removes them from keys restricted to others too; an
+//! organization delete revokes every key of the organization and deletes every workspace
+//! of it. Either way the workspaces' data keys are shredded in the same transaction, and
+//! the instances drop the workspaces when the `WorkspaceDeleted` events reach them. All of
+//! it is events appended atomically: there is never a moment in the log where a deleted
+//! workspace still has a key restricted to it.
+
+use std::collections::HashMap;
+
+use shared::domain::api_key::{ApiKey, ApiKeyCommand, Grantor};
+use shared::domain::organization::{Organization, OrganizationCommand};
+use shared::domain::workspace::{Workspace, WorkspaceCommand};
+use shared::domain::{Aggregate, DomainError};
+use shared::{DomainEvent, Metadata};
+use uuid::Uuid;
+
+use crate::commands::{encode, idempotency_mark};
+use crate::http::error::ApiError;
+use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, StreamAppend};
+
+const ATTEMPTS: usize = 5;
+/// Streams read per query when loading many aggregates.
+const BATCH: usize = 1_000;
+
+/// Deletes the workspaces `ids` (a subtree, root first; `if_match` pins the root).
+pub async fn delete_workspaces(
+    store: &EventStore,
+    ids: &[Uuid],
+    if_match: Option<i64>,
+    metadata: &Metadata,
+) -> Result<(), ApiError> {
+    run(store, metadata, if_match.is_some(), || async {
+        let mut appends = Vec::new();
+        let workspaces = load_many::<Workspace>(store, ids).await?;
+        if let (Some(expected), Some((_, _, version))) = (if_match, workspaces.first())
+            && expected != *version
+        {
+            return Err(ApiError::PreconditionFailed);
+        }
+        decide_each(&workspaces, |w| w.decide(WorkspaceCommand::Delete), metadata, &mut appends)?;
+        let keys = load_many::<ApiKey>(store, &restricted_keys(store, ids).await?).await?;
+        let deleted = ids.to_vec();
+        decide_each(
+            &keys,
+            |k| k.decide(ApiKeyCommand::RemoveWorkspaces { deleted: deleted.clone() }),
+            metadata,
+            &mut appends,
+        )?;
+        Ok(Commit { appends, extra: vec![crate::secrets::shred(ids)] })
+    })
+    .await
+}
+
+/// Deletes organization `id`: its keys are revoked and its workspaces deleted.
+pub async fn delete_organization(
+    store: &EventStore,
+    id: Uuid,
+    if_match: Option<i64>,
+    metadata: &Metadata,
+) -> Result<(), ApiError> {
+    run(store, metadata, if_match.is_some(), || async {
+        let mut appends = Vec::new();
+        let organization = load_many::<Organization>(store, &[id]).await?;
+        if let (Some(expected), Some((_, _, version))) = (if_match, organization.first())
+            && expected != *version
+        {
+            return Err(ApiError::PreconditionFailed);
+        }
+        decide_each(&organization, |o| o.decide(OrganizationCommand::Delete), metadata, &mut appends)?;
+        let client = store.pool().get().await?;
+        let workspace_ids: Vec<Uuid> = client
+            .query("SELECT id FROM workspaces WHERE organization_id = $1 AND status <> 'deleted'", &[&id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let key_ids: Vec<Uuid> = client
+            .query("SELECT id FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL", &[&id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        drop(client);
+        let workspaces = load_many::<Workspace>(store, &workspace_ids).await?;
+        decide_each(&workspaces, |w| w.decide(WorkspaceCommand::Delete), metadata, &mut appends)?;
+        let keys = load_many::<ApiKey>(store, &key_ids).await?;
+        let revoke = ApiKeyCommand::Revoke { grantor: Grantor::operator(), ancestry: Default::default() };
+        decide_each(&keys, |k| k.decide(revoke.clone()), metadata, &mut appends)?;
+        Ok(Commit { appends, extra: vec![crate::secrets::shred(&workspace_ids)] })
+    })
+    .await
+}
+
+/// Plans and commits; a concurrent change to any stream makes it plan again on the new
+/// state, unless the client pinned a version.
+async fn run<F, Fut>(store: &EventStore, metadata: &Metadata, pinned: bool, plan: F) -> Result<(), ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Commit, ApiError>>,
+{
+    for _ in 0..ATTEMPTS {
+        let mut commit = plan().await?;
+        if commit.appends.is_empty() {
+            return Ok(());
+        }
+        commit.extra.extend(idempotency_mark(metadata));
+        match store.commit(commit).await {
+            Ok(_) => return Ok(()),
+            Err(AppendError::Conflict { .. }) if pinned => return Err(ApiError::PreconditionFailed),
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "concurrent_modification",
+        detail: "the resources changed concurrently; retry".into(),
+    })
+}
+
+/// Live admin keys restricted to any of `workspace_ids`.
+async fn restricted_keys(store: &EventStore, workspace_ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
+    let client = store.pool().get().await?;
+    let rows = client
+        .query("SELECT id FROM api_keys WHERE workspace_ids && $1 AND revoked_at IS NULL", &[&workspace_ids])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Each aggregate's state and stream version, in the order of `ids`; a few queries in all.
+async fn load_many<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(Uuid, A, i64)>, ApiError> {
+    let client = store.pool().get().await?;
+    let mut states: HashMap<String, (A, i64)> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        let streams: Vec<String> = chunk.iter().map(|id| A::stream_id(*id)).collect();
+        let rows = client
+            .query(
+                "SELECT stream_id, stream_version, event_type, schema_version, data FROM events \
+                 WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version",
+                &[&streams],
+            )
+            .await?;
+        for row in &rows {
+            let event = A::Event::decode(row.get(2), row.get(3), &row.get(4))?;
+            let (state, version) = states.entry(row.get(0)).or_default();
+            state.apply(&event);
+            *version = row.get(1);
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let (state, version) = states.remove(&A::stream_id(*id)).unwrap_or_default();
+            (*id, state, version)
+        })
+        .collect())
+}
+
+/// Adds each aggregate's events to `appends`, expecting the version it was loaded at.
+fn decide_each<A: Aggregate>(
+    loaded: &[(Uuid, A, i64)],
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, DomainError>,
+    metadata: &Metadata,
+    appends: &mut Vec<StreamAppend>,
+) -> Result<(), ApiError> {
+    for (id, state, version) in loaded {
+        let events = decide(state)?;
+        if !events.is_empty() {
+            appends.push(StreamAppend {
+                stream_id: A::stream_id(*id),
+                expected: ExpectedVersion::Exact(*version),
+                events: encode(&events, metadata)?,
+            });
+        }
+    }
+    Ok(())
+}
