@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 struct Tenant {
-    _hub: HubProcess,
+    hub: HubProcess,
     db: TestDatabase,
     operator: Api,
     admin: Api,
@@ -22,7 +22,7 @@ async fn tenant(limits: Value) -> Tenant {
     body.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
     let org = operator.post("/v1/organizations", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
     let admin = new_key(&operator, &org).await;
-    Tenant { _hub: hub, db, operator, admin, org }
+    Tenant { hub, db, operator, admin, org }
 }
 
 async fn new_key(operator: &Api, org: &str) -> Api {
@@ -280,6 +280,73 @@ async fn twenty_concurrent_creates_against_a_quota_of_five_give_exactly_five_wor
     }
     let count = t.admin.get("/v1/workspaces/count").await.expect(200);
     assert_eq!(count.body["count"], 5);
+}
+
+#[tokio::test]
+async fn a_quota_refusal_in_a_group_commit_fails_only_its_own_request() {
+    let t = tenant(json!({"quotas": {"workspaces": 2}})).await;
+    t.admin.post("/v1/workspaces", json!({"name": "existing"})).await.expect(201);
+    let other = new_key(
+        &t.operator,
+        &id(&t
+            .operator
+            .post("/v1/organizations", json!({"name": "Other", "email": "o@o.test", "plan": "pro"}))
+            .await
+            .expect(201)),
+    )
+    .await;
+
+    // Hold the log-head lock so that the writer's next transaction waits and the
+    // commits sent meanwhile pile up into one batch.
+    let blocker = t.db.connect().await;
+    blocker.batch_execute("BEGIN; SELECT * FROM event_log_head FOR UPDATE").await.unwrap();
+    let primer = tokio::spawn({
+        let other = other.clone();
+        async move { other.post("/v1/workspaces", json!({"name": "primer"})).await }
+    });
+    let observer = t.db.connect().await;
+    e2e::wait_until("the writer to wait on the log-head lock", std::time::Duration::from_secs(10), || {
+        let observer = &observer;
+        async move {
+            let row = observer
+                .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", &[])
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) > 0).then_some(())
+        }
+    })
+    .await;
+    let post = |api: &Api, path: &'static str, body: Value| {
+        let api = api.clone();
+        tokio::spawn(async move { api.post(path, body).await })
+    };
+    let over: Vec<_> = (0..3).map(|i| post(&t.admin, "/v1/workspaces", json!({"name": format!("w{i}")}))).collect();
+    let keys: Vec<_> = (0..3)
+        .map(|i| post(&t.admin, "/v1/api-keys", json!({"name": format!("k{i}"), "scopes": ["keys:read"]})))
+        .collect();
+    let others: Vec<_> = (0..3).map(|i| post(&other, "/v1/workspaces", json!({"name": format!("o{i}")}))).collect();
+    // Nothing outside the hub shows a request queued at the writer: give them a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+
+    primer.await.unwrap().expect(201);
+    let mut over_statuses = Vec::new();
+    for call in over {
+        let reply = call.await.unwrap();
+        if reply.status != 201 {
+            assert_quota_exceeded(&reply);
+        }
+        over_statuses.push(reply.status.as_u16());
+    }
+    over_statuses.sort_unstable();
+    assert_eq!(over_statuses, [201, 409, 409], "one slot was left");
+    for call in keys.into_iter().chain(others) {
+        call.await.unwrap().expect(201);
+    }
+    assert!(
+        t.hub.logs().contains("retrying its commits one by one"),
+        "the refusal happened inside a batch of several commits"
+    );
 }
 
 #[tokio::test]
