@@ -34,6 +34,10 @@ UPDATE organizations o SET
          WHERE w.organization_id = o.id AND i.status = 'pending'
     );
 
+-- The exact count of live invitations below reads only pending ones, whose rows may pile
+-- up long after they expired.
+CREATE INDEX invitations_pending ON invitations (workspace_id, expires_at) WHERE status = 'pending';
+
 CREATE FUNCTION organizations_count_workspaces() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     delta integer := 0;

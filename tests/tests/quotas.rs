@@ -15,8 +15,12 @@ struct Tenant {
 
 /// A hub, an organization created with `limits` merged into its body, and a `*` key of it.
 async fn tenant(limits: Value) -> Tenant {
+    tenant_with(&[], limits).await
+}
+
+async fn tenant_with(env: &[(&str, &str)], limits: Value) -> Tenant {
     let db = TestDatabase::new().await;
-    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], env).await;
     let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
     let mut body = json!({"name": "Acme", "email": "ops@acme.test", "plan": "pro"});
     body.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
@@ -261,6 +265,59 @@ async fn the_invitation_past_the_pending_quota_is_refused_and_revoking_one_frees
     t.admin.delete(&format!("/v1/invitations/{first}")).await.expect(204);
     invite(&b, "three@acme.test").await.expect(201);
     assert_quota_exceeded(&invite(&a, "four@acme.test").await);
+    // The invitations of a deleted workspace do not count either.
+    t.admin.delete(&format!("/v1/workspaces/{b}")).await.expect(204);
+    invite(&a, "four@acme.test").await.expect(201);
+    invite(&a, "five@acme.test").await.expect(201);
+    assert_quota_exceeded(&invite(&a, "six@acme.test").await);
+}
+
+/// The token of the `action` link in the email to `email`.
+async fn token(smtp: &e2e::SmtpServer, email: &str, action: &str) -> String {
+    let link = format!("https://console.example.test/invitations/{action}");
+    e2e::wait_until(&format!("an email to {email}"), std::time::Duration::from_secs(30), || {
+        let token = smtp.received().into_iter().find(|m| m.to == email).and_then(|m| m.link_token(&link));
+        async move { token }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn accepted_declined_and_expired_invitations_leave_the_pending_count() {
+    let smtp = e2e::SmtpServer::start().expect("start the SMTP server");
+    let env = [("SMTP_URL", smtp.url()), ("HUB_PUBLIC_URL", "https://console.example.test".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let t = tenant_with(&env, json!({"quotas": {"pending_invitations": 1}})).await;
+    let ws = id(&t.admin.post("/v1/workspaces", json!({"name": "a"})).await.expect(201));
+    let path = format!("/v1/workspaces/{ws}/invitations");
+    let invite = |email: &str| t.admin.post(&path, json!({"email": email, "role": "member"}));
+
+    let short = t.admin.post(&path, json!({"email": "short@acme.test", "role": "member", "expires_in_seconds": 1}));
+    let short = id(&short.await.expect(201));
+    assert_quota_exceeded(&invite("ada@acme.test").await);
+    e2e::wait_until("the invitation to expire", std::time::Duration::from_secs(10), || {
+        let (admin, path) = (t.admin.clone(), path.clone());
+        let short = short.clone();
+        async move {
+            let items = admin.get(&path).await.body["items"].clone();
+            let status = items.as_array()?.iter().find(|i| i["id"] == short.as_str())?["status"].clone();
+            (status == "expired").then_some(())
+        }
+    })
+    .await;
+
+    invite("ada@acme.test").await.expect(201);
+    assert_quota_exceeded(&invite("bob@acme.test").await);
+    let accept = token(&smtp, "ada@acme.test", "accept").await;
+    t.admin.anonymous().post("/v1/invitations/accept", json!({"token": accept, "name": "Ada"})).await.expect(200);
+
+    invite("bob@acme.test").await.expect(201);
+    assert_quota_exceeded(&invite("cy@acme.test").await);
+    let decline = token(&smtp, "bob@acme.test", "decline").await;
+    t.admin.anonymous().post("/v1/invitations/decline", json!({"token": decline})).await.expect(200);
+
+    invite("cy@acme.test").await.expect(201);
+    assert_quota_exceeded(&invite("dee@acme.test").await);
 }
 
 #[tokio::test]
