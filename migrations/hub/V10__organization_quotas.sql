@@ -18,8 +18,11 @@ ALTER TABLE organizations
     ADD COLUMN quota_pending_invitations integer NOT NULL DEFAULT 1000,
     -- Workspaces not deleted (archived ones count).
     ADD COLUMN used_workspaces integer NOT NULL DEFAULT 0,
-    -- Admin keys not revoked. Expired ones stay in this counter (expiry is a time, not
-    -- an event) and are left out by the exact count the check falls back to.
+    -- Admin keys not revoked. Expired keys do not count against the quota (they
+    -- authenticate nothing, and an organization whose keys lapsed must be able to make
+    -- new ones without first revoking the dead ones), nor do keys revoked by their
+    -- user's deletion. Expiry is a time, not an event, so such keys stay in this counter
+    -- and are left out by the exact count the check falls back to past the quota.
     ADD COLUMN used_api_keys integer NOT NULL DEFAULT 0,
     -- Nothing creates interaction keys yet.
     ADD COLUMN used_interaction_keys integer NOT NULL DEFAULT 0,
