@@ -161,7 +161,8 @@ impl Authenticator {
             .prepare_cached(
                 "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
                  k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status, \
-                 (o.settings->>'rate_limit_per_minute')::int, u.status, k.owner_user_id \
+                 (o.settings->>'rate_limit_per_minute')::int, u.status, k.owner_user_id, \
+                 o.rate_limit_ceiling_per_minute \
                  FROM api_keys k JOIN organizations o ON o.id = k.organization_id \
                  LEFT JOIN users u ON u.id = k.owner_user_id \
                  WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
@@ -208,7 +209,12 @@ impl Authenticator {
                 .filter_map(|s| serde_json::from_value(serde_json::Value::String(s.clone())).ok())
                 .collect(),
             workspace_ids: (!workspace_ids.is_empty()).then_some(workspace_ids),
-            rate_limit_per_minute: row.get::<_, Option<i32>>(10).and_then(|v| u32::try_from(v).ok()),
+            // Never above the operator's ceiling, which may be lower than the setting.
+            rate_limit_per_minute: Some(super::settings::effective_rate_limit(
+                row.get::<_, Option<i32>>(10).and_then(|v| u32::try_from(v).ok()),
+                row.get::<_, Option<i32>>(13).and_then(|v| u32::try_from(v).ok()),
+                state.config.rate_limit_per_minute,
+            )),
             owner_user_id: row.get(12),
             allowed_ips: allowed,
             expires_at: row.get(4),

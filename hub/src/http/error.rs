@@ -225,7 +225,19 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),
         }),
+        "organizations_quota_workspaces" => Some(quota_exceeded("workspaces")),
+        "organizations_quota_api_keys" => Some(quota_exceeded("API keys")),
+        "organizations_quota_interaction_keys" => Some(quota_exceeded("interaction keys")),
+        "organizations_quota_pending_invitations" => Some(quota_exceeded("pending invitations")),
         _ => None,
+    }
+}
+
+/// A create refused by the organization's quota (migration V10).
+fn quota_exceeded(what: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "quota_exceeded",
+        detail: format!("the organization has reached its quota of {what}; delete some or ask the operator for more"),
     }
 }
 

@@ -5,7 +5,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::domain::organization::{Organization, OrganizationCommand};
+use shared::domain::organization::{LimitsPatch, Organization, OrganizationCommand, QuotasPatch};
 use shared::scope::Scope;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -34,9 +34,36 @@ pub struct OrganizationView {
     pub email: String,
     pub plan: String,
     pub status: String,
+    /// The most `rate_limit_per_minute` the organization may set in `/v1/settings`.
+    pub rate_limit_ceiling_per_minute: u32,
+    pub quotas: QuotasView,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The most of each resource the organization may hold at once (deleted ones do not
+/// count, archived ones do); creating past one gives 409 `quota_exceeded`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotasView {
+    pub workspaces: u32,
+    pub api_keys: u32,
+    pub interaction_keys: u32,
+    pub pending_invitations: u32,
+}
+
+/// Quotas to set (operator only); fields left out keep their value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasInput {
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub workspaces: Option<u32>,
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub api_keys: Option<u32>,
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub interaction_keys: Option<u32>,
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub pending_invitations: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,6 +72,12 @@ pub struct CreateOrganization {
     pub name: String,
     pub email: String,
     pub plan: String,
+    /// Default: the server's `HUB_RATE_LIMIT_PER_MINUTE`.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub rate_limit_ceiling_per_minute: Option<u32>,
+    /// Defaults: 10000 workspaces, 1000 API keys, 100000 interaction keys, 1000 pending
+    /// invitations.
+    pub quotas: Option<QuotasInput>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,6 +86,24 @@ pub struct UpdateOrganization {
     pub name: Option<String>,
     pub email: Option<String>,
     pub plan: Option<String>,
+    /// Operator only.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub rate_limit_ceiling_per_minute: Option<u32>,
+    /// Operator only; a partial object changes only the fields it names.
+    pub quotas: Option<QuotasInput>,
+}
+
+fn limits(ceiling: Option<u32>, quotas: Option<QuotasInput>) -> LimitsPatch {
+    let quotas = quotas.unwrap_or_default();
+    LimitsPatch {
+        rate_limit_ceiling_per_minute: ceiling,
+        quotas: QuotasPatch {
+            workspaces: quotas.workspaces,
+            api_keys: quotas.api_keys,
+            interaction_keys: quotas.interaction_keys,
+            pending_invitations: quotas.pending_invitations,
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -77,15 +128,28 @@ pub struct OrganizationQuery {
     name: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, email, plan, status, version, created_at, updated_at";
+const COLUMNS: &str = "id, name, email, plan, status, version, created_at, updated_at, \
+     rate_limit_ceiling_per_minute, quota_workspaces, quota_api_keys, quota_interaction_keys, quota_pending_invitations";
 
-fn view(row: &tokio_postgres::Row) -> OrganizationView {
+/// `default_ceiling`: the server's, for an organization whose operator set none.
+fn view(row: &tokio_postgres::Row, default_ceiling: u32) -> OrganizationView {
+    let limit = |i: usize| u32::try_from(row.get::<_, i32>(i)).unwrap_or_default();
     OrganizationView {
         id: row.get(0),
         name: row.get(1),
         email: row.get(2),
         plan: row.get(3),
         status: row.get(4),
+        rate_limit_ceiling_per_minute: row
+            .get::<_, Option<i32>>(8)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(default_ceiling),
+        quotas: QuotasView {
+            workspaces: limit(9),
+            api_keys: limit(10),
+            interaction_keys: limit(11),
+            pending_invitations: limit(12),
+        },
         version: row.get(5),
         created_at: row.get(6),
         updated_at: row.get(7),
@@ -113,7 +177,7 @@ pub(super) async fn find(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<Organi
         .query_opt(&format!("SELECT {COLUMNS} FROM organizations WHERE id = $1 AND status = 'active'"), &[&id])
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-    Ok(view(&row))
+    Ok(view(&row, state.config.rate_limit_per_minute))
 }
 
 fn single(status: StatusCode, org: OrganizationView) -> Response {
@@ -137,7 +201,12 @@ async fn create_organization(
 ) -> Result<Response, ApiError> {
     ctx.principal.require_operator()?;
     let id = Uuid::now_v7();
-    let command = OrganizationCommand::Create { name: body.name, email: body.email, plan: body.plan };
+    let command = OrganizationCommand::Create {
+        name: body.name,
+        email: body.email,
+        plan: body.plan,
+        limits: limits(body.rate_limit_ceiling_per_minute, body.quotas),
+    };
     commands::execute::<Organization>(&state.store, id, None, &ctx.metadata, |org| {
         shared::domain::Aggregate::decide(org, command.clone())
     })
@@ -170,7 +239,8 @@ async fn list_organizations(
     );
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+    let default_ceiling = state.config.rate_limit_per_minute;
+    Ok(axum::Json(Page::new(rows.iter().map(|row| view(row, default_ceiling)).collect(), paging, &uri)))
 }
 
 /// Count organizations matching the list's filters.
@@ -199,7 +269,8 @@ async fn get_organization(State(state): State<AppState>, ctx: Ctx, Path(id): Pat
     Ok(single(StatusCode::OK, find(&state, &ctx, id).await?))
 }
 
-/// Change an organization's name, email or plan.
+/// Change an organization's name, email, plan, rate-limit ceiling or quotas (the last
+/// three: operator only).
 #[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations", params(("org_id" = Uuid, Path)),
     request_body = UpdateOrganization,
     responses((status = 200, description = "OK", body = OrganizationView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
@@ -211,12 +282,17 @@ async fn update_organization(
 ) -> Result<Response, ApiError> {
     ctx.principal.require(Scope::OrgsWrite)?;
     ctx.principal.require_unrestricted()?;
-    if body.plan.is_some() {
-        // The plan is the operator's business, not the tenant's.
+    if body.plan.is_some() || body.rate_limit_ceiling_per_minute.is_some() || body.quotas.is_some() {
+        // The plan and the limits are the operator's business, not the tenant's.
         ctx.principal.require_operator()?;
     }
     find(&state, &ctx, id).await?;
-    let command = OrganizationCommand::Update { name: body.name, email: body.email, plan: body.plan };
+    let command = OrganizationCommand::Update {
+        name: body.name,
+        email: body.email,
+        plan: body.plan,
+        limits: limits(body.rate_limit_ceiling_per_minute, body.quotas),
+    };
     commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {
         shared::domain::Aggregate::decide(org, command.clone())
     })

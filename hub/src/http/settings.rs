@@ -27,8 +27,11 @@ pub struct SettingsView {
     pub organization_id: Uuid,
     /// Requests per minute per key; `null` means the server default.
     pub rate_limit_per_minute: Option<u32>,
-    /// The limit in force: the organization's, else the server default.
+    /// The limit in force: the organization's, else the server default, and never above
+    /// the ceiling.
     pub effective_rate_limit_per_minute: u32,
+    /// The most `rate_limit_per_minute` may be set to (set by the operator).
+    pub rate_limit_ceiling_per_minute: u32,
     /// Longest lifetime of new admin keys, in days; `null` means unlimited.
     pub max_key_lifetime_days: Option<u32>,
     pub version: i64,
@@ -37,7 +40,8 @@ pub struct SettingsView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSettings {
-    /// `null` returns to the server default.
+    /// `null` returns to the server default; at most the organization's
+    /// `rate_limit_ceiling_per_minute` (more → 422).
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub rate_limit_per_minute: Option<Option<u32>>,
@@ -67,17 +71,31 @@ fn organization(ctx: &Ctx, requested: Option<Uuid>) -> Result<Uuid, ApiError> {
     }
 }
 
+/// The requests per minute a key of an organization gets: its own setting, else the
+/// server default, never above the operator's ceiling (which may have been lowered below
+/// the setting), whose own default is the server default.
+pub fn effective_rate_limit(setting: Option<u32>, ceiling: Option<u32>, default: u32) -> u32 {
+    setting.unwrap_or(default).min(ceiling.unwrap_or(default))
+}
+
 async fn view(state: &AppState, id: Uuid) -> Result<SettingsView, ApiError> {
     let client = state.pool.get().await?;
     let row = client
-        .query_opt("SELECT settings, version FROM organizations WHERE id = $1 AND status = 'active'", &[&id])
+        .query_opt(
+            "SELECT settings, version, rate_limit_ceiling_per_minute FROM organizations \
+             WHERE id = $1 AND status = 'active'",
+            &[&id],
+        )
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
     let settings: OrganizationSettings = serde_json::from_value(row.get(0)).unwrap_or_default();
+    let ceiling = row.get::<_, Option<i32>>(2).and_then(|v| u32::try_from(v).ok());
+    let default = state.config.rate_limit_per_minute;
     Ok(SettingsView {
         organization_id: id,
         rate_limit_per_minute: settings.rate_limit_per_minute,
-        effective_rate_limit_per_minute: settings.rate_limit_per_minute.unwrap_or(state.config.rate_limit_per_minute),
+        effective_rate_limit_per_minute: effective_rate_limit(settings.rate_limit_per_minute, ceiling, default),
+        rate_limit_ceiling_per_minute: ceiling.unwrap_or(default),
         max_key_lifetime_days: settings.max_key_lifetime_days,
         version: row.get(1),
     })
@@ -117,7 +135,10 @@ async fn update_settings(
         if let Some(days) = body.max_key_lifetime_days {
             settings.max_key_lifetime_days = days;
         }
-        org.decide(OrganizationCommand::ChangeSettings(settings))
+        org.decide(OrganizationCommand::ChangeSettings {
+            settings,
+            default_ceiling: state.config.rate_limit_per_minute,
+        })
     })
     .await?;
     let settings = view(&state, id).await?;

@@ -20,8 +20,9 @@ pub async fn rebuild(client: &mut Client) -> anyhow::Result<i64> {
     let tx = client.transaction().await?;
     tx.execute("SELECT position FROM event_log_head FOR UPDATE", &[]).await?;
     tx.batch_execute(&format!("TRUNCATE {}", TABLES.join(", "))).await?;
-    // History is replayed as it happened: rules added later (the tree depth) judge new
-    // commands, not the past.
+    // History is replayed as it happened: rules added later (the tree depth, quotas) judge
+    // new commands, not the past; the usage counters of `organizations` come back through
+    // the triggers on the rows they count.
     tx.batch_execute("SET LOCAL hub.replaying_history = 'on'").await?;
     let mut statements = std::collections::HashMap::new();
     let mut after = 0;

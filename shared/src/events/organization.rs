@@ -33,11 +33,39 @@ pub struct OrganizationSettings {
     pub max_key_lifetime_days: Option<u32>,
 }
 
+/// Quotas set by the operator: the most of each resource the organization may hold at
+/// once (deleted resources do not count, archived ones do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub workspaces: u32,
+    pub api_keys: u32,
+    pub interaction_keys: u32,
+    pub pending_invitations: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self { workspaces: 10_000, api_keys: 1000, interaction_keys: 100_000, pending_invitations: 1000 }
+    }
+}
+
+/// The organization's operator-set limits after the change (not the patch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationLimits {
+    /// The most `rate_limit_per_minute` the organization may set for itself; `None` means
+    /// the server default (`HUB_RATE_LIMIT_PER_MINUTE`).
+    pub rate_limit_ceiling_per_minute: Option<u32>,
+    pub quotas: Quotas,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrganizationEvent {
     OrganizationCreated(OrganizationCreated),
     OrganizationUpdated(OrganizationUpdated),
     OrganizationSettingsChanged(OrganizationSettings),
+    OrganizationLimitsChanged(OrganizationLimits),
     OrganizationDeleted {},
 }
 
@@ -47,6 +75,7 @@ impl DomainEvent for OrganizationEvent {
             Self::OrganizationCreated(_) => "OrganizationCreated",
             Self::OrganizationUpdated(_) => "OrganizationUpdated",
             Self::OrganizationSettingsChanged(_) => "OrganizationSettingsChanged",
+            Self::OrganizationLimitsChanged(_) => "OrganizationLimitsChanged",
             Self::OrganizationDeleted {} => "OrganizationDeleted",
         }
     }
@@ -78,6 +107,19 @@ mod tests {
         let deleted = OrganizationEvent::OrganizationDeleted {};
         let data = encode_untagged(&deleted).unwrap();
         assert_eq!(OrganizationEvent::decode("OrganizationDeleted", 1, &data).unwrap(), deleted);
+    }
+
+    #[test]
+    fn limits_round_trip_with_every_quota_named() {
+        let event = OrganizationEvent::OrganizationLimitsChanged(OrganizationLimits {
+            rate_limit_ceiling_per_minute: Some(2000),
+            quotas: Quotas { workspaces: 5, ..Quotas::default() },
+        });
+        let data = encode_untagged(&event).unwrap();
+        assert_eq!(data["rate_limit_ceiling_per_minute"], 2000);
+        assert_eq!(data["quotas"]["workspaces"], 5);
+        assert_eq!(data["quotas"]["pending_invitations"], 1000);
+        assert_eq!(OrganizationEvent::decode("OrganizationLimitsChanged", 1, &data).unwrap(), event);
     }
 
     #[test]
