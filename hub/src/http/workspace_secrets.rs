@@ -64,12 +64,15 @@ pub struct KeyringEntry {
     pub sealed_data_key: String,
 }
 
-/// Claims of a workspace access token (HS256, `kid` = the secret's version).
+/// Claims of a workspace access token (HS256, `kid` = the secret's version). `sub` and
+/// `aud` are both the workspace: instances accept a token only for its own workspace.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
+    pub aud: String,
     pub iss: String,
     pub iat: i64,
+    pub nbf: i64,
     pub exp: i64,
     pub jti: String,
 }
@@ -114,8 +117,10 @@ async fn access_token(
     let expires_at = now + Duration::seconds(seconds);
     let claims = Claims {
         sub: id.to_string(),
+        aud: id.to_string(),
         iss: ISSUER.into(),
         iat: now.timestamp(),
+        nbf: now.timestamp(),
         exp: expires_at.timestamp(),
         jti: Uuid::now_v7().to_string(),
     };
