@@ -158,7 +158,7 @@ async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next
     response
 }
 
-pub async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMap) -> Response {
+async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMap) -> Response {
     match serve(&state, &headers).await {
         Ok(body) => Json(body).into_response(),
         Err(response) => response,

@@ -36,7 +36,8 @@ pub struct AccessTokenRequest {
     pub expires_in_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it carries a credential.
+#[derive(Serialize, ToSchema)]
 pub struct AccessToken {
     pub access_token: String,
     pub token_type: &'static str,
@@ -50,7 +51,8 @@ pub struct RotateSecret {
     pub grace_period_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it carries the new secret.
+#[derive(Serialize, ToSchema)]
 pub struct RotatedSecret {
     pub secret: String,
     pub secret_version: i32,
