@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::{HubProcess, NatsServer, PgServer, TestDatabase};
+use e2e::{HubProcess, NatsServer, OPERATOR_KEY, PgServer, TestDatabase};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -87,6 +87,23 @@ async fn the_hub_holds_connections_past_its_limit_until_one_closes() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[("HUB_MAX_CONNECTIONS", "3")]).await;
     assert_connection_limit(hub.addr, 3).await;
+}
+
+#[tokio::test]
+async fn the_hub_answers_a_request_whose_body_stalls_within_its_request_timeout() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/organizations HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let head = response_head(&mut stream, Duration::from_secs(45))
+        .await
+        .expect("a request whose body stalled was still unanswered after 45 s");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("application/problem+json"), "{head}");
 }
 
 async fn instance(nats: &NatsServer, db: &TestDatabase, env: &[(&str, &str)]) -> (HubProcess, HubProcess) {
