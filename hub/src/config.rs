@@ -33,8 +33,14 @@ pub struct Config {
     pub mail_from: String,
     /// `HUB_PUBLIC_URL`: the base of links in emails; default `http://<HUB_LISTEN_ADDR>`.
     pub public_url: String,
-    /// `NATS_URL`: where the relay publishes; absent in single-node mode.
-    pub nats_url: Option<String>,
+    /// `NATS_URL`: where the relay publishes; absent in single-node mode. It may carry
+    /// credentials.
+    pub nats_url: Option<SecretString>,
+    /// `HUB_AUTH_FAILURES_PER_MINUTE`, default 20: failed authentications per client
+    /// address before it is refused.
+    pub auth_failures_per_minute: u32,
+    /// `HUB_MAX_CONNECTIONS`, default 1024: connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,50 +53,64 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = std::env::var("DATABASE_URL").map_err(|_| ConfigError::Missing("DATABASE_URL"))?;
-        let listen_addr = match std::env::var("HUB_LISTEN_ADDR") {
-            Ok(text) => text.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `var` (the environment, or a table in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        let listen_addr = match var("HUB_LISTEN_ADDR") {
+            Some(text) => text.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
                 name: "HUB_LISTEN_ADDR",
                 reason: e.to_string(),
             })?,
-            Err(_) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        let operator_key = match std::env::var("HUB_OPERATOR_KEY") {
-            Ok(key) if key.chars().count() < 32 => {
+        let operator_key = match var("HUB_OPERATOR_KEY") {
+            Some(key) if key.chars().count() < 32 => {
                 return Err(ConfigError::Invalid {
                     name: "HUB_OPERATOR_KEY",
                     reason: "must be at least 32 characters".into(),
                 });
             }
-            Ok(key) => Some(SecretString::from(key)),
-            Err(_) => None,
+            Some(key) => Some(SecretString::from(key)),
+            None => None,
         };
-        let pool_size = match std::env::var("HUB_DATABASE_POOL_SIZE") {
-            Ok(text) => text.parse().map_err(|_| ConfigError::Invalid {
+        let pool_size = match var("HUB_DATABASE_POOL_SIZE") {
+            Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
                 name: "HUB_DATABASE_POOL_SIZE",
                 reason: "must be a positive integer".into(),
             })?,
-            Err(_) => 16,
+            None => 16,
         };
-        let master_key = match std::env::var("HUB_MASTER_KEY") {
-            Ok(text) => Some(parse_master_key(&text)?),
-            Err(_) => None,
+        let master_key = match var("HUB_MASTER_KEY") {
+            Some(text) => Some(parse_master_key(&text)?),
+            None => None,
         };
-        let rate_limit_per_minute = match std::env::var("HUB_RATE_LIMIT_PER_MINUTE") {
-            Ok(text) => text.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+        let rate_limit_per_minute = match var("HUB_RATE_LIMIT_PER_MINUTE") {
+            Some(text) => text.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
                 name: "HUB_RATE_LIMIT_PER_MINUTE",
                 reason: "must be a positive integer".into(),
             })?,
-            Err(_) => 500,
+            None => 500,
         };
-        let public_url = std::env::var("HUB_PUBLIC_URL").unwrap_or_else(|_| format!("http://{listen_addr}"));
+        let auth_failures_per_minute = match var("HUB_AUTH_FAILURES_PER_MINUTE") {
+            Some(text) => text.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+                name: "HUB_AUTH_FAILURES_PER_MINUTE",
+                reason: "must be a positive integer".into(),
+            })?,
+            None => 20,
+        };
+        let max_connections = shared::serve::max_connections_from("HUB_MAX_CONNECTIONS", var("HUB_MAX_CONNECTIONS"))
+            .map_err(|reason| ConfigError::Invalid { name: "HUB_MAX_CONNECTIONS", reason })?;
+        let public_url = var("HUB_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen_addr}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
         }
         Ok(Self {
-            smtp_url: std::env::var("SMTP_URL").ok().map(SecretString::from),
-            nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
-            mail_from: std::env::var("HUB_MAIL_FROM").unwrap_or_else(|_| "Admin API <no-reply@localhost>".into()),
+            smtp_url: var("SMTP_URL").map(SecretString::from),
+            nats_url: var("NATS_URL").filter(|u| !u.is_empty()).map(SecretString::from),
+            mail_from: var("HUB_MAIL_FROM").unwrap_or_else(|| "Admin API <no-reply@localhost>".into()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             database_url: SecretString::from(database_url),
             listen_addr,
@@ -98,6 +118,8 @@ impl Config {
             pool_size,
             master_key: master_key.map(Arc::new),
             rate_limit_per_minute,
+            auth_failures_per_minute,
+            max_connections,
         })
     }
 
@@ -112,5 +134,31 @@ impl Config {
             name: "DATABASE_URL",
             reason: "not a PostgreSQL connection string".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_output_of_the_configuration_shows_no_secret() {
+        let vars = [
+            ("DATABASE_URL", "postgres://hub:db-password-4711@localhost/hub"),
+            ("HUB_OPERATOR_KEY", "operator-key-that-nobody-may-see-0123456789"),
+            ("HUB_MASTER_KEY", "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="),
+            ("SMTP_URL", "smtp://mailer:smtp-password-0815@localhost:2525"),
+            ("NATS_URL", "nats://relay:nats-password-1234@localhost:4222"),
+        ];
+        let config =
+            Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
+        let debug = format!("{config:?}");
+        for secret in
+            ["db-password-4711", "operator-key-that-nobody", "c2VjcmV0", "smtp-password-0815", "nats-password-1234"]
+        {
+            assert!(!debug.contains(secret), "{secret} shows in {debug}");
+        }
+        assert_eq!(config.auth_failures_per_minute, 20);
+        assert_eq!(config.max_connections, shared::serve::DEFAULT_MAX_CONNECTIONS);
     }
 }

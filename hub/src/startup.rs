@@ -9,7 +9,7 @@ use crate::config::Config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretBox};
 use shared::keys::KeyHasher;
 
 use crate::http::auth::Authenticator;
@@ -32,6 +32,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     mode: Mode,
+    max_connections: usize,
 }
 
 impl Application {
@@ -49,7 +50,7 @@ impl Application {
         let commit_signal = store.commit_signal();
         match (&config.nats_url, mode) {
             (Some(url), Mode::MultiInstance) => {
-                crate::relay::spawn(config.database_config()?, url.clone(), store.commit_signal())
+                crate::relay::spawn(config.database_config()?, url.expose_secret().to_owned(), store.commit_signal())
             }
             (None, Mode::MultiInstance) => tracing::warn!("NATS_URL is not set: no relay publishes the events"),
             (_, Mode::SingleNode) => {}
@@ -71,6 +72,7 @@ impl Application {
             store,
             config: Arc::new(HttpConfig {
                 rate_limit_per_minute: config.rate_limit_per_minute,
+                auth_failures_per_minute: config.auth_failures_per_minute,
                 default_instance_id: (mode == Mode::SingleNode).then(|| EMBEDDED_INSTANCE_ID.to_owned()),
                 public_url: config.public_url.clone(),
             }),
@@ -86,7 +88,8 @@ impl Application {
             let embedded = instance::embedded::start(
                 config.database_config()?,
                 EMBEDDED_INSTANCE_ID.to_owned(),
-                *master.expose_secret(),
+                Arc::new(SecretBox::new(Box::new(*master.expose_secret()))),
+                config.auth_failures_per_minute,
                 commit_signal,
             )
             .await
@@ -95,18 +98,18 @@ impl Application {
         }
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
-        Ok(Self { listener, router, mode })
+        Ok(Self { listener, router, mode, max_connections: config.max_connections })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
+    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests. Slow clients and
+    /// connections past `HUB_MAX_CONNECTIONS` are held off (see [`shared::serve`]).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, mode = ?self.mode, "hub listening");
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shared::telemetry::shutdown_signal())
+        shared::serve::serve(self.listener, self.router, self.max_connections, shared::telemetry::shutdown_signal())
             .await
             .context("serving HTTP")
     }

@@ -1,39 +1,71 @@
 //! Configuration from the environment (API.md, "Configuration").
+//!
+//! Secrets (the database URL, which may hold a password, the hub key, the NATS URL, which
+//! may hold credentials, and the master key) stay in `secrecy` types: their `Debug` is
+//! redacted, and they are exposed only where they are used.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+/// The master key shared with the hub.
+pub type MasterKey = Arc<SecretBox<[u8; 32]>>;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `INSTANCE_DATABASE_URL`: this instance's own database.
-    pub database_url: String,
+    pub database_url: SecretString,
     /// `INSTANCE_ID`: the instance's name in subjects and placements (`[a-z0-9_-]`).
     pub instance_id: String,
     /// `INSTANCE_LISTEN_ADDR`, default `127.0.0.1:8081`.
     pub listen_addr: SocketAddr,
     /// `NATS_URL`.
-    pub nats_url: Option<String>,
+    pub nats_url: Option<SecretString>,
     /// `HUB_URL`: the hub whose event feed fills gaps and rebuilds.
     pub hub_url: Option<String>,
     /// `HUB_OPERATOR_KEY`: presented to the hub's event feed.
-    pub hub_key: Option<String>,
+    pub hub_key: Option<SecretString>,
     /// `HUB_MASTER_KEY` (32 bytes, base64): opens the workspaces' data keys.
-    pub master_key: Option<[u8; 32]>,
+    pub master_key: Option<MasterKey>,
+    /// `HUB_AUTH_FAILURES_PER_MINUTE`, default 20: failed token checks per client address
+    /// before it is refused.
+    pub auth_failures_per_minute: u32,
+    /// `INSTANCE_MAX_CONNECTIONS`, default 1024: connections served at once.
+    pub max_connections: usize,
 }
 
-fn parse_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
+fn parse_master_key(text: &str) -> anyhow::Result<MasterKey> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))
+    let key: [u8; 32] =
+        bytes.try_into().map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))?;
+    Ok(Arc::new(SecretBox::new(Box::new(key))))
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+/// `HUB_AUTH_FAILURES_PER_MINUTE` (shared with the hub), default 20.
+pub fn auth_failures_per_minute(value: Option<String>) -> anyhow::Result<u32> {
+    match value {
+        None => Ok(20),
+        Some(text) => text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("HUB_AUTH_FAILURES_PER_MINUTE must be a positive integer")),
+    }
 }
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `var` (the environment, or a table in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
         let database_url =
             var("INSTANCE_DATABASE_URL").ok_or_else(|| anyhow::anyhow!("INSTANCE_DATABASE_URL is not set"))?;
         let instance_id = var("INSTANCE_ID").ok_or_else(|| anyhow::anyhow!("INSTANCE_ID is not set"))?;
@@ -44,26 +76,60 @@ impl Config {
             None => SocketAddr::from(([127, 0, 0, 1], 8081)),
         };
         Ok(Self {
-            database_url,
+            database_url: SecretString::from(database_url),
             instance_id,
             listen_addr,
-            nats_url: var("NATS_URL"),
+            nats_url: var("NATS_URL").map(SecretString::from),
             hub_url: var("HUB_URL").map(|u| u.trim_end_matches('/').to_owned()),
-            hub_key: var("HUB_OPERATOR_KEY"),
+            hub_key: var("HUB_OPERATOR_KEY").map(SecretString::from),
             master_key: match var("HUB_MASTER_KEY") {
                 Some(text) => Some(parse_master_key(&text)?),
                 None => None,
             },
+            auth_failures_per_minute: auth_failures_per_minute(var("HUB_AUTH_FAILURES_PER_MINUTE"))?,
+            max_connections: shared::serve::max_connections_from(
+                "INSTANCE_MAX_CONNECTIONS",
+                var("INSTANCE_MAX_CONNECTIONS"),
+            )
+            .map_err(anyhow::Error::msg)?,
         })
     }
 
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await?;
+        let (client, connection) =
+            tokio_postgres::connect(self.database_url.expose_secret(), tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "database connection closed");
             }
         });
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_output_of_the_configuration_shows_no_secret() {
+        let vars = [
+            ("INSTANCE_DATABASE_URL", "postgres://instance:db-password-4711@localhost/alpha"),
+            ("INSTANCE_ID", "alpha"),
+            ("HUB_OPERATOR_KEY", "operator-key-that-nobody-may-see-0123456789"),
+            ("HUB_MASTER_KEY", "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="),
+            ("NATS_URL", "nats://alpha:nats-password-1234@localhost:4222"),
+            ("HUB_URL", "http://127.0.0.1:8080"),
+        ];
+        let config =
+            Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
+        let debug = format!("{config:?}");
+        for secret in ["db-password-4711", "operator-key-that-nobody", "c2VjcmV0", "nats-password-1234"] {
+            assert!(!debug.contains(secret), "{secret} shows in {debug}");
+        }
+        // The raw bytes of the master key do not show either.
+        let master = config.master_key.as_ref().unwrap();
+        assert!(!debug.contains(&format!("{:?}", master.expose_secret())));
+        assert_eq!(config.auth_failures_per_minute, 20);
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::routing::get;
 use shared::RecordedEvent;
 use tokio::sync::Notify;
 use tokio_postgres::{Client, NoTls};
@@ -34,7 +33,8 @@ async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
 pub async fn start(
     hub_database: tokio_postgres::Config,
     instance_id: String,
-    master_key: [u8; 32],
+    master_key: crate::config::MasterKey,
+    auth_failures_per_minute: u32,
     wake: Arc<Notify>,
 ) -> anyhow::Result<Router> {
     connect(&hub_database).await?.batch_execute("CREATE SCHEMA IF NOT EXISTS instance").await?;
@@ -63,8 +63,8 @@ pub async fn start(
             let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
         }
     });
-    let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key)));
-    Ok(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime))
+    let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key), auth_failures_per_minute));
+    Ok(crate::runtime::router(runtime))
 }
 
 /// Applies the next page of the log; `Ok(true)` when a full page was read.

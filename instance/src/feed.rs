@@ -1,5 +1,6 @@
 //! The hub's event feed (`GET /v1/events`): where gaps are filled and rebuilds replay from.
 
+use secrecy::{ExposeSecret, SecretString};
 use shared::RecordedEvent;
 
 use crate::config::Config;
@@ -7,7 +8,7 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct HubFeed {
     base: String,
-    key: String,
+    key: SecretString,
     http: reqwest::Client,
 }
 
@@ -39,7 +40,7 @@ impl HubFeed {
         let response = self
             .http
             .post(format!("{}/v1/instances/{instance_id}/heartbeat", self.base))
-            .bearer_auth(&self.key)
+            .bearer_auth(self.key.expose_secret())
             .json(&serde_json::json!({"applied_position": applied_position, "workspace_count": workspace_count}))
             .send()
             .await?;
@@ -54,7 +55,7 @@ impl HubFeed {
         let response = self
             .http
             .get(format!("{}/v1/internal/keyring/{workspace_id}", self.base))
-            .bearer_auth(&self.key)
+            .bearer_auth(self.key.expose_secret())
             .send()
             .await?;
         if !response.status().is_success() {
@@ -75,7 +76,7 @@ impl HubFeed {
         let mut request = self
             .http
             .get(format!("{}/v1/events", self.base))
-            .bearer_auth(&self.key)
+            .bearer_auth(self.key.expose_secret())
             .query(&[("after", after.to_string()), ("limit", PAGE.to_string())]);
         if let Some(stream) = stream_id {
             request = request.query(&[("stream_id", stream)]);

@@ -3,21 +3,34 @@
 //! A token names its workspace (`sub`) and the secret version that signed it (`kid`). The
 //! instance opens that secret, sealed in its materialized state, with the workspace's data
 //! key (fetched once from the hub's keyring and opened with the shared master key). The
-//! previous secret verifies only until its grace period ends.
+//! previous secret verifies only until its grace period ends. A token must also name the
+//! workspace as its audience, be valid now (`nbf`, `exp`) and live at most 24 hours.
+//!
+//! Failed authentications are counted per client address like on the hub: past
+//! `HUB_AUTH_FAILURES_PER_MINUTE`, an address presenting credentials gets 429 until its
+//! window passes, before any token is looked at.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use base64::Engine;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use shared::crypto;
 use shared::domain::workspace::Workspace;
+use shared::rate_limit::Windows;
+use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
+use crate::config::MasterKey;
 use crate::feed::HubFeed;
 
 /// Where the workspaces' sealed data keys come from.
@@ -31,13 +44,28 @@ pub enum Keyring {
 pub struct RuntimeState {
     pub client: tokio_postgres::Client,
     pub keyring: Keyring,
-    pub master_key: Option<[u8; 32]>,
+    master_key: Option<MasterKey>,
     data_keys: Mutex<HashMap<Uuid, [u8; 32]>>,
+    /// Failed authentications per client address.
+    failures: Windows,
+    auth_failures_per_minute: u32,
 }
 
 impl RuntimeState {
-    pub fn new(client: tokio_postgres::Client, keyring: Keyring, master_key: Option<[u8; 32]>) -> Self {
-        Self { client, keyring, master_key, data_keys: Mutex::default() }
+    pub fn new(
+        client: tokio_postgres::Client,
+        keyring: Keyring,
+        master_key: Option<MasterKey>,
+        auth_failures_per_minute: u32,
+    ) -> Self {
+        Self {
+            client,
+            keyring,
+            master_key,
+            data_keys: Mutex::default(),
+            failures: Windows::default(),
+            auth_failures_per_minute,
+        }
     }
 
     async fn sealed_data_key(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
@@ -79,10 +107,58 @@ struct Subject {
     sub: String,
 }
 
+/// The claims checked beyond what `jsonwebtoken` validates.
 #[derive(serde::Deserialize)]
-struct Claims {}
+struct Claims {
+    aud: serde_json::Value,
+    iat: i64,
+    exp: i64,
+}
 
-pub async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMap) -> Response {
+/// The longest life of an access token.
+const MAX_TOKEN_SECONDS: i64 = 86_400;
+/// Clock skew tolerated between the hub that minted a token and this instance.
+const LEEWAY_SECONDS: u64 = 60;
+/// How long a request may take, its body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The runtime API's routes, throttled and bounded in time.
+pub fn router(state: Arc<RuntimeState>) -> Router {
+    Router::new()
+        .route("/v1/runtime/workspace", get(workspace))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), throttle))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .with_state(state)
+}
+
+fn client(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// Refuses credentials from an address past its failed authentications, and counts every
+/// 401 (no credentials included: every runtime route demands them).
+async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next: Next) -> Response {
+    let ip = client(request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        let gate = state.failures.peek(&ip, state.auth_failures_per_minute);
+        if !gate.allowed {
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this address; retry later",
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(gate.reset_seconds));
+            return response;
+        }
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.failures.record(&ip);
+    }
+    response
+}
+
+async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMap) -> Response {
     match serve(&state, &headers).await {
         Ok(body) => Json(body).into_response(),
         Err(response) => response,
@@ -131,9 +207,25 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
         .map_err(|_| unauthorized("the token's secret cannot be opened"))?;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_issuer(&["admin-api"]);
-    validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-    jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(&secret), &validation)
-        .map_err(|_| unauthorized("invalid or expired token"))?;
+    validation.set_audience(&[id.to_string()]);
+    validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECONDS;
+    let claims = jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(&secret), &validation)
+        .map_err(|_| unauthorized("invalid or expired token"))?
+        .claims;
+    // The audience is this one workspace, not a list that merely includes it.
+    if claims.aud != serde_json::Value::String(id.to_string()) {
+        return Err(unauthorized("the token is not for this workspace"));
+    }
+    // A token issued "in the future" could outlive its 24 hours.
+    let issued_in_future = claims.iat > Utc::now().timestamp() + LEEWAY_SECONDS as i64;
+    if issued_in_future || claims.exp - claims.iat > MAX_TOKEN_SECONDS {
+        return Err(unauthorized("the token lives longer than 24 hours"));
+    }
+    if workspace.archived {
+        return Err(problem(StatusCode::FORBIDDEN, "workspace_archived", "the workspace is archived"));
+    }
 
     Ok(serde_json::json!({
         "id": id,
@@ -152,9 +244,10 @@ async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> 
     }
     let master = state
         .master_key
+        .as_ref()
         .ok_or_else(|| problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the instance has no HUB_MASTER_KEY"))?;
     let sealed = state.sealed_data_key(id).await.map_err(|_| unauthorized("the workspace's keys are unavailable"))?;
-    let key = crypto::open(&master, &sealed, &crypto::data_key_context(id))
+    let key = crypto::open(master.expose_secret(), &sealed, &crypto::data_key_context(id))
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .ok_or_else(|| unauthorized("the workspace's keys cannot be opened"))?;

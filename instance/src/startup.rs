@@ -6,7 +6,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
 use crate::feed::HubFeed;
@@ -29,17 +31,24 @@ async fn progress(client: &tokio_postgres::Client) -> Result<(i64, i64), tokio_p
 }
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut client = config.connect().await.context("connecting to the instance database")?;
     crate::migrate::run(&mut client).await.context("migrating the instance database")?;
     let feed = HubFeed::new(&config)?;
-    let nats_url = config.nats_url.clone().context("NATS_URL is not set")?;
+    let nats_url = config.nats_url.as_ref().context("NATS_URL is not set")?.expose_secret().to_owned();
     let consumer_client = config.connect().await?;
     tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed.clone()));
 
     let keyring = crate::runtime::Keyring::Hub(feed.clone());
-    let runtime = Arc::new(crate::runtime::RuntimeState::new(config.connect().await?, keyring, config.master_key));
+    let runtime = Arc::new(crate::runtime::RuntimeState::new(
+        config.connect().await?,
+        keyring,
+        config.master_key.clone(),
+        config.auth_failures_per_minute,
+    ));
     let state = Arc::new(AppState { client, head: Default::default() });
     {
         let (state, feed, id) = (state.clone(), feed, config.instance_id.clone());
@@ -61,13 +70,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
-        .merge(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime));
+        .merge(crate::runtime::router(runtime));
     let listener =
         TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %config.listen_addr, instance = %config.instance_id, "instance listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shared::telemetry::shutdown_signal())
+    shared::serve::serve(listener, router, config.max_connections, shared::telemetry::shutdown_signal())
         .await
         .context("serving HTTP")
 }

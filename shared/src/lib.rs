@@ -3,7 +3,7 @@
 //! The flow is command → `decide` (pure, here) → events → event store (hub) → relay →
 //! instance. This crate holds what both ends must agree on: the event envelope and its
 //! hash chain, the typed domain events, and ids. Apart from the process set-up in
-//! [`telemetry`], it performs no I/O.
+//! [`telemetry`] and the HTTP serving loop in [`serve`], it performs no I/O.
 
 pub mod crypto;
 pub mod domain;
@@ -13,7 +13,9 @@ pub mod events;
 pub mod hash;
 pub mod keys;
 pub mod metadata;
+pub mod rate_limit;
 pub mod scope;
+pub mod serve;
 pub mod telemetry;
 
 pub use envelope::RecordedEvent;

@@ -60,7 +60,18 @@ impl HubProcess {
     /// Starts `instance serve` named `instance_id`, with its own database, consuming from
     /// `nats_url` and filling gaps from the hub at `hub_url`.
     pub async fn instance(instance_id: &str, database_url: &str, nats_url: &str, hub_url: &str) -> InstanceProcess {
-        let env = [
+        Self::instance_with_env(instance_id, database_url, nats_url, hub_url, &[]).await
+    }
+
+    /// [`HubProcess::instance`] with more environment variables.
+    pub async fn instance_with_env(
+        instance_id: &str,
+        database_url: &str,
+        nats_url: &str,
+        hub_url: &str,
+        extra: &[(&str, &str)],
+    ) -> InstanceProcess {
+        let mut env = vec![
             ("INSTANCE_ID", instance_id),
             ("INSTANCE_DATABASE_URL", database_url),
             ("NATS_URL", nats_url),
@@ -68,6 +79,7 @@ impl HubProcess {
             ("HUB_OPERATOR_KEY", OPERATOR_KEY),
             ("HUB_MASTER_KEY", MASTER_KEY),
         ];
+        env.extend_from_slice(extra);
         Self::start("instance", "INSTANCE_LISTEN_ADDR", &["serve"], &env).await
     }
 

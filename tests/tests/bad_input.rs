@@ -908,7 +908,9 @@ async fn snapshot(admin: &Api, operator: &Api, ids: &Ids) -> Value {
 #[tokio::test]
 async fn every_endpoint_answers_bad_input_with_a_4xx_problem_never_a_5xx() {
     let db = TestDatabase::new().await;
-    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[("HUB_RATE_LIMIT_PER_MINUTE", "100000")]).await;
+    // Many cases send bad credentials on purpose: neither limit may get in their way.
+    let limits = [("HUB_RATE_LIMIT_PER_MINUTE", "100000"), ("HUB_AUTH_FAILURES_PER_MINUTE", "100000")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &limits).await;
     let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
     let org = operator
         .post("/v1/organizations", json!({"name": "Acme", "email": "ops@acme.test", "plan": "pro"}))

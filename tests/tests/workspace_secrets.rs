@@ -3,8 +3,76 @@
 use std::time::Duration;
 
 use e2e::{Api, HubProcess, InstanceProcess, NatsServer, OPERATOR_KEY, PgServer, TestDatabase, wait_until};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+/// These tests provoke refusals on purpose: the failed-authentication throttle stays out
+/// of their way.
+const NO_THROTTLE: (&str, &str) = ("HUB_AUTH_FAILURES_PER_MINUTE", "100000");
+
+/// A token signed with the workspace's secret (the key is the secret's UTF-8 bytes).
+fn forge(secret: &str, kid: &str, claims: &Value) -> String {
+    let header = Header { kid: Some(kid.to_owned()), ..Header::new(Algorithm::HS256) };
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The hub's tokens carry the claims the contract names; the runtime API at `base` refuses
+/// tokens signed with the right secret unless their audience, start and lifetime are right.
+async fn forged_claims_are_checked(base: &str, ws: &str, secret: &str, minted: &str) {
+    let valid = json!({"sub": ws, "aud": ws, "iss": "admin-api", "iat": now(), "nbf": now(), "exp": now() + 600});
+    let other = uuid::Uuid::now_v7().to_string();
+    let mut cases: Vec<(&str, Value)> = Vec::new();
+    let mut with = |what, change: &dyn Fn(&mut Value)| {
+        let mut claims = valid.clone();
+        change(&mut claims);
+        cases.push((what, claims));
+    };
+    with("another audience", &|c| c["aud"] = json!(other));
+    with("an audience list", &|c| c["aud"] = json!([ws, other]));
+    with("no audience", &|c| drop(c.as_object_mut().unwrap().remove("aud")));
+    with("a start an hour ahead", &|c| c["nbf"] = json!(now() + 3600));
+    with("no start", &|c| drop(c.as_object_mut().unwrap().remove("nbf")));
+    with("25 hours of life", &|c| c["exp"] = json!(now() + 25 * 3600));
+    with("no issue time", &|c| drop(c.as_object_mut().unwrap().remove("iat")));
+    with("an issue time two days ahead", &|c| {
+        c["iat"] = json!(now() + 2 * 86_400);
+        c["exp"] = json!(now() + 2 * 86_400 + 600);
+    });
+    with("an expiry in the past", &|c| c["exp"] = json!(now() - 3600));
+    for (what, claims) in cases {
+        let (status, body) = runtime_at(base, &forge(secret, "1", &claims)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a token with {what} was accepted: {body}");
+        assert_eq!(body["code"], "unauthorized");
+    }
+    assert_eq!(
+        runtime_at(base, &forge(secret, "1", &valid)).await.0,
+        StatusCode::OK,
+        "a well-formed forged token works"
+    );
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[ws]);
+    validation.set_required_spec_claims(&["exp", "nbf", "sub", "aud", "iss"]);
+    let decoded = jsonwebtoken::decode::<Value>(minted, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+        .expect("the hub's token verifies with the workspace secret");
+    let claims = decoded.claims;
+    assert_eq!(decoded.header.kid.as_deref(), Some("1"));
+    assert_eq!((claims["sub"].as_str(), claims["aud"].as_str()), (Some(ws), Some(ws)));
+    let (iat, nbf, exp) =
+        (claims["iat"].as_i64().unwrap(), claims["nbf"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+    assert!(nbf <= iat + 1 && exp > iat && exp - iat <= 86_400, "{claims}");
+}
+
+async fn runtime_at(base: &str, token: &str) -> (StatusCode, Value) {
+    let response =
+        reqwest::Client::new().get(format!("{base}/v1/runtime/workspace")).bearer_auth(token).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
 
 async fn runtime(instance: &InstanceProcess, token: &str) -> (StatusCode, Value) {
     let response =
@@ -29,7 +97,8 @@ async fn tokens_verify_on_the_instance_and_old_secrets_expire_with_their_grace_p
     let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
     let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
     let instance_db = PgServer::shared().empty_database().await;
-    let instance = InstanceProcess::instance("alpha", &instance_db.url, &nats.url(), &hub.url("")).await;
+    let instance =
+        InstanceProcess::instance_with_env("alpha", &instance_db.url, &nats.url(), &hub.url(""), &[NO_THROTTLE]).await;
 
     let org = operator.post("/v1/organizations", json!({"name": "Acme", "email": "o@a.test", "plan": "pro"})).await;
     let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
@@ -49,6 +118,8 @@ async fn tokens_verify_on_the_instance_and_old_secrets_expire_with_their_grace_p
         async move { request.await.1.get("name").map(|_| ()) }
     })
     .await;
+    let secret = created.body["secret"].as_str().unwrap();
+    forged_claims_are_checked(&instance.url(""), &ws, secret, &first).await;
     operator.patch(&format!("/v1/workspaces/{ws}"), json!({"settings": {"tier": "gold"}})).await.expect(200);
     wait_until("the new settings on the instance", Duration::from_secs(30), || {
         let request = runtime(&instance, &first);
@@ -94,14 +165,13 @@ async fn tokens_verify_on_the_instance_and_old_secrets_expire_with_their_grace_p
     let client = db.connect().await;
     let log: Vec<String> =
         client.query("SELECT data::text FROM events", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    let secret = created.body["secret"].as_str().unwrap();
     assert!(!log.iter().any(|e| e.contains(&secret[4..30])), "no plaintext secret in the log");
 }
 
 #[tokio::test]
 async fn a_single_node_hub_serves_the_data_plane_with_no_nats_at_all() {
     let db = TestDatabase::new().await;
-    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[NO_THROTTLE]).await;
     let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
     let org = operator.post("/v1/organizations", json!({"name": "Solo", "email": "o@s.test", "plan": "free"})).await;
     let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
@@ -130,4 +200,48 @@ async fn a_single_node_hub_serves_the_data_plane_with_no_nats_at_all() {
     .await;
     let denied = client.get(hub.url("/v1/runtime/workspace")).bearer_auth("nope").send().await.unwrap();
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_runtime_api_refuses_archived_workspaces_with_403_and_deleted_ones_with_401() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[NO_THROTTLE]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator.post("/v1/organizations", json!({"name": "Solo", "email": "o@s.test", "plan": "free"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let created = operator.post("/v1/workspaces", json!({"name": "Home", "organization_id": org})).await.expect(201);
+    let ws = created.body["id"].as_str().unwrap().to_owned();
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    let minted = token(&operator, &ws).await;
+    let base = hub.url("");
+    wait_until("the embedded instance to serve the workspace", Duration::from_secs(30), || {
+        let request = runtime_at(&base, &minted);
+        async move { (request.await.0 == StatusCode::OK).then_some(()) }
+    })
+    .await;
+    forged_claims_are_checked(&base, &ws, &secret, &minted).await;
+
+    operator.post(&format!("/v1/workspaces/{ws}/archive"), json!({})).await.expect(200);
+    let body = wait_until("the archive to reach the embedded instance", Duration::from_secs(30), || {
+        let request = runtime_at(&base, &minted);
+        async move {
+            let (status, body) = request.await;
+            (status == StatusCode::FORBIDDEN).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(body["code"], "workspace_archived");
+    assert_eq!(body["status"], 403);
+    // Archived is not a way around the token checks.
+    let other = uuid::Uuid::now_v7().to_string();
+    let wrong_audience =
+        json!({"sub": ws, "aud": other, "iss": "admin-api", "iat": now(), "nbf": now(), "exp": now() + 600});
+    assert_eq!(runtime_at(&base, &forge(&secret, "1", &wrong_audience)).await.0, StatusCode::UNAUTHORIZED);
+
+    operator.delete(&format!("/v1/workspaces/{ws}")).await.expect(204);
+    wait_until("the deletion to reach the embedded instance", Duration::from_secs(30), || {
+        let request = runtime_at(&base, &minted);
+        async move { (request.await.0 == StatusCode::UNAUTHORIZED).then_some(()) }
+    })
+    .await;
 }

@@ -4,12 +4,15 @@
 //! (Bearer, or Basic with the key as username and an empty password), applies the
 //! caller's rate limit, and leaves the outcome in the request's extensions; handlers take
 //! a [`Principal`] argument, which is a 401 when authentication failed or was absent.
+//! Failed authentications are counted per client address; past
+//! `HUB_AUTH_FAILURES_PER_MINUTE` an address presenting credentials gets 429 until its
+//! window passes, before any key is looked up.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -249,21 +252,34 @@ fn credentials(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
 /// The outcome of authentication when it failed; kept for the `Principal` extractor.
 #[derive(Clone)]
 struct AuthFailure {
-    status: axum::http::StatusCode,
+    status: StatusCode,
     message: &'static str,
 }
 
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let outcome = match credentials(request.headers()) {
-        None => return next.run(request).await,
-        Some(Err(error)) => Err(error),
-        Some(Ok(secret)) => state.auth.authenticate(&state, &secret, ip).await,
+    let Some(presented) = credentials(request.headers()) else {
+        // No credentials fail only where the route demands a principal: its 401 counts.
+        let response = next.run(request).await;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            state.rate_limiter.authentication_failed(ip);
+        }
+        return response;
+    };
+    // An address past its failures is refused before the key costs a hash or a lookup.
+    let gate = state.rate_limiter.may_authenticate(ip, state.config.auth_failures_per_minute);
+    if !gate.allowed {
+        return ApiError::RateLimited { retry_after_seconds: gate.reset_seconds }.into_response();
+    }
+    let outcome = match presented {
+        Err(error) => Err(error),
+        Ok(secret) => state.auth.authenticate(&state, &secret, ip).await,
     };
     let principal = match outcome {
         Ok(principal) => principal,
         Err(ApiError::Unauthorized(message)) => {
-            request.extensions_mut().insert(AuthFailure { status: axum::http::StatusCode::UNAUTHORIZED, message });
+            state.rate_limiter.authentication_failed(ip);
+            request.extensions_mut().insert(AuthFailure { status: StatusCode::UNAUTHORIZED, message });
             return next.run(request).await;
         }
         // A key refused for where it is used from, or a database outage: answer now.
@@ -281,9 +297,9 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         request.extensions_mut().insert(principal);
         next.run(request).await
     } else {
-        ApiError::RateLimited { retry_after_seconds: decision.reset_seconds.max(1) }.into_response()
+        ApiError::RateLimited { retry_after_seconds: decision.reset_seconds }.into_response()
     };
-    decision.write_headers(response.headers_mut());
+    super::rate_limit::write_headers(&decision, response.headers_mut());
     response
 }
 
@@ -295,9 +311,7 @@ impl FromRequestParts<AppState> for Principal {
             return Ok(principal.clone());
         }
         match parts.extensions.get::<AuthFailure>() {
-            Some(failure) if failure.status == axum::http::StatusCode::UNAUTHORIZED => {
-                Err(ApiError::Unauthorized(failure.message))
-            }
+            Some(failure) if failure.status == StatusCode::UNAUTHORIZED => Err(ApiError::Unauthorized(failure.message)),
             _ => Err(ApiError::Unauthorized("missing credentials: send `Authorization: Bearer <key>`")),
         }
     }

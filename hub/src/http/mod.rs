@@ -49,6 +49,8 @@ use crate::store::EventStore;
 pub struct HttpConfig {
     /// Requests per minute per key, unless the organization sets its own.
     pub rate_limit_per_minute: u32,
+    /// Failed authentications per client address and minute before it is refused.
+    pub auth_failures_per_minute: u32,
     /// Where workspaces go when a request names no instance (the embedded one in
     /// single-node mode).
     pub default_instance_id: Option<String>,

@@ -1,66 +1,49 @@
 //! Per-key rate limits: a window of one minute opened by a key's first request, counted
-//! in this process's memory, announced in the IETF `RateLimit` headers.
+//! in this process's memory, announced in the IETF `RateLimit` headers. The same windows,
+//! keyed by client address, throttle failed authentications.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderValue};
+use shared::rate_limit::{WINDOW, Windows};
 
-const WINDOW: Duration = Duration::from_secs(60);
-/// Windows kept before stale ones are swept.
-const SWEEP_ABOVE: usize = 10_000;
+pub use shared::rate_limit::Decision;
 
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, Window>>,
-}
-
-struct Window {
-    opened: Instant,
-    count: u32,
-}
-
-pub struct Decision {
-    pub allowed: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    pub reset_seconds: u64,
+    requests: Windows,
+    failed_authentications: Windows,
 }
 
 impl RateLimiter {
+    /// Counts a request of `subject` against its limit.
     pub fn check(&self, subject: &str, limit: u32) -> Decision {
-        let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() > SWEEP_ABOVE {
-            windows.retain(|_, w| now.duration_since(w.opened) < WINDOW);
-        }
-        let window = windows.entry(subject.to_owned()).or_insert(Window { opened: now, count: 0 });
-        if now.duration_since(window.opened) >= WINDOW {
-            *window = Window { opened: now, count: 0 };
-        }
-        let allowed = window.count < limit;
-        if allowed {
-            window.count += 1;
-        }
-        let reset = WINDOW.saturating_sub(now.duration_since(window.opened));
-        Decision {
-            allowed,
-            limit,
-            remaining: limit.saturating_sub(window.count),
-            reset_seconds: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
-        }
+        self.requests.check(subject, limit)
+    }
+
+    /// Whether `ip` may still try credentials: refused once `limit` failures were counted
+    /// in its window.
+    pub fn may_authenticate(&self, ip: Option<IpAddr>, limit: u32) -> Decision {
+        self.failed_authentications.peek(&client(ip), limit)
+    }
+
+    /// Counts a failed authentication from `ip`.
+    pub fn authentication_failed(&self, ip: Option<IpAddr>) {
+        self.failed_authentications.record(&client(ip));
     }
 }
 
-impl Decision {
-    pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let policy = format!("\"default\";q={};w={}", self.limit, WINDOW.as_secs());
-        let state = format!("\"default\";r={};t={}", self.remaining, self.reset_seconds);
-        if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
-            headers.insert("ratelimit-policy", policy);
-            headers.insert("ratelimit", state);
-        }
+fn client(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// Writes the IETF `RateLimit-Policy` and `RateLimit` headers of a decision.
+pub fn write_headers(decision: &Decision, headers: &mut HeaderMap) {
+    let policy = format!("\"default\";q={};w={}", decision.limit, WINDOW.as_secs());
+    let state = format!("\"default\";r={};t={}", decision.remaining, decision.reset_seconds);
+    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+        headers.insert("ratelimit-policy", policy);
+        headers.insert("ratelimit", state);
     }
 }
 
@@ -69,16 +52,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_request_past_the_limit_is_refused_and_others_are_unaffected() {
+    fn failed_authentications_are_counted_per_address_apart_from_requests() {
         let limiter = RateLimiter::default();
-        for i in 0..3 {
-            let decision = limiter.check("a", 3);
-            assert!(decision.allowed);
-            assert_eq!(decision.remaining, 2 - i);
-        }
-        let refused = limiter.check("a", 3);
-        assert!(!refused.allowed);
-        assert!(refused.reset_seconds >= 1 && refused.reset_seconds <= 60);
-        assert!(limiter.check("b", 3).allowed);
+        let ip: Option<IpAddr> = Some([10, 0, 0, 1].into());
+        limiter.authentication_failed(ip);
+        assert!(limiter.may_authenticate(ip, 2).allowed);
+        limiter.authentication_failed(ip);
+        assert!(!limiter.may_authenticate(ip, 2).allowed);
+        assert!(limiter.may_authenticate(Some([10, 0, 0, 2].into()), 2).allowed);
+        assert!(limiter.check("10.0.0.1", 1).allowed, "request windows are separate");
     }
 }

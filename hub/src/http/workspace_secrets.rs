@@ -36,7 +36,8 @@ pub struct AccessTokenRequest {
     pub expires_in_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it carries a credential.
+#[derive(Serialize, ToSchema)]
 pub struct AccessToken {
     pub access_token: String,
     pub token_type: &'static str,
@@ -50,7 +51,8 @@ pub struct RotateSecret {
     pub grace_period_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+// No `Debug`: it carries the new secret.
+#[derive(Serialize, ToSchema)]
 pub struct RotatedSecret {
     pub secret: String,
     pub secret_version: i32,
@@ -64,12 +66,15 @@ pub struct KeyringEntry {
     pub sealed_data_key: String,
 }
 
-/// Claims of a workspace access token (HS256, `kid` = the secret's version).
+/// Claims of a workspace access token (HS256, `kid` = the secret's version). `sub` and
+/// `aud` are both the workspace: instances accept a token only for its own workspace.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
+    pub aud: String,
     pub iss: String,
     pub iat: i64,
+    pub nbf: i64,
     pub exp: i64,
     pub jti: String,
 }
@@ -114,8 +119,10 @@ async fn access_token(
     let expires_at = now + Duration::seconds(seconds);
     let claims = Claims {
         sub: id.to_string(),
+        aud: id.to_string(),
         iss: ISSUER.into(),
         iat: now.timestamp(),
+        nbf: now.timestamp(),
         exp: expires_at.timestamp(),
         jti: Uuid::now_v7().to_string(),
     };

@@ -1,0 +1,108 @@
+//! Fixed one-minute windows counted per subject in this process's memory: the per-key
+//! rate limits of the hub and the failed-authentication throttles of hub and instances.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Windows kept before stale ones are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+#[derive(Default)]
+pub struct Windows {
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+struct Window {
+    opened: Instant,
+    count: u32,
+}
+
+/// A subject's window after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Whole seconds until the window closes (at least 1 while it is open).
+    pub reset_seconds: u64,
+}
+
+impl Windows {
+    /// Counts one event for `subject` when it is under `limit`; refuses it otherwise.
+    pub fn check(&self, subject: &str, limit: u32) -> Decision {
+        self.with_window(subject, limit, |window| {
+            let allowed = window.count < limit;
+            if allowed {
+                window.count += 1;
+            }
+            allowed
+        })
+    }
+
+    /// Whether `subject` is still under `limit`, counting nothing.
+    pub fn peek(&self, subject: &str, limit: u32) -> Decision {
+        self.with_window(subject, limit, |window| window.count < limit)
+    }
+
+    /// Counts one event for `subject`, whatever its limit.
+    pub fn record(&self, subject: &str) {
+        self.with_window(subject, u32::MAX, |window| {
+            window.count = window.count.saturating_add(1);
+            true
+        });
+    }
+
+    fn with_window(&self, subject: &str, limit: u32, decide: impl FnOnce(&mut Window) -> bool) -> Decision {
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if windows.len() > SWEEP_ABOVE {
+            windows.retain(|_, w| now.duration_since(w.opened) < WINDOW);
+        }
+        let window = windows.entry(subject.to_owned()).or_insert(Window { opened: now, count: 0 });
+        if now.duration_since(window.opened) >= WINDOW {
+            *window = Window { opened: now, count: 0 };
+        }
+        let allowed = decide(window);
+        let reset = WINDOW.saturating_sub(now.duration_since(window.opened));
+        Decision {
+            allowed,
+            limit,
+            remaining: limit.saturating_sub(window.count),
+            reset_seconds: (reset.as_secs() + u64::from(reset.subsec_nanos() > 0)).max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_past_the_limit_is_refused_and_others_are_unaffected() {
+        let windows = Windows::default();
+        for i in 0..3 {
+            let decision = windows.check("a", 3);
+            assert!(decision.allowed);
+            assert_eq!(decision.remaining, 2 - i);
+        }
+        let refused = windows.check("a", 3);
+        assert!(!refused.allowed);
+        assert!(refused.reset_seconds >= 1 && refused.reset_seconds <= 60);
+        assert!(windows.check("b", 3).allowed);
+    }
+
+    #[test]
+    fn recorded_events_close_the_window_that_peek_reports() {
+        let windows = Windows::default();
+        assert!(windows.peek("ip", 2).allowed);
+        windows.record("ip");
+        assert!(windows.peek("ip", 2).allowed, "peeking counts nothing");
+        windows.record("ip");
+        let closed = windows.peek("ip", 2);
+        assert!(!closed.allowed);
+        assert!(closed.reset_seconds >= 1);
+        assert!(windows.peek("other", 2).allowed);
+    }
+}

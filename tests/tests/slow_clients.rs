@@ -1,0 +1,128 @@
+//! Slow and numerous clients: hub and instance close a connection whose request headers
+//! do not arrive in time, and serve at most a configured number of connections at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use e2e::{HubProcess, NatsServer, OPERATOR_KEY, PgServer, TestDatabase};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// What the server sends before it closes the connection, or `None` if it keeps it open
+/// for `wait`.
+async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    read.await.ok().map(|()| received)
+}
+
+/// The head of the next response on a keep-alive connection, within `wait`.
+async fn response_head(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buffer = [0u8; 4096];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    });
+    read.await.ok()?;
+    (!received.is_empty()).then(|| String::from_utf8_lossy(&received).into_owned())
+}
+
+/// A client that sends half a request and stalls is cut off (about 10 s), unanswered.
+async fn assert_stalled_request_is_closed(addr: SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: te").await.unwrap();
+    let received = read_until_closed(&mut stream, Duration::from_secs(15))
+        .await
+        .expect("the server still held the half-sent request's connection open after 15 s");
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains(" 200 "), "a half-sent request was answered: {text}");
+}
+
+/// With `limit` connections open, one more waits unserved until one of them closes.
+async fn assert_connection_limit(addr: SocketAddr, limit: usize) {
+    let mut open = Vec::new();
+    for _ in 0..limit {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(HEALTHZ).await.unwrap();
+        let head = response_head(&mut stream, Duration::from_secs(5)).await.expect("a connection under the limit");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        open.push(stream);
+    }
+    let mut excess = TcpStream::connect(addr).await.unwrap();
+    excess.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(
+        response_head(&mut excess, Duration::from_secs(1)).await,
+        None,
+        "a connection past the limit was served while {limit} were open"
+    );
+    drop(open.pop());
+    let head = response_head(&mut excess, Duration::from_secs(5)).await.expect("served once a connection closed");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn the_hub_closes_a_connection_whose_request_headers_stall() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    assert_stalled_request_is_closed(hub.addr).await;
+}
+
+#[tokio::test]
+async fn the_hub_holds_connections_past_its_limit_until_one_closes() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[("HUB_MAX_CONNECTIONS", "3")]).await;
+    assert_connection_limit(hub.addr, 3).await;
+}
+
+#[tokio::test]
+async fn the_hub_answers_a_request_whose_body_stalls_within_its_request_timeout() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/organizations HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let head = response_head(&mut stream, Duration::from_secs(45))
+        .await
+        .expect("a request whose body stalled was still unanswered after 45 s");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("application/problem+json"), "{head}");
+}
+
+async fn instance(nats: &NatsServer, db: &TestDatabase, env: &[(&str, &str)]) -> (HubProcess, HubProcess) {
+    let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let instance_db = PgServer::shared().empty_database().await;
+    let instance = HubProcess::instance_with_env("alpha", &instance_db.url, &nats.url(), &hub.url(""), env).await;
+    (hub, instance)
+}
+
+#[tokio::test]
+async fn an_instance_closes_a_connection_whose_request_headers_stall() {
+    let (nats, db) = (NatsServer::start().unwrap(), TestDatabase::new().await);
+    let (_hub, instance) = instance(&nats, &db, &[]).await;
+    assert_stalled_request_is_closed(instance.addr).await;
+}
+
+#[tokio::test]
+async fn an_instance_holds_connections_past_its_limit_until_one_closes() {
+    let (nats, db) = (NatsServer::start().unwrap(), TestDatabase::new().await);
+    let (_hub, instance) = instance(&nats, &db, &[("INSTANCE_MAX_CONNECTIONS", "2")]).await;
+    assert_connection_limit(instance.addr, 2).await;
+}
