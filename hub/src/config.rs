@@ -35,6 +35,9 @@ pub struct Config {
     pub public_url: String,
     /// `NATS_URL`: where the relay publishes; absent in single-node mode.
     pub nats_url: Option<String>,
+    /// `HUB_RELAY_STALL_SECONDS`, default 60: how long the relay may stay behind the log
+    /// without progressing before `/readyz` answers 503.
+    pub relay_stall: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +90,14 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
         }
+        let relay_stall = match std::env::var("HUB_RELAY_STALL_SECONDS") {
+            Ok(text) => text.parse().ok().filter(|n| *n > 0).map(std::time::Duration::from_secs).ok_or(
+                ConfigError::Invalid { name: "HUB_RELAY_STALL_SECONDS", reason: "must be a positive integer".into() },
+            )?,
+            Err(_) => std::time::Duration::from_secs(60),
+        };
         Ok(Self {
+            relay_stall,
             smtp_url: std::env::var("SMTP_URL").ok().map(SecretString::from),
             nats_url: std::env::var("NATS_URL").ok().filter(|u| !u.is_empty()),
             mail_from: std::env::var("HUB_MAIL_FROM").unwrap_or_else(|_| "Admin API <no-reply@localhost>".into()),

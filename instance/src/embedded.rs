@@ -64,7 +64,11 @@ pub async fn start(
         }
     });
     let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key)));
-    Ok(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime))
+    // Merged after the hub's own layers, so it carries its own `Request-Id`.
+    Ok(Router::new()
+        .route("/v1/runtime/workspace", get(crate::runtime::workspace))
+        .with_state(runtime)
+        .layer(axum::middleware::from_fn(crate::request_id::request_id)))
 }
 
 /// Applies the next page of the log; `Ok(true)` when a full page was read.

@@ -62,7 +62,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .with_state(state)
-        .merge(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime));
+        .merge(Router::new().route("/v1/runtime/workspace", get(crate::runtime::workspace)).with_state(runtime))
+        .layer(axum::middleware::from_fn(crate::request_id::request_id));
     let listener =
         TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %config.listen_addr, instance = %config.instance_id, "instance listening");

@@ -13,6 +13,7 @@ pub mod events;
 pub mod hash;
 pub mod keys;
 pub mod metadata;
+pub mod relayed;
 pub mod scope;
 pub mod telemetry;
 
