@@ -273,3 +273,18 @@ async fn readyz_shows_the_relay_lag_and_answers_503_while_the_relay_is_stalled()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_single_node_hub_has_no_relay_and_stays_ready() {
+    let db = TestDatabase::new().await;
+    let env = [("HUB_RELAY_STALL_SECONDS", "1"), ("NATS_URL", "nats://127.0.0.1:1")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    organization(&operator, "Acme").await;
+    let ready = reqwest::get(hub.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], json!("ready"));
+    assert!(body["head_position"].as_i64().unwrap() >= 1, "{body}");
+    assert!(body.get("relay").is_none(), "no relay runs in single-node mode: {body}");
+}
