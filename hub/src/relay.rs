@@ -369,4 +369,65 @@ mod tests {
         assert_eq!(subject(&event(ws), None), format!("hub.events.hub.{ws}"));
         assert_eq!(subject(&event("org-1"), Some("alpha")), "hub.events.hub.org-1");
     }
+
+    fn payload(message: PublishMessage) -> (Relayed, HeaderMap) {
+        let outbound = message.outbound_message("hub.events.x");
+        (serde_json::from_slice(&outbound.payload).unwrap(), outbound.headers.unwrap_or_default())
+    }
+
+    #[test]
+    fn an_event_over_the_servers_max_payload_goes_as_a_reference_with_the_same_message_id() {
+        let mut big = event("workspace-1");
+        big.event_id = Uuid::now_v7();
+        big.data = serde_json::json!({"settings": "x".repeat(100_000)});
+        let (relayed, headers) = payload(message(&big, 1024 * 1024, false).unwrap());
+        assert!(matches!(relayed, Relayed::Event(_)), "it fits 1 MiB");
+        assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), big.event_id.to_string());
+        let (relayed, headers) = payload(message(&big, 64 * 1024, false).unwrap());
+        match relayed {
+            Relayed::Reference { event_reference } => assert!(event_reference.matches(&big)),
+            other => panic!("expected a reference, got {other:?}"),
+        }
+        assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), big.event_id.to_string());
+        let (relayed, _) = payload(message(&event("workspace-1"), 1024 * 1024, true).unwrap());
+        assert!(matches!(relayed, Relayed::Reference { .. }), "a refused event goes as a reference");
+    }
+
+    #[test]
+    fn only_a_valid_stored_traceparent_becomes_a_header() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = event("org-1");
+        traced.metadata = serde_json::json!({"traceparent": valid});
+        assert_eq!(payload(message(&traced, 1 << 20, false).unwrap()).1.get("traceparent").unwrap().as_str(), valid);
+        traced.metadata = serde_json::json!({"traceparent": "\"".repeat(1000)});
+        assert!(payload(message(&traced, 1 << 20, false).unwrap()).1.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn an_event_refused_three_times_in_a_row_goes_as_a_reference_but_timeouts_do_not_count() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let (stuck, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut failures = Failures::default();
+        for _ in 0..5 {
+            failures.record(stuck, &PublishError::new(PublishErrorKind::TimedOut));
+        }
+        assert!(!failures.as_reference(stuck), "NATS being away is not the event's fault");
+        failures.record(stuck, &PublishError::new(PublishErrorKind::Other));
+        failures.record(stuck, &PublishError::new(PublishErrorKind::Other));
+        assert!(!failures.as_reference(stuck));
+        failures.record(stuck, &PublishError::new(PublishErrorKind::Other));
+        assert!(failures.as_reference(stuck));
+        assert!(!failures.as_reference(other));
+        failures.record(other, &PublishError::new(PublishErrorKind::Other));
+        assert!(!failures.as_reference(stuck), "a refusal of another event starts a new count");
+    }
+
+    #[test]
+    fn a_relay_is_stalled_only_when_behind_for_the_whole_window() {
+        let status = |lag, stalled_seconds| RelayStatus { position: 5, lag, stalled_seconds };
+        let window = Duration::from_secs(60);
+        assert!(status(3, 61.0).is_stalled(window));
+        assert!(!status(3, 59.0).is_stalled(window));
+        assert!(!status(0, 0.0).is_stalled(window));
+    }
 }

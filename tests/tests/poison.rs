@@ -288,3 +288,35 @@ async fn a_single_node_hub_has_no_relay_and_stays_ready() {
     assert!(body["head_position"].as_i64().unwrap() >= 1, "{body}");
     assert!(body.get("relay").is_none(), "no relay runs in single-node mode: {body}");
 }
+
+#[tokio::test]
+async fn an_event_the_stream_keeps_refusing_is_sent_as_a_reference_after_a_few_attempts() {
+    let nats = NatsServer::start().unwrap();
+    // A stream whose own message limit (32 KiB) is under the server's max_payload: the
+    // server acks such a publish with an error, every time.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "HUB_EVENTS".into(),
+        subjects: vec!["hub.events.>".into()],
+        max_message_size: 32 * 1024,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stack = stack(nats, &[]).await;
+    let org = organization(&stack.operator, "Acme").await;
+    let ws = stack.operator.post("/v1/workspaces", new_workspace(&org, "W")).await.expect(201);
+    let ws = ws.body["id"].as_str().unwrap().to_owned();
+
+    let keys: Vec<Value> =
+        (0..5).map(|i| json!({"id": format!("k{i}"), "algorithm": "rs256", "key": public_key(8_000)})).collect();
+    stack.operator.patch(&format!("/v1/workspaces/{ws}"), json!({"public_keys": keys})).await.expect(200);
+    on_alpha(&stack, &ws, "the refused event to reach alpha", |s| {
+        s["public_keys"].as_array().is_some_and(|k| k.len() == 5)
+    })
+    .await;
+    stack.operator.patch(&format!("/v1/workspaces/{ws}"), json!({"settings": {"after": true}})).await.expect(200);
+    on_alpha(&stack, &ws, "a later event to reach alpha", |s| s["settings"]["after"] == json!(true)).await;
+    assert!(stack.hub.logs().contains("relay publish failed"), "the refusals were logged");
+}
