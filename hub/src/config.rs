@@ -41,6 +41,9 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// `HUB_MAX_CONNECTIONS`, default 1024: connections served at once.
     pub max_connections: usize,
+    /// `HUB_RELAY_STALL_SECONDS`, default 60: how long the relay may stay behind the log
+    /// without progressing before `/readyz` answers 503.
+    pub relay_stall: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +110,14 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
         }
+        let relay_stall = match std::env::var("HUB_RELAY_STALL_SECONDS") {
+            Ok(text) => text.parse().ok().filter(|n| *n > 0).map(std::time::Duration::from_secs).ok_or(
+                ConfigError::Invalid { name: "HUB_RELAY_STALL_SECONDS", reason: "must be a positive integer".into() },
+            )?,
+            Err(_) => std::time::Duration::from_secs(60),
+        };
         Ok(Self {
+            relay_stall,
             smtp_url: var("SMTP_URL").map(SecretString::from),
             nats_url: var("NATS_URL").filter(|u| !u.is_empty()).map(SecretString::from),
             mail_from: var("HUB_MAIL_FROM").unwrap_or_else(|| "Admin API <no-reply@localhost>".into()),

@@ -7,6 +7,11 @@
 //! page with every ack in flight (`Nats-Msg-Id` = event id, so a retried publish is
 //! deduplicated by the stream), awaits the acks in order, then advances the checkpoint.
 //! A commit in this process wakes it at once; a timer covers other hubs' commits.
+//!
+//! No single event can stop it: an event too large for the server's `max_payload`, or
+//! one NATS keeps refusing, is published as a small reference (same `Nats-Msg-Id`) that
+//! the instances resolve from the hub's event feed. Any other trouble is retried, and a
+//! relay that stays behind without progressing says so in the log and in `/readyz`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use deadpool_postgres::tokio_postgres;
 use shared::RecordedEvent;
+use shared::relayed::Relayed;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -39,11 +45,13 @@ pub fn subject(event: &RecordedEvent, instance: Option<&str>) -> String {
     }
 }
 
-/// Runs the relay (as leader or standby) until the process ends.
-pub fn spawn(db_config: tokio_postgres::Config, nats_url: String, wake: Arc<Notify>) {
+/// Runs the relay (as leader or standby) until the process ends. A relay behind the log
+/// that has not progressed for `stall_after` says so in the log.
+pub fn spawn(db_config: tokio_postgres::Config, nats_url: String, wake: Arc<Notify>, stall_after: Duration) {
     tokio::spawn(async move {
+        let mut watch = Watch::new(stall_after);
         loop {
-            if let Err(error) = lead(&db_config, &nats_url, &wake).await {
+            if let Err(error) = lead(&db_config, &nats_url, &wake, &mut watch).await {
                 tracing::warn!(error = %format!("{error:#}"), "relay interrupted; retrying");
             }
             tokio::time::sleep(RETRY).await;
@@ -51,7 +59,12 @@ pub fn spawn(db_config: tokio_postgres::Config, nats_url: String, wake: Arc<Noti
     });
 }
 
-async fn lead(db_config: &tokio_postgres::Config, nats_url: &str, wake: &Notify) -> anyhow::Result<()> {
+async fn lead(
+    db_config: &tokio_postgres::Config,
+    nats_url: &str,
+    wake: &Notify,
+    watch: &mut Watch,
+) -> anyhow::Result<()> {
     let client = crate::db::connect(db_config).await?;
     loop {
         let locked: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK]).await?.get(0);
@@ -61,6 +74,16 @@ async fn lead(db_config: &tokio_postgres::Config, nats_url: &str, wake: &Notify)
         tokio::time::sleep(RETRY).await;
     }
     tracing::info!("relay leader elected");
+    // The watch runs beside the publishing, so a relay waiting on NATS is reported too.
+    tokio::select! {
+        result = publish(&client, nats_url, wake) => result,
+        result = watch.run(&client) => Err(result.into()),
+    }
+}
+
+/// Publishes until the database session is lost.
+async fn publish(client: &Client, nats_url: &str, wake: &Notify) -> anyhow::Result<()> {
+    let mut failures = Failures::default();
     loop {
         // NATS trouble keeps the leadership and retries from the checkpoint; losing the
         // database session ends it (the `?`s on `client`).
@@ -73,8 +96,7 @@ async fn lead(db_config: &tokio_postgres::Config, nats_url: &str, wake: &Notify)
                 continue;
             }
         };
-        let js = jetstream::new(nats);
-        match publish_loop(&client, &js, wake).await {
+        match publish_loop(client, &nats, wake, &mut failures).await {
             Ok(()) => return Ok(()),
             Err(RelayError::Database(error)) => return Err(error.into()),
             Err(RelayError::Nats(error)) => {
@@ -119,33 +141,155 @@ async fn ensure_stream(js: &jetstream::Context) -> Result<(), RelayError> {
     Ok(())
 }
 
-async fn publish_loop(client: &Client, js: &jetstream::Context, wake: &Notify) -> Result<(), RelayError> {
-    ensure_stream(js).await?;
+/// Refusals of one publish in a row after which the event goes as a reference.
+const REFERENCE_AFTER: u32 = 3;
+/// Room left in a message for its headers (`Nats-Msg-Id`, `traceparent`).
+const HEADER_ROOM: usize = 1024;
+
+/// Consecutive refusals of the event the relay is stuck on. Only refusals of the message
+/// count (an error answer, a size limit): a timeout or a lost connection is NATS being
+/// away, which a reference would not get through either.
+#[derive(Default)]
+struct Failures {
+    event_id: Option<Uuid>,
+    count: u32,
+}
+
+impl Failures {
+    fn record(&mut self, event_id: Uuid, error: &jetstream::context::PublishError) {
+        use jetstream::context::PublishErrorKind as Kind;
+        if matches!(error.kind(), Kind::TimedOut | Kind::BrokenPipe | Kind::StreamNotFound) {
+            return;
+        }
+        if self.event_id == Some(event_id) {
+            self.count += 1;
+        } else {
+            *self = Self { event_id: Some(event_id), count: 1 };
+        }
+    }
+
+    fn as_reference(&self, event_id: Uuid) -> bool {
+        self.event_id == Some(event_id) && self.count >= REFERENCE_AFTER
+    }
+}
+
+/// The message for `event`: the event itself, or a reference to it when it would not fit
+/// the server's `max_payload` or NATS kept refusing it. Same `Nats-Msg-Id` either way, so
+/// the stream keeps exactly one of the two.
+fn message(event: &RecordedEvent, max_payload: usize, as_reference: bool) -> Result<PublishMessage, RelayError> {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
+    // Stored metadata is bounded at the store; older events are checked again here.
+    let traceparent = event.metadata.get("traceparent").and_then(|v| v.as_str());
+    if let Some(traceparent) = traceparent.filter(|t| shared::metadata::is_traceparent(t)) {
+        headers.insert("traceparent", traceparent);
+    }
+    let mut payload = serde_json::to_vec(event).map_err(nats_error)?;
+    if as_reference || payload.len().saturating_add(HEADER_ROOM) > max_payload {
+        tracing::warn!(
+            position = event.position,
+            event_id = %event.event_id,
+            bytes = payload.len(),
+            max_payload,
+            "event published as a reference for the instances to fetch from the hub"
+        );
+        payload = serde_json::to_vec(&Relayed::reference(event)).map_err(nats_error)?;
+    }
+    Ok(PublishMessage::build().payload(payload.into()).headers(headers))
+}
+
+async fn publish_loop(
+    client: &Client,
+    nats: &async_nats::Client,
+    wake: &Notify,
+    failures: &mut Failures,
+) -> Result<(), RelayError> {
+    let js = jetstream::new(nats.clone());
+    ensure_stream(&js).await?;
     let mut checkpoint: i64 = client.query_one("SELECT position FROM relay_checkpoint", &[]).await?.get(0);
     loop {
         let events = crate::store::read_page(client, checkpoint, PAGE).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        if events.is_empty() {
             let _ = tokio::time::timeout(IDLE, wake.notified()).await;
             continue;
-        };
+        }
         let instances = placements(client, &events).await?;
         let mut acks = Vec::with_capacity(events.len());
+        let mut refused = None;
         for event in &events {
             let instance = workspace_id(event).and_then(|id| instances.get(&id)).and_then(Option::as_deref);
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
-            if let Some(traceparent) = event.metadata.get("traceparent").and_then(|v| v.as_str()) {
-                headers.insert("traceparent", traceparent);
+            let as_reference = failures.as_reference(event.event_id);
+            let message = message(event, nats.max_payload(), as_reference)?;
+            match js.send_publish(subject(event, instance), message).await {
+                Ok(ack) => acks.push((event, ack)),
+                Err(error) => {
+                    refused = Some((event, error));
+                    break;
+                }
             }
-            let payload = serde_json::to_vec(event).map_err(nats_error)?;
-            let message = PublishMessage::build().payload(payload.into()).headers(headers);
-            acks.push(js.send_publish(subject(event, instance), message).await.map_err(nats_error)?);
         }
-        for ack in acks {
-            ack.await.map_err(nats_error)?;
+        // The checkpoint advances over the acked prefix of the page; the first refusal
+        // ends the round (later acks may be in flight: they are deduplicated on retry).
+        let mut acked = None;
+        for (event, ack) in acks {
+            match ack.await {
+                Ok(_) => acked = Some(event.position),
+                Err(error) => {
+                    refused = Some((event, error));
+                    break;
+                }
+            }
         }
-        client.execute("UPDATE relay_checkpoint SET position = $1, updated_at = now()", &[&last]).await?;
-        checkpoint = last;
+        if let Some(position) = acked {
+            client.execute("UPDATE relay_checkpoint SET position = $1, updated_at = now()", &[&position]).await?;
+            checkpoint = position;
+        }
+        if let Some((event, error)) = refused {
+            failures.record(event.event_id, &error);
+            return Err(RelayError::Nats(format!("event at position {}: {error}", event.position)));
+        }
+    }
+}
+
+/// Watches the relay's progress, for the log.
+struct Watch {
+    stall_after: Duration,
+    warned_at: Option<std::time::Instant>,
+}
+
+/// How often the watch looks, and how often a stalled relay repeats its warning.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Watch {
+    fn new(stall_after: Duration) -> Self {
+        Self { stall_after, warned_at: None }
+    }
+
+    /// Warns (at most every 10 s) while the relay is behind and has not progressed for
+    /// `stall_after`; returns only when the database session fails.
+    async fn run(&mut self, client: &Client) -> tokio_postgres::Error {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let status = match status(client).await {
+                Ok(status) => status,
+                Err(error) => return error,
+            };
+            if !status.is_stalled(self.stall_after) {
+                self.warned_at = None;
+                continue;
+            }
+            if self.warned_at.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+                continue;
+            }
+            self.warned_at = Some(std::time::Instant::now());
+            tracing::warn!(
+                position = status.position,
+                lag = status.lag,
+                stalled_seconds = status.stalled_seconds,
+                "relay is behind the event log and not progressing"
+            );
+        }
     }
 }
 
@@ -167,11 +311,35 @@ async fn placements(
 }
 
 /// The relay's position and how far it trails the log.
-pub async fn lag(client: &impl tokio_postgres::GenericClient) -> Result<(i64, i64), tokio_postgres::Error> {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RelayStatus {
+    /// The position of the last event published.
+    pub position: i64,
+    /// Events committed but not yet published.
+    pub lag: i64,
+    /// How long the relay has been behind without progressing (0 when caught up): since
+    /// its last progress or the first unpublished event, whichever is later.
+    pub stalled_seconds: f64,
+}
+
+impl RelayStatus {
+    pub fn is_stalled(&self, after: Duration) -> bool {
+        self.lag > 0 && self.stalled_seconds >= after.as_secs_f64()
+    }
+}
+
+pub async fn status(client: &impl tokio_postgres::GenericClient) -> Result<RelayStatus, tokio_postgres::Error> {
     let row = client
-        .query_one("SELECT r.position, h.position - r.position FROM relay_checkpoint r, event_log_head h", &[])
+        .query_one(
+            "SELECT r.position, h.position - r.position, \
+             CASE WHEN h.position > r.position \
+                  THEN greatest(0, extract(epoch FROM now() - greatest(r.updated_at, e.recorded_at)))::float8 \
+                  ELSE 0 END \
+             FROM relay_checkpoint r CROSS JOIN event_log_head h LEFT JOIN events e ON e.position = r.position + 1",
+            &[],
+        )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok(RelayStatus { position: row.get(0), lag: row.get(1), stalled_seconds: row.get(2) })
 }
 
 #[cfg(test)]
@@ -200,5 +368,66 @@ mod tests {
         assert_eq!(subject(&event(ws), Some("alpha")), "hub.events.alpha.0190b5c4-0000-7000-8000-000000000001");
         assert_eq!(subject(&event(ws), None), format!("hub.events.hub.{ws}"));
         assert_eq!(subject(&event("org-1"), Some("alpha")), "hub.events.hub.org-1");
+    }
+
+    fn payload(message: PublishMessage) -> (Relayed, HeaderMap) {
+        let outbound = message.outbound_message("hub.events.x");
+        (serde_json::from_slice(&outbound.payload).unwrap(), outbound.headers.unwrap_or_default())
+    }
+
+    #[test]
+    fn an_event_over_the_servers_max_payload_goes_as_a_reference_with_the_same_message_id() {
+        let mut big = event("workspace-1");
+        big.event_id = Uuid::now_v7();
+        big.data = serde_json::json!({"settings": "x".repeat(100_000)});
+        let (relayed, headers) = payload(message(&big, 1024 * 1024, false).unwrap());
+        assert!(matches!(relayed, Relayed::Event(_)), "it fits 1 MiB");
+        assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), big.event_id.to_string());
+        let (relayed, headers) = payload(message(&big, 64 * 1024, false).unwrap());
+        match relayed {
+            Relayed::Reference { event_reference } => assert!(event_reference.matches(&big)),
+            other => panic!("expected a reference, got {other:?}"),
+        }
+        assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), big.event_id.to_string());
+        let (relayed, _) = payload(message(&event("workspace-1"), 1024 * 1024, true).unwrap());
+        assert!(matches!(relayed, Relayed::Reference { .. }), "a refused event goes as a reference");
+    }
+
+    #[test]
+    fn only_a_valid_stored_traceparent_becomes_a_header() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = event("org-1");
+        traced.metadata = serde_json::json!({"traceparent": valid});
+        assert_eq!(payload(message(&traced, 1 << 20, false).unwrap()).1.get("traceparent").unwrap().as_str(), valid);
+        traced.metadata = serde_json::json!({"traceparent": "\"".repeat(1000)});
+        assert!(payload(message(&traced, 1 << 20, false).unwrap()).1.get("traceparent").is_none());
+    }
+
+    #[test]
+    fn an_event_refused_three_times_in_a_row_goes_as_a_reference_but_timeouts_do_not_count() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let (stuck, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut failures = Failures::default();
+        for _ in 0..5 {
+            failures.record(stuck, &PublishError::new(PublishErrorKind::TimedOut));
+        }
+        assert!(!failures.as_reference(stuck), "NATS being away is not the event's fault");
+        failures.record(stuck, &PublishError::new(PublishErrorKind::Other));
+        failures.record(stuck, &PublishError::new(PublishErrorKind::Other));
+        assert!(!failures.as_reference(stuck));
+        failures.record(stuck, &PublishError::new(PublishErrorKind::Other));
+        assert!(failures.as_reference(stuck));
+        assert!(!failures.as_reference(other));
+        failures.record(other, &PublishError::new(PublishErrorKind::Other));
+        assert!(!failures.as_reference(stuck), "a refusal of another event starts a new count");
+    }
+
+    #[test]
+    fn a_relay_is_stalled_only_when_behind_for_the_whole_window() {
+        let status = |lag, stalled_seconds| RelayStatus { position: 5, lag, stalled_seconds };
+        let window = Duration::from_secs(60);
+        assert!(status(3, 61.0).is_stalled(window));
+        assert!(!status(3, 59.0).is_stalled(window));
+        assert!(!status(0, 0.0).is_stalled(window));
     }
 }

@@ -50,7 +50,12 @@ impl Application {
         let commit_signal = store.commit_signal();
         match (&config.nats_url, mode) {
             (Some(url), Mode::MultiInstance) => {
-                crate::relay::spawn(config.database_config()?, url.expose_secret().to_owned(), store.commit_signal())
+                crate::relay::spawn(
+                    config.database_config()?,
+                    url.expose_secret().to_owned(),
+                    store.commit_signal(),
+                    config.relay_stall,
+                )
             }
             (None, Mode::MultiInstance) => tracing::warn!("NATS_URL is not set: no relay publishes the events"),
             (_, Mode::SingleNode) => {}
@@ -75,6 +80,7 @@ impl Application {
                 auth_failures_per_minute: config.auth_failures_per_minute,
                 default_instance_id: (mode == Mode::SingleNode).then(|| EMBEDDED_INSTANCE_ID.to_owned()),
                 public_url: config.public_url.clone(),
+                relay_stall: (config.nats_url.is_some() && mode == Mode::MultiInstance).then_some(config.relay_stall),
             }),
             auth: Arc::new(Authenticator::new(KeyHasher::new(&pepper), config.operator_key.as_ref())),
             rate_limiter: Arc::default(),

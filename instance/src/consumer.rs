@@ -2,13 +2,17 @@
 //!
 //! Messages are acked only once applied (with their checkpoint). A redelivered message is a
 //! no-op; a message ahead of its workspace's checkpoint (one was lost, or a redelivery
-//! overtook it) makes the instance fetch the missing events from the hub first.
+//! overtook it) makes the instance fetch the missing events from the hub first. A message
+//! may carry a reference instead of the event (the relay sends one for an event NATS
+//! refused, e.g. over the server's `max_payload`): the event is fetched from the hub's
+//! feed before it is applied, in its place in the batch.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
 use shared::RecordedEvent;
+use shared::relayed::{EventReference, Relayed};
 use tokio_postgres::Client;
 
 use crate::apply::{Applied, apply_batch};
@@ -70,8 +74,9 @@ async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &
                     continue;
                 }
             };
-            match serde_json::from_slice::<RecordedEvent>(&message.payload) {
-                Ok(event) => events.push(event),
+            match serde_json::from_slice::<Relayed>(&message.payload) {
+                Ok(Relayed::Event(event)) => events.push(*event),
+                Ok(Relayed::Reference { event_reference }) => events.push(resolve(feed, &event_reference).await?),
                 Err(error) => tracing::error!(%error, subject = %message.subject, "unreadable message; skipped"),
             }
             ready.push(message);
@@ -84,6 +89,19 @@ async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &
         }
     }
     Ok(())
+}
+
+/// The event a reference names, from the hub's feed.
+pub async fn resolve(feed: &HubFeed, reference: &EventReference) -> anyhow::Result<RecordedEvent> {
+    match feed.next_event(reference.position - 1, &reference.stream_id).await? {
+        Some(event) if reference.matches(&event) => Ok(event),
+        _ => anyhow::bail!(
+            "the hub's feed has no event {} at position {} of {}",
+            reference.event_id,
+            reference.position,
+            reference.stream_id
+        ),
+    }
 }
 
 /// Most messages applied in one transaction.

@@ -64,7 +64,8 @@ pub async fn start(
         }
     });
     let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key), auth_failures_per_minute));
-    Ok(crate::runtime::router(runtime))
+    // Merged after the hub's own layers, so it carries its own `Request-Id`.
+    Ok(crate::runtime::router(runtime).layer(axum::middleware::from_fn(crate::request_id::request_id)))
 }
 
 /// Applies the next page of the log; `Ok(true)` when a full page was read.

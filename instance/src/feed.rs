@@ -73,11 +73,20 @@ impl HubFeed {
 
     /// Up to `PAGE` events after `after`, of one stream or of the whole log.
     pub async fn page(&self, after: i64, stream_id: Option<&str>) -> anyhow::Result<Vec<RecordedEvent>> {
+        self.events(after, stream_id, PAGE).await
+    }
+
+    /// The first event of `stream_id` after `after` (what a relayed reference names).
+    pub async fn next_event(&self, after: i64, stream_id: &str) -> anyhow::Result<Option<RecordedEvent>> {
+        Ok(self.events(after, Some(stream_id), 1).await?.into_iter().next())
+    }
+
+    async fn events(&self, after: i64, stream_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<RecordedEvent>> {
         let mut request = self
             .http
             .get(format!("{}/v1/events", self.base))
             .bearer_auth(self.key.expose_secret())
-            .query(&[("after", after.to_string()), ("limit", PAGE.to_string())]);
+            .query(&[("after", after.to_string()), ("limit", limit.to_string())]);
         if let Some(stream) = stream_id {
             request = request.query(&[("stream_id", stream)]);
         }

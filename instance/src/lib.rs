@@ -10,5 +10,6 @@ pub mod consumer;
 pub mod embedded;
 pub mod feed;
 pub mod migrate;
+pub mod request_id;
 pub mod runtime;
 pub mod startup;

@@ -72,7 +72,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .route("/readyz", get(readyz))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
-        .merge(crate::runtime::router(runtime));
+        .merge(crate::runtime::router(runtime))
+        .layer(axum::middleware::from_fn(crate::request_id::request_id));
     let listener =
         TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %config.listen_addr, instance = %config.instance_id, "instance listening");

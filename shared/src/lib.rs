@@ -14,6 +14,7 @@ pub mod hash;
 pub mod keys;
 pub mod metadata;
 pub mod rate_limit;
+pub mod relayed;
 pub mod scope;
 pub mod serve;
 pub mod telemetry;

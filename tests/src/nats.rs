@@ -13,6 +13,8 @@ pub struct NatsServer {
     pub port: u16,
     pub store_dir: PathBuf,
     child: Option<Child>,
+    /// A configuration file passed with `-c` (e.g. a smaller `max_payload`).
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -24,7 +26,26 @@ impl NatsServer {
 
     /// A server of the caller's own (to stop and restart in a test).
     pub fn start() -> anyhow::Result<NatsServer> {
-        let mut server = NatsServer { port: 0, store_dir: process::new_dir("nats"), child: None };
+        Self::start_with(None)
+    }
+
+    /// A server of the caller's own whose configuration file holds `config` (nats-server
+    /// syntax, e.g. `max_payload: 65536`); the command line still sets port and store.
+    pub fn start_with_config(config: &str) -> anyhow::Result<NatsServer> {
+        Self::start_with(Some(config))
+    }
+
+    fn start_with(config: Option<&str>) -> anyhow::Result<NatsServer> {
+        let store_dir = process::new_dir("nats");
+        let config = match config {
+            Some(text) => {
+                let path = store_dir.join("nats.conf");
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let mut server = NatsServer { port: 0, store_dir, child: None, config };
         for _ in 0..5 {
             server.port = process::free_port();
             if server.spawn().is_ok() {
@@ -57,7 +78,11 @@ impl NatsServer {
         let program = process::find_program("nats-server", &[])
             .context("`nats-server` not found: install it (deploy/install-deps.sh)")?;
         let log = std::fs::File::create(self.store_dir.join("nats.log"))?;
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let mut child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store_dir)
             .stdin(Stdio::null())

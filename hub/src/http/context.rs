@@ -26,9 +26,15 @@ impl FromRequestParts<AppState> for Ctx {
         let metadata = Metadata {
             actor: principal.actor(ip),
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
-            idempotency_key: parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
-            traceparent: parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
-        };
+            idempotency_key: header(parts, "idempotency-key"),
+            traceparent: header(parts, "traceparent"),
+        }
+        .bounded();
         Ok(Self { principal, metadata, if_match: conditional::if_match(&parts.headers) })
     }
+}
+
+/// A header's text; `Metadata::bounded` then drops it unless it is within its bounds.
+fn header(parts: &Parts, name: &str) -> Option<String> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }

@@ -79,6 +79,9 @@ pub enum ApiError {
     Gone { code: &'static str, detail: String },
     #[error("request body exceeds the limit")]
     PayloadTooLarge,
+    /// The command would record an event over 256 KiB.
+    #[error("{0}")]
+    EventTooLarge(String),
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("{detail}")]
@@ -127,7 +130,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::Gone { .. } => StatusCode::GONE,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -147,6 +150,7 @@ impl ApiError {
             | Self::Unprocessable { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::EventTooLarge(_) => "event_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
             Self::RateLimited { .. } => "rate_limited",
@@ -256,6 +260,10 @@ impl From<AppendError> for ApiError {
                 .unwrap_or_else(|| Self::internal(describe(&db))),
             AppendError::Unavailable(_) | AppendError::Closed => Self::Unavailable,
             AppendError::Invalid(detail) => Self::internal(detail),
+            AppendError::TooLarge { bytes, .. } => Self::EventTooLarge(format!(
+                "the change would record an event of {bytes} bytes; events are limited to {} bytes",
+                shared::relayed::MAX_EVENT_BYTES
+            )),
         }
     }
 }
@@ -304,5 +312,18 @@ impl From<tokio_postgres::Error> for ApiError {
 impl From<shared::DecodeError> for ApiError {
     fn from(error: shared::DecodeError) -> Self {
         Self::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_over_the_limit_is_a_413_problem_with_a_stable_code() {
+        let error = ApiError::from(AppendError::TooLarge { event_type: "WorkspaceUpdated".into(), bytes: 300_000 });
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.code(), "event_too_large");
+        assert!(error.to_string().contains("262144"), "{error}");
     }
 }

@@ -1,4 +1,5 @@
-//! Liveness and readiness.
+//! Liveness and readiness. Readiness includes the relay: a hub whose relay has stayed
+//! behind the log without progressing is not ready (instances receive nothing).
 
 use axum::Json;
 use axum::extract::State;
@@ -30,14 +31,31 @@ pub struct Readiness {
     /// The last committed position of the event log.
     head_position: i64,
     schema_version: i32,
+    /// The relay to NATS; absent when none runs (single-node mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<RelayProgress>,
 }
 
-/// The database is reachable and every migration is applied.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RelayProgress {
+    /// The position of the last event published to NATS.
+    position: i64,
+    /// Events committed but not yet published.
+    lag: i64,
+    /// How long the relay has been behind without progressing (0 when caught up).
+    stalled_seconds: f64,
+}
+
+/// The database is reachable, every migration is applied, and the relay (if one runs) has
+/// not stayed behind the log without progressing for `HUB_RELAY_STALL_SECONDS`.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    responses((status = 200, description = "OK", body = Readiness), (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"))
+    responses(
+        (status = 200, description = "OK", body = Readiness),
+        (status = 503, description = "Not ready: the database is unreachable or unmigrated (`not_ready`), or the relay is stalled (`relay_stalled`)", body = Problem, content_type = "application/problem+json")
+    )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, axum::response::Response> {
     let unavailable = |detail: &str| {
@@ -52,5 +70,21 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, axum::
     }
     let head_position =
         crate::store::head_position(&**client).await.map_err(|_| unavailable("the event log is unreadable"))?;
-    Ok(Json(Readiness { status: "ready", head_position, schema_version: crate::migrate::latest_version() }))
+    let relay = match state.config.relay_stall {
+        None => None,
+        Some(stall) => {
+            let status =
+                crate::relay::status(&**client).await.map_err(|_| unavailable("the relay checkpoint is unreadable"))?;
+            if status.is_stalled(stall) {
+                let detail = format!(
+                    "the relay is {} events behind the log and has not progressed for {:.0} s",
+                    status.lag, status.stalled_seconds
+                );
+                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "relay_stalled", Some(detail))
+                    .into_response_with(StatusCode::SERVICE_UNAVAILABLE));
+            }
+            Some(RelayProgress { position: status.position, lag: status.lag, stalled_seconds: status.stalled_seconds })
+        }
+    };
+    Ok(Json(Readiness { status: "ready", head_position, schema_version: crate::migrate::latest_version(), relay }))
 }

@@ -38,7 +38,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         return next.run(request).await;
     };
     let key = match raw_key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => k.to_owned(),
+        Ok(k) if shared::metadata::is_idempotency_key(k) => k.to_owned(),
         _ => {
             return ApiError::BadRequest {
                 code: "invalid_idempotency_key",

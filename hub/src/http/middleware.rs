@@ -16,10 +16,7 @@ pub struct RequestId(pub String);
 
 fn valid_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
-    let ok = !text.is_empty()
-        && text.len() <= 128
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    ok.then(|| text.to_owned())
+    shared::metadata::is_request_id(text).then(|| text.to_owned())
 }
 
 /// Echoes a well-formed incoming `Request-Id`, otherwise makes one.

@@ -56,6 +56,8 @@ pub struct HttpConfig {
     pub default_instance_id: Option<String>,
     /// The base of links in emails.
     pub public_url: String,
+    /// When a relay publishes the log: how long it may stall before `/readyz` says 503.
+    pub relay_stall: Option<std::time::Duration>,
 }
 
 /// What every handler can reach.

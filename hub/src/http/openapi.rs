@@ -7,7 +7,14 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Admin API", description = "Event-sourced Admin API for multi-tenant platforms."),
+    info(
+        title = "Admin API",
+        description = "Event-sourced Admin API for multi-tenant platforms. Every response carries `Request-Id` \
+            (an incoming one of at most 128 characters of `[A-Za-z0-9._-]` is echoed, anything else is replaced by \
+            a generated id). `traceparent` is kept only when it is a valid W3C trace context. A change that would \
+            record an event over 256 KiB (the JSON of its data and metadata) is refused with 413, code \
+            `event_too_large`."
+    ),
     tags(
         (name = "operations", description = "Health and readiness"),
         (name = "organizations", description = "Tenants (operator)"),

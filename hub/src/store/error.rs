@@ -1,5 +1,6 @@
-//! Append errors. `Conflict` is the caller's to handle (HTTP 409/412); the rest are the
-//! store's condition (HTTP 503) or a programming error.
+//! Append errors. `Conflict` is the caller's to handle (HTTP 409/412), `TooLarge` the
+//! request's fault (HTTP 413); the rest are the store's condition (HTTP 503) or a
+//! programming error.
 
 use super::ExpectedVersion;
 
@@ -9,6 +10,10 @@ pub enum AppendError {
     Conflict { stream_id: String, expected: ExpectedVersion, actual: i64 },
     #[error("invalid commit: {0}")]
     Invalid(String),
+    /// An event over 256 KiB (the JSON of its data and metadata): it could not travel to
+    /// the instances, so it is never stored.
+    #[error("a `{event_type}` event of {bytes} bytes exceeds 256 KiB")]
+    TooLarge { event_type: String, bytes: usize },
     #[error("the database refused the commit")]
     Rejected(#[source] tokio_postgres::Error),
     #[error("the event store is unavailable")]

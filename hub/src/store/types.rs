@@ -1,6 +1,7 @@
 //! What callers hand to the store.
 
 use serde::Serialize;
+use shared::relayed::MAX_EVENT_BYTES;
 use shared::{DomainEvent, Metadata};
 use uuid::Uuid;
 
@@ -46,7 +47,8 @@ impl NewEvent {
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: shared::event::encode_untagged(event)?,
-            metadata: serde_json::to_value(metadata)?,
+            // Bounded again here, whoever built the metadata.
+            metadata: serde_json::to_value(metadata.bounded())?,
         })
     }
 }
@@ -88,6 +90,12 @@ impl Commit {
             }
             if self.appends[..i].iter().any(|a| a.stream_id == append.stream_id) {
                 return Err(AppendError::Invalid(format!("stream `{}` appears twice", append.stream_id)));
+            }
+            for event in &append.events {
+                let bytes = shared::relayed::event_bytes(&event.data, &event.metadata);
+                if bytes > MAX_EVENT_BYTES {
+                    return Err(AppendError::TooLarge { event_type: event.event_type.clone(), bytes });
+                }
             }
         }
         Ok(())
