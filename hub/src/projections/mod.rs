@@ -2,8 +2,8 @@
 //!
 //! Each reducer turns one recorded event into SQL steps; the writer runs them in order,
 //! pipelined with the insert of the events, before the commit. A reducer only copies the
-//! event into rows: every rule was enforced by `decide` (or, for uniqueness, cycles and tree depth,
-//! is enforced by constraints these steps hit inside the same transaction).
+//! event into rows: every rule was enforced by `decide` (or, for uniqueness, cycles and
+//! tree depth, is enforced by constraints these steps hit inside the same transaction).
 
 mod api_keys;
 mod organizations;
