@@ -29,6 +29,24 @@ pub async fn load<A: Aggregate>(store: &EventStore, id: Uuid) -> Result<(A, i64)
     Ok((state, history.last().map_or(0, |e| e.stream_version)))
 }
 
+/// Loads several aggregates of one kind with one read, in the order of `ids`.
+pub async fn load_all<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(A, i64)>, ApiError> {
+    let stream_ids: Vec<String> = ids.iter().map(|id| A::stream_id(*id)).collect();
+    let refs: Vec<&str> = stream_ids.iter().map(String::as_str).collect();
+    let mut histories = store.read_streams(&refs).await?;
+    stream_ids
+        .iter()
+        .map(|stream_id| {
+            let history = histories.remove(stream_id).unwrap_or_default();
+            let mut state = A::default();
+            for event in &history {
+                state.apply(&event.decode::<A::Event>()?);
+            }
+            Ok((state, history.last().map_or(0, |e| e.stream_version)))
+        })
+        .collect()
+}
+
 /// Marks the request's idempotency key as committed, in the command's own transaction.
 pub fn idempotency_mark(metadata: &Metadata) -> Option<SqlStep> {
     let key = metadata.idempotency_key.clone()?;
@@ -92,7 +110,9 @@ pub async fn execute_with<A: Aggregate>(
 }
 
 /// Runs a command on several aggregates of one kind, atomically (a subtree archive, a
-/// cascading delete). `if_match` pins the version of `ids[0]`.
+/// cascading delete). `if_match` pins the version of `ids[0]`. The aggregates are loaded
+/// with one read and written with one commit, so the cost is a few round trips however
+/// many there are.
 pub async fn execute_all<A: Aggregate>(
     store: &EventStore,
     ids: &[Uuid],
@@ -103,8 +123,8 @@ pub async fn execute_all<A: Aggregate>(
 ) -> Result<Vec<RecordedEvent>, ApiError> {
     'attempt: for _ in 0..ATTEMPTS {
         let mut appends = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            let (state, version) = load::<A>(store, *id).await?;
+        let loaded = load_all::<A>(store, ids).await?;
+        for (i, (id, (state, version))) in ids.iter().zip(loaded).enumerate() {
             if i == 0 && if_match.is_some_and(|expected| expected != version) {
                 return Err(ApiError::PreconditionFailed);
             }

@@ -102,6 +102,38 @@ async fn a_move_that_would_put_any_descendant_at_level_33_is_refused_and_a_move_
     assert_eq!(cycle.expect(409).body["code"], "cycle");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_moves_that_together_would_make_a_tree_too_deep_exactly_one_is_refused() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let (_, admin) = organization(&Api::new(&hub.url(""), Some(OPERATOR_KEY)), "racing").await;
+
+    // Alone, each move keeps every node within 32 levels: the branch's leaf lands at level
+    // 32 under the chain, or the chain goes one level down under a new root. Together the
+    // leaf would be at level 33, whichever commits first.
+    let levels = chain(&admin, "Level", None, 20).await;
+    let branch = chain(&admin, "Branch", None, 12).await;
+    let top = workspace(&admin, "Top", None).await;
+    let (branch_path, chain_path) = (format!("/v1/workspaces/{}", branch[0]), format!("/v1/workspaces/{}", levels[0]));
+    let (first, second) = tokio::join!(
+        admin.patch(&branch_path, json!({"parent_id": levels[19]})),
+        admin.patch(&chain_path, json!({"parent_id": top})),
+    );
+    let mut statuses = [first.status.as_u16(), second.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 422], "{} / {}", first.text, second.text);
+    let refused = if first.status == 422 { &first } else { &second };
+    assert_eq!(refused.body["code"], "too_deep");
+
+    let client = db.connect().await;
+    let deepest: i32 = client
+        .query_one("SELECT max(cardinality(ancestors)) FROM workspaces WHERE status <> 'deleted'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(deepest <= 32, "the tree is {deepest} levels deep");
+}
+
 #[tokio::test]
 async fn a_tree_thousands_of_levels_deep_already_in_the_log_is_served_and_the_hub_survives() {
     const LEVELS: usize = 3000;

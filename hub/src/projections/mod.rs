@@ -2,8 +2,8 @@
 //!
 //! Each reducer turns one recorded event into SQL steps; the writer runs them in order,
 //! pipelined with the insert of the events, before the commit. A reducer only copies the
-//! event into rows: every rule was enforced by `decide` (or, for uniqueness and cycles,
-//! is enforced by constraints these steps hit inside the same transaction).
+//! event into rows: every rule was enforced by `decide` (or, for uniqueness, cycles and
+//! tree depth, is enforced by constraints these steps hit inside the same transaction).
 
 mod api_keys;
 mod organizations;
@@ -55,6 +55,17 @@ pub enum ProjectionError {
 /// Turns events into read-model updates.
 pub trait Projector: Send + Sync + 'static {
     fn steps(&self, event: &RecordedEvent) -> Result<Vec<SqlStep>, ProjectionError>;
+
+    /// The steps of a commit's events, in order, with the same effect as `steps` of each.
+    /// A projector may merge runs of events into set-based statements: a subtree command
+    /// commits thousands of events, and one statement per row would dominate its cost.
+    fn steps_all(&self, events: &[RecordedEvent]) -> Result<Vec<SqlStep>, ProjectionError> {
+        let mut steps = Vec::with_capacity(events.len());
+        for event in events {
+            steps.extend(self.steps(event)?);
+        }
+        Ok(steps)
+    }
 }
 
 /// No read models: the bare event store.
@@ -81,5 +92,69 @@ impl Projector for ReadModels {
             "user" => Ok(users::steps(id, event)?),
             _ => Err(unknown()),
         }
+    }
+
+    fn steps_all(&self, events: &[RecordedEvent]) -> Result<Vec<SqlStep>, ProjectionError> {
+        let mut steps = Vec::with_capacity(events.len());
+        let mut statuses = workspaces::StatusRun::default();
+        for event in events {
+            let id = event.stream_id.strip_prefix("workspace-").and_then(|id| id.parse().ok());
+            if let Some(id) = id
+                && statuses.push(id, event)
+            {
+                continue;
+            }
+            steps.extend(statuses.take());
+            if let Some(id) = id
+                && statuses.push(id, event)
+            {
+                continue;
+            }
+            steps.extend(self.steps(event)?);
+        }
+        steps.extend(statuses.take());
+        Ok(steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(stream: Uuid, version: i64, event_type: &str, data: serde_json::Value) -> RecordedEvent {
+        RecordedEvent {
+            position: version,
+            stream_id: format!("workspace-{stream}"),
+            stream_version: version,
+            event_id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            data,
+            metadata: serde_json::json!({}),
+            recorded_at: chrono::Utc::now(),
+            prev_hash: vec![0; 32],
+            hash: vec![0; 32],
+        }
+    }
+
+    #[test]
+    fn consecutive_status_changes_of_distinct_workspaces_become_one_statement_in_order() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let renamed = serde_json::json!({"name": "Renamed"});
+        let events = [
+            event(a, 2, "WorkspaceArchived", serde_json::json!({})),
+            event(b, 2, "WorkspaceArchived", serde_json::json!({})),
+            event(c, 2, "WorkspaceArchived", serde_json::json!({})),
+            // The same row again: it must follow the first change, so the run ends.
+            event(a, 3, "WorkspaceRestored", serde_json::json!({})),
+            event(b, 3, "WorkspaceUpdated", renamed),
+            event(c, 3, "WorkspaceDeleted", serde_json::json!({})),
+        ];
+        let steps = ReadModels.steps_all(&events).unwrap();
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert!(steps[0].sql.contains("unnest"), "three archives in one statement");
+        assert!(!steps[1].sql.contains("unnest") && steps[1].sql.contains("status"), "a run of one");
+        assert!(steps[2].sql.contains("name = COALESCE"), "the update in its place");
+        assert!(!steps[3].sql.contains("unnest") && steps[3].sql.contains("status"));
     }
 }

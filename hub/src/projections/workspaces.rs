@@ -17,6 +17,58 @@ fn invitation_status(id: Uuid, status: &'static str, at: chrono::DateTime<chrono
     SqlStep::new("UPDATE invitations SET status = $2, updated_at = $3 WHERE id = $1", params![id, status, at])
 }
 
+/// A run of consecutive status changes (archive, restore, delete) of distinct workspaces,
+/// written as one `UPDATE ... FROM unnest(...)`: what a subtree command commits.
+#[derive(Default)]
+pub(super) struct StatusRun {
+    ids: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    versions: Vec<i64>,
+    ats: Vec<chrono::DateTime<chrono::Utc>>,
+    seen: std::collections::HashSet<Uuid>,
+}
+
+impl StatusRun {
+    /// Adds the event if it is a status change of a workspace not yet in the run (a
+    /// second change of the same row must follow the first, so it ends the run).
+    pub(super) fn push(&mut self, id: Uuid, event: &RecordedEvent) -> bool {
+        let status = match event.event_type.as_str() {
+            "WorkspaceArchived" => "archived",
+            "WorkspaceRestored" => "active",
+            "WorkspaceDeleted" => "deleted",
+            _ => return false,
+        };
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.ids.push(id);
+        self.statuses.push(status);
+        self.versions.push(event.stream_version);
+        self.ats.push(event.recorded_at);
+        true
+    }
+
+    /// The run's statement (none for an empty run); leaves the run empty.
+    pub(super) fn take(&mut self) -> Option<SqlStep> {
+        let run = std::mem::take(self);
+        match run.ids.len() {
+            0 => None,
+            1 => Some(status(run.ids[0], run.statuses[0], run.versions[0], run.ats[0])),
+            _ => Some(SqlStep::new(
+                "UPDATE workspaces w SET status = u.status, version = u.version, updated_at = u.at \
+                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[]) AS u(id, status, version, at) \
+                 WHERE w.id = u.id",
+                params![
+                    run.ids,
+                    run.statuses.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+                    run.versions,
+                    run.ats
+                ],
+            )),
+        }
+    }
+}
+
 pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, shared::DecodeError> {
     let (version, at) = (event.stream_version, event.recorded_at);
     let step = match event.decode::<WorkspaceEvent>()? {

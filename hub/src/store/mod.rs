@@ -78,6 +78,20 @@ impl EventStore {
         Ok(read::stream(&**client, stream_id, after_version).await?)
     }
 
+    /// The events of several streams, in one query: each stream's events in version order
+    /// (a stream with no events is absent from the map).
+    pub async fn read_streams(
+        &self,
+        stream_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<RecordedEvent>>, ReadError> {
+        let client = self.pool.get().await?;
+        let mut streams: std::collections::HashMap<String, Vec<RecordedEvent>> = std::collections::HashMap::new();
+        for event in read::streams(&**client, stream_ids).await? {
+            streams.entry(event.stream_id.clone()).or_default().push(event);
+        }
+        Ok(streams)
+    }
+
     /// Up to `limit` events with `position > after`, in position order.
     pub async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<RecordedEvent>, ReadError> {
         let client = self.pool.get().await?;

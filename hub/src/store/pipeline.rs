@@ -16,28 +16,35 @@ pub(super) type Request<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_post
 /// Awaits every request; returns the first error in request order, if any. A request
 /// that fails before the later ones were sent (e.g. a parameter the driver refuses
 /// client-side) stops the rest from being sent: a `COMMIT` is never sent after a failure.
+///
+/// Once sent, requests are awaited in order, and a wake-up polls only from the first
+/// unfinished request up to the first one still waiting: the server answers in order, so
+/// a later request cannot finish first, and a commit of thousands of statements costs
+/// linear, not quadratic, polling.
 pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Result<(), tokio_postgres::Error> {
     let mut pending: Vec<MaybeDone<Request<'_>>> = requests.into_iter().map(futures::future::maybe_done).collect();
     let mut started = 0;
+    let mut finished = 0;
     let mut failed = false;
     futures::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for (i, request) in pending.iter_mut().enumerate() {
-            if i >= started {
-                if failed {
-                    break;
-                }
-                started = i + 1;
-            }
+        // Send: poll each request once, in order, until one fails.
+        while started < pending.len() && !failed {
             // Each element is a boxed future, hence `Unpin`: `Pin::new` suffices.
-            let mut request = Pin::new(request);
-            if request.as_mut().poll(cx).is_pending() {
-                all_done = false;
-            } else if matches!(request.as_mut().output_mut(), Some(Err(_))) {
+            let mut request = Pin::new(&mut pending[started]);
+            started += 1;
+            if request.as_mut().poll(cx).is_ready() && matches!(request.as_mut().output_mut(), Some(Err(_))) {
                 failed = true;
             }
         }
-        if all_done { Poll::Ready(()) } else { Poll::Pending }
+        // Receive: in order; a request still waiting has registered the wake-up.
+        while finished < started {
+            let mut request = Pin::new(&mut pending[finished]);
+            if request.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            finished += 1;
+        }
+        Poll::Ready(())
     })
     .await;
     for request in &mut pending {

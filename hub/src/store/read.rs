@@ -35,6 +35,17 @@ pub(crate) async fn stream(
     Ok(rows.iter().map(from_row).collect())
 }
 
+/// Every event of the given streams, grouped by stream and in version order: one query
+/// however many streams (a subtree command loads thousands).
+pub(crate) async fn streams(
+    client: &impl GenericClient,
+    stream_ids: &[&str],
+) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version");
+    let rows = client.query(&sql, &[&stream_ids]).await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
 pub(crate) async fn all(
     client: &impl GenericClient,
     after: i64,

@@ -81,14 +81,16 @@ impl Commit {
         if self.appends.is_empty() {
             return Err(AppendError::Invalid("a commit must append to at least one stream".into()));
         }
-        for (i, append) in self.appends.iter().enumerate() {
+        // A set, not a scan per append: a subtree command commits to thousands of streams.
+        let mut seen = std::collections::HashSet::with_capacity(self.appends.len());
+        for append in &self.appends {
             if append.events.is_empty() {
                 return Err(AppendError::Invalid(format!("no events for stream `{}`", append.stream_id)));
             }
             if append.stream_id.is_empty() || append.stream_id.len() > 200 {
                 return Err(AppendError::Invalid("stream ids are 1 to 200 bytes".into()));
             }
-            if self.appends[..i].iter().any(|a| a.stream_id == append.stream_id) {
+            if !seen.insert(append.stream_id.as_str()) {
                 return Err(AppendError::Invalid(format!("stream `{}` appears twice", append.stream_id)));
             }
             for event in &append.events {

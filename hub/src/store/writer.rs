@@ -253,11 +253,10 @@ async fn write_on(
                 });
             }
         }
-        let commit_steps: Result<Vec<Vec<SqlStep>>, ProjectionError> =
-            recorded.iter().map(|e| projector.steps(e)).collect();
+        let commit_steps: Result<Vec<SqlStep>, ProjectionError> = projector.steps_all(&recorded);
         match commit_steps {
             Ok(commit_steps) => {
-                steps.extend(commit_steps.into_iter().flatten());
+                steps.extend(commit_steps);
                 accepted.push(commit);
                 rows.extend(&recorded);
                 results.push(Ok(recorded));
