@@ -181,6 +181,8 @@ async fn a_key_rotates_another_only_with_a_wider_grant_and_revokes_only_what_it_
     for narrower in [&local, &mortal] {
         refused(narrower.post(&format!("/v1/api-keys/{weak_id}/rotate"), json!({})).await, 403, "forbidden");
         refused(narrower.delete(&format!("/v1/api-keys/{weak_id}")).await, 403, "forbidden");
+        let rename = narrower.patch(&format!("/v1/api-keys/{weak_id}"), json!({"name": "mine"})).await;
+        refused(rename, 403, "forbidden");
     }
     // A key it minted is covered: rotating that is wider in scopes, addresses is inherited.
     let (child_id, _, _) = mint(&local, json!({"name": "child", "scopes": ["keys:read"]})).await;
