@@ -112,6 +112,8 @@ where
             Ok(_) => return Ok(()),
             Err(AppendError::Conflict { .. }) if pinned => return Err(ApiError::PreconditionFailed),
             Err(AppendError::Conflict { .. }) => continue,
+            // A key restricted to a deleted workspace was created meanwhile: plan again.
+            Err(AppendError::Rejected(error)) if constraint(&error) == Some("api_keys_workspaces_live") => continue,
             Err(error) => return Err(error.into()),
         }
     }
@@ -177,4 +179,8 @@ fn decide_each<A: Aggregate>(
         }
     }
     Ok(())
+}
+
+fn constraint(error: &tokio_postgres::Error) -> Option<&str> {
+    error.as_db_error().and_then(|e| e.constraint())
 }

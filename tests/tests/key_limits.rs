@@ -181,6 +181,8 @@ async fn a_key_rotates_another_only_with_a_wider_grant_and_revokes_only_what_it_
     for narrower in [&local, &mortal] {
         refused(narrower.post(&format!("/v1/api-keys/{weak_id}/rotate"), json!({})).await, 403, "forbidden");
         refused(narrower.delete(&format!("/v1/api-keys/{weak_id}")).await, 403, "forbidden");
+        let rename = narrower.patch(&format!("/v1/api-keys/{weak_id}"), json!({"name": "mine"})).await;
+        refused(rename, 403, "forbidden");
     }
     // A key it minted is covered: rotating that is wider in scopes, addresses is inherited.
     let (child_id, _, _) = mint(&local, json!({"name": "child", "scopes": ["keys:read"]})).await;
@@ -305,4 +307,28 @@ async fn deleting_an_organization_revokes_its_keys_and_instances_drop_its_worksp
     // Another organization is untouched.
     survivor.get("/v1/api-keys").await.expect(200);
     refused(operator.delete(&format!("/v1/organizations/{org}")).await, 404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_created_while_its_workspace_is_deleted_never_outlives_it() {
+    let stack = plain().await;
+    let admin = &stack.admin;
+    for round in 0..20 {
+        let doomed = workspace(admin, &format!("W{round}"), None).await;
+        let body = json!({"name": format!("racer{round}"), "scopes": ["keys:read"], "workspace_ids": [doomed]});
+        let path = format!("/v1/workspaces/{doomed}");
+        let (deleted, created) = tokio::join!(admin.delete(&path), admin.post("/v1/api-keys", body));
+        for reply in [&deleted, &created] {
+            assert!(!reply.status.is_server_error(), "{}", reply.text);
+        }
+        deleted.expect(204);
+        if created.status == 201 {
+            let key = admin.with_key(created.body["secret"].as_str().unwrap());
+            key.get("/v1/api-keys").await.expect(401);
+            let id = created.body["id"].as_str().unwrap();
+            assert_eq!(admin.get(&format!("/v1/api-keys/{id}")).await.expect(200).body["status"], "revoked");
+        } else {
+            assert!([409, 422].contains(&created.status.as_u16()), "{}", created.text);
+        }
+    }
 }

@@ -72,9 +72,13 @@ pub struct CreateApiKey {
     /// Required for the operator; a key creates keys of its own organization only.
     pub organization_id: Option<Uuid>,
     pub workspace_ids: Option<Vec<Uuid>>,
+    /// No later than the creating key's own expiry (absent: the creator's).
     pub expires_at: Option<DateTime<Utc>>,
-    /// IP addresses or CIDR ranges the key may be used from.
+    /// IP addresses or CIDR ranges the key may be used from, within the creating key's
+    /// (absent: the creator's).
     pub allowed_ips: Option<Vec<String>>,
+    /// A user of the organization; a creating key bound to a user binds the new key to
+    /// that same user (absent: the creator's).
     pub owner_user_id: Option<Uuid>,
 }
 
@@ -419,7 +423,8 @@ async fn get_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) 
     Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
 }
 
-/// Rename a key or change its scopes (never beyond the caller's own).
+/// Rename a key or change its scopes (never beyond the caller's own; the caller's grant
+/// must cover the key, as for a revocation).
 #[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)), request_body = UpdateApiKey,
     responses((status = 200, description = "OK", body = ApiKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn update_key(
@@ -441,7 +446,8 @@ async fn update_key(
     Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
 }
 
-/// Revoke a key: it fails from the next request on.
+/// Revoke a key: it fails from the next request on. The caller's grant must cover the key
+/// (scopes, workspaces, addresses, lifetime).
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)),
     responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
@@ -456,7 +462,8 @@ async fn revoke_key(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uuid
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Issue a new secret; the previous one keeps working for the grace period.
+/// Issue a new secret; the previous one keeps working for the grace period. The secret goes
+/// to the caller, so rotating another key needs a grant that covers it and is wider.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api keys", params(("id" = Uuid, Path)),
     request_body(content = Option<RotateApiKey>, description = "Optional: an empty body keeps the defaults"),
     responses((status = 200, description = "OK", body = ApiKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]

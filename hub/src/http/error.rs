@@ -225,6 +225,10 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             code: "tree_changed",
             detail: "the parent or a child of this workspace was archived or restored concurrently; retry".into(),
         }),
+        "api_keys_workspaces_live" => Some(ApiError::Conflict {
+            code: "tree_changed",
+            detail: "a workspace of this key was deleted concurrently; retry".into(),
+        }),
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),

@@ -534,7 +534,9 @@ async fn restore_workspace(
     change_subtree(&state, &ctx, id, WorkspaceCommand::Restore).await
 }
 
-/// Delete a workspace (with `cascade=true`, its whole subtree).
+/// Delete a workspace (with `cascade=true`, its whole subtree): its secrets are shredded,
+/// admin keys restricted to deleted workspaces alone are revoked, and keys restricted to
+/// others too keep only those.
 #[utoipa::path(delete, path = "/v1/workspaces/{id}", tag = "workspaces", params(("id" = Uuid, Path), DeleteQuery),
     responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn delete_workspace(
