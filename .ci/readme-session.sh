@@ -27,13 +27,14 @@ stop() {
 }
 trap stop EXIT
 
-# The first run builds the hub in release mode: allow 20 minutes.
-for _ in $(seq 1200); do
+# The first run builds the hub in release mode: allow 20 minutes (or README_SESSION_WAIT s).
+wait_seconds=${README_SESSION_WAIT:-1200}
+for _ in $(seq "$wait_seconds"); do
     curl -sf http://127.0.0.1:8080/readyz >/dev/null && break
     kill -0 "$runner" 2>/dev/null || { echo "the run command exited:" >&2; tail -n 30 "$log" >&2; exit 1; }
     sleep 1
 done
-curl -sf http://127.0.0.1:8080/readyz >/dev/null || { echo "not ready after 20 min:" >&2; tail -n 30 "$log" >&2; exit 1; }
+curl -sf http://127.0.0.1:8080/readyz >/dev/null || { echo "not ready after $wait_seconds s:" >&2; tail -n 30 "$log" >&2; exit 1; }
 
 session=$(printf '%s\n%s\n' "$(block 2)" "$(block 3)")
 # The session as written, then one more look at the runtime API with the token it made.
