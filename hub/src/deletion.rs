@@ -33,7 +33,7 @@ pub async fn delete_workspaces(
     if_match: Option<i64>,
     metadata: &Metadata,
 ) -> Result<(), ApiError> {
-    run(store, metadata, if_match.is_some(), || async {
+    run(store, metadata, || async {
         let mut appends = Vec::new();
         let workspaces = load_many::<Workspace>(store, ids).await?;
         if let (Some(expected), Some((_, _, version))) = (if_match, workspaces.first())
@@ -62,7 +62,7 @@ pub async fn delete_organization(
     if_match: Option<i64>,
     metadata: &Metadata,
 ) -> Result<(), ApiError> {
-    run(store, metadata, if_match.is_some(), || async {
+    run(store, metadata, || async {
         let mut appends = Vec::new();
         let organization = load_many::<Organization>(store, &[id]).await?;
         if let (Some(expected), Some((_, _, version))) = (if_match, organization.first())
@@ -96,8 +96,8 @@ pub async fn delete_organization(
 }
 
 /// Plans and commits; a concurrent change to any stream makes it plan again on the new
-/// state, unless the client pinned a version.
-async fn run<F, Fut>(store: &EventStore, metadata: &Metadata, pinned: bool, plan: F) -> Result<(), ApiError>
+/// state (the plan answers 412 when the version the client pinned is gone).
+async fn run<F, Fut>(store: &EventStore, metadata: &Metadata, plan: F) -> Result<(), ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Commit, ApiError>>,
@@ -110,7 +110,8 @@ where
         commit.extra.extend(idempotency_mark(metadata));
         match store.commit(commit).await {
             Ok(_) => return Ok(()),
-            Err(AppendError::Conflict { .. }) if pinned => return Err(ApiError::PreconditionFailed),
+            // Planning again checks the pinned version: a change elsewhere (a key rotated
+            // meanwhile) is no reason for a 412.
             Err(AppendError::Conflict { .. }) => continue,
             // A key restricted to a deleted workspace was created meanwhile: plan again.
             Err(AppendError::Rejected(error)) if constraint(&error) == Some("api_keys_workspaces_live") => continue,

@@ -195,9 +195,11 @@ impl Authenticator {
             Some("deleted") => return Err(ApiError::Unauthorized("this key is revoked: its user was deleted")),
             _ => {}
         }
-        let allowed: Vec<IpNet> = row.get::<_, Vec<String>>(5).iter().filter_map(|cidr| cidr.parse().ok()).collect();
+        let allowed: Vec<String> = row.get(5);
         if !allowed.is_empty() {
-            let permitted = ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip)));
+            let permitted = ip.is_some_and(|ip| {
+                allowed.iter().filter_map(|cidr| cidr.parse::<IpNet>().ok()).any(|net| net.contains(&ip))
+            });
             if !permitted {
                 return Err(ApiError::Forbidden("this key may not be used from this address".into()));
             }
@@ -219,7 +221,7 @@ impl Authenticator {
                 state.config.rate_limit_per_minute,
             )),
             owner_user_id: row.get(12),
-            allowed_ips: allowed,
+            allowed_ips: allowed.iter().filter_map(|cidr| cidr.parse().ok()).collect(),
             expires_at: row.get(4),
         }))
     }

@@ -1,11 +1,11 @@
 //! The admin API key aggregate.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, Duration, SubsecRound as _, Utc};
+use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+pub use super::grant::{Ancestry, Grantor, Reach};
+use super::grant::{ips_cover, stored, workspaces_cover};
 use super::{Aggregate, DomainError, values};
 use crate::events::api_key::{ApiKeyCreated, ApiKeyEvent, ApiKeyRotated, ApiKeyUpdated, ApiKeyWorkspacesRemoved};
 use crate::metadata::Actor;
@@ -22,102 +22,6 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     pub allowed_ips: Vec<IpNet>,
     pub owner_user_id: Option<Uuid>,
-}
-
-/// What the principal creating, changing, rotating or revoking a key holds: nobody grants
-/// more than that, and nobody takes over a key their own grant does not cover.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grantor {
-    /// The operator holds everything and may rotate any key.
-    pub operator: bool,
-    pub scopes: Scopes,
-    /// `None`: not restricted to workspaces.
-    pub workspace_ids: Option<Vec<Uuid>>,
-    /// The user the principal is bound to; the keys it creates are bound to the same user.
-    pub owner_user_id: Option<Uuid>,
-    /// Empty: usable from any address.
-    pub allowed_ips: Vec<IpNet>,
-    /// `None`: never expires.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl Grantor {
-    pub fn operator() -> Self {
-        Self {
-            operator: true,
-            scopes: Scopes::all(),
-            workspace_ids: None,
-            owner_user_id: None,
-            allowed_ips: Vec::new(),
-            expires_at: None,
-        }
-    }
-
-    fn reach(&self) -> Reach<'_> {
-        Reach {
-            scopes: &self.scopes,
-            workspace_ids: self.workspace_ids.as_deref(),
-            allowed_ips: &self.allowed_ips,
-            expires_at: self.expires_at,
-        }
-    }
-}
-
-/// Each workspace's ancestors, itself included, as the tree holds them: what lets the pure
-/// rules tell whether one set of workspaces lies within another's subtrees. It must hold
-/// every workspace the compared grants name; a workspace it lacks is within nothing.
-pub type Ancestry = HashMap<Uuid, Vec<Uuid>>;
-
-/// The four powers a grant is compared on: scopes, workspaces, addresses, lifetime.
-#[derive(Debug, Clone, Copy)]
-pub struct Reach<'a> {
-    pub scopes: &'a Scopes,
-    /// `None`: every workspace of the organization.
-    pub workspace_ids: Option<&'a [Uuid]>,
-    /// Empty: any address.
-    pub allowed_ips: &'a [IpNet],
-    /// `None`: forever.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl Reach<'_> {
-    /// Whether everything `inner` may do, `self` may do too.
-    pub fn covers(&self, inner: &Reach<'_>, ancestry: &Ancestry) -> bool {
-        self.scopes.covers(inner.scopes)
-            && workspaces_cover(self.workspace_ids, inner.workspace_ids, ancestry)
-            && ips_cover(self.allowed_ips, inner.allowed_ips)
-            && self.expires_at.is_none_or(|outer| inner.expires_at.is_some_and(|at| stored(at) <= stored(outer)))
-    }
-
-    /// Covers `inner` and holds more in at least one of the four powers.
-    pub fn wider_than(&self, inner: &Reach<'_>, ancestry: &Ancestry) -> bool {
-        self.covers(inner, ancestry) && !inner.covers(self, ancestry)
-    }
-}
-
-/// A time as the read models keep it (whole microseconds): a key's expiry read back from
-/// the database must compare equal to the one in its event.
-fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.trunc_subsecs(6)
-}
-
-/// `None` is every workspace; `Some(roots)` is the subtrees under `roots`.
-fn workspaces_cover(outer: Option<&[Uuid]>, inner: Option<&[Uuid]>, ancestry: &Ancestry) -> bool {
-    match (outer, inner) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(roots), Some(ids)) => {
-            !ids.is_empty()
-                && ids.iter().all(|id| {
-                    roots.contains(id) || ancestry.get(id).is_some_and(|up| up.iter().any(|a| roots.contains(a)))
-                })
-        }
-    }
-}
-
-/// Empty is every address; otherwise every range of `inner` lies within one of `outer`.
-pub fn ips_cover(outer: &[IpNet], inner: &[IpNet]) -> bool {
-    outer.is_empty() || (!inner.is_empty() && inner.iter().all(|net| outer.iter().any(|o| o.contains(net))))
 }
 
 #[derive(Debug, Clone)]
