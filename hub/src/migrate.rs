@@ -84,7 +84,7 @@ pub async fn may_migrate(client: &impl tokio_postgres::GenericClient) -> Result<
     Ok(client
         .query_one(
             "SELECT CASE WHEN to_regclass('public.events') IS NULL THEN has_schema_privilege('public', 'CREATE') \
-             ELSE pg_has_role((SELECT relowner FROM pg_class WHERE oid = 'public.events'::regclass), 'USAGE') END",
+             ELSE pg_has_role((SELECT relowner FROM pg_class WHERE oid = to_regclass('public.events')), 'USAGE') END",
             &[],
         )
         .await?
@@ -98,13 +98,11 @@ pub fn latest_version() -> i32 {
 
 /// Whether the database has every migration this binary knows.
 pub async fn is_current(client: &impl tokio_postgres::GenericClient) -> Result<bool, tokio_postgres::Error> {
-    let applied: Option<i32> = client
-        .query_one(
-            "SELECT CASE WHEN to_regclass('refinery_schema_history') IS NULL THEN NULL \
-             ELSE (SELECT max(version) FROM refinery_schema_history) END",
-            &[],
-        )
-        .await?
-        .get(0);
+    // Two queries: a statement naming a missing table fails as a whole.
+    let exists: bool = client.query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(false);
+    }
+    let applied: Option<i32> = client.query_one("SELECT max(version) FROM refinery_schema_history", &[]).await?.get(0);
     Ok(applied.is_some_and(|v| v >= latest_version()))
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use e2e::binaries::hub_command;
-use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase, wait_until};
+use e2e::{Api, HubProcess, InstanceProcess, MASTER_KEY, NatsServer, OPERATOR_KEY, PgServer, TestDatabase, wait_until};
 use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
 
@@ -18,6 +18,11 @@ fn output(out: &std::process::Output) -> String {
 
 /// Creates an organization, an all-scopes key for it and a workspace renamed once.
 async fn renamed_workspace(hub: &HubProcess) -> String {
+    placed_workspace(hub, None).await
+}
+
+/// [`renamed_workspace`], placed on the instance `instance_id` when given.
+async fn placed_workspace(hub: &HubProcess, instance_id: Option<&str>) -> String {
     let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
     let org = operator
         .post("/v1/organizations", json!({"name": "acme", "email": "ops@acme.test", "plan": "pro"}))
@@ -28,7 +33,8 @@ async fn renamed_workspace(hub: &HubProcess) -> String {
         .await
         .expect(201);
     let admin = operator.with_key(key.body["secret"].as_str().unwrap());
-    let workspace = admin.post("/v1/workspaces", json!({"name": "Sales"})).await.expect(201);
+    let workspace =
+        admin.post("/v1/workspaces", json!({"name": "Sales", "instance_id": instance_id})).await.expect(201);
     let id = workspace.body["id"].as_str().unwrap().to_owned();
     admin.patch(&format!("/v1/workspaces/{id}"), json!({"name": "Sales EU"})).await.expect(200);
     id
@@ -36,15 +42,23 @@ async fn renamed_workspace(hub: &HubProcess) -> String {
 
 /// Waits until the embedded instance applied the workspace's newest event; returns its position.
 async fn applied_by_the_embedded_instance(db: &TestDatabase, workspace: &str) -> i64 {
-    let client = db.connect().await;
+    applied_by(db, "instance.workspaces", db, workspace).await
+}
+
+/// Waits until the instance whose checkpoints are in `table` of `witness` applied the
+/// workspace's newest event in the hub's `log`; returns its position.
+async fn applied_by(log: &TestDatabase, table: &str, witness: &TestDatabase, workspace: &str) -> i64 {
+    let client = log.connect().await;
     let stream = format!("workspace-{workspace}");
     let last: i64 =
         client.query_one("SELECT max(position) FROM events WHERE stream_id = $1", &[&stream]).await.unwrap().get(0);
     let id: uuid::Uuid = workspace.parse().unwrap();
-    wait_until("the embedded instance to apply the workspace", Duration::from_secs(20), || {
-        let client = &client;
+    let witness = witness.connect().await;
+    let query = format!("SELECT position FROM {table} WHERE id = $1");
+    wait_until("the instance to apply the workspace", Duration::from_secs(30), || {
+        let (client, query) = (&witness, &query);
         async move {
-            let row = client.query_opt("SELECT position FROM instance.workspaces WHERE id = $1", &[&id]).await.ok()?;
+            let row = client.query_opt(query, &[&id]).await.ok()?;
             row.filter(|r| r.get::<_, i64>(0) == last).map(|_| ())
         }
     })
@@ -168,4 +182,79 @@ async fn a_rewritten_log_with_a_recomputed_chain_passes_verify_but_not_the_witne
     let report = stdout(&witness);
     assert!(report.contains(&workspace), "{report}");
     assert!(report.contains(&format!("position {applied}")), "{report}");
+}
+
+#[tokio::test]
+async fn a_separate_instance_witnesses_a_rewritten_log() {
+    let nats = NatsServer::start().unwrap();
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let instance_db = PgServer::shared().empty_database().await;
+    let _alpha = InstanceProcess::instance("alpha", &instance_db.url, &nats.url(), &hub.url("")).await;
+    let workspace = placed_workspace(&hub, Some("alpha")).await;
+    let applied = applied_by(&db, "workspaces", &instance_db, &workspace).await;
+
+    let intact = hub_command(&db.url, &["events", "verify", "--witness", &instance_db.url]);
+    assert_eq!(intact.status.code(), Some(0), "{}", output(&intact));
+    assert!(stdout(&intact).contains("1 workspace"), "{}", output(&intact));
+
+    // Rewriting the first event of the log changes every hash after it.
+    rewrite_and_rechain(&db, 1, |data| data["name"] = json!("Forged")).await;
+    let verify = hub_command(&db.url, &["events", "verify"]);
+    assert_eq!(verify.status.code(), Some(0), "the recomputed chain verifies: {}", output(&verify));
+    let witness = hub_command(&db.url, &["events", "verify", "--witness", &instance_db.url]);
+    assert_eq!(witness.status.code(), Some(1), "{}", output(&witness));
+    let report = stdout(&witness);
+    assert!(report.contains(&workspace) && report.contains(&format!("position {applied}")), "{report}");
+}
+
+#[tokio::test]
+async fn a_serving_role_serves_only_a_database_the_owner_migrated_for_it() {
+    let db = PgServer::shared().empty_database().await;
+    let serve = |env: &[(&str, &str)]| {
+        std::process::Command::new(e2e::binaries::binary("hub"))
+            .arg("serve")
+            .env("DATABASE_URL", db.serving_url())
+            .env("HUB_OPERATOR_KEY", OPERATOR_KEY)
+            .env("HUB_MASTER_KEY", MASTER_KEY)
+            .env("HUB_LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = serve(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", output(&refused));
+    assert!(output(&refused).contains("run `hub migrate`"), "{}", output(&refused));
+
+    let migrate = std::process::Command::new(e2e::binaries::binary("hub"))
+        .arg("migrate")
+        .env("DATABASE_URL", db.serving_url())
+        .env("HUB_MIGRATION_DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{}", output(&migrate));
+    assert!(output(&migrate).contains("serving role hub_serve granted"), "{}", output(&migrate));
+
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let workspace = renamed_workspace(&hub).await;
+    applied_by_the_embedded_instance(&db, &workspace).await;
+    let serving: tokio_postgres::Config = db.serving_url().parse().unwrap();
+    let serving = hub::db::connect(&serving).await.unwrap();
+    let error = serving.batch_execute("DELETE FROM events").await.expect_err("the serving role deletes no event");
+    assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{error:?}");
+    let owner = serving.query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'events'", &[]).await;
+    assert_eq!(owner.unwrap().get::<_, String>(0), "postgres");
+}
+
+#[tokio::test]
+async fn a_hub_serving_as_the_owner_still_migrates_a_fresh_database_at_start() {
+    let db = PgServer::shared().empty_database().await;
+    // A key/value connection string: the harness leaves it as it is, so this hub serves
+    // as the superuser that owns everything.
+    let owner = format!("host=127.0.0.1 port={} user=postgres dbname={}", PgServer::shared().port, db.name);
+    let hub = HubProcess::spawn(&owner, &["--single-node"], &[]).await;
+    let workspace = renamed_workspace(&hub).await;
+    applied_by_the_embedded_instance(&db, &workspace).await;
 }
