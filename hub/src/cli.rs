@@ -18,6 +18,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Admin API.
+    ///
+    /// Migrates first when DATABASE_URL's role owns the schema; a least-privileged role
+    /// never migrates: the hub refuses to start until `hub migrate` has run.
     Serve {
         /// Run an embedded instance in this process (needs only PostgreSQL).
         #[arg(long)]
