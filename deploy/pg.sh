@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # A local PostgreSQL server for the single-node product, with its data under .data/.
-#   deploy/pg.sh start   initialize (first time) and start; prints DATABASE_URL
-#   deploy/pg.sh stop    stop it
+#   deploy/pg.sh start        initialize (first time) and start; prints the owning role's URL
+#                             (for `hub migrate`, as HUB_MIGRATION_DATABASE_URL)
+#   deploy/pg.sh serving-url  prints the serving role's URL (DATABASE_URL of `hub serve`)
+#   deploy/pg.sh stop         stop it
+# Two roles: `postgres` owns the schema and migrates it; the login role `admin_api_serve`
+# (password in .data/pg-serve-password) gets from `hub migrate` only the rights serving
+# needs, so the serving hub can neither rewrite the event log nor drop its triggers.
 # Listens on 127.0.0.1:${PGPORT:-5433} with password authentication. As root, the server
 # runs as the `postgres` user (initdb refuses root); when that user cannot enter the clone
 # (a clone under root's 0700 home), the cluster lives under /var/lib/admin-api/ instead,
@@ -12,6 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data=$root/.data
 port=${PGPORT:-5433}
 database=${PGDATABASE_NAME:-admin_api}
+serve_role=admin_api_serve
 
 pg_bin() {
     if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return; fi
@@ -71,7 +77,22 @@ start() {
         "SELECT 1 FROM pg_database WHERE datname = '$database'")" ]; then
         psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc "CREATE DATABASE $database" >/dev/null
     fi
+    if [ ! -f "$data/pg-serve-password" ]; then
+        (umask 077; head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$data/pg-serve-password")
+    fi
+    if [ -z "$(psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_roles WHERE rolname = '$serve_role'")" ]; then
+        # On stdin, so the password shows in no process list.
+        psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -q >/dev/null <<SQL
+CREATE ROLE $serve_role LOGIN PASSWORD '$(cat "$data/pg-serve-password")';
+SQL
+    fi
     echo "postgres://postgres:$password@127.0.0.1:$port/$database"
+}
+
+serving_url() {
+    [ -f "$data/pg-serve-password" ] || { echo "run deploy/pg.sh start first" >&2; exit 1; }
+    echo "postgres://$serve_role:$(cat "$data/pg-serve-password")@127.0.0.1:$port/$database"
 }
 
 stop() {
@@ -81,6 +102,7 @@ stop() {
 
 case "${1:-}" in
     start) start ;;
+    serving-url) serving_url ;;
     stop) stop ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    *) echo "usage: $0 start|serving-url|stop" >&2; exit 2 ;;
 esac

@@ -56,7 +56,9 @@ wait_ready() {
     exit 1
 }
 
-target/release/hub serve > .data/hub.log 2>&1 &
+# The owner migrates and grants; the hub serves as the least-privileged role.
+HUB_MIGRATION_DATABASE_URL=$DATABASE_URL DATABASE_URL=$(deploy/pg.sh serving-url) target/release/hub migrate
+DATABASE_URL=$(deploy/pg.sh serving-url) target/release/hub serve > .data/hub.log 2>&1 &
 pids+=($!)
 wait_ready hub "http://$HUB_LISTEN_ADDR/readyz" "$!" .data/hub.log
 

@@ -9,10 +9,14 @@ cd "$root"
 deploy/install-deps.sh
 cargo build --release --locked -p hub
 
-DATABASE_URL=$(deploy/pg.sh start)
+# Least privilege: the owning role migrates and grants; the hub serves as a role that can
+# read and append to the event log but neither rewrite it nor drop its triggers.
+owner_url=$(deploy/pg.sh start)
+DATABASE_URL=$(deploy/pg.sh serving-url)
 export DATABASE_URL
 trap 'deploy/pg.sh stop' EXIT
 trap 'exit 130' INT TERM
+HUB_MIGRATION_DATABASE_URL=$owner_url target/release/hub migrate
 
 key_file=.data/operator-key
 if [ ! -f "$key_file" ]; then

@@ -17,6 +17,9 @@ fn parse_master_key(text: &str) -> Result<SecretBox<[u8; 32]>, ConfigError> {
 pub struct Config {
     /// `DATABASE_URL`: a libpq-style URL or key/value string.
     pub database_url: SecretString,
+    /// `HUB_MIGRATION_DATABASE_URL`: the same database as the owning role, for `hub migrate`
+    /// and `hub projections rebuild`; `DATABASE_URL` is then the serving role's.
+    pub migration_database_url: Option<SecretString>,
     /// `HUB_LISTEN_ADDR`, default `127.0.0.1:8080`; port 0 picks a free port.
     pub listen_addr: SocketAddr,
     /// `HUB_OPERATOR_KEY`: at least 32 characters.
@@ -123,6 +126,7 @@ impl Config {
             mail_from: var("HUB_MAIL_FROM").unwrap_or_else(|| "Admin API <no-reply@localhost>".into()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             database_url: SecretString::from(database_url),
+            migration_database_url: var("HUB_MIGRATION_DATABASE_URL").filter(|u| !u.is_empty()).map(SecretString::from),
             listen_addr,
             operator_key,
             pool_size,
@@ -137,6 +141,28 @@ impl Config {
     pub fn key_pepper(&self) -> Result<Vec<u8>, ConfigError> {
         let master = self.master_key.as_ref().ok_or(ConfigError::Missing("HUB_MASTER_KEY"))?;
         Ok(shared::keys::KeyHasher::new(master.expose_secret()).hash("admin-api/key-pepper/v1"))
+    }
+
+    /// The owning role's connection: `HUB_MIGRATION_DATABASE_URL`, else `DATABASE_URL`.
+    pub fn migration_database_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        match &self.migration_database_url {
+            Some(url) => url.expose_secret().parse().map_err(|_| ConfigError::Invalid {
+                name: "HUB_MIGRATION_DATABASE_URL",
+                reason: "not a PostgreSQL connection string".into(),
+            }),
+            None => self.database_config(),
+        }
+    }
+
+    /// The role `hub migrate` grants the serving rights to: `DATABASE_URL`'s user, when
+    /// the owner migrates through `HUB_MIGRATION_DATABASE_URL` as another user.
+    pub fn serving_role(&self) -> Result<Option<String>, ConfigError> {
+        if self.migration_database_url.is_none() {
+            return Ok(None);
+        }
+        let owner = self.migration_database_config()?;
+        let serving = self.database_config()?;
+        Ok(serving.get_user().filter(|user| Some(*user) != owner.get_user()).map(str::to_owned))
     }
 
     pub fn database_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
@@ -155,6 +181,7 @@ mod tests {
     fn the_debug_output_of_the_configuration_shows_no_secret() {
         let vars = [
             ("DATABASE_URL", "postgres://hub:db-password-4711@localhost/hub"),
+            ("HUB_MIGRATION_DATABASE_URL", "postgres://owner:owner-password-2024@localhost/hub"),
             ("HUB_OPERATOR_KEY", "operator-key-that-nobody-may-see-0123456789"),
             ("HUB_MASTER_KEY", "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="),
             ("SMTP_URL", "smtp://mailer:smtp-password-0815@localhost:2525"),
@@ -163,11 +190,17 @@ mod tests {
         let config =
             Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
         let debug = format!("{config:?}");
-        for secret in
-            ["db-password-4711", "operator-key-that-nobody", "c2VjcmV0", "smtp-password-0815", "nats-password-1234"]
-        {
+        for secret in [
+            "owner-password-2024",
+            "db-password-4711",
+            "operator-key-that-nobody",
+            "c2VjcmV0",
+            "smtp-password-0815",
+            "nats-password-1234",
+        ] {
             assert!(!debug.contains(secret), "{secret} shows in {debug}");
         }
+        assert_eq!(config.serving_role().unwrap().as_deref(), Some("hub"));
         assert_eq!(config.auth_failures_per_minute, 20);
         assert_eq!(config.max_connections, shared::serve::DEFAULT_MAX_CONNECTIONS);
     }

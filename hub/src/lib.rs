@@ -17,3 +17,4 @@ pub mod relay;
 pub mod secrets;
 pub mod startup;
 pub mod store;
+pub mod witness;

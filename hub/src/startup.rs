@@ -36,11 +36,20 @@ pub struct Application {
 }
 
 impl Application {
-    /// Migrates the database, connects the pool, starts the writer and binds the port.
+    /// Migrates the database when serving as its owner (else checks `hub migrate` did),
+    /// connects the pool, starts the writer and binds the port.
     pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
         let db_config = config.database_config()?;
         let mut client = crate::db::connect(&db_config).await.context("connecting to the database")?;
-        crate::migrate::run(&mut client).await.context("migrating the database")?;
+        if crate::migrate::may_migrate(&client).await.context("checking the database's owner")? {
+            crate::migrate::run(&mut client).await.context("migrating the database")?;
+        } else if !crate::migrate::is_current(&client).await.context("checking the schema version")? {
+            anyhow::bail!(
+                "the database schema is older than this hub (version {}): run `hub migrate` as the owning role \
+                 (HUB_MIGRATION_DATABASE_URL) first",
+                crate::migrate::latest_version()
+            );
+        }
         drop(client);
 
         let pepper = config.key_pepper()?;

@@ -37,11 +37,13 @@ pub async fn start(
     auth_failures_per_minute: u32,
     wake: Arc<Notify>,
 ) -> anyhow::Result<Router> {
-    connect(&hub_database).await?.batch_execute("CREATE SCHEMA IF NOT EXISTS instance").await?;
-    let mut config = hub_database;
-    config.options("-c search_path=instance");
-    let mut client = connect(&config).await.context("connecting the embedded instance")?;
-    crate::migrate::run(&mut client).await.context("migrating the embedded instance")?;
+    let config = schema_config(hub_database);
+    let client = connect(&config).await.context("connecting the embedded instance")?;
+    if !crate::migrate::is_current(&client).await? {
+        // A hub serving as the owning role prepares the schema itself; any other role
+        // needs `hub migrate` to have done it.
+        prepare_schema(&config).await.context("preparing the embedded instance's schema (run `hub migrate`)")?;
+    }
     let tail = connect(&config).await?;
     tokio::spawn(async move {
         let mut tail = tail;
@@ -66,6 +68,20 @@ pub async fn start(
     let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key), auth_failures_per_minute));
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
     Ok(crate::runtime::router(runtime).layer(axum::middleware::from_fn(crate::request_id::request_id)))
+}
+
+/// The hub's database, with the embedded instance's schema first on the search path.
+fn schema_config(hub_database: tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut config = hub_database;
+    config.options("-c search_path=instance");
+    config
+}
+
+/// Creates and migrates the embedded instance's schema (as a role that may create it).
+pub async fn prepare_schema(hub_database: &tokio_postgres::Config) -> anyhow::Result<()> {
+    connect(hub_database).await?.batch_execute("CREATE SCHEMA IF NOT EXISTS instance").await?;
+    let mut client = connect(&schema_config(hub_database.clone())).await?;
+    crate::migrate::run(&mut client).await.context("migrating the embedded instance")
 }
 
 /// Applies the next page of the log; `Ok(true)` when a full page was read.

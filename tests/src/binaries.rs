@@ -47,10 +47,15 @@ pub struct HubProcess {
 pub type InstanceProcess = HubProcess;
 
 impl HubProcess {
-    /// Starts `hub serve <args>` on a free port and waits until `/healthz` answers.
+    /// Starts `hub serve <args>` on a free port and waits until `/healthz` answers. It
+    /// serves as the least-privileged serving role, not as the test server's superuser.
     pub async fn spawn(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> HubProcess {
-        let mut full_env =
-            vec![("DATABASE_URL", database_url), ("HUB_OPERATOR_KEY", OPERATOR_KEY), ("HUB_MASTER_KEY", MASTER_KEY)];
+        let serving_url = crate::postgres::serving_url(database_url);
+        let mut full_env = vec![
+            ("DATABASE_URL", serving_url.as_str()),
+            ("HUB_OPERATOR_KEY", OPERATOR_KEY),
+            ("HUB_MASTER_KEY", MASTER_KEY),
+        ];
         full_env.extend_from_slice(env);
         let mut full_args = vec!["serve"];
         full_args.extend_from_slice(args);

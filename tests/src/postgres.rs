@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use crate::process;
 
 const TEMPLATE: &str = "hub_template";
+/// The role every test hub serves as: it gets only the rights `hub migrate` grants it.
+pub const SERVING_ROLE: &str = "hub_serve";
 
 pub struct PgServer {
     pub port: u16,
@@ -112,9 +114,10 @@ impl PgServer {
     /// Creates the migrated template that `migrated_database` clones.
     pub async fn create_template(&self) -> anyhow::Result<()> {
         let admin = self.admin().await?;
+        admin.batch_execute(&format!("CREATE ROLE {SERVING_ROLE} LOGIN")).await?;
         admin.batch_execute(&format!("CREATE DATABASE {TEMPLATE}")).await?;
-        let mut client = hub::db::connect(&self.url(TEMPLATE).parse()?).await?;
-        hub::migrate::run(&mut client).await?;
+        // As `hub migrate` does it: the owner migrates and grants the serving role its rights.
+        hub::migrate::prepare(&self.url(TEMPLATE).parse()?, Some(SERVING_ROLE)).await?;
         Ok(())
     }
 
@@ -156,6 +159,11 @@ impl TestDatabase {
         PgServer::shared().migrated_database().await
     }
 
+    /// The URL of this database for the serving role (the superuser's `url` with another user).
+    pub fn serving_url(&self) -> String {
+        serving_url(&self.url)
+    }
+
     pub fn config(&self) -> tokio_postgres::Config {
         self.url.parse().expect("test database URLs parse")
     }
@@ -166,6 +174,14 @@ impl TestDatabase {
 
     pub fn pool(&self, size: usize) -> deadpool_postgres::Pool {
         hub::db::pool(self.config(), size)
+    }
+}
+
+/// A test server's URL for the serving role; any other URL as it is.
+pub fn serving_url(url: &str) -> String {
+    match url.strip_prefix("postgres://postgres@") {
+        Some(rest) => format!("postgres://{SERVING_ROLE}@{rest}"),
+        None => url.to_owned(),
     }
 }
 
