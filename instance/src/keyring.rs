@@ -55,3 +55,55 @@ pub async fn sealed_data_key(client: &Client, workspace_id: Uuid) -> Result<Opti
         client.query_opt("SELECT sealed_data_key FROM data_keys WHERE workspace_id = $1", &[&workspace_id]).await?;
     Ok(row.map(|r| r.get(0)))
 }
+
+/// How long to wait before asking again for keys no hub gave.
+const BACKFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fetches, until it has them all, the keys of served workspaces that have none (applied
+/// before this instance kept keys), so their tokens verify without a hub.
+pub async fn backfill(mut client: Client, feed: HubFeed) {
+    loop {
+        match backfill_once(&mut client, &feed).await {
+            Ok(0) => return,
+            Ok(stored) => tracing::info!(stored, "data keys fetched for workspaces applied earlier"),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "data keys not fetched yet; retrying"),
+        }
+        if client.is_closed() {
+            return;
+        }
+        tokio::time::sleep(BACKFILL_RETRY).await;
+    }
+}
+
+/// One pass: how many keys it stored.
+async fn backfill_once(client: &mut Client, feed: &HubFeed) -> anyhow::Result<usize> {
+    let rows = client
+        .query(
+            "SELECT w.id FROM workspaces w WHERE w.state IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM data_keys k WHERE k.workspace_id = w.id)",
+            &[],
+        )
+        .await?;
+    let mut stored = 0;
+    for row in rows {
+        let id: Uuid = row.get(0);
+        let Some(sealed) = feed.sealed_data_key(id).await? else { continue };
+        // Kept only if the workspace still lives: the row lock waits for a deletion being
+        // applied, which erases keys in its own transaction.
+        let tx = client.transaction().await?;
+        let live = tx
+            .query_opt("SELECT 1 FROM workspaces WHERE id = $1 AND state IS NOT NULL FOR SHARE", &[&id])
+            .await?
+            .is_some();
+        if live {
+            stored += tx
+                .execute(
+                    "INSERT INTO data_keys (workspace_id, sealed_data_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&id, &sealed],
+                )
+                .await? as usize;
+        }
+        tx.commit().await?;
+    }
+    Ok(stored)
+}

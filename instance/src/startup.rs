@@ -42,6 +42,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let consumer_client = config.connect().await?;
     tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed.clone()));
 
+    tokio::spawn(crate::keyring::backfill(config.connect().await?, feed.clone()));
     let keyring = crate::runtime::Keyring::Instance;
     let runtime = Arc::new(crate::runtime::RuntimeState::new(
         config.connect().await?,

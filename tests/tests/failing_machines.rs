@@ -240,3 +240,59 @@ async fn an_instance_obtains_data_keys_and_events_only_of_workspaces_placed_on_i
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| e["stream_id"] == format!("workspace-{on_alpha}")), "{page}");
 }
+
+#[tokio::test]
+async fn an_instance_over_nats_alone_fills_a_gap_from_the_hubs() {
+    let nats = NatsServer::start().unwrap();
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = organization(&operator).await;
+    let ws = workspace(&operator, &org, "W", "alpha").await;
+    for i in 0..3 {
+        operator.patch(&format!("/v1/workspaces/{ws}"), json!({"settings": {"n": i}})).await.expect(200);
+    }
+    // The workspace's third event disappears from the stream before the instance reads it.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let lost = wait_until("the relay to publish the workspace's events", Duration::from_secs(30), || {
+        let (js, ws) = (js.clone(), ws.clone());
+        async move {
+            let mut stream = js.get_stream("HUB_EVENTS").await.ok()?;
+            let count = stream.info().await.ok()?.state.messages;
+            let mut mine = Vec::new();
+            for sequence in 1..=count {
+                let message = stream.get_raw_message(sequence).await.ok()?;
+                if message.subject.ends_with(ws.as_str()) {
+                    mine.push(sequence);
+                }
+            }
+            (mine.len() == 5).then(|| mine[2])
+        }
+    })
+    .await;
+    assert!(js.get_stream("HUB_EVENTS").await.unwrap().delete_message(lost).await.unwrap());
+
+    let alpha_db = PgServer::shared().empty_database().await;
+    let alpha = InstanceProcess::instance_over_nats("alpha", &alpha_db.url, &nats.url()).await;
+    let body = served(&operator, &alpha, &ws).await;
+    assert_eq!(body["settings"], json!({"n": 2}));
+    assert!(alpha.logs().contains("gap detected"), "{}", alpha.logs());
+}
+
+#[tokio::test]
+async fn an_instance_fetches_at_start_the_keys_of_workspaces_it_applied_without_one() {
+    let nats = NatsServer::start().unwrap();
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = organization(&operator).await;
+    let ws = workspace(&operator, &org, "W", "alpha").await;
+    let alpha_db = PgServer::shared().empty_database().await;
+    let mut alpha = InstanceProcess::instance_over_nats("alpha", &alpha_db.url, &nats.url()).await;
+    served(&operator, &alpha, &ws).await;
+    alpha.kill();
+    // As an instance upgraded from a version that kept no keys.
+    alpha_db.connect().await.execute("DELETE FROM data_keys", &[]).await.unwrap();
+    let alpha = InstanceProcess::instance_over_nats("alpha", &alpha_db.url, &nats.url()).await;
+    served(&operator, &alpha, &ws).await;
+}
