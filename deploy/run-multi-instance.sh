@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # An example self-hosted topology on this machine: PostgreSQL (deploy/pg.sh), a JetStream
-# nats-server, one hub (with the relay) and two instances, "alpha" and "beta", each with
+# nats-server (deploy/nats/nats-server.conf: authenticated, each instance confined to its
+# own subjects), one hub (with the relay) and two instances, "alpha" and "beta", each with
 # its own database. All on loopback; data under .data/. Ctrl-C stops everything.
 #
 #   hub       http://127.0.0.1:8080   (HUB_LISTEN_ADDR)
@@ -25,10 +26,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p .data/nats
-nats-server -js -sd .data/nats -a 127.0.0.1 -p 4222 > .data/nats.log 2>&1 &
+# nats-server with the shipped configuration: a user for the hub, one per instance.
+mkdir -p .data/nats/store
+cp deploy/nats/nats-server.conf .data/nats/nats-server.conf
+deploy/nats/users.sh .data/nats/passwords alpha beta > .data/nats/users.conf
+chmod 600 .data/nats/users.conf
+nats-server -c .data/nats/nats-server.conf -sd .data/nats/store -a 127.0.0.1 -p 4222 > .data/nats.log 2>&1 &
 pids+=($!)
-export NATS_URL=nats://127.0.0.1:4222
+# The NATS URL of a user, with its password.
+nats_url() {
+    echo "nats://$1:$(cat ".data/nats/passwords/$1.password")@127.0.0.1:4222"
+}
 
 key_file=.data/operator-key
 [ -f "$key_file" ] || (umask 077; head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 48 > "$key_file")
@@ -58,7 +66,7 @@ wait_ready() {
 
 # The owner migrates and grants; the hub serves as the least-privileged role.
 HUB_MIGRATION_DATABASE_URL=$DATABASE_URL DATABASE_URL=$(deploy/pg.sh serving-url) target/release/hub migrate
-DATABASE_URL=$(deploy/pg.sh serving-url) target/release/hub serve > .data/hub.log 2>&1 &
+DATABASE_URL=$(deploy/pg.sh serving-url) NATS_URL=$(nats_url hub) target/release/hub serve > .data/hub.log 2>&1 &
 pids+=($!)
 wait_ready hub "http://$HUB_LISTEN_ADDR/readyz" "$!" .data/hub.log
 
@@ -67,8 +75,10 @@ port=8091
 for name in alpha beta; do
     psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_database WHERE datname = 'instance_$name'" | grep -q 1 \
         || psql "$DATABASE_URL" -qc "CREATE DATABASE instance_$name"
-    INSTANCE_ID=$name INSTANCE_DATABASE_URL="$base/instance_$name" INSTANCE_LISTEN_ADDR=127.0.0.1:$port \
-        HUB_URL="http://$HUB_LISTEN_ADDR" target/release/instance serve > ".data/instance-$name.log" 2>&1 &
+    # Over NATS only: an instance needs neither HUB_URL nor the operator key.
+    env -u HUB_OPERATOR_KEY INSTANCE_ID=$name INSTANCE_DATABASE_URL="$base/instance_$name" \
+        INSTANCE_LISTEN_ADDR=127.0.0.1:$port NATS_URL="$(nats_url "$name")" \
+        target/release/instance serve > ".data/instance-$name.log" 2>&1 &
     pids+=($!)
     wait_ready "instance $name" "http://127.0.0.1:$port/healthz" "$!" ".data/instance-$name.log"
     port=$((port + 1))

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod deletion;
 pub mod http;
+pub mod link;
 pub mod mail;
 pub mod migrate;
 pub mod projections;

@@ -87,7 +87,7 @@ async fn publish(client: &Client, nats_url: &str, wake: &Notify) -> anyhow::Resu
     loop {
         // NATS trouble keeps the leadership and retries from the checkpoint; losing the
         // database session ends it (the `?`s on `client`).
-        let nats = match async_nats::connect(nats_url).await {
+        let nats = match crate::link::connect(nats_url).await {
             Ok(nats) => nats,
             Err(error) => {
                 tracing::warn!(%error, "relay cannot reach NATS; retrying");

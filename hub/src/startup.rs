@@ -58,12 +58,15 @@ impl Application {
         let store = EventStore::start_with(pool.clone(), WriterConfig::default(), Arc::new(ReadModels));
         let commit_signal = store.commit_signal();
         match (&config.nats_url, mode) {
-            (Some(url), Mode::MultiInstance) => crate::relay::spawn(
-                config.database_config()?,
-                url.expose_secret().to_owned(),
-                store.commit_signal(),
-                config.relay_stall,
-            ),
+            (Some(url), Mode::MultiInstance) => {
+                crate::relay::spawn(
+                    config.database_config()?,
+                    url.expose_secret().to_owned(),
+                    store.commit_signal(),
+                    config.relay_stall,
+                );
+                crate::link::spawn(pool.clone(), url.expose_secret().to_owned());
+            }
             (None, Mode::MultiInstance) => tracing::warn!("NATS_URL is not set: no relay publishes the events"),
             (_, Mode::SingleNode) => {}
         }

@@ -53,6 +53,19 @@ pub async fn apply_batch(
     client: &mut Client,
     events: &[RecordedEvent],
 ) -> Result<(usize, Option<Applied>), ApplyError> {
+    apply_batch_with_keys(client, events, &DataKeys::new()).await
+}
+
+/// Sealed data keys to keep with a batch: `None` for a key the hub already destroyed.
+pub type DataKeys = HashMap<Uuid, Option<Vec<u8>>>;
+
+/// [`apply_batch`], also keeping `keys` (fetched for the batch's new workspaces) in the
+/// same transaction, and erasing the key of every workspace the batch deletes.
+pub async fn apply_batch_with_keys(
+    client: &mut Client,
+    events: &[RecordedEvent],
+    keys: &DataKeys,
+) -> Result<(usize, Option<Applied>), ApplyError> {
     struct Entry {
         version: i64,
         position: i64,
@@ -129,6 +142,22 @@ pub async fn apply_batch(
             &[id, &entry.version, &entry.position, &entry.hash, &state],
         )
         .await?;
+    }
+    for (id, sealed) in keys {
+        let deleted = entries.get(id).is_some_and(|e| e.state.deleted);
+        if let (Some(sealed), false) = (sealed, deleted) {
+            tx.execute(
+                "INSERT INTO data_keys (workspace_id, sealed_data_key) VALUES ($1, $2) \
+                 ON CONFLICT (workspace_id) DO UPDATE SET sealed_data_key = $2, fetched_at = now()",
+                &[id, sealed],
+            )
+            .await?;
+        }
+    }
+    // Deleting a workspace erases its data key here too (crypto-shredding).
+    let deleted: Vec<Uuid> = entries.iter().filter(|(_, e)| e.dirty && e.state.deleted).map(|(id, _)| *id).collect();
+    if !deleted.is_empty() {
+        tx.execute("DELETE FROM data_keys WHERE workspace_id = ANY($1)", &[&deleted]).await?;
     }
     if applied_position > 0 {
         tx.execute("UPDATE instance_state SET applied_position = GREATEST(applied_position, $1)", &[&applied_position])

@@ -20,11 +20,11 @@ pub struct Config {
     pub instance_id: String,
     /// `INSTANCE_LISTEN_ADDR`, default `127.0.0.1:8081`.
     pub listen_addr: SocketAddr,
-    /// `NATS_URL`.
+    /// `NATS_URL`, possibly with this instance's credentials (`nats://user:password@…`).
     pub nats_url: Option<SecretString>,
-    /// `HUB_URL`: the hub whose event feed fills gaps and rebuilds.
+    /// `HUB_URL`: optional, a hub asked over HTTP when none answers over NATS.
     pub hub_url: Option<String>,
-    /// `HUB_OPERATOR_KEY`: presented to the hub's event feed.
+    /// `HUB_OPERATOR_KEY`: presented to the hub at `HUB_URL` (not needed over NATS).
     pub hub_key: Option<SecretString>,
     /// `HUB_MASTER_KEY` (32 bytes, base64): opens the workspaces' data keys.
     pub master_key: Option<MasterKey>,

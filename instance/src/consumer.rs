@@ -15,8 +15,9 @@ use shared::RecordedEvent;
 use shared::relayed::{EventReference, Relayed};
 use tokio_postgres::Client;
 
-use crate::apply::{Applied, apply_batch};
+use crate::apply::Applied;
 use crate::feed::HubFeed;
+use crate::keyring::apply_batch;
 
 pub const STREAM: &str = "HUB_EVENTS";
 
@@ -36,23 +37,9 @@ pub async fn run(nats_url: String, instance_id: String, mut client: Client, feed
 }
 
 async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &HubFeed) -> anyhow::Result<()> {
-    let nats = async_nats::connect(nats_url).await?;
+    let nats = crate::link::connect(nats_url, instance_id).await?;
     let js = jetstream::new(nats);
-    let stream = js.get_stream(STREAM).await?;
-    let name = format!("instance-{instance_id}");
-    let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: format!("hub.events.{instance_id}.>"),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 1000,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let consumer = durable_consumer(&js, instance_id, feed).await?;
     let mut messages = consumer.messages().await?;
     while let Some(first) = messages.next().await {
         // Whatever else is already here joins this batch: one commit for all of them.
@@ -91,6 +78,40 @@ async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &
     Ok(())
 }
 
+/// The durable consumer of `instance_id` (created by the hubs, see `hub::link`).
+pub fn config(instance_id: &str) -> consumer::pull::Config {
+    let name = shared::link::consumer_name(instance_id);
+    consumer::pull::Config {
+        durable_name: Some(name),
+        filter_subject: shared::link::consumer_filter(instance_id),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// This instance's consumer. Its NATS user may read it but not define it: when it does not
+/// exist yet, a hub creates it; a NATS server without permissions lets the instance do that
+/// itself when no hub answers.
+async fn durable_consumer(
+    js: &jetstream::Context,
+    instance_id: &str,
+    feed: &HubFeed,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let name = shared::link::consumer_name(instance_id);
+    if let Ok(consumer) = js.get_consumer_from_stream(&name, STREAM).await {
+        return Ok(consumer);
+    }
+    if let Some(link) = feed.link() {
+        match link.ensure_consumer().await {
+            Ok(()) => return Ok(js.get_consumer_from_stream(&name, STREAM).await?),
+            Err(error) => tracing::debug!(%error, "no hub created the consumer"),
+        }
+    }
+    Ok(js.get_stream(STREAM).await?.get_or_create_consumer(&name, config(instance_id)).await?)
+}
+
 /// The event a reference names, from the hub's feed.
 pub async fn resolve(feed: &HubFeed, reference: &EventReference) -> anyhow::Result<RecordedEvent> {
     match feed.next_event(reference.position - 1, &reference.stream_id).await? {
@@ -111,7 +132,7 @@ const BATCH: usize = 256;
 pub async fn apply_with_gaps(client: &mut Client, feed: &HubFeed, events: &[RecordedEvent]) -> anyhow::Result<()> {
     let mut rest = events;
     while !rest.is_empty() {
-        let (handled, outcome) = apply_batch(client, rest).await?;
+        let (handled, outcome) = apply_batch(client, feed, rest).await?;
         rest = &rest[handled..];
         if let Some(Applied::Gap { position }) = outcome {
             let event = &rest[0];
@@ -121,7 +142,7 @@ pub async fn apply_with_gaps(client: &mut Client, feed: &HubFeed, events: &[Reco
             if earlier.is_empty() {
                 anyhow::bail!("the hub has no events of {} after {position}", event.stream_id);
             }
-            apply_batch(client, &earlier).await?;
+            apply_batch(client, feed, &earlier).await?;
         }
     }
     Ok(())

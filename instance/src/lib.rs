@@ -9,6 +9,8 @@ pub mod config;
 pub mod consumer;
 pub mod embedded;
 pub mod feed;
+pub mod keyring;
+pub mod link;
 pub mod migrate;
 pub mod request_id;
 pub mod runtime;

@@ -2,7 +2,8 @@
 //!
 //! A token names its workspace (`sub`) and the secret version that signed it (`kid`). The
 //! instance opens that secret, sealed in its materialized state, with the workspace's data
-//! key (fetched once from the hub's keyring and opened with the shared master key). The
+//! key (kept sealed in the instance's own database, see [`crate::keyring`], and opened
+//! with the shared master key): no hub is asked while serving. The
 //! previous secret verifies only until its grace period ends. A token must also name the
 //! workspace as its audience, be valid now (`nbf`, `exp`) and live at most 24 hours.
 //!
@@ -31,12 +32,11 @@ use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
 use crate::config::MasterKey;
-use crate::feed::HubFeed;
 
 /// Where the workspaces' sealed data keys come from.
 pub enum Keyring {
-    /// The hub's `GET /v1/internal/keyring/{id}` (a separate instance).
-    Hub(HubFeed),
+    /// The instance's own `data_keys` table (a separate instance).
+    Instance,
     /// The hub's `keyring` table in the same database (the instance of a single-node hub).
     Database,
 }
@@ -70,7 +70,9 @@ impl RuntimeState {
 
     async fn sealed_data_key(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
         match &self.keyring {
-            Keyring::Hub(feed) => feed.sealed_data_key(id).await,
+            Keyring::Instance => {
+                crate::keyring::sealed_data_key(&self.client, id).await?.ok_or_else(|| anyhow::anyhow!("no data key"))
+            }
             Keyring::Database => {
                 let row = self
                     .client

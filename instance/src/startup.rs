@@ -42,7 +42,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let consumer_client = config.connect().await?;
     tokio::spawn(crate::consumer::run(nats_url, config.instance_id.clone(), consumer_client, feed.clone()));
 
-    let keyring = crate::runtime::Keyring::Hub(feed.clone());
+    tokio::spawn(crate::keyring::backfill(config.connect().await?, feed.clone()));
+    let keyring = crate::runtime::Keyring::Instance;
     let runtime = Arc::new(crate::runtime::RuntimeState::new(
         config.connect().await?,
         keyring,
@@ -94,12 +95,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<axum::Json<serde_j
     })))
 }
 
-/// Drops the materialized state and replays this instance's workspaces from the hub.
+/// Drops the materialized state and replays this instance's workspaces from the hubs.
 pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
     let mut client = config.connect().await.context("connecting to the instance database")?;
     crate::migrate::run(&mut client).await?;
     let feed = HubFeed::new(&config)?;
-    client.batch_execute("TRUNCATE workspaces; UPDATE instance_state SET applied_position = 0").await?;
+    client.batch_execute("TRUNCATE workspaces, data_keys; UPDATE instance_state SET applied_position = 0").await?;
     let mut owned = std::collections::HashSet::new();
     let mut after = 0;
     let mut applied = 0;
@@ -119,7 +120,7 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
             }
         }
         // The feed is the whole log in order: a replay has no gaps.
-        let (handled, _) = crate::apply::apply_batch(&mut client, &mine).await?;
+        let (handled, _) = crate::keyring::apply_batch(&mut client, &feed, &mine).await?;
         anyhow::ensure!(handled == mine.len(), "the hub's feed skipped events of a workspace");
         applied += handled as i64;
         after = last;

@@ -12,6 +12,7 @@ pub mod event;
 pub mod events;
 pub mod hash;
 pub mod keys;
+pub mod link;
 pub mod metadata;
 pub mod rate_limit;
 pub mod relayed;

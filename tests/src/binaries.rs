@@ -63,7 +63,7 @@ impl HubProcess {
     }
 
     /// Starts `instance serve` named `instance_id`, with its own database, consuming from
-    /// `nats_url` and filling gaps from the hub at `hub_url`.
+    /// `nats_url` (as its own NATS user) and with the hub at `hub_url` as its fallback.
     pub async fn instance(instance_id: &str, database_url: &str, nats_url: &str, hub_url: &str) -> InstanceProcess {
         Self::instance_with_env(instance_id, database_url, nats_url, hub_url, &[]).await
     }
@@ -76,15 +76,28 @@ impl HubProcess {
         hub_url: &str,
         extra: &[(&str, &str)],
     ) -> InstanceProcess {
+        let nats_url = crate::nats::url_as(nats_url, instance_id);
         let mut env = vec![
             ("INSTANCE_ID", instance_id),
             ("INSTANCE_DATABASE_URL", database_url),
-            ("NATS_URL", nats_url),
+            ("NATS_URL", nats_url.as_str()),
             ("HUB_URL", hub_url),
             ("HUB_OPERATOR_KEY", OPERATOR_KEY),
             ("HUB_MASTER_KEY", MASTER_KEY),
         ];
         env.extend_from_slice(extra);
+        Self::start("instance", "INSTANCE_LISTEN_ADDR", &["serve"], &env).await
+    }
+
+    /// Starts `instance serve` over NATS only: no `HUB_URL` and no operator key.
+    pub async fn instance_over_nats(instance_id: &str, database_url: &str, nats_url: &str) -> InstanceProcess {
+        let nats_url = crate::nats::url_as(nats_url, instance_id);
+        let env = [
+            ("INSTANCE_ID", instance_id),
+            ("INSTANCE_DATABASE_URL", database_url),
+            ("NATS_URL", nats_url.as_str()),
+            ("HUB_MASTER_KEY", MASTER_KEY),
+        ];
         Self::start("instance", "INSTANCE_LISTEN_ADDR", &["serve"], &env).await
     }
 

@@ -1,4 +1,6 @@
-//! A real nats-server with JetStream on a free loopback port.
+//! A real nats-server with JetStream on a free loopback port, configured like a deployment:
+//! the shipped `deploy/nats/nats-server.conf`, with users generated from the shipped
+//! templates for the hubs and for the test instances ([`INSTANCE_USERS`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,12 +11,48 @@ use anyhow::{Context, bail};
 
 use crate::process;
 
+/// The instances the test server has users for.
+pub const INSTANCE_USERS: &[&str] = &["alpha", "beta", "gamma"];
+
+const SERVER_CONF: &str = include_str!("../../deploy/nats/nats-server.conf");
+const HUB_USER: &str = include_str!("../../deploy/nats/hub-user.conf.in");
+const INSTANCE_USER: &str = include_str!("../../deploy/nats/instance-user.conf.in");
+
+/// The password of a test user.
+pub fn password(user: &str) -> String {
+    format!("test-{user}-nats-password")
+}
+
+/// `url` with the credentials of `user` in place of any it carries.
+pub fn url_as(url: &str, user: &str) -> String {
+    let Some(rest) = url.strip_prefix("nats://") else { return url.to_owned() };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("nats://{user}:{}@{host}", password(user))
+}
+
+/// A client connected with the credentials `url` carries.
+pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let (url, credentials) = shared::link::split_credentials(url);
+    match credentials {
+        Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password).connect(url).await,
+        None => async_nats::connect(url).await,
+    }
+}
+
+/// The `users.conf` of the test server, from the shipped templates.
+fn users_conf() -> String {
+    let user = |template: &str, name: &str| template.replace("@USER@", name).replace("@PASSWORD@", &password(name));
+    let mut users = vec![user(HUB_USER, "hub")];
+    users.extend(INSTANCE_USERS.iter().map(|id| user(INSTANCE_USER, id)));
+    format!("authorization {{\n  users = [\n{}\n  ]\n}}\n", users.join("\n"))
+}
+
 pub struct NatsServer {
     pub port: u16,
     pub store_dir: PathBuf,
     child: Option<Child>,
-    /// A configuration file passed with `-c` (e.g. a smaller `max_payload`).
-    config: Option<PathBuf>,
+    /// The configuration file passed with `-c`.
+    config: PathBuf,
 }
 
 impl NatsServer {
@@ -29,22 +67,19 @@ impl NatsServer {
         Self::start_with(None)
     }
 
-    /// A server of the caller's own whose configuration file holds `config` (nats-server
-    /// syntax, e.g. `max_payload: 65536`); the command line still sets port and store.
+    /// A server of the caller's own whose configuration file also holds `config`
+    /// (nats-server syntax, e.g. `max_payload: 65536`); the command line still sets port
+    /// and store.
     pub fn start_with_config(config: &str) -> anyhow::Result<NatsServer> {
         Self::start_with(Some(config))
     }
 
     fn start_with(config: Option<&str>) -> anyhow::Result<NatsServer> {
         let store_dir = process::new_dir("nats");
-        let config = match config {
-            Some(text) => {
-                let path = store_dir.join("nats.conf");
-                std::fs::write(&path, text)?;
-                Some(path)
-            }
-            None => None,
-        };
+        let path = store_dir.join("nats-server.conf");
+        std::fs::write(&path, format!("{SERVER_CONF}\n{}\n", config.unwrap_or_default()))?;
+        std::fs::write(store_dir.join("users.conf"), users_conf())?;
+        let config = path;
         let mut server = NatsServer { port: 0, store_dir, child: None, config };
         for _ in 0..5 {
             server.port = process::free_port();
@@ -55,8 +90,19 @@ impl NatsServer {
         bail!("nats-server did not start")
     }
 
+    /// The URL with the hubs' credentials (what a hub is given).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.url_as("hub")
+    }
+
+    /// A client with the hubs' credentials (to look into the stream).
+    pub async fn client(&self) -> async_nats::Client {
+        connect(&self.url()).await.expect("connect to nats-server as the hubs")
+    }
+
+    /// The URL with the credentials of `user` (`hub` or an instance id).
+    pub fn url_as(&self, user: &str) -> String {
+        url_as(&format!("nats://127.0.0.1:{}", self.port), user)
     }
 
     /// Stops the server (SIGTERM) and waits for it to exit.
@@ -78,11 +124,9 @@ impl NatsServer {
         let program = process::find_program("nats-server", &[])
             .context("`nats-server` not found: install it (deploy/install-deps.sh)")?;
         let log = std::fs::File::create(self.store_dir.join("nats.log"))?;
-        let mut command = Command::new(program);
-        if let Some(config) = &self.config {
-            command.arg("-c").arg(config);
-        }
-        let mut child = command
+        let mut child = Command::new(program)
+            .arg("-c")
+            .arg(&self.config)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store_dir)
             .stdin(Stdio::null())

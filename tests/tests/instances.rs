@@ -122,7 +122,7 @@ async fn a_lost_message_is_fetched_from_the_hub() {
         stack.operator.patch(&format!("/v1/workspaces/{ws}"), json!({"settings": {"n": i}})).await.expect(200);
     }
     // Remove the workspace's second event from the stream before any instance reads it.
-    let nats = async_nats::connect(stack.nats.url()).await.unwrap();
+    let nats = stack.nats.client().await;
     let js = async_nats::jetstream::new(nats);
     let removed = wait_until("the relay to publish the workspace's events", Duration::from_secs(30), || {
         let (js, ws) = (js.clone(), ws.clone());

@@ -294,7 +294,7 @@ async fn an_event_the_stream_keeps_refusing_is_sent_as_a_reference_after_a_few_a
     let nats = NatsServer::start().unwrap();
     // A stream whose own message limit (32 KiB) is under the server's max_payload: the
     // server acks such a publish with an error, every time.
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(nats.client().await);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "HUB_EVENTS".into(),
         subjects: vec!["hub.events.>".into()],

@@ -16,7 +16,7 @@ struct Published {
 
 /// Every message of `HUB_EVENTS`, once the stream holds `expected` of them.
 async fn published(nats: &NatsServer, expected: u64) -> Vec<Published> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = nats.client().await;
     let js = async_nats::jetstream::new(client);
     wait_until(&format!("{expected} messages in the stream"), Duration::from_secs(60), || {
         let js = js.clone();

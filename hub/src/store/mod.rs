@@ -128,3 +128,13 @@ pub async fn read_stream_page(
 ) -> Result<Vec<RecordedEvent>, ReadError> {
     Ok(read::stream_page(client, stream_id, after, limit).await?)
 }
+
+/// Up to `limit` events after `after` of the workspaces placed on `instance_id`, in order.
+pub async fn read_placed_page(
+    client: &impl tokio_postgres::GenericClient,
+    instance_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    Ok(read::placed_page(client, instance_id, after, limit).await?)
+}

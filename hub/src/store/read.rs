@@ -70,3 +70,19 @@ pub(crate) async fn stream_page(
     let rows = client.query(&sql, &[&stream_id, &after, &limit]).await?;
     Ok(rows.iter().map(from_row).collect())
 }
+
+/// Up to `limit` events after `after` of the workspaces placed on `instance_id`, in order.
+pub(crate) async fn placed_page(
+    client: &impl GenericClient,
+    instance_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
+    let columns = COLUMNS.split(", ").map(|c| format!("e.{}", c.trim())).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT {columns} FROM events e JOIN workspaces w ON e.stream_id = 'workspace-' || w.id::text \
+         WHERE w.instance_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3"
+    );
+    let rows = client.query(&sql, &[&instance_id, &after, &limit]).await?;
+    Ok(rows.iter().map(from_row).collect())
+}

@@ -1,0 +1,109 @@
+//! The workspaces' data keys in the instance's own database.
+//!
+//! When a batch holds a workspace's creation or a secret rotation and the instance has no
+//! key for that workspace yet, the key (sealed by the master key, as the hub keeps it) is
+//! fetched from a hub before the batch is applied and stored in the batch's transaction:
+//! a workspace is never served without its key, and a token check never asks a hub. The
+//! deletion of a workspace erases its key in the transaction that applies it.
+
+use shared::RecordedEvent;
+use shared::link::LinkError;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::apply::{Applied, DataKeys, apply_batch_with_keys, workspace_id};
+use crate::feed::HubFeed;
+
+/// The events after which an instance needs the workspace's data key.
+fn needs_key(event: &RecordedEvent) -> bool {
+    matches!(event.event_type.as_str(), "WorkspaceCreated" | "WorkspaceSecretIssued")
+}
+
+/// Applies `events` like [`crate::apply::apply_batch`], first fetching the data keys the
+/// batch's new workspaces need.
+pub async fn apply_batch(
+    client: &mut Client,
+    feed: &HubFeed,
+    events: &[RecordedEvent],
+) -> anyhow::Result<(usize, Option<Applied>)> {
+    let mut wanted: Vec<Uuid> = events.iter().filter(|e| needs_key(e)).filter_map(workspace_id).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut keys = DataKeys::new();
+    if !wanted.is_empty() {
+        let held = client.query("SELECT workspace_id FROM data_keys WHERE workspace_id = ANY($1)", &[&wanted]).await?;
+        let held: Vec<Uuid> = held.iter().map(|r| r.get(0)).collect();
+        for id in wanted.into_iter().filter(|id| !held.contains(id)) {
+            let sealed = match feed.sealed_data_key(id).await {
+                Ok(sealed) => sealed,
+                // Not this instance's to hold: applied without a key (its tokens are refused).
+                Err(error) if error.downcast_ref::<LinkError>().is_some_and(|e| e.code == "not_placed_here") => {
+                    tracing::warn!(workspace = %id, "the hubs hold this workspace's key for another instance");
+                    None
+                }
+                Err(error) => return Err(error),
+            };
+            keys.insert(id, sealed);
+        }
+    }
+    Ok(apply_batch_with_keys(client, events, &keys).await?)
+}
+
+/// A workspace's sealed data key, from the instance's own database.
+pub async fn sealed_data_key(client: &Client, workspace_id: Uuid) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
+    let row =
+        client.query_opt("SELECT sealed_data_key FROM data_keys WHERE workspace_id = $1", &[&workspace_id]).await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// How long to wait before asking again for keys no hub gave.
+const BACKFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fetches, until it has them all, the keys of served workspaces that have none (applied
+/// before this instance kept keys), so their tokens verify without a hub.
+pub async fn backfill(mut client: Client, feed: HubFeed) {
+    loop {
+        match backfill_once(&mut client, &feed).await {
+            Ok(0) => return,
+            Ok(stored) => tracing::info!(stored, "data keys fetched for workspaces applied earlier"),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "data keys not fetched yet; retrying"),
+        }
+        if client.is_closed() {
+            return;
+        }
+        tokio::time::sleep(BACKFILL_RETRY).await;
+    }
+}
+
+/// One pass: how many keys it stored.
+async fn backfill_once(client: &mut Client, feed: &HubFeed) -> anyhow::Result<usize> {
+    let rows = client
+        .query(
+            "SELECT w.id FROM workspaces w WHERE w.state IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM data_keys k WHERE k.workspace_id = w.id)",
+            &[],
+        )
+        .await?;
+    let mut stored = 0;
+    for row in rows {
+        let id: Uuid = row.get(0);
+        let Some(sealed) = feed.sealed_data_key(id).await? else { continue };
+        // Kept only if the workspace still lives: the row lock waits for a deletion being
+        // applied, which erases keys in its own transaction.
+        let tx = client.transaction().await?;
+        let live = tx
+            .query_opt("SELECT 1 FROM workspaces WHERE id = $1 AND state IS NOT NULL FOR SHARE", &[&id])
+            .await?
+            .is_some();
+        if live {
+            stored += tx
+                .execute(
+                    "INSERT INTO data_keys (workspace_id, sealed_data_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&id, &sealed],
+                )
+                .await? as usize;
+        }
+        tx.commit().await?;
+    }
+    Ok(stored)
+}
