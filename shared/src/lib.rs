@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod relayed;
 pub mod scope;
 pub mod serve;
+pub mod supervise;
 pub mod telemetry;
 
 pub use envelope::RecordedEvent;
