@@ -236,3 +236,34 @@ async fn an_instance_behind_the_streams_first_message_catches_up_from_the_hubs_f
         wait_materialized("every workspace of alpha", &alpha_db, "public", id, Duration::from_secs(30)).await;
     }
 }
+
+/// A write that waits on a stuck lock holder fails with a 503 after `lock_timeout`
+/// instead of hanging, and the hub writes again once the holder is gone.
+async fn write_behind_a_stuck_lock(lock_timeout: &str) -> u16 {
+    let db = TestDatabase::new().await;
+    let env = [("DATABASE_LOCK_TIMEOUT_SECONDS", lock_timeout)];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let mut holder = db.connect().await;
+    let transaction = holder.transaction().await.unwrap();
+    // Blocks every insert into the log, as a writer stalled mid-transaction would.
+    transaction.batch_execute("LOCK TABLE events IN EXCLUSIVE MODE").await.unwrap();
+    let body = json!({"name": "Acme", "email": "o@a.test", "plan": "pro"});
+    // The client gives up well before the hub's own 30 s request timeout.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let reply = client
+        .post(hub.url("/v1/organizations"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("the hub answers while the lock is held");
+    let status = reply.status().as_u16();
+    transaction.rollback().await.unwrap();
+    Api::new(&hub.url(""), Some(OPERATOR_KEY)).post("/v1/organizations", body).await.expect(201);
+    status
+}
+
+#[tokio::test]
+async fn a_write_stuck_behind_a_lock_holder_fails_fast_and_the_hub_writes_again_once_it_is_gone() {
+    assert_eq!(write_behind_a_stuck_lock("1").await, 503);
+}
