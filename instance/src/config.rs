@@ -37,6 +37,9 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// `INSTANCE_MAX_CONNECTIONS`, default 1024: connections served at once.
     pub max_connections: usize,
+    /// `INSTANCE_CONSUMER_STALL_SECONDS`, default 60: how long the consumer may leave
+    /// messages waiting without acking any before `/readyz` answers 503.
+    pub consumer_stall: std::time::Duration,
     /// `DATABASE_*_TIMEOUT_SECONDS`, `DATABASE_KEEPALIVE_SECONDS` (see [`crate::db`]).
     pub session_limits: crate::db::SessionLimits,
 }
@@ -98,6 +101,16 @@ impl Config {
                 var("INSTANCE_MAX_CONNECTIONS"),
             )
             .map_err(anyhow::Error::msg)?,
+            consumer_stall: match var("INSTANCE_CONSUMER_STALL_SECONDS") {
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| anyhow::anyhow!("INSTANCE_CONSUMER_STALL_SECONDS must be a positive integer"))?,
+                None => std::time::Duration::from_secs(60),
+            },
             session_limits: crate::db::SessionLimits::from_vars(var).map_err(anyhow::Error::msg)?,
         })
     }

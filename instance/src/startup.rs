@@ -22,6 +22,8 @@ struct AppState {
     /// The log's head as the hub last reported it (for the lag in `/readyz`).
     head: std::sync::atomic::AtomicI64,
     instance_id: String,
+    /// How long the consumer may be stuck before the instance is not ready.
+    stall: std::time::Duration,
     /// Since when the consumer has had messages waiting without its ack floor moving.
     stuck: std::sync::Mutex<Stuck>,
 }
@@ -34,11 +36,7 @@ struct Stuck {
     since: Option<std::time::Instant>,
 }
 
-/// How long the consumer may leave messages waiting without acking any before the
-/// instance is not ready.
-const STALL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Whether the consumer has been behind without progress for [`STALL`].
+/// Whether the consumer has been behind without progress for `INSTANCE_CONSUMER_STALL_SECONDS`.
 async fn consumer_stalled(state: &AppState) -> anyhow::Result<bool> {
     let js = async_nats::jetstream::new(state.nats.clone());
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
@@ -55,7 +53,7 @@ async fn consumer_stalled(state: &AppState) -> anyhow::Result<bool> {
     } else if stuck.since.is_none() {
         stuck.since = Some(std::time::Instant::now());
     }
-    Ok(stuck.since.is_some_and(|since| since.elapsed() >= STALL))
+    Ok(stuck.since.is_some_and(|since| since.elapsed() >= state.stall))
 }
 
 /// The instance's applied position and live workspace count.
@@ -108,6 +106,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tasks: tasks.clone(),
         head: Default::default(),
         instance_id: config.instance_id.clone(),
+        stall: config.consumer_stall,
         stuck: Default::default(),
     });
     {

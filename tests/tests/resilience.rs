@@ -267,3 +267,32 @@ async fn write_behind_a_stuck_lock(lock_timeout: &str) -> u16 {
 async fn a_write_stuck_behind_a_lock_holder_fails_fast_and_the_hub_writes_again_once_it_is_gone() {
     assert_eq!(write_behind_a_stuck_lock("1").await, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_whose_consumer_is_stuck_behind_is_not_ready_until_it_progresses() {
+    let nats = NatsServer::start().unwrap();
+    let hub_db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&hub_db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let alpha_db = PgServer::shared().empty_database().await;
+    // No lock timeout: the consumer waits on the lock below for as long as it is held.
+    let env = [("INSTANCE_CONSUMER_STALL_SECONDS", "2"), ("DATABASE_LOCK_TIMEOUT_SECONDS", "0")];
+    let alpha = InstanceProcess::instance_with_env("alpha", &alpha_db.url, &nats.url(), &hub.url(""), &env).await;
+    let org = organization(&operator).await;
+    let w1 = workspace(&operator, &org, "W1", Some("alpha")).await;
+    wait_materialized("W1 on alpha", &alpha_db, "public", &w1, Duration::from_secs(30)).await;
+    wait_ready("alpha", &alpha, Duration::from_secs(30)).await;
+
+    let mut holder = alpha_db.connect().await;
+    let transaction = holder.transaction().await.unwrap();
+    transaction.batch_execute("LOCK TABLE workspaces IN EXCLUSIVE MODE").await.unwrap();
+    let w2 = workspace(&operator, &org, "W2", Some("alpha")).await;
+    wait_until("alpha /readyz to answer a 503 problem", Duration::from_secs(30), || async {
+        not_ready(&alpha).await.then_some(())
+    })
+    .await;
+
+    transaction.rollback().await.unwrap();
+    wait_materialized("W2 on alpha once the lock is gone", &alpha_db, "public", &w2, Duration::from_secs(30)).await;
+    wait_ready("alpha", &alpha, Duration::from_secs(30)).await;
+}
