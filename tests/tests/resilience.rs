@@ -210,6 +210,15 @@ async fn an_instance_behind_the_streams_first_message_catches_up_from_the_hubs_f
     let nats = NatsServer::start().unwrap();
     let hub_db = TestDatabase::new().await;
     let nats_url = nats.url();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // The stream exists already, without limits: the next hub brings its limits in.
+    let mut first = HubProcess::spawn(&hub_db.url, &[], &[("NATS_URL", nats_url.as_str())]).await;
+    wait_until("the relay to create the stream", Duration::from_secs(30), || {
+        let js = js.clone();
+        async move { js.get_stream("HUB_EVENTS").await.ok().map(|_| ()) }
+    })
+    .await;
+    first.kill();
     let env = [("NATS_URL", nats_url.as_str()), ("HUB_EVENTS_MAX_MESSAGES", "5")];
     let hub = HubProcess::spawn(&hub_db.url, &[], &env).await;
     let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
@@ -219,7 +228,6 @@ async fn an_instance_behind_the_streams_first_message_catches_up_from_the_hubs_f
         ids.push(workspace(&operator, &org, &format!("W{i}"), Some("alpha")).await);
     }
     // The stream keeps only its last 5 messages: most of alpha's workspaces are gone from it.
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     wait_until("the stream to discard its oldest messages", Duration::from_secs(30), || {
         let js = js.clone();
         async move {
