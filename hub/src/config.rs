@@ -47,6 +47,12 @@ pub struct Config {
     /// `HUB_RELAY_STALL_SECONDS`, default 60: how long the relay may stay behind the log
     /// without progressing before `/readyz` answers 503.
     pub relay_stall: std::time::Duration,
+    /// `DATABASE_*_TIMEOUT_SECONDS`, `DATABASE_KEEPALIVE_SECONDS`: limits of every session
+    /// of `hub serve` (see [`instance::db`]); one-shot commands run without them.
+    pub session_limits: instance::db::SessionLimits,
+    /// `HUB_EVENTS_MAX_AGE_SECONDS`, `HUB_EVENTS_MAX_BYTES`, `HUB_EVENTS_MAX_MESSAGES`: how
+    /// much of the log the NATS stream keeps (see [`crate::relay::StreamLimits`]).
+    pub stream_limits: crate::relay::StreamLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +125,12 @@ impl Config {
             )?,
             Err(_) => std::time::Duration::from_secs(60),
         };
+        let session_limits = instance::db::SessionLimits::from_vars(&var)
+            .map_err(|reason| ConfigError::Invalid { name: "DATABASE_*_SECONDS", reason })?;
+        let stream_limits = crate::relay::StreamLimits::from_vars(&var)?;
         Ok(Self {
+            session_limits,
+            stream_limits,
             relay_stall,
             smtp_url: var("SMTP_URL").map(SecretString::from),
             nats_url: var("NATS_URL").filter(|u| !u.is_empty()).map(SecretString::from),
@@ -165,6 +176,12 @@ impl Config {
         Ok(serving.get_user().filter(|user| Some(*user) != owner.get_user()).map(str::to_owned))
     }
 
+    /// The database configuration of `hub serve`'s sessions: with the session limits.
+    pub fn session_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        Ok(self.session_limits.apply(self.database_config()?))
+    }
+
+    /// The database configuration as given (migrations and one-shot commands).
     pub fn database_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
         self.database_url.expose_secret().parse().map_err(|_| ConfigError::Invalid {
             name: "DATABASE_URL",

@@ -68,17 +68,20 @@ const MAX_ATTEMPTS: i32 = 2880;
 /// A row `sending` for longer than this was orphaned by a crash.
 const ORPHANED_AFTER_SECONDS: f64 = 120.0;
 
-/// Delivers queued emails until the process ends. `wake` is signalled after commits that
+/// Delivers queued emails until the process ends (supervised in `tasks`). `wake` is signalled after commits that
 /// queue mail; a timer covers the rest (other hubs' rows, retries).
-pub fn spawn_sender(pool: Pool, mailer: Arc<Mailer>, wake: Arc<Notify>) {
-    tokio::spawn(async move {
-        loop {
-            match deliver_next(&pool, &mailer).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(%error, "mail outbox unavailable; will retry"),
+pub fn spawn_sender(tasks: &Arc<shared::supervise::Tasks>, pool: Pool, mailer: Arc<Mailer>, wake: Arc<Notify>) {
+    tasks.spawn("mail outbox sender", move || {
+        let (pool, mailer, wake) = (pool.clone(), mailer.clone(), wake.clone());
+        async move {
+            loop {
+                match deliver_next(&pool, &mailer).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "mail outbox unavailable; will retry"),
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
         }
     });
 }

@@ -21,6 +21,7 @@ use async_nats::jetstream::{self, message::PublishMessage, stream};
 use deadpool_postgres::tokio_postgres;
 use shared::RecordedEvent;
 use shared::relayed::Relayed;
+use shared::supervise::Tasks;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -45,16 +46,26 @@ pub fn subject(event: &RecordedEvent, instance: Option<&str>) -> String {
     }
 }
 
-/// Runs the relay (as leader or standby) until the process ends. A relay behind the log
-/// that has not progressed for `stall_after` says so in the log.
-pub fn spawn(db_config: tokio_postgres::Config, nats_url: String, wake: Arc<Notify>, stall_after: Duration) {
-    tokio::spawn(async move {
-        let mut watch = Watch::new(stall_after);
-        loop {
-            if let Err(error) = lead(&db_config, &nats_url, &wake, &mut watch).await {
-                tracing::warn!(error = %format!("{error:#}"), "relay interrupted; retrying");
+/// Runs the relay (as leader or standby) under supervision in `tasks`. A relay behind the
+/// log that has not progressed for `stall_after` says so in the log.
+pub fn spawn(
+    tasks: &Arc<Tasks>,
+    db_config: tokio_postgres::Config,
+    nats_url: String,
+    wake: Arc<Notify>,
+    stall_after: Duration,
+    limits: StreamLimits,
+) {
+    tasks.spawn("relay", move || {
+        let (db_config, nats_url, wake) = (db_config.clone(), nats_url.clone(), wake.clone());
+        async move {
+            let mut watch = Watch::new(stall_after);
+            loop {
+                if let Err(error) = lead(&db_config, &nats_url, &wake, &mut watch, &limits).await {
+                    tracing::warn!(error = %format!("{error:#}"), "relay interrupted; retrying");
+                }
+                tokio::time::sleep(RETRY).await;
             }
-            tokio::time::sleep(RETRY).await;
         }
     });
 }
@@ -64,6 +75,7 @@ async fn lead(
     nats_url: &str,
     wake: &Notify,
     watch: &mut Watch,
+    limits: &StreamLimits,
 ) -> anyhow::Result<()> {
     let client = crate::db::connect(db_config).await?;
     loop {
@@ -76,13 +88,13 @@ async fn lead(
     tracing::info!("relay leader elected");
     // The watch runs beside the publishing, so a relay waiting on NATS is reported too.
     tokio::select! {
-        result = publish(&client, nats_url, wake) => result,
+        result = publish(&client, nats_url, wake, limits) => result,
         result = watch.run(&client) => Err(result.into()),
     }
 }
 
 /// Publishes until the database session is lost.
-async fn publish(client: &Client, nats_url: &str, wake: &Notify) -> anyhow::Result<()> {
+async fn publish(client: &Client, nats_url: &str, wake: &Notify, limits: &StreamLimits) -> anyhow::Result<()> {
     let mut failures = Failures::default();
     loop {
         // NATS trouble keeps the leadership and retries from the checkpoint; losing the
@@ -96,7 +108,7 @@ async fn publish(client: &Client, nats_url: &str, wake: &Notify) -> anyhow::Resu
                 continue;
             }
         };
-        match publish_loop(client, &nats, wake, &mut failures).await {
+        match publish_loop(client, &nats, wake, &mut failures, limits).await {
             Ok(()) => return Ok(()),
             Err(RelayError::Database(error)) => return Err(error.into()),
             Err(RelayError::Nats(error)) => {
@@ -128,16 +140,89 @@ fn nats_error(error: impl std::fmt::Display) -> RelayError {
     RelayError::Nats(error.to_string())
 }
 
-async fn ensure_stream(js: &jetstream::Context) -> Result<(), RelayError> {
-    js.get_or_create_stream(stream::Config {
-        name: STREAM.to_owned(),
-        subjects: vec!["hub.events.>".to_owned()],
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    })
-    .await
-    .map_err(nats_error)?;
+/// How much of the log the stream keeps: the oldest messages go first once any limit is
+/// reached. An instance that had not read them yet catches up from the hub's event feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// `HUB_EVENTS_MAX_AGE_SECONDS`, default 7 days.
+    pub max_age: Duration,
+    /// `HUB_EVENTS_MAX_BYTES`, default 8 GiB.
+    pub max_bytes: i64,
+    /// `HUB_EVENTS_MAX_MESSAGES`, default unlimited.
+    pub max_messages: Option<i64>,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self { max_age: Duration::from_secs(7 * 24 * 3600), max_bytes: 8 << 30, max_messages: None }
+    }
+}
+
+impl StreamLimits {
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, crate::config::ConfigError> {
+        fn positive(
+            var: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+        ) -> Result<Option<i64>, crate::config::ConfigError> {
+            match var(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(text) => {
+                    text.trim().parse::<i64>().ok().filter(|n| *n > 0).map(Some).ok_or(
+                        crate::config::ConfigError::Invalid { name, reason: "must be a positive integer".into() },
+                    )
+                }
+            }
+        }
+        let default = Self::default();
+        Ok(Self {
+            max_age: positive(&var, "HUB_EVENTS_MAX_AGE_SECONDS")?
+                .map_or(default.max_age, |s| Duration::from_secs(s.unsigned_abs())),
+            max_bytes: positive(&var, "HUB_EVENTS_MAX_BYTES")?.unwrap_or(default.max_bytes),
+            max_messages: positive(&var, "HUB_EVENTS_MAX_MESSAGES")?,
+        })
+    }
+
+    fn config(&self) -> stream::Config {
+        stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec!["hub.events.>".to_owned()],
+            storage: stream::StorageType::File,
+            // The server refuses a duplicate window longer than the age limit.
+            duplicate_window: DUPLICATE_WINDOW.min(self.max_age),
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+            max_messages: self.max_messages.unwrap_or(-1),
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates the stream, or brings an existing one's limits to the configured ones.
+async fn ensure_stream(js: &jetstream::Context, limits: &StreamLimits) -> Result<(), RelayError> {
+    let wanted = limits.config();
+    match js.get_stream(STREAM).await {
+        Ok(mut existing) => {
+            let current = existing.info().await.map_err(nats_error)?.config.clone();
+            let differs = current.max_age != wanted.max_age
+                || current.max_bytes != wanted.max_bytes
+                || current.max_messages != wanted.max_messages
+                || current.duplicate_window != wanted.duplicate_window;
+            if differs {
+                let updated = stream::Config {
+                    max_age: wanted.max_age,
+                    max_bytes: wanted.max_bytes,
+                    max_messages: wanted.max_messages,
+                    duplicate_window: wanted.duplicate_window,
+                    ..current
+                };
+                js.update_stream(updated).await.map_err(nats_error)?;
+                tracing::info!(?limits, "stream limits updated");
+            }
+        }
+        Err(_) => {
+            js.get_or_create_stream(wanted).await.map_err(nats_error)?;
+        }
+    }
     Ok(())
 }
 
@@ -203,9 +288,10 @@ async fn publish_loop(
     nats: &async_nats::Client,
     wake: &Notify,
     failures: &mut Failures,
+    limits: &StreamLimits,
 ) -> Result<(), RelayError> {
     let js = jetstream::new(nats.clone());
-    ensure_stream(&js).await?;
+    ensure_stream(&js, limits).await?;
     let mut checkpoint: i64 = client.query_one("SELECT position FROM relay_checkpoint", &[]).await?.get(0);
     loop {
         let events = crate::store::read_page(client, checkpoint, PAGE).await?;

@@ -53,17 +53,20 @@ impl Application {
         drop(client);
 
         let pepper = config.key_pepper()?;
-        let pool = crate::db::pool(db_config, config.pool_size);
+        let pool = crate::db::pool(config.session_config()?, config.pool_size);
+        let tasks = shared::supervise::Tasks::new();
         drop(pool.get().await.context("opening the connection pool")?);
-        let store = EventStore::start_with(pool.clone(), WriterConfig::default(), Arc::new(ReadModels));
+        let store = EventStore::start_supervised(pool.clone(), WriterConfig::default(), Arc::new(ReadModels), &tasks);
         let commit_signal = store.commit_signal();
         match (&config.nats_url, mode) {
             (Some(url), Mode::MultiInstance) => {
                 crate::relay::spawn(
-                    config.database_config()?,
+                    &tasks,
+                    config.session_config()?,
                     url.expose_secret().to_owned(),
                     store.commit_signal(),
                     config.relay_stall,
+                    config.stream_limits,
                 );
                 crate::link::spawn(pool.clone(), url.expose_secret().to_owned());
             }
@@ -77,7 +80,7 @@ impl Application {
         match &config.smtp_url {
             Some(url) => {
                 let mailer = crate::mail::Mailer::new(url.expose_secret(), &config.mail_from)?;
-                crate::mail::spawn_sender(pool.clone(), Arc::new(mailer), mail_wake.clone());
+                crate::mail::spawn_sender(&tasks, pool.clone(), Arc::new(mailer), mail_wake.clone());
                 crate::mail::spawn_sweeper(pool.clone());
             }
             None => tracing::warn!("SMTP_URL is not set: emails stay queued in the outbox"),
@@ -96,17 +99,19 @@ impl Application {
             rate_limiter: Arc::default(),
             usage,
             mail_wake,
+            tasks: tasks.clone(),
             master_key: config.master_key.clone().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?,
         };
         let mut router = http::router(state);
         if mode == Mode::SingleNode {
             let master = config.master_key.as_ref().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?;
             let embedded = instance::embedded::start(
-                config.database_config()?,
+                config.session_config()?,
                 EMBEDDED_INSTANCE_ID.to_owned(),
                 Arc::new(SecretBox::new(Box::new(*master.expose_secret()))),
                 config.auth_failures_per_minute,
                 commit_signal,
+                &tasks,
             )
             .await
             .context("starting the embedded instance")?;

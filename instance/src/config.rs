@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
+/// Connections in a running instance's pool: the consumer, the heartbeat, readiness and
+/// the runtime API's requests.
+const POOL_SIZE: usize = 16;
+
 /// The master key shared with the hub.
 pub type MasterKey = Arc<SecretBox<[u8; 32]>>;
 
@@ -33,6 +37,11 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// `INSTANCE_MAX_CONNECTIONS`, default 1024: connections served at once.
     pub max_connections: usize,
+    /// `INSTANCE_CONSUMER_STALL_SECONDS`, default 60: how long the consumer may leave
+    /// messages waiting without acking any before `/readyz` answers 503.
+    pub consumer_stall: std::time::Duration,
+    /// `DATABASE_*_TIMEOUT_SECONDS`, `DATABASE_KEEPALIVE_SECONDS` (see [`crate::db`]).
+    pub session_limits: crate::db::SessionLimits,
 }
 
 fn parse_master_key(text: &str) -> anyhow::Result<MasterKey> {
@@ -92,9 +101,30 @@ impl Config {
                 var("INSTANCE_MAX_CONNECTIONS"),
             )
             .map_err(anyhow::Error::msg)?,
+            consumer_stall: match var("INSTANCE_CONSUMER_STALL_SECONDS") {
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| anyhow::anyhow!("INSTANCE_CONSUMER_STALL_SECONDS must be a positive integer"))?,
+                None => std::time::Duration::from_secs(60),
+            },
+            session_limits: crate::db::SessionLimits::from_vars(var).map_err(anyhow::Error::msg)?,
         })
     }
 
+    fn database_config(&self) -> anyhow::Result<tokio_postgres::Config> {
+        self.database_url.expose_secret().parse().map_err(|_| anyhow::anyhow!("INSTANCE_DATABASE_URL is invalid"))
+    }
+
+    /// The reconnecting pool of a running instance, every session limited.
+    pub fn pool(&self) -> anyhow::Result<deadpool_postgres::Pool> {
+        Ok(crate::db::pool(self.session_limits.apply(self.database_config()?), POOL_SIZE))
+    }
+
+    /// One connection without session limits, for migrations and one-shot commands.
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, connection) =
             tokio_postgres::connect(self.database_url.expose_secret(), tokio_postgres::NoTls).await?;

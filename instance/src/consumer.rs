@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
+use deadpool_postgres::Pool;
 use futures::{FutureExt, StreamExt};
 use shared::RecordedEvent;
 use shared::relayed::{EventReference, Relayed};
@@ -21,25 +22,33 @@ use crate::keyring::apply_batch;
 
 pub const STREAM: &str = "HUB_EVENTS";
 
-/// Consumes until the process ends, reconnecting after failures.
-pub async fn run(nats_url: String, instance_id: String, mut client: Client, feed: HubFeed) {
-    loop {
-        if let Err(error) = consume(&nats_url, &instance_id, &mut client, &feed).await {
-            tracing::warn!(error = %format!("{error:#}"), "consumer interrupted; retrying");
-            if client.is_closed() {
-                // The database is gone: the process supervisor restarts us with a new connection.
-                tracing::error!("instance database connection lost");
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+/// Longest pause between two attempts at a batch while the database is away.
+const DATABASE_RETRY: Duration = Duration::from_secs(2);
+
+/// Consumes until something fails (the caller supervises and restarts it): the
+/// database connection comes from the pool afresh on each run, and NATS reconnects by
+/// itself.
+pub async fn run(nats: async_nats::Client, instance_id: String, pool: Pool, feed: HubFeed) -> anyhow::Result<()> {
+    consume(&nats, &instance_id, &pool, &feed).await
 }
 
-async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &HubFeed) -> anyhow::Result<()> {
-    let nats = crate::link::connect(nats_url, instance_id).await?;
-    let js = jetstream::new(nats);
-    let consumer = durable_consumer(&js, instance_id, feed).await?;
+async fn consume(nats: &async_nats::Client, instance_id: &str, pool: &Pool, feed: &HubFeed) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let js = jetstream::new(nats.clone());
+    let mut consumer = durable_consumer(&js, instance_id, feed).await?;
+    // Messages this consumer never acked were discarded by the stream's limits: what they
+    // held comes from the hub's feed instead (anything also still in the stream is then a
+    // harmless redelivery).
+    let first = js.get_stream(STREAM).await?.info().await?.state.first_sequence;
+    let acked = consumer.info().await?.ack_floor.stream_sequence;
+    if first > acked + 1 {
+        tracing::warn!(
+            first,
+            acked,
+            "the stream discarded messages this instance never read; catching up from the hub"
+        );
+        catch_up(&mut client, feed, instance_id).await?;
+    }
     let mut messages = consumer.messages().await?;
     while let Some(first) = messages.next().await {
         // Whatever else is already here joins this batch: one commit for all of them.
@@ -68,14 +77,36 @@ async fn consume(nats_url: &str, instance_id: &str, client: &mut Client, feed: &
             }
             ready.push(message);
         }
-        apply_with_gaps(client, feed, &events).await?;
+        // A lost database connection keeps the batch in hand (a message handed back now
+        // could go to this run's abandoned pull request and wait out the ack wait) and is
+        // retried on a fresh connection once the database is back.
+        loop {
+            match apply_with_gaps(&mut client, feed, &events).await {
+                Ok(()) => break,
+                Err(error) if client.is_closed() => {
+                    tracing::warn!(error = %format!("{error:#}"), "instance database lost; retrying the batch");
+                    client = loop {
+                        tokio::time::sleep(DATABASE_RETRY).await;
+                        match pool.get().await {
+                            Ok(client) => break client,
+                            Err(error) => tracing::debug!(%error, "instance database still unreachable"),
+                        }
+                    };
+                }
+                Err(error) => {
+                    let nak = jetstream::AckKind::Nak(None);
+                    futures::future::join_all(ready.iter().map(|m| m.ack_with(nak))).await;
+                    return Err(error);
+                }
+            }
+        }
         // Acked only once committed; the acks of a batch go out together.
         let acks = futures::future::join_all(ready.iter().map(|m| m.ack())).await;
         if let Some(error) = acks.into_iter().find_map(Result::err) {
             anyhow::bail!("ack failed: {error}");
         }
     }
-    Ok(())
+    anyhow::bail!("the consumer's message stream ended")
 }
 
 /// The durable consumer of `instance_id` (created by the hubs, see `hub::link`).
@@ -122,6 +153,32 @@ pub async fn resolve(feed: &HubFeed, reference: &EventReference) -> anyhow::Resu
             reference.position,
             reference.stream_id
         ),
+    }
+}
+
+/// Applies from the hub's feed every event of this instance's workspaces after its applied
+/// position (a workspace is this instance's once its creation names it).
+async fn catch_up(client: &mut Client, feed: &HubFeed, instance_id: &str) -> anyhow::Result<()> {
+    let mut after: i64 = client.query_one("SELECT applied_position FROM instance_state", &[]).await?.get(0);
+    let mut owned: std::collections::HashSet<uuid::Uuid> =
+        client.query("SELECT id FROM workspaces", &[]).await?.iter().map(|row| row.get(0)).collect();
+    loop {
+        let page = feed.page(after, None).await?;
+        let Some(last) = page.last().map(|e| e.position) else { return Ok(()) };
+        let mut mine = Vec::new();
+        for event in page {
+            let Some(id) = crate::apply::workspace_id(&event) else { continue };
+            if event.event_type == "WorkspaceCreated"
+                && event.data.get("instance_id").and_then(|v| v.as_str()) == Some(instance_id)
+            {
+                owned.insert(id);
+            }
+            if owned.contains(&id) {
+                mine.push(event);
+            }
+        }
+        apply_with_gaps(client, feed, &mine).await?;
+        after = last;
     }
 }
 

@@ -10,78 +10,83 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use deadpool_postgres::Pool;
 use shared::RecordedEvent;
+use shared::supervise::Tasks;
 use tokio::sync::Notify;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::apply::{apply_batch, workspace_id};
 use crate::runtime::{Keyring, RuntimeState};
 
 const PAGE: i64 = 500;
+/// Connections of the embedded instance: its tailer and the runtime API's requests.
+const POOL_SIZE: usize = 8;
 
-async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<Client> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "embedded instance connection closed");
-        }
-    });
-    Ok(client)
-}
-
-/// Prepares the schema, starts the tailer and returns the runtime API's routes.
+/// Prepares the schema, starts the tailer (supervised in `tasks`) and returns the runtime
+/// API's routes. `hub_database` carries the hub's session limits.
 pub async fn start(
     hub_database: tokio_postgres::Config,
     instance_id: String,
     master_key: crate::config::MasterKey,
     auth_failures_per_minute: u32,
     wake: Arc<Notify>,
+    tasks: &Arc<Tasks>,
 ) -> anyhow::Result<Router> {
     let config = schema_config(hub_database);
-    let client = connect(&config).await.context("connecting the embedded instance")?;
-    if !crate::migrate::is_current(&client).await? {
-        // A hub serving as the owning role prepares the schema itself; any other role
-        // needs `hub migrate` to have done it.
-        prepare_schema(&config).await.context("preparing the embedded instance's schema (run `hub migrate`)")?;
-    }
-    let tail = connect(&config).await?;
-    tokio::spawn(async move {
-        let mut tail = tail;
-        let mut last_heartbeat: Option<std::time::Instant> = None;
-        loop {
-            if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
-                match heartbeat(&tail, &instance_id).await {
-                    Ok(()) => last_heartbeat = Some(std::time::Instant::now()),
-                    Err(error) => tracing::warn!(%error, "embedded instance heartbeat failed"),
-                }
-            }
-            match follow(&mut tail, &instance_id).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "embedded instance could not apply; retrying")
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+    {
+        let client = crate::db::connect(&config).await.context("connecting the embedded instance")?;
+        if !crate::migrate::is_current(&client).await? {
+            // A hub serving as the owning role prepares the schema itself; any other role
+            // needs `hub migrate` to have done it.
+            prepare_schema(&config).await.context("preparing the embedded instance's schema (run `hub migrate`)")?;
         }
-    });
-    let runtime = Arc::new(RuntimeState::new(client, Keyring::Database, Some(master_key), auth_failures_per_minute));
+    }
+    let pool = crate::db::pool(config, POOL_SIZE);
+    {
+        let pool = pool.clone();
+        tasks.spawn("embedded instance", move || tail(pool.clone(), instance_id.clone(), wake.clone()));
+    }
+    let runtime = Arc::new(RuntimeState::new(pool, Keyring::Database, Some(master_key), auth_failures_per_minute));
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
     Ok(crate::runtime::router(runtime).layer(axum::middleware::from_fn(crate::request_id::request_id)))
 }
 
-/// The hub's database, with the embedded instance's schema first on the search path.
+/// The hub's database, with the embedded instance's schema first on the search path (the
+/// session limits in its options are kept).
 fn schema_config(hub_database: tokio_postgres::Config) -> tokio_postgres::Config {
     let mut config = hub_database;
-    config.options("-c search_path=instance");
+    let options = match config.get_options() {
+        Some(existing) if !existing.contains("search_path=instance") => format!("-c search_path=instance {existing}"),
+        Some(existing) => existing.to_owned(),
+        None => "-c search_path=instance".to_owned(),
+    };
+    config.options(&options);
     config
 }
 
 /// Creates and migrates the embedded instance's schema (as a role that may create it).
 pub async fn prepare_schema(hub_database: &tokio_postgres::Config) -> anyhow::Result<()> {
-    connect(hub_database).await?.batch_execute("CREATE SCHEMA IF NOT EXISTS instance").await?;
-    let mut client = connect(&schema_config(hub_database.clone())).await?;
+    crate::db::connect(hub_database).await?.batch_execute("CREATE SCHEMA IF NOT EXISTS instance").await?;
+    let mut client = crate::db::connect(&schema_config(hub_database.clone())).await?;
     crate::migrate::run(&mut client).await.context("migrating the embedded instance")
+}
+
+/// Follows the hub's log until the database fails (the supervisor starts it again on a
+/// fresh connection).
+async fn tail(pool: Pool, instance_id: String, wake: Arc<Notify>) -> anyhow::Result<()> {
+    let mut tail = pool.get().await?;
+    let mut last_heartbeat: Option<std::time::Instant> = None;
+    loop {
+        if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT) {
+            heartbeat(&tail, &instance_id).await.context("embedded instance heartbeat")?;
+            last_heartbeat = Some(std::time::Instant::now());
+        }
+        if follow(&mut tail, &instance_id).await.context("embedded instance could not apply")? {
+            continue;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+    }
 }
 
 /// Applies the next page of the log; `Ok(true)` when a full page was read.

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod consumer;
+pub mod db;
 pub mod embedded;
 pub mod feed;
 pub mod keyring;

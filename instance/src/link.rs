@@ -38,12 +38,19 @@ pub enum AskError {
 
 /// A NATS connection of `instance_id`, whose replies arrive in its own inbox.
 pub async fn connect(url: &str, instance_id: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let (url, options) = options(url, instance_id);
+    options.connect(url).await
+}
+
+/// The server address and the options of this instance's NATS connections: its own
+/// credentials and reply inbox.
+pub fn options(url: &str, instance_id: &str) -> (String, async_nats::ConnectOptions) {
     let (url, credentials) = link::split_credentials(url);
     let options = match credentials {
         Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
         None => async_nats::ConnectOptions::new(),
     };
-    options.custom_inbox_prefix(link::inbox_prefix(instance_id)).request_timeout(Some(TIMEOUT)).connect(url).await
+    (url.to_string(), options.custom_inbox_prefix(link::inbox_prefix(instance_id)).request_timeout(Some(TIMEOUT)))
 }
 
 impl Link {

@@ -42,7 +42,7 @@ pub enum Keyring {
 }
 
 pub struct RuntimeState {
-    pub client: tokio_postgres::Client,
+    pub pool: deadpool_postgres::Pool,
     pub keyring: Keyring,
     master_key: Option<MasterKey>,
     data_keys: Mutex<HashMap<Uuid, [u8; 32]>>,
@@ -53,13 +53,13 @@ pub struct RuntimeState {
 
 impl RuntimeState {
     pub fn new(
-        client: tokio_postgres::Client,
+        pool: deadpool_postgres::Pool,
         keyring: Keyring,
         master_key: Option<MasterKey>,
         auth_failures_per_minute: u32,
     ) -> Self {
         Self {
-            client,
+            pool,
             keyring,
             master_key,
             data_keys: Mutex::default(),
@@ -71,11 +71,14 @@ impl RuntimeState {
     async fn sealed_data_key(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
         match &self.keyring {
             Keyring::Instance => {
-                crate::keyring::sealed_data_key(&self.client, id).await?.ok_or_else(|| anyhow::anyhow!("no data key"))
+                let client = self.pool.get().await?;
+                crate::keyring::sealed_data_key(&client, id).await?.ok_or_else(|| anyhow::anyhow!("no data key"))
             }
             Keyring::Database => {
                 let row = self
-                    .client
+                    .pool
+                    .get()
+                    .await?
                     .query_opt("SELECT sealed_data_key FROM public.keyring WHERE workspace_id = $1", &[&id])
                     .await?;
                 row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)).ok_or_else(|| anyhow::anyhow!("no data key"))
@@ -185,9 +188,11 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
     let id: Uuid = subject.sub.parse().map_err(|_| unauthorized("malformed token"))?;
 
     let unavailable =
-        |_| problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the instance database is unavailable");
+        || problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the instance database is unavailable");
+    let client = state.pool.get().await.map_err(|_| unavailable())?;
     let row =
-        state.client.query_opt("SELECT state FROM workspaces WHERE id = $1", &[&id]).await.map_err(unavailable)?;
+        client.query_opt("SELECT state FROM workspaces WHERE id = $1", &[&id]).await.map_err(|_| unavailable())?;
+    drop(client);
     let workspace: Workspace = row
         .and_then(|r| r.get::<_, Option<serde_json::Value>>(0))
         .and_then(|s| serde_json::from_value(s).ok())

@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod relayed;
 pub mod scope;
 pub mod serve;
+pub mod supervise;
 pub mod telemetry;
 
 pub use envelope::RecordedEvent;

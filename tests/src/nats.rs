@@ -114,6 +114,15 @@ impl NatsServer {
         }
     }
 
+    /// SIGKILL, as a crash would; `restart` brings it back on the same store.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            process::unregister(child.id());
+        }
+    }
+
     /// Starts it again on the same port with the same JetStream store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();

@@ -95,6 +95,49 @@ impl PgServer {
         bail!("postgres did not start; see {}", dir.join("postgres.log").display())
     }
 
+    /// Stops the server (fast shutdown: every session is cut) and starts it again on the
+    /// same port and data directory, as a PostgreSQL restart under running clients.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        process::signal(self.pid, "INT");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && !is_zombie(self.pid) {
+            if Instant::now() > deadline {
+                bail!("postgres did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process::unregister(self.pid);
+        let owner = if running_as_root() { Some(postgres_user()?) } else { None };
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.join("postgres.log"))?;
+        let mut postgres = pg_command("postgres", owner, &self.dir)?;
+        postgres.arg("-D").arg(self.dir.join("data")).arg("-k").arg(&self.dir).args([
+            "-p",
+            &self.port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+        ]);
+        let child = postgres.stdout(Stdio::null()).stderr(log).spawn().context("restarting postgres")?;
+        process::register(child.id(), "INT");
+        self.pid = child.id();
+        // Reaped by a thread of its own, so a later restart sees it gone.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.accepts_connections() {
+            if Instant::now() > deadline {
+                bail!("postgres did not come back; see {}", self.dir.join("postgres.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
@@ -183,6 +226,12 @@ pub fn serving_url(url: &str) -> String {
         Some(rest) => format!("postgres://{SERVING_ROLE}@{rest}"),
         None => url.to_owned(),
     }
+}
+
+/// Whether `pid` has exited but is not yet reaped (its parent, the test, never waits on it).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
 }
 
 fn running_as_root() -> bool {

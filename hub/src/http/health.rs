@@ -46,15 +46,15 @@ pub struct RelayProgress {
     stalled_seconds: f64,
 }
 
-/// The database is reachable, every migration is applied, and the relay (if one runs) has
-/// not stayed behind the log without progressing for `HUB_RELAY_STALL_SECONDS`.
+/// Every background task runs, the database is reachable, every migration is applied, and
+/// the relay (if one runs) has not stayed behind the log without progressing for `HUB_RELAY_STALL_SECONDS`.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "OK", body = Readiness),
-        (status = 503, description = "Not ready: the database is unreachable or unmigrated (`not_ready`), or the relay is stalled (`relay_stalled`)", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "Not ready: a background task is down, or the database is unreachable or unmigrated (`not_ready`), or the relay is stalled (`relay_stalled`)", body = Problem, content_type = "application/problem+json")
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, axum::response::Response> {
@@ -62,6 +62,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, axum::
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", Some(detail.to_owned()))
             .into_response_with(StatusCode::SERVICE_UNAVAILABLE)
     };
+    let down = state.tasks.down();
+    if !down.is_empty() {
+        return Err(unavailable(&format!("background tasks are down: {}", down.join(", "))));
+    }
     let client = state.pool.get().await.map_err(|_| unavailable("the database is unreachable"))?;
     let current =
         crate::migrate::is_current(&**client).await.map_err(|_| unavailable("the database is unreachable"))?;

@@ -71,6 +71,8 @@ pub struct AppState {
     pub usage: Arc<usage::UsageRecorder>,
     /// Signalled after a commit that queued email.
     pub mail_wake: Arc<tokio::sync::Notify>,
+    /// The supervised background tasks, for `/readyz`.
+    pub tasks: Arc<shared::supervise::Tasks>,
     /// Seals and opens the workspaces' data keys.
     pub master_key: Arc<crate::secrets::MasterKey>,
 }

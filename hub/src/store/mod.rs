@@ -39,9 +39,33 @@ impl EventStore {
 
     /// Starts the writer task; `projector` updates read models in each append transaction.
     pub fn start_with(pool: Pool, config: WriterConfig, projector: Arc<dyn Projector>) -> Self {
+        Self::start_supervised(pool, config, projector, &shared::supervise::Tasks::new())
+    }
+
+    /// [`EventStore::start_with`], the writer supervised in `tasks`: a writer that panics
+    /// is restarted on the same queue (the commits of its batch are answered `Closed`).
+    pub fn start_supervised(
+        pool: Pool,
+        config: WriterConfig,
+        projector: Arc<dyn Projector>,
+        tasks: &Arc<shared::supervise::Tasks>,
+    ) -> Self {
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
         let committed = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(writer::run(pool.clone(), rx, config, projector, committed.clone()));
+        // Shared, so a restarted writer takes over the same queue.
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        {
+            let (pool, committed) = (pool.clone(), committed.clone());
+            tasks.spawn("writer", move || {
+                let (pool, rx, projector, committed, config) =
+                    (pool.clone(), rx.clone(), projector.clone(), committed.clone(), config.clone());
+                async move {
+                    let mut rx = rx.lock().await;
+                    writer::run(pool, &mut rx, config, projector, committed).await;
+                    Ok(())
+                }
+            });
+        }
         Self { pool, jobs, committed }
     }
 

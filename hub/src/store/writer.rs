@@ -51,7 +51,7 @@ impl Default for WriterConfig {
 
 pub(super) async fn run(
     pool: Pool,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: &mut mpsc::Receiver<Job>,
     config: WriterConfig,
     projector: Arc<dyn Projector>,
     committed: Arc<tokio::sync::Notify>,
