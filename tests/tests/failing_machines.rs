@@ -274,8 +274,17 @@ async fn an_instance_over_nats_alone_fills_a_gap_from_the_hubs() {
 
     let alpha_db = PgServer::shared().empty_database().await;
     let alpha = InstanceProcess::instance_over_nats("alpha", &alpha_db.url, &nats.url()).await;
-    let body = served(&operator, &alpha, &ws).await;
-    assert_eq!(body["settings"], json!({"n": 2}));
+    // The workspace is served once its first events are applied; the rest follows the gap.
+    let token = token(&operator, &ws).await;
+    let client = reqwest::Client::new();
+    wait_until("the instance to apply the events after the gap", Duration::from_secs(60), || {
+        let request = client.get(alpha.url("/v1/runtime/workspace")).bearer_auth(&token).send();
+        async move {
+            let body = request.await.ok()?.json::<Value>().await.ok()?;
+            (body["settings"] == json!({"n": 2})).then_some(())
+        }
+    })
+    .await;
     assert!(alpha.logs().contains("gap detected"), "{}", alpha.logs());
 }
 

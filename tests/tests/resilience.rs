@@ -210,7 +210,7 @@ async fn an_instance_behind_the_streams_first_message_catches_up_from_the_hubs_f
     let nats = NatsServer::start().unwrap();
     let hub_db = TestDatabase::new().await;
     let nats_url = nats.url();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let js = async_nats::jetstream::new(nats.client().await);
     // The stream exists already, without limits: the next hub brings its limits in.
     let mut first = HubProcess::spawn(&hub_db.url, &[], &[("NATS_URL", nats_url.as_str())]).await;
     wait_until("the relay to create the stream", Duration::from_secs(30), || {
