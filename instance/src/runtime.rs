@@ -27,6 +27,7 @@ use secrecy::ExposeSecret;
 use shared::crypto;
 use shared::domain::workspace::Workspace;
 use shared::rate_limit::Windows;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
@@ -122,13 +123,20 @@ const LEEWAY_SECONDS: u64 = 60;
 /// How long a request may take, its body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The runtime API's routes, throttled and bounded in time.
+/// The runtime API's routes, throttled and bounded in time; a panic answers 500.
 pub fn router(state: Arc<RuntimeState>) -> Router {
     Router::new()
         .route("/v1/runtime/workspace", get(workspace))
         .layer(axum::middleware::from_fn_with_state(state.clone(), throttle))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// A problem instead of a dropped connection when a handler panics.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("runtime request handler panicked");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
 fn client(ip: Option<IpAddr>) -> String {
@@ -218,9 +226,7 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
     if claims.aud != serde_json::Value::String(id.to_string()) {
         return Err(unauthorized("the token is not for this workspace"));
     }
-    // A token issued "in the future" could outlive its 24 hours.
-    let issued_in_future = claims.iat > Utc::now().timestamp() + LEEWAY_SECONDS as i64;
-    if issued_in_future || claims.exp - claims.iat > MAX_TOKEN_SECONDS {
+    if !lifetime_is_acceptable(claims.iat, claims.exp, Utc::now().timestamp()) {
         return Err(unauthorized("the token lives longer than 24 hours"));
     }
     if workspace.archived {
@@ -238,6 +244,14 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
     }))
 }
 
+/// Whether a token issued at `iat` and expiring at `exp` lives at most 24 hours and was not
+/// issued in the future (beyond the clock skew): such a token could outlive its 24 hours.
+/// Any `i64` is a claim an attacker may send: the arithmetic cannot overflow.
+fn lifetime_is_acceptable(iat: i64, exp: i64, now: i64) -> bool {
+    let issued_in_future = i128::from(iat) > i128::from(now) + i128::from(LEEWAY_SECONDS);
+    !issued_in_future && i128::from(exp) - i128::from(iat) <= i128::from(MAX_TOKEN_SECONDS)
+}
+
 async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> {
     if let Some(key) = state.data_keys.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
         return Ok(*key);
@@ -253,4 +267,21 @@ async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> 
         .ok_or_else(|| unauthorized("the workspace's keys cannot be opened"))?;
     state.data_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(id, key);
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lifetimes_at_the_extremes_are_refused_without_overflow() {
+        let now = 1_800_000_000;
+        assert!(lifetime_is_acceptable(now, now + 600, now));
+        assert!(lifetime_is_acceptable(now, now + MAX_TOKEN_SECONDS, now));
+        assert!(!lifetime_is_acceptable(now, now + MAX_TOKEN_SECONDS + 1, now));
+        assert!(!lifetime_is_acceptable(i64::MIN, now + 3600, now));
+        assert!(!lifetime_is_acceptable(i64::MIN, i64::MAX, now));
+        assert!(!lifetime_is_acceptable(i64::MAX, i64::MAX, now), "issued in the future");
+        assert!(!lifetime_is_acceptable(now + 2 * 86_400, now + 2 * 86_400 + 600, now));
+    }
 }
