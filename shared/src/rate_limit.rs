@@ -6,14 +6,31 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Windows kept before stale ones are swept.
-const SWEEP_ABOVE: usize = 10_000;
+/// Subjects tracked at most; past it, new subjects share one window (see [`Windows`]).
+const MAX_SUBJECTS: usize = 100_000;
+/// The subject every new subject is counted as while the map is full.
+const OVERFLOW: &str = "overflow";
 
-#[derive(Default)]
+/// Windows per subject. Closed windows are swept at most once per [`WINDOW`], and at most
+/// [`MAX_SUBJECTS`] are kept: while that many windows are open, a new subject is counted
+/// in one shared window, so a flood of addresses costs bounded memory and cannot dodge
+/// the count.
 pub struct Windows {
-    windows: Mutex<HashMap<String, Window>>,
+    state: Mutex<State>,
 }
 
+struct State {
+    windows: HashMap<String, Window>,
+    swept: Instant,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Self { state: Mutex::new(State { windows: HashMap::new(), swept: Instant::now() }) }
+    }
+}
+
+#[derive(Clone, Copy)]
 struct Window {
     opened: Instant,
     count: u32,
@@ -41,9 +58,18 @@ impl Windows {
         })
     }
 
-    /// Whether `subject` is still under `limit`, counting nothing.
+    /// Whether `subject` is still under `limit`, counting nothing and storing nothing.
     pub fn peek(&self, subject: &str, limit: u32) -> Decision {
-        self.with_window(subject, limit, |window| window.count < limit)
+        let now = Instant::now();
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window = state
+            .windows
+            .get(subject)
+            .or_else(|| state.windows.get(OVERFLOW).filter(|_| state.windows.len() >= MAX_SUBJECTS))
+            .copied()
+            .filter(|w| now.duration_since(w.opened) < WINDOW)
+            .unwrap_or(Window { opened: now, count: 0 });
+        decision(&window, window.count < limit, limit, now)
     }
 
     /// Counts one event for `subject`, whatever its limit.
@@ -56,22 +82,37 @@ impl Windows {
 
     fn with_window(&self, subject: &str, limit: u32, decide: impl FnOnce(&mut Window) -> bool) -> Decision {
         let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() > SWEEP_ABOVE {
-            windows.retain(|_, w| now.duration_since(w.opened) < WINDOW);
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if now.duration_since(state.swept) >= WINDOW {
+            state.windows.retain(|_, w| now.duration_since(w.opened) < WINDOW);
+            state.swept = now;
         }
-        let window = windows.entry(subject.to_owned()).or_insert(Window { opened: now, count: 0 });
+        let subject = if state.windows.len() >= MAX_SUBJECTS && !state.windows.contains_key(subject) {
+            OVERFLOW
+        } else {
+            subject
+        };
+        let window = state.windows.entry(subject.to_owned()).or_insert(Window { opened: now, count: 0 });
         if now.duration_since(window.opened) >= WINDOW {
             *window = Window { opened: now, count: 0 };
         }
         let allowed = decide(window);
-        let reset = WINDOW.saturating_sub(now.duration_since(window.opened));
-        Decision {
-            allowed,
-            limit,
-            remaining: limit.saturating_sub(window.count),
-            reset_seconds: (reset.as_secs() + u64::from(reset.subsec_nanos() > 0)).max(1),
-        }
+        decision(window, allowed, limit, now)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).windows.len()
+    }
+}
+
+fn decision(window: &Window, allowed: bool, limit: u32, now: Instant) -> Decision {
+    let reset = WINDOW.saturating_sub(now.duration_since(window.opened));
+    Decision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(window.count),
+        reset_seconds: (reset.as_secs() + u64::from(reset.subsec_nanos() > 0)).max(1),
     }
 }
 
@@ -91,6 +132,22 @@ mod tests {
         assert!(!refused.allowed);
         assert!(refused.reset_seconds >= 1 && refused.reset_seconds <= 60);
         assert!(windows.check("b", 3).allowed);
+    }
+
+    #[test]
+    fn peeking_stores_nothing_and_the_map_is_bounded() {
+        let windows = Windows::default();
+        for i in 0..1000 {
+            assert!(windows.peek(&format!("peeked {i}"), 1).allowed);
+        }
+        assert_eq!(windows.len(), 0, "peeking stored windows");
+        for i in 0..MAX_SUBJECTS + 10 {
+            windows.record(&format!("recorded {i}"));
+        }
+        assert_eq!(windows.len(), MAX_SUBJECTS + 1, "past the bound, new subjects share one window");
+        // Those past the bound are counted together: they cannot dodge the count.
+        assert!(!windows.peek("a newcomer", 10).allowed);
+        assert!(windows.peek("recorded 0", 2).allowed);
     }
 
     #[test]
