@@ -152,8 +152,8 @@ async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next
         if !gate.allowed {
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many failed authentications from this address; retry later",
+                shared::rate_limit::TOO_MANY_FAILURES_CODE,
+                shared::rate_limit::TOO_MANY_FAILURES_DETAIL,
             );
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(gate.reset_seconds));
             return response;

@@ -6,6 +6,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// The problem `code` of a 429 for an address past its failed authentications, on hub and
+/// instances alike (apart from a key's own `rate_limited`).
+pub const TOO_MANY_FAILURES_CODE: &str = "too_many_failed_authentications";
+/// The problem `detail` that goes with [`TOO_MANY_FAILURES_CODE`].
+pub const TOO_MANY_FAILURES_DETAIL: &str = "too many failed authentications from this address; retry later";
 /// Subjects tracked at most; past it, new subjects share one window (see [`Windows`]).
 const MAX_SUBJECTS: usize = 100_000;
 /// The subject every new subject is counted as while the map is full.

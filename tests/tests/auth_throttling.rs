@@ -12,7 +12,8 @@ use shared::keys::{GeneratedKey, KeyKind};
 #[track_caller]
 fn assert_throttled(reply: &Reply) {
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "body: {}", reply.text);
-    assert_eq!(reply.body["code"], "rate_limited", "body: {}", reply.text);
+    assert_eq!(reply.body["code"], "too_many_failed_authentications", "body: {}", reply.text);
+    assert_eq!(reply.body["detail"], "too many failed authentications from this address; retry later");
     assert!(reply.header("content-type").is_some_and(|t| t.starts_with("application/problem+json")));
     let retry: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("a Retry-After in seconds");
     assert!((1..=60).contains(&retry), "Retry-After {retry}");

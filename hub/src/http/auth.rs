@@ -271,7 +271,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     // An address past its failures is refused before the key costs a hash or a lookup.
     let gate = state.rate_limiter.may_authenticate(ip, state.config.auth_failures_per_minute);
     if !gate.allowed {
-        return ApiError::RateLimited { retry_after_seconds: gate.reset_seconds }.into_response();
+        return ApiError::TooManyFailedAuthentications { retry_after_seconds: gate.reset_seconds }.into_response();
     }
     let outcome = match presented {
         Err(error) => Err(error),
