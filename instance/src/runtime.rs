@@ -6,12 +6,13 @@
 //! previous secret verifies only until its grace period ends. A token must also name the
 //! workspace as its audience, be valid now (`nbf`, `exp`) and live at most 24 hours.
 //!
-//! Failed authentications are counted per client address like on the hub: past
+//! Failed authentications are counted per client address (an IPv6 client by its /64)
+//! like on the hub: past
 //! `HUB_AUTH_FAILURES_PER_MINUTE`, an address presenting credentials gets 429 until its
 //! window passes, before any token is looked at.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -139,14 +140,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
-fn client(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-}
-
 /// Refuses credentials from an address past its failed authentications, and counts every
 /// 401 (no credentials included: every runtime route demands them).
 async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next: Next) -> Response {
-    let ip = client(request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let ip = shared::rate_limit::client(request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
     if request.headers().contains_key(header::AUTHORIZATION) {
         let gate = state.failures.peek(&ip, state.auth_failures_per_minute);
         if !gate.allowed {

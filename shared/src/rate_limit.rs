@@ -2,6 +2,7 @@
 //! rate limits of the hub and the failed-authentication throttles of hub and instances.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,19 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 pub const TOO_MANY_FAILURES_CODE: &str = "too_many_failed_authentications";
 /// The problem `detail` that goes with [`TOO_MANY_FAILURES_CODE`].
 pub const TOO_MANY_FAILURES_DETAIL: &str = "too many failed authentications from this address; retry later";
+/// The subject a client address is counted as: an IPv4 address on its own, an IPv6 address
+/// by its /64 (one client holds a whole /64 and could otherwise rotate through it).
+pub fn client(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        None => "unknown".to_owned(),
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        Some(IpAddr::V6(ip)) => {
+            let prefix = u128::from(ip) & (u128::MAX << 64);
+            format!("{}/64", Ipv6Addr::from(prefix))
+        }
+    }
+}
+
 /// Subjects tracked at most; past it, new subjects share one window (see [`Windows`]).
 const MAX_SUBJECTS: usize = 100_000;
 /// The subject every new subject is counted as while the map is full.
@@ -137,6 +151,18 @@ mod tests {
         assert!(!refused.allowed);
         assert!(refused.reset_seconds >= 1 && refused.reset_seconds <= 60);
         assert!(windows.check("b", 3).allowed);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_ipv4_ones_alone() {
+        let v6 = |s: &str| client(Some(s.parse().unwrap()));
+        assert_eq!(v6("2001:db8:1:2:aaaa::1"), v6("2001:db8:1:2:bbbb::2"));
+        assert_eq!(v6("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
+        assert_eq!(v6("10.0.0.1"), "10.0.0.1");
+        assert_eq!(v6("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_ne!(v6("10.0.0.1"), v6("10.0.0.2"));
+        assert_eq!(client(None), "unknown");
     }
 
     #[test]
