@@ -119,11 +119,11 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
         }
-        let relay_stall = match std::env::var("HUB_RELAY_STALL_SECONDS") {
-            Ok(text) => text.parse().ok().filter(|n| *n > 0).map(std::time::Duration::from_secs).ok_or(
+        let relay_stall = match var("HUB_RELAY_STALL_SECONDS") {
+            Some(text) => text.parse().ok().filter(|n| *n > 0).map(std::time::Duration::from_secs).ok_or(
                 ConfigError::Invalid { name: "HUB_RELAY_STALL_SECONDS", reason: "must be a positive integer".into() },
             )?,
-            Err(_) => std::time::Duration::from_secs(60),
+            None => std::time::Duration::from_secs(60),
         };
         let session_limits = instance::db::SessionLimits::from_vars(&var)
             .map_err(|reason| ConfigError::Invalid { name: "DATABASE_*_SECONDS", reason })?;
@@ -220,5 +220,19 @@ mod tests {
         assert_eq!(config.serving_role().unwrap().as_deref(), Some("hub"));
         assert_eq!(config.auth_failures_per_minute, 20);
         assert_eq!(config.max_connections, shared::serve::DEFAULT_MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn the_relay_stall_comes_from_the_given_variables() {
+        let vars = [("DATABASE_URL", "postgres://hub@localhost/hub"), ("HUB_RELAY_STALL_SECONDS", "7")];
+        let config =
+            Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
+        assert_eq!(config.relay_stall, std::time::Duration::from_secs(7));
+        let refused = Config::from_vars(|name| match name {
+            "DATABASE_URL" => Some("postgres://hub@localhost/hub".to_owned()),
+            "HUB_RELAY_STALL_SECONDS" => Some("0".to_owned()),
+            _ => None,
+        });
+        assert!(refused.is_err());
     }
 }

@@ -7,12 +7,13 @@
 //! previous secret verifies only until its grace period ends. A token must also name the
 //! workspace as its audience, be valid now (`nbf`, `exp`) and live at most 24 hours.
 //!
-//! Failed authentications are counted per client address like on the hub: past
+//! Failed authentications are counted per client address (an IPv6 client by its /64)
+//! like on the hub: past
 //! `HUB_AUTH_FAILURES_PER_MINUTE`, an address presenting credentials gets 429 until its
 //! window passes, before any token is looked at.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use secrecy::ExposeSecret;
 use shared::crypto;
 use shared::domain::workspace::Workspace;
 use shared::rate_limit::Windows;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
@@ -127,30 +129,33 @@ const LEEWAY_SECONDS: u64 = 60;
 /// How long a request may take, its body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The runtime API's routes, throttled and bounded in time.
+/// The runtime API's routes, throttled and bounded in time; a panic answers 500.
 pub fn router(state: Arc<RuntimeState>) -> Router {
     Router::new()
         .route("/v1/runtime/workspace", get(workspace))
         .layer(axum::middleware::from_fn_with_state(state.clone(), throttle))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 
-fn client(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+/// A problem instead of a dropped connection when a handler panics.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("runtime request handler panicked");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
 }
 
 /// Refuses credentials from an address past its failed authentications, and counts every
 /// 401 (no credentials included: every runtime route demands them).
 async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next: Next) -> Response {
-    let ip = client(request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let ip = shared::rate_limit::client(request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
     if request.headers().contains_key(header::AUTHORIZATION) {
         let gate = state.failures.peek(&ip, state.auth_failures_per_minute);
         if !gate.allowed {
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many failed authentications from this address; retry later",
+                shared::rate_limit::TOO_MANY_FAILURES_CODE,
+                shared::rate_limit::TOO_MANY_FAILURES_DETAIL,
             );
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(gate.reset_seconds));
             return response;
@@ -225,9 +230,7 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
     if claims.aud != serde_json::Value::String(id.to_string()) {
         return Err(unauthorized("the token is not for this workspace"));
     }
-    // A token issued "in the future" could outlive its 24 hours.
-    let issued_in_future = claims.iat > Utc::now().timestamp() + LEEWAY_SECONDS as i64;
-    if issued_in_future || claims.exp - claims.iat > MAX_TOKEN_SECONDS {
+    if !lifetime_is_acceptable(claims.iat, claims.exp, Utc::now().timestamp()) {
         return Err(unauthorized("the token lives longer than 24 hours"));
     }
     if workspace.archived {
@@ -245,6 +248,14 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
     }))
 }
 
+/// Whether a token issued at `iat` and expiring at `exp` lives at most 24 hours and was not
+/// issued in the future (beyond the clock skew): such a token could outlive its 24 hours.
+/// Any `i64` is a claim an attacker may send: the arithmetic cannot overflow.
+fn lifetime_is_acceptable(iat: i64, exp: i64, now: i64) -> bool {
+    let issued_in_future = i128::from(iat) > i128::from(now) + i128::from(LEEWAY_SECONDS);
+    !issued_in_future && i128::from(exp) - i128::from(iat) <= i128::from(MAX_TOKEN_SECONDS)
+}
+
 async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> {
     if let Some(key) = state.data_keys.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
         return Ok(*key);
@@ -260,4 +271,21 @@ async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> 
         .ok_or_else(|| unauthorized("the workspace's keys cannot be opened"))?;
     state.data_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(id, key);
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lifetimes_at_the_extremes_are_refused_without_overflow() {
+        let now = 1_800_000_000;
+        assert!(lifetime_is_acceptable(now, now + 600, now));
+        assert!(lifetime_is_acceptable(now, now + MAX_TOKEN_SECONDS, now));
+        assert!(!lifetime_is_acceptable(now, now + MAX_TOKEN_SECONDS + 1, now));
+        assert!(!lifetime_is_acceptable(i64::MIN, now + 3600, now));
+        assert!(!lifetime_is_acceptable(i64::MIN, i64::MAX, now));
+        assert!(!lifetime_is_acceptable(i64::MAX, i64::MAX, now), "issued in the future");
+        assert!(!lifetime_is_acceptable(now + 2 * 86_400, now + 2 * 86_400 + 600, now));
+    }
 }

@@ -12,7 +12,8 @@ use shared::keys::{GeneratedKey, KeyKind};
 #[track_caller]
 fn assert_throttled(reply: &Reply) {
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "body: {}", reply.text);
-    assert_eq!(reply.body["code"], "rate_limited", "body: {}", reply.text);
+    assert_eq!(reply.body["code"], "too_many_failed_authentications", "body: {}", reply.text);
+    assert_eq!(reply.body["detail"], "too many failed authentications from this address; retry later");
     assert!(reply.header("content-type").is_some_and(|t| t.starts_with("application/problem+json")));
     let retry: u64 = reply.header("retry-after").and_then(|v| v.parse().ok()).expect("a Retry-After in seconds");
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
@@ -39,9 +40,8 @@ async fn after_twenty_forged_admin_keys_an_address_is_refused_before_any_key_loo
     }
     let forged = GeneratedKey::generate(KeyKind::Admin);
     assert_throttled(&operator.with_key(forged.expose()).get("/v1/workspaces").await);
-    // Even valid keys are refused from that address: nothing was looked up.
+    // Even valid admin keys are refused from that address: nothing was looked up.
     assert_throttled(&admin.get("/v1/workspaces").await);
-    assert_throttled(&operator.get("/v1/organizations").await);
     assert_throttled(
         &operator
             .anonymous()
@@ -50,6 +50,9 @@ async fn after_twenty_forged_admin_keys_an_address_is_refused_before_any_key_loo
     );
     // A request without credentials still learns that it needs some.
     operator.anonymous().get("/v1/organizations").await.expect(401);
+    // The operator's key is checked in memory before the gate: others' failures never
+    // lock it out.
+    operator.get("/v1/organizations").await.expect(200);
 }
 
 #[tokio::test]
@@ -66,8 +69,59 @@ async fn requests_without_credentials_on_authenticated_routes_count_as_failures(
     for _ in 0..3 {
         anonymous.get("/v1/organizations").await.expect(401);
     }
-    assert_throttled(&operator.get("/v1/organizations").await);
+    assert_throttled(&operator.with_key(GeneratedKey::generate(KeyKind::Admin).expose()).get("/v1/workspaces").await);
     anonymous.get("/healthz").await.expect(200);
+}
+
+#[tokio::test]
+async fn anonymous_failures_from_the_instances_address_lock_out_neither_the_operator_nor_the_instance() {
+    let nats = NatsServer::start().unwrap();
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    // The instance presents the operator key to the hub from the same address as the
+    // anonymous client below.
+    let instance_db = PgServer::shared().empty_database().await;
+    let instance = HubProcess::instance("alpha", &instance_db.url, &nats.url(), &hub.url("")).await;
+    wait_until("the instance to report", Duration::from_secs(30), || {
+        let operator = operator.clone();
+        async move { (operator.get("/v1/instances").await.body["items"].as_array()?.len() == 1).then_some(()) }
+    })
+    .await;
+
+    for _ in 0..20 {
+        operator.anonymous().get("/v1/organizations").await.expect(401);
+    }
+    assert_throttled(&operator.with_key("wrong").get("/v1/organizations").await);
+    let tripped = chrono::Utc::now();
+    operator.get("/v1/organizations").await.expect(200);
+
+    // Heartbeats keep arriving.
+    wait_until("a heartbeat after the throttle tripped", Duration::from_secs(30), || {
+        let operator = operator.clone();
+        async move {
+            let items = operator.get("/v1/instances").await.body["items"].as_array()?.clone();
+            let at: chrono::DateTime<chrono::Utc> = items.first()?["last_heartbeat_at"].as_str()?.parse().ok()?;
+            (at > tripped).then_some(())
+        }
+    })
+    .await;
+    // The instance still fetches a new workspace's key from the hub's keyring.
+    let org = operator.post("/v1/organizations", json!({"name": "Acme", "email": "o@a.test", "plan": "pro"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let ws = operator.post("/v1/workspaces", json!({"name": "Home", "organization_id": org})).await.expect(201);
+    let ws = ws.body["id"].as_str().unwrap().to_owned();
+    let token = operator.post(&format!("/v1/workspaces/{ws}/access-token"), json!({})).await.expect(200);
+    let token = token.body["access_token"].as_str().unwrap().to_owned();
+    wait_until("the instance to hold the workspace", Duration::from_secs(30), || {
+        let operator = operator.clone();
+        async move {
+            let items = operator.get("/v1/instances").await.body["items"].as_array()?.clone();
+            (items.first()?["workspace_count"] == 1).then_some(())
+        }
+    })
+    .await;
+    runtime(&instance.url(""), Some(&token)).await.expect(200);
 }
 
 async fn runtime(base: &str, token: Option<&str>) -> Reply {

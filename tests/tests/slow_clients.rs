@@ -1,12 +1,13 @@
 //! Slow and numerous clients: hub and instance close a connection whose request headers
-//! do not arrive in time, and serve at most a configured number of connections at once.
+//! do not arrive in time or whose responses are not read, and serve at most a configured
+//! number of connections at once.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use e2e::{HubProcess, NatsServer, OPERATOR_KEY, PgServer, TestDatabase};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
 
@@ -80,6 +81,39 @@ async fn the_hub_closes_a_connection_whose_request_headers_stall() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
     assert_stalled_request_is_closed(hub.addr).await;
+}
+
+/// Fills the `limit` connections with clients that pipeline requests for `path` and never
+/// read the answers; they are closed in bounded time and a fresh request is served.
+async fn assert_unread_responses_do_not_hold_connections(addr: SocketAddr, limit: usize, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").repeat(400);
+    let mut writers = Vec::new();
+    for _ in 0..limit {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let request = request.clone();
+        // The writer keeps the stream (never reading) until the server gives up on it.
+        writers.push(tokio::spawn(async move {
+            let _ = stream.write_all(request.as_bytes()).await;
+            std::future::pending::<()>().await;
+            drop(stream);
+        }));
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
+    let fresh = client.get(format!("http://{addr}/healthz")).send().await;
+    let fresh = fresh.expect("a fresh request was still unanswered after 90 s while clients left responses unread");
+    assert_eq!(fresh.status(), 200);
+    for writer in writers {
+        writer.abort();
+    }
+}
+
+#[tokio::test]
+async fn the_hub_closes_connections_whose_responses_are_never_read() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[("HUB_MAX_CONNECTIONS", "3")]).await;
+    assert_unread_responses_do_not_hold_connections(hub.addr, 3, "/openapi.json").await;
 }
 
 #[tokio::test]

@@ -44,6 +44,15 @@ async fn forged_claims_are_checked(base: &str, ws: &str, secret: &str, minted: &
         c["exp"] = json!(now() + 2 * 86_400 + 600);
     });
     with("an expiry in the past", &|c| c["exp"] = json!(now() - 3600));
+    // Lifetimes whose arithmetic overflows.
+    with("the earliest issue time", &|c| {
+        c["iat"] = json!(i64::MIN);
+        c["exp"] = json!(now() + 3600);
+    });
+    with("the earliest issue time and the latest expiry", &|c| {
+        c["iat"] = json!(i64::MIN);
+        c["exp"] = json!(i64::MAX);
+    });
     for (what, claims) in cases {
         let (status, body) = runtime_at(base, &forge(secret, "1", &claims)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "a token with {what} was accepted: {body}");

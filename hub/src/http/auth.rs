@@ -4,9 +4,11 @@
 //! (Bearer, or Basic with the key as username and an empty password), applies the
 //! caller's rate limit, and leaves the outcome in the request's extensions; handlers take
 //! a [`Principal`] argument, which is a 401 when authentication failed or was absent.
-//! Failed authentications are counted per client address; past
-//! `HUB_AUTH_FAILURES_PER_MINUTE` an address presenting credentials gets 429 until its
-//! window passes, before any key is looked up.
+//! Failed authentications are counted per client address (an IPv6 client by its /64);
+//! past `HUB_AUTH_FAILURES_PER_MINUTE` an address presenting credentials gets 429 until its
+//! window passes, before any key is looked up. The operator key is recognised first, in
+//! memory: other clients' failures from the same address (instances share the operator's
+//! address in many deployments) never lock it out.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -150,6 +152,11 @@ impl Authenticator {
         &self.hasher
     }
 
+    /// Whether `secret` is the operator key: a hash compared in constant time, no lookup.
+    fn is_operator(&self, secret: &str) -> bool {
+        self.operator_hash.as_ref().is_some_and(|operator| constant_time_eq(operator, &self.hasher.hash(secret)))
+    }
+
     async fn authenticate(&self, state: &AppState, secret: &str, ip: Option<IpAddr>) -> Result<Principal, ApiError> {
         let presented = self.hasher.hash(secret);
         if let Some(operator) = &self.operator_hash
@@ -268,12 +275,18 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         }
         return response;
     };
-    // An address past its failures is refused before the key costs a hash or a lookup.
-    let gate = state.rate_limiter.may_authenticate(ip, state.config.auth_failures_per_minute);
-    if !gate.allowed {
-        return ApiError::RateLimited { retry_after_seconds: gate.reset_seconds }.into_response();
+    // The operator key costs one hash and no lookup, so it passes the gate below: the
+    // failures of others sharing its address never lock the operator (or instances) out.
+    let operator = matches!(&presented, Ok(secret) if state.auth.is_operator(secret));
+    if !operator {
+        // An address past its failures is refused before the key costs a lookup.
+        let gate = state.rate_limiter.may_authenticate(ip, state.config.auth_failures_per_minute);
+        if !gate.allowed {
+            return ApiError::TooManyFailedAuthentications { retry_after_seconds: gate.reset_seconds }.into_response();
+        }
     }
     let outcome = match presented {
+        Ok(_) if operator => Ok(Principal::Operator),
         Err(error) => Err(error),
         Ok(secret) => state.auth.authenticate(&state, &secret, ip).await,
     };

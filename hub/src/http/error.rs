@@ -91,6 +91,9 @@ pub enum ApiError {
     Unprocessable { code: &'static str, detail: String },
     #[error("rate limit exceeded")]
     RateLimited { retry_after_seconds: u64 },
+    /// The client's address is past its failed authentications (not the key's own limit).
+    #[error("{}", shared::rate_limit::TOO_MANY_FAILURES_DETAIL)]
+    TooManyFailedAuthentications { retry_after_seconds: u64 },
     #[error("service unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -133,7 +136,7 @@ impl ApiError {
             Self::PayloadTooLarge | Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -154,6 +157,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooManyFailedAuthentications { .. } => shared::rate_limit::TOO_MANY_FAILURES_CODE,
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -178,7 +182,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"admin-api\""));
             }
-            Self::RateLimited { retry_after_seconds } => {
+            Self::RateLimited { retry_after_seconds } | Self::TooManyFailedAuthentications { retry_after_seconds } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }
             Self::Unavailable => {

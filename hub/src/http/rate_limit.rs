@@ -1,11 +1,11 @@
 //! Per-key rate limits: a window of one minute opened by a key's first request, counted
 //! in this process's memory, announced in the IETF `RateLimit` headers. The same windows,
-//! keyed by client address, throttle failed authentications.
+//! keyed by client address (an IPv6 client by its /64), throttle failed authentications.
 
 use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderValue};
-use shared::rate_limit::{WINDOW, Windows};
+use shared::rate_limit::{WINDOW, Windows, client};
 
 pub use shared::rate_limit::Decision;
 
@@ -31,10 +31,6 @@ impl RateLimiter {
     pub fn authentication_failed(&self, ip: Option<IpAddr>) {
         self.failed_authentications.record(&client(ip));
     }
-}
-
-fn client(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
 /// Writes the IETF `RateLimit-Policy` and `RateLimit` headers of a decision.
