@@ -113,8 +113,13 @@ where
             // Planning again checks the pinned version: a change elsewhere (a key rotated
             // meanwhile) is no reason for a 412.
             Err(AppendError::Conflict { .. }) => continue,
-            // A key restricted to a deleted workspace was created meanwhile: plan again.
-            Err(AppendError::Rejected(error)) if constraint(&error) == Some("api_keys_workspaces_live") => continue,
+            // A key restricted to a deleted workspace, or a workspace or key of the deleted
+            // organization, was created meanwhile: plan again.
+            Err(AppendError::Rejected(error))
+                if matches!(constraint(&error), Some("api_keys_workspaces_live" | "organizations_live")) =>
+            {
+                continue;
+            }
             Err(error) => return Err(error.into()),
         }
     }

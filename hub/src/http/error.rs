@@ -229,6 +229,10 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             code: "tree_changed",
             detail: "a workspace of this key was deleted concurrently; retry".into(),
         }),
+        "organizations_live" => Some(ApiError::Conflict {
+            code: "organization_deleted",
+            detail: "the organization was deleted concurrently".into(),
+        }),
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),
