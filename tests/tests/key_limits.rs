@@ -414,3 +414,32 @@ async fn workspaces_and_keys_created_while_their_organization_is_deleted_never_o
         assert_eq!(late, 0, "nothing is created in the organization after its deletion");
     }
 }
+
+#[tokio::test]
+async fn the_secret_being_retired_cannot_rotate_change_or_mint_keys_during_its_grace_period() {
+    let stack = plain().await;
+    let body = json!({"name": "x", "scopes": ["*"], "organization_id": stack.org});
+    let (id, _, old) = mint(&stack.operator, body).await;
+    let rotated = stack
+        .operator
+        .post(&format!("/v1/api-keys/{id}/rotate"), json!({"grace_period_seconds": 60}))
+        .await
+        .expect(200);
+    let new = stack.operator.with_key(rotated.body["secret"].as_str().unwrap());
+
+    // The retiring secret still reads during its grace period, but takes nothing over.
+    old.get("/v1/api-keys").await.expect(200);
+    refused(
+        old.post(&format!("/v1/api-keys/{id}/rotate"), json!({"grace_period_seconds": 0})).await,
+        403,
+        "retiring_secret",
+    );
+    refused(old.patch(&format!("/v1/api-keys/{id}"), json!({"name": "mine"})).await, 403, "retiring_secret");
+    let minted = json!({"name": "spare", "scopes": ["keys:read"]});
+    refused(old.post("/v1/api-keys", minted).await, 403, "retiring_secret");
+
+    // The new secret keeps the key, and may rotate it.
+    new.get("/v1/api-keys").await.expect(200);
+    assert_eq!(stack.operator.get(&format!("/v1/api-keys/{id}")).await.expect(200).body["name"], "x");
+    new.post(&format!("/v1/api-keys/{id}/rotate"), json!({"grace_period_seconds": 0})).await.expect(200);
+}
