@@ -9,22 +9,18 @@
 //! it is events appended atomically: there is never a moment in the log where a deleted
 //! workspace still has a key restricted to it.
 
-use std::collections::HashMap;
-
+use shared::Metadata;
 use shared::domain::api_key::{ApiKey, ApiKeyCommand, Grantor};
 use shared::domain::organization::{Organization, OrganizationCommand};
 use shared::domain::workspace::{Workspace, WorkspaceCommand};
 use shared::domain::{Aggregate, DomainError};
-use shared::{DomainEvent, Metadata};
 use uuid::Uuid;
 
-use crate::commands::{encode, idempotency_mark};
+use crate::commands::{encode, idempotency_mark, load_all};
 use crate::http::error::ApiError;
 use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, StreamAppend};
 
 const ATTEMPTS: usize = 5;
-/// Streams read per query when loading many aggregates.
-const BATCH: usize = 1_000;
 
 /// Deletes the workspaces `ids` (a subtree, root first; `if_match` pins the root).
 pub async fn delete_workspaces(
@@ -138,33 +134,10 @@ async fn restricted_keys(store: &EventStore, workspace_ids: &[Uuid]) -> Result<V
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Each aggregate's state and stream version, in the order of `ids`; a few queries in all.
+/// Each aggregate with its id and stream version, in the order of `ids`.
 async fn load_many<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(Uuid, A, i64)>, ApiError> {
-    let client = store.pool().get().await?;
-    let mut states: HashMap<String, (A, i64)> = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(BATCH) {
-        let streams: Vec<String> = chunk.iter().map(|id| A::stream_id(*id)).collect();
-        let rows = client
-            .query(
-                "SELECT stream_id, stream_version, event_type, schema_version, data FROM events \
-                 WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version",
-                &[&streams],
-            )
-            .await?;
-        for row in &rows {
-            let event = A::Event::decode(row.get(2), row.get(3), &row.get(4))?;
-            let (state, version) = states.entry(row.get(0)).or_default();
-            state.apply(&event);
-            *version = row.get(1);
-        }
-    }
-    Ok(ids
-        .iter()
-        .map(|id| {
-            let (state, version) = states.remove(&A::stream_id(*id)).unwrap_or_default();
-            (*id, state, version)
-        })
-        .collect())
+    let loaded = load_all::<A>(store, ids).await?;
+    Ok(ids.iter().zip(loaded).map(|(id, (state, version))| (*id, state, version)).collect())
 }
 
 /// Adds each aggregate's events to `appends`, expecting the version it was loaded at.
