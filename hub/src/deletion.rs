@@ -21,6 +21,8 @@ use crate::http::error::ApiError;
 use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, StreamAppend};
 
 const ATTEMPTS: usize = 5;
+/// Class of the advisory lock held while an organization is being deleted (V12).
+const DELETING_ORGANIZATION: i32 = 1212;
 
 /// Deletes the workspaces `ids` (a subtree, root first; `if_match` pins the root).
 pub async fn delete_workspaces(
@@ -58,7 +60,11 @@ pub async fn delete_organization(
     if_match: Option<i64>,
     metadata: &Metadata,
 ) -> Result<(), ApiError> {
-    run(store, metadata, || async {
+    // A connection of its own, out of the pool: if this request is dropped midway, the
+    // session ends and the lock with it.
+    let guard = deadpool_postgres::Object::take(store.pool().get().await?);
+    guard.execute("SELECT pg_advisory_lock($1, hashtext($2::uuid::text))", &[&DELETING_ORGANIZATION, &id]).await?;
+    let deleted = run(store, metadata, || async {
         let mut appends = Vec::new();
         let organization = load_many::<Organization>(store, &[id]).await?;
         if let (Some(expected), Some((_, _, version))) = (if_match, organization.first())
@@ -88,7 +94,14 @@ pub async fn delete_organization(
         decide_each(&keys, |k| k.decide(revoke.clone()), metadata, &mut appends)?;
         Ok(Commit { appends, extra: vec![crate::secrets::shred(&workspace_ids)] })
     })
-    .await
+    .await;
+    // Released at once for the creates that come next; should that fail, dropping the
+    // connection ends the session and releases it anyway.
+    let unlock = "SELECT pg_advisory_unlock($1, hashtext($2::uuid::text))";
+    if let Err(error) = guard.execute(unlock, &[&DELETING_ORGANIZATION, &id]).await {
+        tracing::warn!(%error, "releasing the organization deletion lock");
+    }
+    deleted
 }
 
 /// Plans and commits; a concurrent change to any stream makes it plan again on the new

@@ -6,6 +6,12 @@
 -- workspaces and revokes the keys in the same commit is judged on the final rows. A replay
 -- of history (`hub projections rebuild`) is not judged again: logs written before this
 -- rule may hold such rows.
+--
+-- While an organization is being deleted, the hub holds the advisory lock
+-- (1212, hashtext(id)) on a session of its own; a workspace or key of the organization
+-- that would be live at commit is then refused at once, so creates cannot outrun the
+-- delete again and again. Only tried, never waited for: the create holds the log-head
+-- lock the delete's commit needs.
 
 CREATE FUNCTION organizations_check_live() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -18,6 +24,9 @@ BEGIN
             RAISE EXCEPTION 'organization % is deleted while a workspace or key of it is live', NEW.id
                 USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'organizations_live';
         END IF;
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1212, hashtext(NEW.organization_id::text)) THEN
+        RAISE EXCEPTION 'organization % is being deleted', NEW.organization_id
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'organizations_live';
     ELSIF TG_TABLE_NAME = 'workspaces' THEN
         IF EXISTS (
             SELECT 1 FROM workspaces w JOIN organizations o ON o.id = w.organization_id

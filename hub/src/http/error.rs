@@ -235,7 +235,7 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         }),
         "organizations_live" => Some(ApiError::Conflict {
             code: "organization_deleted",
-            detail: "the organization was deleted concurrently".into(),
+            detail: "the organization is being deleted or was deleted".into(),
         }),
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
