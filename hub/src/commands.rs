@@ -12,6 +12,9 @@ use crate::projections::SqlStep;
 use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, NewEvent, StreamAppend};
 
 const ATTEMPTS: usize = 5;
+/// Streams read per query when loading many aggregates: a whole organization or subtree
+/// costs a few round trips, and no query grows without bound.
+const BATCH: usize = 1_000;
 
 /// The aggregate after the command.
 pub struct Executed<A> {
@@ -29,22 +32,24 @@ pub async fn load<A: Aggregate>(store: &EventStore, id: Uuid) -> Result<(A, i64)
     Ok((state, history.last().map_or(0, |e| e.stream_version)))
 }
 
-/// Loads several aggregates of one kind with one read, in the order of `ids`.
+/// Loads several aggregates of one kind, one read per `BATCH` of them, in the order of
+/// `ids` (an aggregate with no events is its default state at version 0).
 pub async fn load_all<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(A, i64)>, ApiError> {
-    let stream_ids: Vec<String> = ids.iter().map(|id| A::stream_id(*id)).collect();
-    let refs: Vec<&str> = stream_ids.iter().map(String::as_str).collect();
-    let mut histories = store.read_streams(&refs).await?;
-    stream_ids
-        .iter()
-        .map(|stream_id| {
+    let mut loaded = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        let stream_ids: Vec<String> = chunk.iter().map(|id| A::stream_id(*id)).collect();
+        let refs: Vec<&str> = stream_ids.iter().map(String::as_str).collect();
+        let mut histories = store.read_streams(&refs).await?;
+        for stream_id in &stream_ids {
             let history = histories.remove(stream_id).unwrap_or_default();
             let mut state = A::default();
             for event in &history {
                 state.apply(&event.decode::<A::Event>()?);
             }
-            Ok((state, history.last().map_or(0, |e| e.stream_version)))
-        })
-        .collect()
+            loaded.push((state, history.last().map_or(0, |e| e.stream_version)));
+        }
+    }
+    Ok(loaded)
 }
 
 /// Marks the request's idempotency key as committed, in the command's own transaction.

@@ -9,22 +9,20 @@
 //! it is events appended atomically: there is never a moment in the log where a deleted
 //! workspace still has a key restricted to it.
 
-use std::collections::HashMap;
-
+use shared::Metadata;
 use shared::domain::api_key::{ApiKey, ApiKeyCommand, Grantor};
 use shared::domain::organization::{Organization, OrganizationCommand};
 use shared::domain::workspace::{Workspace, WorkspaceCommand};
 use shared::domain::{Aggregate, DomainError};
-use shared::{DomainEvent, Metadata};
 use uuid::Uuid;
 
-use crate::commands::{encode, idempotency_mark};
+use crate::commands::{encode, idempotency_mark, load_all};
 use crate::http::error::ApiError;
 use crate::store::{AppendError, Commit, EventStore, ExpectedVersion, StreamAppend};
 
 const ATTEMPTS: usize = 5;
-/// Streams read per query when loading many aggregates.
-const BATCH: usize = 1_000;
+/// Class of the advisory lock held while an organization is being deleted (V12).
+const DELETING_ORGANIZATION: i32 = 1212;
 
 /// Deletes the workspaces `ids` (a subtree, root first; `if_match` pins the root).
 pub async fn delete_workspaces(
@@ -62,7 +60,11 @@ pub async fn delete_organization(
     if_match: Option<i64>,
     metadata: &Metadata,
 ) -> Result<(), ApiError> {
-    run(store, metadata, || async {
+    // A connection of its own, out of the pool: if this request is dropped midway, the
+    // session ends and the lock with it.
+    let guard = deadpool_postgres::Object::take(store.pool().get().await?);
+    guard.execute("SELECT pg_advisory_lock($1, hashtext($2::uuid::text))", &[&DELETING_ORGANIZATION, &id]).await?;
+    let deleted = run(store, metadata, || async {
         let mut appends = Vec::new();
         let organization = load_many::<Organization>(store, &[id]).await?;
         if let (Some(expected), Some((_, _, version))) = (if_match, organization.first())
@@ -92,7 +94,14 @@ pub async fn delete_organization(
         decide_each(&keys, |k| k.decide(revoke.clone()), metadata, &mut appends)?;
         Ok(Commit { appends, extra: vec![crate::secrets::shred(&workspace_ids)] })
     })
-    .await
+    .await;
+    // Released at once for the creates that come next; should that fail, dropping the
+    // connection ends the session and releases it anyway.
+    let unlock = "SELECT pg_advisory_unlock($1, hashtext($2::uuid::text))";
+    if let Err(error) = guard.execute(unlock, &[&DELETING_ORGANIZATION, &id]).await {
+        tracing::warn!(%error, "releasing the organization deletion lock");
+    }
+    deleted
 }
 
 /// Plans and commits; a concurrent change to any stream makes it plan again on the new
@@ -113,8 +122,13 @@ where
             // Planning again checks the pinned version: a change elsewhere (a key rotated
             // meanwhile) is no reason for a 412.
             Err(AppendError::Conflict { .. }) => continue,
-            // A key restricted to a deleted workspace was created meanwhile: plan again.
-            Err(AppendError::Rejected(error)) if constraint(&error) == Some("api_keys_workspaces_live") => continue,
+            // A key restricted to a deleted workspace, or a workspace or key of the deleted
+            // organization, was created meanwhile: plan again.
+            Err(AppendError::Rejected(error))
+                if matches!(constraint(&error), Some("api_keys_workspaces_live" | "organizations_live")) =>
+            {
+                continue;
+            }
             Err(error) => return Err(error.into()),
         }
     }
@@ -133,33 +147,10 @@ async fn restricted_keys(store: &EventStore, workspace_ids: &[Uuid]) -> Result<V
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Each aggregate's state and stream version, in the order of `ids`; a few queries in all.
+/// Each aggregate with its id and stream version, in the order of `ids`.
 async fn load_many<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(Uuid, A, i64)>, ApiError> {
-    let client = store.pool().get().await?;
-    let mut states: HashMap<String, (A, i64)> = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(BATCH) {
-        let streams: Vec<String> = chunk.iter().map(|id| A::stream_id(*id)).collect();
-        let rows = client
-            .query(
-                "SELECT stream_id, stream_version, event_type, schema_version, data FROM events \
-                 WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version",
-                &[&streams],
-            )
-            .await?;
-        for row in &rows {
-            let event = A::Event::decode(row.get(2), row.get(3), &row.get(4))?;
-            let (state, version) = states.entry(row.get(0)).or_default();
-            state.apply(&event);
-            *version = row.get(1);
-        }
-    }
-    Ok(ids
-        .iter()
-        .map(|id| {
-            let (state, version) = states.remove(&A::stream_id(*id)).unwrap_or_default();
-            (*id, state, version)
-        })
-        .collect())
+    let loaded = load_all::<A>(store, ids).await?;
+    Ok(ids.iter().zip(loaded).map(|(id, (state, version))| (*id, state, version)).collect())
 }
 
 /// Adds each aggregate's events to `appends`, expecting the version it was loaded at.

@@ -336,3 +336,107 @@ async fn a_key_created_while_its_workspace_is_deleted_never_outlives_it() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workspaces_and_keys_created_while_their_organization_is_deleted_never_outlive_it() {
+    let db = TestDatabase::new().await;
+    let (_hub, operator) = stack(&db, &[("HUB_AUTH_FAILURES_PER_MINUTE", "1000")]).await;
+    let client = db.connect().await;
+    for round in 0..3 {
+        let (org, admin) = organization(&operator, &format!("doomed{round}")).await;
+        let creators = (0..6).map(|thread| {
+            let admin = admin.clone();
+            async move {
+                let mut replies = Vec::new();
+                // Until the delete shuts the key out (or long enough to outlast it).
+                for i in 0..60 {
+                    let reply = if (thread + i) % 2 == 0 {
+                        admin.post("/v1/workspaces", json!({"name": format!("W{thread}-{i}")})).await
+                    } else {
+                        admin
+                            .post("/v1/api-keys", json!({"name": format!("k{thread}-{i}"), "scopes": ["keys:read"]}))
+                            .await
+                    };
+                    let done = reply.status == 401;
+                    replies.push(reply);
+                    if done {
+                        break;
+                    }
+                }
+                replies
+            }
+        });
+        let delete = async {
+            // A few creates first, so the delete meets some and races the rest.
+            operator.get(&format!("/v1/organizations/{org}")).await.expect(200);
+            operator.delete(&format!("/v1/organizations/{org}")).await
+        };
+        let (deleted, created) = tokio::join!(delete, futures::future::join_all(creators));
+        // Creates meanwhile are refused, so they cannot outrun the delete.
+        deleted.expect(204);
+        for reply in created.iter().flatten() {
+            assert!(
+                reply.status.is_success() || reply.status.is_client_error(),
+                "every create answers 2xx or a 4xx problem: {}",
+                reply.text
+            );
+            if reply.status.is_client_error() {
+                assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{}", reply.text);
+            }
+        }
+        let org: uuid::Uuid = org.parse().unwrap();
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM workspaces WHERE organization_id = $1 AND status <> 'deleted'), \
+                        (SELECT count(*) FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL), \
+                        (SELECT count(*) FROM keyring k JOIN workspaces w ON w.id = k.workspace_id \
+                          WHERE w.organization_id = $1 AND k.sealed_data_key IS NOT NULL)",
+                &[&org],
+            )
+            .await
+            .unwrap();
+        let (workspaces, keys, unshredded): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!((workspaces, keys, unshredded), (0, 0, 0), "nothing of the deleted organization is live");
+        let late: i64 = client
+            .query_one(
+                "SELECT count(*) FROM events e, (SELECT position FROM events WHERE stream_id = $1 \
+                   AND event_type = 'OrganizationDeleted') d \
+                  WHERE e.position > d.position AND e.event_type IN ('WorkspaceCreated', 'ApiKeyCreated') \
+                    AND e.data->>'organization_id' = $2",
+                &[&format!("org-{org}"), &org.to_string()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(late, 0, "nothing is created in the organization after its deletion");
+    }
+}
+
+#[tokio::test]
+async fn the_secret_being_retired_cannot_rotate_change_or_mint_keys_during_its_grace_period() {
+    let stack = plain().await;
+    let body = json!({"name": "x", "scopes": ["*"], "organization_id": stack.org});
+    let (id, _, old) = mint(&stack.operator, body).await;
+    let rotated = stack
+        .operator
+        .post(&format!("/v1/api-keys/{id}/rotate"), json!({"grace_period_seconds": 60}))
+        .await
+        .expect(200);
+    let new = stack.operator.with_key(rotated.body["secret"].as_str().unwrap());
+
+    // The retiring secret still reads during its grace period, but takes nothing over.
+    old.get("/v1/api-keys").await.expect(200);
+    refused(
+        old.post(&format!("/v1/api-keys/{id}/rotate"), json!({"grace_period_seconds": 0})).await,
+        403,
+        "retiring_secret",
+    );
+    refused(old.patch(&format!("/v1/api-keys/{id}"), json!({"name": "mine"})).await, 403, "retiring_secret");
+    let minted = json!({"name": "spare", "scopes": ["keys:read"]});
+    refused(old.post("/v1/api-keys", minted).await, 403, "retiring_secret");
+
+    // The new secret keeps the key, and may rotate it.
+    new.get("/v1/api-keys").await.expect(200);
+    assert_eq!(stack.operator.get(&format!("/v1/api-keys/{id}")).await.expect(200).body["name"], "x");
+    new.post(&format!("/v1/api-keys/{id}/rotate"), json!({"grace_period_seconds": 0})).await.expect(200);
+}

@@ -3,8 +3,9 @@
 //! revocations, users disabled, enabled and deleted, workspaces deleted. After every step,
 //! over HTTP: no key authenticates with a power (scopes, workspaces, addresses, lifetime,
 //! owner) beyond the key that created it, no revoked, expired or suspended key
-//! authenticates, and a rotation or revocation by a key succeeds exactly when its grant
-//! allows it. A failure prints its seed; `PROPERTY_SEED=<seed>` replays that sequence
+//! authenticates, a rotation or revocation by a key succeeds exactly when its grant
+//! allows it, and a secret in the grace period of a rotation never creates or rotates a
+//! key (it may still revoke what its grant covers). A failure prints its seed; `PROPERTY_SEED=<seed>` replays that sequence
 //! alone.
 
 use std::collections::{BTreeSet, HashMap};
@@ -204,10 +205,19 @@ impl Sequence<'_> {
         })
     }
 
-    /// The client for key `k`'s current secret.
-    fn client(&self, k: usize) -> Api {
-        let current = self.keys[k].secrets.iter().find(|s| s.until.is_none()).unwrap();
-        self.operator.with_key(&current.value)
+    /// A client for key `k`: mostly its current secret, now and then one being retired by a
+    /// rotation (with the end of its grace period).
+    fn client(&mut self, k: usize) -> (Api, Option<DateTime<Utc>>) {
+        let now = Utc::now();
+        let retiring: Vec<usize> = (0..self.keys[k].secrets.len())
+            .filter(|&s| self.keys[k].secrets[s].until.is_some_and(|until| until > now))
+            .collect();
+        let secret = if !retiring.is_empty() && self.rng.chance(25) {
+            &self.keys[k].secrets[retiring[self.rng.below(retiring.len())]]
+        } else {
+            self.keys[k].secrets.iter().find(|s| s.until.is_none()).unwrap()
+        };
+        (self.operator.with_key(&secret.value), secret.until)
     }
 
     #[track_caller]
@@ -298,16 +308,22 @@ impl Sequence<'_> {
     async fn create(&mut self) {
         let creator = self.pick_key();
         let mut body = self.random_key_body(creator);
-        let api = match creator {
+        let (api, retiring) = match creator {
             None => {
                 body["organization_id"] = json!(self.org);
-                self.operator.clone()
+                (self.operator.clone(), None)
             }
             Some(k) => self.client(k),
         };
-        self.action = format!("create by {creator:?}: {body}");
+        self.action = format!("create by {creator:?} (retiring secret: {retiring:?}): {body}");
         let reply = api.post("/v1/api-keys", body).await;
         self.problem(&reply);
+        if retiring.is_some() {
+            assert_ne!(reply.status, 201, "{}: a secret being retired created a key", self.context());
+            if reply.status == 403 && reply.body["code"] == "retiring_secret" {
+                *self.successes.entry("refused a retiring secret").or_default() += 1;
+            }
+        }
         if reply.status != 201 {
             return;
         }
@@ -324,18 +340,28 @@ impl Sequence<'_> {
         self.add_key(creator, &reply);
     }
 
-    /// Who acts on a key: the operator, or a key.
-    fn actor(&mut self) -> (Option<usize>, Api) {
+    /// Who acts on a key: the operator, or a key (with the end of the grace period of the
+    /// secret it uses, when that secret is being retired).
+    fn actor(&mut self) -> (Option<usize>, Api, Option<DateTime<Utc>>) {
         match self.pick_key() {
-            None => (None, self.operator.clone()),
-            Some(k) => (Some(k), self.client(k)),
+            None => (None, self.operator.clone(), None),
+            Some(k) => {
+                let (api, retiring) = self.client(k);
+                (Some(k), api, retiring)
+            }
         }
     }
 
-    /// Whether `caller` gets past authentication, the scope and the target's visibility.
-    fn reaches(&self, caller: Option<usize>, target: usize) -> Option<bool> {
+    /// Whether `caller`, with a secret retiring at `retiring`, gets past authentication, the
+    /// scope and the target's visibility.
+    fn reaches(&self, caller: Option<usize>, retiring: Option<DateTime<Utc>>, target: usize) -> Option<bool> {
         let Some(c) = caller else { return Some(true) };
-        let alive = self.key_alive(c)? && self.keys[c].powers.allows_loopback();
+        let secret_alive = match retiring {
+            Some(until) if Self::near(until) => return None,
+            Some(until) => until > Utc::now(),
+            None => true,
+        };
+        let alive = self.key_alive(c)? && secret_alive && self.keys[c].powers.allows_loopback();
         let powers = &self.keys[c].powers;
         let scope = powers.scopes.contains("*") || powers.scopes.contains("keys:write");
         let target = &self.keys[target].powers;
@@ -348,14 +374,16 @@ impl Sequence<'_> {
     }
 
     async fn rotate(&mut self) {
-        let (caller, api) = self.actor();
+        let (caller, api, retiring) = self.actor();
         let target = self.rng.below(self.keys.len());
         let grace = [0, 3, 3600][self.rng.below(3)];
-        self.action = format!("rotate {target} by {caller:?}, grace {grace}");
+        self.action = format!("rotate {target} by {caller:?} (retiring secret: {retiring:?}), grace {grace}");
         let path = format!("/v1/api-keys/{}/rotate", self.keys[target].id);
+        // A secret being retired never rotates: it would take the key from the new one.
         let allowed = || {
-            self.reaches(caller, target).map(|reaches| {
+            self.reaches(caller, retiring, target).map(|reaches| {
                 reaches
+                    && retiring.is_none()
                     && !self.keys[target].revoked
                     && caller
                         .is_none_or(|c| c == target || self.tree.wider(&self.keys[c].powers, &self.keys[target].powers))
@@ -366,6 +394,12 @@ impl Sequence<'_> {
         self.problem(&reply);
         if let Some(allowed) = before.filter(|b| Some(*b) == allowed()) {
             assert_eq!(reply.status == 200, allowed, "{}: {}", self.context(), reply.text);
+        }
+        if retiring.is_some() {
+            assert_ne!(reply.status, 200, "{}: a secret being retired rotated a key", self.context());
+            if reply.status == 403 && reply.body["code"] == "retiring_secret" {
+                *self.successes.entry("refused a retiring secret").or_default() += 1;
+            }
         }
         if reply.status != 200 {
             return;
@@ -385,12 +419,12 @@ impl Sequence<'_> {
     }
 
     async fn revoke(&mut self, by_operator: bool) {
-        let (caller, api) = if by_operator { (None, self.operator.clone()) } else { self.actor() };
+        let (caller, api, retiring) = if by_operator { (None, self.operator.clone(), None) } else { self.actor() };
         let candidates = if by_operator { self.live_keys() } else { (0..self.keys.len()).collect() };
         let target = candidates[self.rng.below(candidates.len())];
-        self.action = format!("revoke {target} by {caller:?}");
+        self.action = format!("revoke {target} by {caller:?} (retiring secret: {retiring:?})");
         let allowed = || {
-            self.reaches(caller, target).map(|reaches| {
+            self.reaches(caller, retiring, target).map(|reaches| {
                 reaches && caller.is_none_or(|c| self.tree.covers(&self.keys[c].powers, &self.keys[target].powers))
             })
         };

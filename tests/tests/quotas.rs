@@ -227,9 +227,9 @@ async fn the_api_key_past_the_quota_is_refused_and_revoking_one_frees_a_slot() {
 }
 
 #[tokio::test]
-async fn an_expired_api_key_does_not_count_against_the_quota() {
+async fn an_expired_api_key_counts_against_the_quota_until_it_is_revoked() {
     let t = tenant(json!({"quotas": {"api_keys": 2}})).await;
-    // Two live keys: the quota is full.
+    // Two keys: the quota is full.
     let short = t
         .admin
         .post("/v1/api-keys", json!({"name": "short", "scopes": ["keys:read"], "expires_at": expiring_soon()}))
@@ -242,7 +242,30 @@ async fn an_expired_api_key_does_not_count_against_the_quota() {
         async move { (admin.get(&path).await.body["status"] == "expired").then_some(()) }
     })
     .await;
+    // Expired keys still exist: short-lived keys do not get around the quota.
+    assert_quota_exceeded(&t.admin.post("/v1/api-keys", json!({"name": "x", "scopes": ["keys:read"]})).await);
+    t.admin.delete(&format!("/v1/api-keys/{}", id(&short))).await.expect(204);
     t.admin.post("/v1/api-keys", json!({"name": "x", "scopes": ["keys:read"]})).await.expect(201);
+}
+
+#[tokio::test]
+async fn the_keys_of_a_deleted_user_leave_the_api_key_quota() {
+    let smtp = e2e::SmtpServer::start().expect("start the SMTP server");
+    let env = [("SMTP_URL", smtp.url()), ("HUB_PUBLIC_URL", "https://console.example.test".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let t = tenant_with(&env, json!({"quotas": {"api_keys": 2}})).await;
+    let ws = id(&t.admin.post("/v1/workspaces", json!({"name": "a"})).await.expect(201));
+    let invitation = json!({"email": "ada@acme.test", "role": "admin"});
+    t.admin.post(&format!("/v1/workspaces/{ws}/invitations"), invitation).await.expect(201);
+    let accept = token(&smtp, "ada@acme.test", "accept").await;
+    let accepted = t.admin.anonymous().post("/v1/invitations/accept", json!({"token": accept})).await.expect(200);
+    let user = accepted.body["user_id"].as_str().unwrap().to_owned();
+    let owned = json!({"name": "ada's", "scopes": ["keys:read"], "owner_user_id": user});
+    t.admin.post("/v1/api-keys", owned).await.expect(201);
+    assert_quota_exceeded(&t.admin.post("/v1/api-keys", json!({"name": "x", "scopes": ["keys:read"]})).await);
+    t.operator.delete(&format!("/v1/users/{user}")).await.expect(204);
+    t.admin.post("/v1/api-keys", json!({"name": "x", "scopes": ["keys:read"]})).await.expect(201);
+    assert_quota_exceeded(&t.admin.post("/v1/api-keys", json!({"name": "y", "scopes": ["keys:read"]})).await);
 }
 
 fn expiring_soon() -> String {

@@ -48,6 +48,8 @@ pub struct KeyPrincipal {
     pub owner_user_id: Option<Uuid>,
     pub allowed_ips: Vec<IpNet>,
     pub expires_at: Option<chrono::DateTime<Utc>>,
+    /// Authenticated with the previous secret, during the grace period of a rotation.
+    pub retiring: bool,
 }
 
 impl Principal {
@@ -106,6 +108,7 @@ impl Principal {
                 owner_user_id: key.owner_user_id,
                 allowed_ips: key.allowed_ips.clone(),
                 expires_at: key.expires_at,
+                retiring: key.retiring,
             },
         }
     }
@@ -182,7 +185,8 @@ impl Authenticator {
             client.query_opt(&statement, &[&presented]).await?.ok_or(ApiError::Unauthorized("invalid API key"))?;
         let now = Utc::now();
         let current: Vec<u8> = row.get(7);
-        if !constant_time_eq(&current, &presented) {
+        let retiring = !constant_time_eq(&current, &presented);
+        if retiring {
             let grace: Option<chrono::DateTime<Utc>> = row.get(8);
             if grace.is_none_or(|until| until <= now) {
                 return Err(ApiError::Unauthorized("this key was rotated and its grace period is over"));
@@ -230,6 +234,7 @@ impl Authenticator {
             owner_user_id: row.get(12),
             allowed_ips: allowed.iter().filter_map(|cidr| cidr.parse().ok()).collect(),
             expires_at: row.get(4),
+            retiring,
         }))
     }
 }

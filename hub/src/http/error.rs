@@ -67,6 +67,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{detail}")]
+    Denied { code: &'static str, detail: String },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{detail}")]
@@ -127,7 +129,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Denied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -148,6 +150,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::BadRequest { code, .. }
+            | Self::Denied { code, .. }
             | Self::Conflict { code, .. }
             | Self::Gone { code, .. }
             | Self::Unprocessable { code, .. } => code,
@@ -204,6 +207,7 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict { code, detail } => Self::Conflict { code, detail },
             DomainError::Invalid { field, constraint, detail } => Self::invalid(field, constraint, detail),
             DomainError::Forbidden { detail } => Self::Forbidden(detail),
+            DomainError::Denied { code, detail } => Self::Denied { code, detail },
             DomainError::Gone { code, detail } => Self::Gone { code, detail },
         }
     }
@@ -232,6 +236,10 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "api_keys_workspaces_live" => Some(ApiError::Conflict {
             code: "tree_changed",
             detail: "a workspace of this key was deleted concurrently; retry".into(),
+        }),
+        "organizations_live" => Some(ApiError::Conflict {
+            code: "organization_deleted",
+            detail: "the organization is being deleted or was deleted".into(),
         }),
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",

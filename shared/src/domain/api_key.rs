@@ -129,6 +129,7 @@ impl Aggregate for ApiKey {
             ApiKeyCommand::RemoveWorkspaces { deleted } => Ok(self.remove_workspaces(&deleted)),
             _ if self.revoked => Err(DomainError::conflict("key_revoked", "the key is revoked")),
             ApiKeyCommand::Update { name, scopes, grantor, ancestry } => {
+                grantor.check_not_retiring()?;
                 self.check_covered(&grantor, &ancestry)?;
                 let name = name.map(|n| values::name("name", &n, 200)).transpose()?.filter(|n| *n != self.name);
                 let scopes = scopes.map(|s| check_scopes(s, &grantor)).transpose()?.filter(|s| *s != self.scopes);
@@ -138,6 +139,7 @@ impl Aggregate for ApiKey {
                 Ok(vec![ApiKeyEvent::ApiKeyUpdated(ApiKeyUpdated { name, scopes })])
             }
             ApiKeyCommand::Rotate { key_hash, partial_key_hint, grace_period, now, grantor, ancestry, by_itself } => {
+                grantor.check_not_retiring()?;
                 // The new secret goes to the caller: only a wider grant may take it.
                 if !(grantor.operator || by_itself || grantor.reach().wider_than(&self.reach(), &ancestry)) {
                     return Err(DomainError::Forbidden {
@@ -239,6 +241,7 @@ fn inherit(new: &mut NewApiKey) -> Result<(), DomainError> {
 }
 
 fn create(mut new: NewApiKey) -> Result<ApiKeyCreated, DomainError> {
+    new.grantor.check_not_retiring()?;
     let name = values::name("name", &new.name, 200)?;
     new.expires_at = new.expires_at.map(stored);
     let scopes = check_scopes(new.scopes.clone(), &new.grantor)?;
@@ -317,6 +320,7 @@ mod tests {
             owner_user_id: None,
             allowed_ips: vec![],
             expires_at: None,
+            retiring: false,
         }
     }
 
@@ -371,6 +375,24 @@ mod tests {
         assert!(state.exists);
         let ApiKeyEvent::ApiKeyCreated(event) = created() else { unreachable!() };
         assert_eq!(event.key_hash, "0102");
+    }
+
+    #[test]
+    fn a_secret_being_retired_neither_rotates_nor_changes_nor_mints_keys() {
+        let retiring = Grantor { retiring: true, ..holding(&[Scope::All]) };
+        let denied = |e: &DomainError| matches!(e, DomainError::Denied { code: "retiring_secret", .. });
+        given::<ApiKey>([created()]).when(rotate(retiring.clone(), true)).then_error(denied);
+        given::<ApiKey>([created()])
+            .when(ApiKeyCommand::Update {
+                name: Some("mine".into()),
+                scopes: None,
+                grantor: retiring.clone(),
+                ancestry: Ancestry::new(),
+            })
+            .then_error(denied);
+        given::<ApiKey>([])
+            .when(ApiKeyCommand::Create(Box::new(new_key(retiring, &[Scope::KeysRead]))))
+            .then_error(denied);
     }
 
     #[test]
@@ -609,6 +631,7 @@ mod tests {
             owner_user_id: [None, Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2))][rng.below(3)],
             allowed_ips: if rng.below(2) == 0 { vec![] } else { rng.pick(&nets) },
             expires_at: [None, Some(now() + Duration::hours(1)), Some(now() + Duration::hours(2))][rng.below(3)],
+            retiring: false,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct Grantor {
     pub allowed_ips: Vec<IpNet>,
     /// `None`: never expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Authenticated with the previous secret of a rotated key, during its grace period: a
+    /// secret on its way out (perhaps leaked) may still read, but not take over keys.
+    pub retiring: bool,
 }
 
 impl Grantor {
@@ -36,7 +39,20 @@ impl Grantor {
             owner_user_id: None,
             allowed_ips: Vec::new(),
             expires_at: None,
+            retiring: false,
         }
+    }
+
+    /// Refuses a secret being retired: rotating, changing or minting keys with it would
+    /// let its holder outlast the rotation meant to shut it out.
+    pub fn check_not_retiring(&self) -> Result<(), crate::domain::DomainError> {
+        if self.retiring {
+            return Err(crate::domain::DomainError::Denied {
+                code: "retiring_secret",
+                detail: "this secret is being retired by a rotation: use the key's new secret".into(),
+            });
+        }
+        Ok(())
     }
 
     pub fn reach(&self) -> Reach<'_> {

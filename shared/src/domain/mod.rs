@@ -39,6 +39,9 @@ pub enum DomainError {
     Invalid { field: &'static str, constraint: &'static str, detail: String },
     #[error("{detail}")]
     Forbidden { detail: String },
+    /// Forbidden for a reason the client can act on, named by `code`.
+    #[error("{detail}")]
+    Denied { code: &'static str, detail: String },
     /// The thing existed but is used up or expired (an invitation token).
     #[error("{detail}")]
     Gone { code: &'static str, detail: String },
