@@ -35,8 +35,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// before the connection is closed.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The most a connection buffers of requests read ahead (pipelined) or responses queued.
-const MAX_BUFFER: usize = 64 * 1024;
 
 /// Connections served at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -63,7 +61,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_BUFFER);
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         // The permit comes first: past the limit, connections wait unaccepted.
