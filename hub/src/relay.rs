@@ -146,7 +146,9 @@ fn nats_error(error: impl std::fmt::Display) -> RelayError {
 pub struct StreamLimits {
     /// `HUB_EVENTS_MAX_AGE_SECONDS`, default 7 days.
     pub max_age: Duration,
-    /// `HUB_EVENTS_MAX_BYTES`, default 8 GiB.
+    /// `HUB_EVENTS_MAX_BYTES`, default 1 GiB. JetStream refuses a stream whose limit
+    /// exceeds the server's file store (by default 75% of the disk free at its start), so
+    /// the default stays modest; raise it with the server's `max_file_store`.
     pub max_bytes: i64,
     /// `HUB_EVENTS_MAX_MESSAGES`, default unlimited.
     pub max_messages: Option<i64>,
@@ -154,7 +156,7 @@ pub struct StreamLimits {
 
 impl Default for StreamLimits {
     fn default() -> Self {
-        Self { max_age: Duration::from_secs(7 * 24 * 3600), max_bytes: 8 << 30, max_messages: None }
+        Self { max_age: Duration::from_secs(7 * 24 * 3600), max_bytes: 1 << 30, max_messages: None }
     }
 }
 
