@@ -1,21 +1,8 @@
-//! Connections to the hub database (session limits and keepalives: [`instance::db`]).
-
-use deadpool_postgres::Pool;
-use tokio_postgres::{Client, NoTls};
+//! Connections to the hub database: the same connection and pool code as the instances
+//! ([`instance::db`]: session limits, keepalives, broken connections replaced).
 
 /// A single connection outside the pool (migrations, the CLI).
-pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "database connection closed");
-        }
-    });
-    Ok(client)
-}
+pub use instance::db::connect;
 
-/// The connection pool: broken connections are replaced. Build it after migrating:
-/// cached statements do not survive DDL.
-pub fn pool(config: tokio_postgres::Config, size: usize) -> Pool {
-    instance::db::pool(config, size)
-}
+/// The connection pool. Build it after migrating: cached statements do not survive DDL.
+pub use instance::db::pool;
