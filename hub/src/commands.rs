@@ -4,6 +4,8 @@
 //! version with `If-Match`, which turns the conflict into a 412.
 
 use shared::domain::{Aggregate, DomainError};
+
+use crate::app::cache::{Cached, Loaded};
 use shared::{Metadata, RecordedEvent};
 use uuid::Uuid;
 
@@ -23,13 +25,10 @@ pub struct Executed<A> {
     pub events: Vec<RecordedEvent>,
 }
 
-pub async fn load<A: Aggregate>(store: &EventStore, id: Uuid) -> Result<(A, i64), ApiError> {
-    let history = store.read_stream(&A::stream_id(id), 0).await?;
-    let mut state = A::default();
-    for event in &history {
-        state.apply(&event.decode::<A::Event>()?);
-    }
-    Ok((state, history.last().map_or(0, |e| e.stream_version)))
+/// The aggregate and its version (see [`crate::app::load::load`]).
+pub async fn load<A: Cached>(store: &EventStore, id: Uuid) -> Result<(A, i64), ApiError> {
+    let loaded = crate::app::load::load::<A>(store, id).await?;
+    Ok((loaded.state, loaded.version))
 }
 
 /// Loads several aggregates of one kind, one read per `BATCH` of them, in the order of
@@ -67,7 +66,7 @@ pub fn encode<E: shared::DomainEvent>(events: &[E], metadata: &Metadata) -> Resu
 }
 
 /// Runs a command on one aggregate.
-pub async fn execute<A: Aggregate>(
+pub async fn execute<A: Cached>(
     store: &EventStore,
     id: Uuid,
     if_match: Option<i64>,
@@ -79,7 +78,7 @@ pub async fn execute<A: Aggregate>(
 
 /// Runs a command on one aggregate; `extra` gives statements that commit with its events
 /// (called again on each attempt).
-pub async fn execute_with<A: Aggregate>(
+pub async fn execute_with<A: Cached>(
     store: &EventStore,
     id: Uuid,
     if_match: Option<i64>,
@@ -87,31 +86,82 @@ pub async fn execute_with<A: Aggregate>(
     decide: impl Fn(&A) -> Result<Vec<A::Event>, DomainError>,
     extra: impl Fn() -> Vec<SqlStep>,
 ) -> Result<Executed<A>, ApiError> {
-    for _ in 0..ATTEMPTS {
-        let (mut state, version) = load::<A>(store, id).await?;
-        if if_match.is_some_and(|expected| expected != version) {
-            return Err(ApiError::PreconditionFailed);
+    let loaded = crate::app::load::load::<A>(store, id).await?;
+    let done = run(store, id, loaded, if_match, metadata, |state| Ok((decide(state)?, extra()))).await?;
+    Ok(Executed { state: done.loaded.state, version: done.loaded.version, events: done.events })
+}
+
+/// A command's outcome: the aggregate after it (with its times), and what it recorded.
+pub struct Done<A> {
+    pub loaded: Loaded<A>,
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Decides on `loaded` and appends, expecting its version: the one database round trip of
+/// a command on a warm cache. A conflict reads only the events the state missed and
+/// decides again; with `If-Match` it is a 412 instead. `decide` returns the events and the
+/// statements that commit with them.
+pub async fn run<A: Cached>(
+    store: &EventStore,
+    id: Uuid,
+    mut loaded: Loaded<A>,
+    if_match: Option<i64>,
+    metadata: &Metadata,
+    decide: impl Fn(&A) -> Result<(Vec<A::Event>, Vec<SqlStep>), ApiError>,
+) -> Result<Done<A>, ApiError> {
+    let stream_id = A::stream_id(id);
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            loaded = crate::app::load::refresh(store, id, loaded).await?;
         }
-        let events = decide(&state)?;
+        if let Some(expected) = if_match
+            && expected != loaded.version
+        {
+            // The cache may be behind the version the client saw on another hub.
+            if expected > loaded.version && attempt == 0 {
+                loaded = crate::app::load::refresh(store, id, loaded).await?;
+            }
+            if expected != loaded.version {
+                return Err(ApiError::PreconditionFailed);
+            }
+        }
+        let mut decided = decide(&loaded.state);
+        if attempt == 0 && !matches!(&decided, Ok((events, _)) if !events.is_empty()) {
+            // A refusal or a no-op may come from a cached state another hub has since
+            // changed: it stands only on the log's latest state.
+            let read = crate::app::load::refresh(store, id, loaded.clone()).await?;
+            if read.version != loaded.version {
+                decided = decide(&read.state);
+            }
+            loaded = read;
+            if if_match.is_some_and(|expected| expected != loaded.version) {
+                return Err(ApiError::PreconditionFailed);
+            }
+        }
+        let (events, extra) = decided?;
         if events.is_empty() {
-            return Ok(Executed { state, version, events: Vec::new() });
+            return Ok(Done { loaded, events: Vec::new() });
         }
-        let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-        let mut commit = Commit::single(A::stream_id(id), expected, encode(&events, metadata)?);
-        commit.extra = extra();
+        let expected =
+            if loaded.version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(loaded.version) };
+        let mut commit = Commit::single(stream_id.clone(), expected, encode(&events, metadata)?);
+        commit.extra = extra;
         commit.extra.extend(idempotency_mark(metadata));
         match store.commit(commit).await {
             Ok(recorded) => {
-                events.iter().for_each(|e| state.apply(e));
-                let version = recorded.last().map_or(version, |e| e.stream_version);
-                return Ok(Executed { state, version, events: recorded });
+                loaded.advance(&recorded)?;
+                store.cache().put(&stream_id, &loaded);
+                return Ok(Done { loaded, events: recorded });
             }
             Err(AppendError::Conflict { .. }) if if_match.is_some() => return Err(ApiError::PreconditionFailed),
             Err(AppendError::Conflict { .. }) => continue,
             Err(error) => return Err(error.into()),
         }
     }
-    Err(AppendError::Conflict { stream_id: A::stream_id(id), expected: ExpectedVersion::Any, actual: 0 }.into())
+    Err(ApiError::Conflict {
+        code: "concurrent_modification",
+        detail: "the resource was changed concurrently; retry".into(),
+    })
 }
 
 /// Runs a command on several aggregates of one kind, atomically (a subtree archive, a

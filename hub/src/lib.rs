@@ -3,6 +3,7 @@
 //! A request becomes a command, `shared` decides the events, the [`store`] appends them
 //! to the hash-chained log in PostgreSQL, and the relay publishes them to the instances.
 
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod db;
 pub mod deletion;
 pub mod http;
 pub mod link;
+pub mod log_tail;
 pub mod mail;
 pub mod migrate;
 pub mod projections;

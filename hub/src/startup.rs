@@ -101,7 +101,12 @@ impl Application {
             mail_wake,
             tasks: tasks.clone(),
             master_key: config.master_key.clone().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?,
+            placement: Arc::default(),
         };
+        // Caches follow this hub's commits as they happen and other hubs' through the log.
+        let auth = state.auth.clone();
+        state.store.observe_streams(Arc::new(move |stream_id| auth.keys().invalidate(stream_id)));
+        crate::log_tail::spawn(&tasks, state.store.clone());
         let mut router = http::router(state);
         if mode == Mode::SingleNode {
             let master = config.master_key.as_ref().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?;

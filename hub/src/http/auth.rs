@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::key_cache::{KeyCache, KeyRecord};
 
 #[derive(Debug, Clone)]
 pub enum Principal {
@@ -143,12 +144,18 @@ pub fn subject_of(kind: ActorType, id: Option<&str>) -> String {
 pub struct Authenticator {
     hasher: KeyHasher,
     operator_hash: Option<Vec<u8>>,
+    keys: KeyCache,
 }
 
 impl Authenticator {
     pub fn new(hasher: KeyHasher, operator_key: Option<&SecretString>) -> Self {
         let operator_hash = operator_key.map(|key| hasher.hash(key.expose_secret()));
-        Self { hasher, operator_hash }
+        Self { hasher, operator_hash, keys: KeyCache::default() }
+    }
+
+    /// The keys this hub has authenticated, as last read.
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
     }
 
     pub fn hasher(&self) -> &KeyHasher {
@@ -169,44 +176,41 @@ impl Authenticator {
         }
         // Typos and garbage fail here, before any database lookup.
         shared::keys::parse(KeyKind::Admin, secret).map_err(|_| ApiError::Unauthorized("invalid API key"))?;
-        let client = state.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
-                 k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status, \
-                 (o.settings->>'rate_limit_per_minute')::int, u.status, k.owner_user_id, \
-                 o.rate_limit_ceiling_per_minute \
-                 FROM api_keys k JOIN organizations o ON o.id = k.organization_id \
-                 LEFT JOIN users u ON u.id = k.owner_user_id \
-                 WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
-            )
-            .await?;
-        let row =
-            client.query_opt(&statement, &[&presented]).await?.ok_or(ApiError::Unauthorized("invalid API key"))?;
-        let now = Utc::now();
-        let current: Vec<u8> = row.get(7);
-        let retiring = !constant_time_eq(&current, &presented);
-        if retiring {
-            let grace: Option<chrono::DateTime<Utc>> = row.get(8);
-            if grace.is_none_or(|until| until <= now) {
-                return Err(ApiError::Unauthorized("this key was rotated and its grace period is over"));
+        let record = match self.keys.get(&presented) {
+            Some(record) => record,
+            None => {
+                let epoch = self.keys.epoch();
+                let client = state.pool.get().await?;
+                let statement = client.prepare_cached(super::key_cache::LOOKUP).await?;
+                let row = client
+                    .query_opt(&statement, &[&presented])
+                    .await?
+                    .ok_or(ApiError::Unauthorized("invalid API key"))?;
+                let record = KeyRecord::from_row(&row);
+                self.keys.put(presented.clone(), record.clone(), epoch);
+                record
             }
+        };
+        let now = Utc::now();
+        let retiring = !constant_time_eq(&record.key_hash, &presented);
+        if retiring && record.previous_expires_at.is_none_or(|until| until <= now) {
+            return Err(ApiError::Unauthorized("this key was rotated and its grace period is over"));
         }
-        if row.get::<_, bool>(6) {
+        if record.revoked {
             return Err(ApiError::Unauthorized("this key is revoked"));
         }
-        if row.get::<_, Option<chrono::DateTime<Utc>>>(4).is_some_and(|at| at <= now) {
+        if record.expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::Unauthorized("this key has expired"));
         }
-        if row.get::<_, String>(9) != "active" {
+        if record.organization_status != "active" {
             return Err(ApiError::Unauthorized("the key's organization is deleted"));
         }
-        match row.get::<_, Option<String>>(11).as_deref() {
+        match record.user_status.as_deref() {
             Some("disabled") => return Err(ApiError::Unauthorized("this key is suspended: its user is disabled")),
             Some("deleted") => return Err(ApiError::Unauthorized("this key is revoked: its user was deleted")),
             _ => {}
         }
-        let allowed: Vec<String> = row.get(5);
+        let allowed = &record.allowed_ips;
         if !allowed.is_empty() {
             let permitted = ip.is_some_and(|ip| {
                 allowed.iter().filter_map(|cidr| cidr.parse::<IpNet>().ok()).any(|net| net.contains(&ip))
@@ -215,25 +219,24 @@ impl Authenticator {
                 return Err(ApiError::Forbidden("this key may not be used from this address".into()));
             }
         }
-        let scopes: Vec<String> = row.get(2);
-        let workspace_ids: Vec<Uuid> = row.get(3);
         Ok(Principal::Key(KeyPrincipal {
-            id: row.get(0),
-            organization_id: row.get(1),
-            scopes: scopes
+            id: record.id,
+            organization_id: record.organization_id,
+            scopes: record
+                .scopes
                 .iter()
                 .filter_map(|s| serde_json::from_value(serde_json::Value::String(s.clone())).ok())
                 .collect(),
-            workspace_ids: (!workspace_ids.is_empty()).then_some(workspace_ids),
+            workspace_ids: (!record.workspace_ids.is_empty()).then(|| record.workspace_ids.clone()),
             // Never above the operator's ceiling, which may be lower than the setting.
             rate_limit_per_minute: Some(super::settings::effective_rate_limit(
-                row.get::<_, Option<i32>>(10).and_then(|v| u32::try_from(v).ok()),
-                row.get::<_, Option<i32>>(13).and_then(|v| u32::try_from(v).ok()),
+                record.organization_rate_limit.and_then(|v| u32::try_from(v).ok()),
+                record.rate_limit_ceiling.and_then(|v| u32::try_from(v).ok()),
                 state.config.rate_limit_per_minute,
             )),
-            owner_user_id: row.get(12),
+            owner_user_id: record.owner_user_id,
             allowed_ips: allowed.iter().filter_map(|cidr| cidr.parse().ok()).collect(),
-            expires_at: row.get(4),
+            expires_at: record.expires_at,
             retiring,
         }))
     }

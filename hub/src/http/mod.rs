@@ -15,6 +15,7 @@ mod health;
 pub mod idempotency;
 pub mod instances;
 mod invitations;
+pub mod key_cache;
 mod members;
 mod middleware;
 pub mod openapi;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub tasks: Arc<shared::supervise::Tasks>,
     /// Seals and opens the workspaces' data keys.
     pub master_key: Arc<crate::secrets::MasterKey>,
+    /// Where workspaces go when a request names no instance.
+    pub placement: Arc<crate::app::placement::Placement>,
 }
 
 /// Request bodies above this are refused with 413.

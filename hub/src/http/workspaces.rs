@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::domain::Aggregate;
-use shared::domain::workspace::{MAX_DEPTH, NewWorkspace, Workspace, WorkspaceChanges, WorkspaceCommand};
+use shared::domain::workspace::{Workspace, WorkspaceChanges, WorkspaceCommand};
 use shared::events::workspace::PublicKey;
 use shared::scope::Scope;
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +23,8 @@ use super::extract::{Json, Path, Query, double_option};
 use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
+use crate::app::cache::Loaded;
+use crate::app::workspaces as app;
 use crate::commands;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -168,6 +170,38 @@ fn view(row: &tokio_postgres::Row) -> WorkspaceView {
     }
 }
 
+impl WorkspaceView {
+    /// The view of a workspace as a command left it (what the read model now holds).
+    fn decided(id: Uuid, workspace: &Loaded<Workspace>) -> Self {
+        let w = &workspace.state;
+        let status = if w.deleted {
+            "deleted"
+        } else if w.archived {
+            "archived"
+        } else {
+            "active"
+        };
+        let at = workspace.updated_at.unwrap_or_else(Utc::now);
+        WorkspaceView {
+            id,
+            organization_id: w.organization_id,
+            parent_id: w.parent_id,
+            instance_id: w.instance_id.clone(),
+            name: w.name.clone(),
+            status: status.to_owned(),
+            settings: w.settings.clone(),
+            webhook_uris: w.webhook_uris.clone(),
+            public_keys: w.public_keys.clone(),
+            secret_version: w.secret_version,
+            version: workspace.version,
+            created_at: workspace.created_at.unwrap_or(at),
+            updated_at: at,
+            ancestors: Vec::new(),
+            secret: None,
+        }
+    }
+}
+
 fn visibility(principal: &Principal, filter: &mut Filter) {
     filter.clause("w.status <> 'deleted'");
     if let Some(own) = principal.organization_id() {
@@ -241,11 +275,6 @@ fn single(status: StatusCode, workspace: WorkspaceView) -> Response {
     response
 }
 
-/// A parent named in a request body: it must be visible to the caller.
-async fn parent(state: &AppState, principal: &Principal, id: Uuid) -> Result<WorkspaceView, ApiError> {
-    find(state, principal, id).await.map_err(|_| ApiError::invalid("parent_id", "exists", "no such parent workspace"))
-}
-
 /// Create a workspace, at the root or under a parent.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
     responses((status = 201, description = "Created", body = WorkspaceView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
@@ -254,93 +283,18 @@ async fn create_workspace(
     ctx: Ctx,
     Json(body): Json<CreateWorkspace>,
 ) -> Result<Response, ApiError> {
-    ctx.principal.require(Scope::WorkspacesWrite)?;
-    let organization_id = match (ctx.principal.organization_id(), body.organization_id) {
-        (Some(own), None) => own,
-        (Some(own), Some(requested)) if own == requested => own,
-        (Some(_), Some(_)) => return Err(ApiError::NotFound("organization")),
-        (None, Some(requested)) => {
-            let client = state.pool.get().await?;
-            client
-                .query_opt("SELECT 1 FROM organizations WHERE id = $1 AND status = 'active'", &[&requested])
-                .await?
-                .ok_or_else(|| ApiError::invalid("organization_id", "exists", "no such organization"))?;
-            requested
-        }
-        (None, None) => {
-            return Err(ApiError::invalid("organization_id", "required", "the operator must name the organization"));
-        }
-    };
-    if let Some(instance) = &body.instance_id {
-        shared::domain::values::token("instance_id", instance)?;
-    }
-    match body.parent_id {
-        Some(parent_id) => {
-            let parent = parent(&state, &ctx.principal, parent_id).await?;
-            if parent.organization_id != organization_id {
-                return Err(ApiError::invalid("parent_id", "exists", "no such parent workspace"));
-            }
-            if parent.status == "archived" {
-                return Err(ApiError::Conflict {
-                    code: "parent_archived",
-                    detail: "the parent workspace is archived".into(),
-                });
-            }
-            // The constraint `workspaces_depth` decides at commit; this answers early.
-            if parent.ancestors.len() >= MAX_DEPTH {
-                return Err(ApiError::too_deep());
-            }
-        }
-        None if ctx.principal.workspace_roots().is_some() => {
-            return Err(ApiError::Forbidden(
-                "a key restricted to workspaces creates workspaces only inside them".into(),
-            ));
-        }
-        None => {}
-    }
-    let instance_id = match body.instance_id.or_else(|| state.config.default_instance_id.clone()) {
-        Some(instance) => Some(instance),
-        None => Some(super::instances::place(&**state.pool.get().await?).await?.ok_or(ApiError::Conflict {
-            code: "no_instance",
-            detail: "no instance has reported in the last 30 s to place the workspace on: name an instance_id".into(),
-        })?),
-    };
-    let id = Uuid::now_v7();
-    let new = NewWorkspace {
-        id,
-        organization_id,
-        parent_id: body.parent_id,
-        instance_id,
+    let request = app::Create {
         name: body.name,
+        organization_id: body.organization_id,
+        parent_id: body.parent_id,
+        instance_id: body.instance_id,
         settings: body.settings,
         webhook_uris: body.webhook_uris,
         public_keys: body.public_keys,
     };
-    let (data_key, sealed_data_key) = crate::secrets::new_data_key(&state.master_key, id);
-    let (secret, sealed_secret) = crate::secrets::new_secret(&data_key, id, 1);
-    let now = Utc::now();
-    commands::execute_with::<Workspace>(
-        &state.store,
-        id,
-        None,
-        &ctx.metadata,
-        |w| {
-            let mut events = w.decide(WorkspaceCommand::Create(Box::new(new.clone())))?;
-            let mut created = w.clone();
-            events.iter().for_each(|e| created.apply(e));
-            events.extend(created.decide(WorkspaceCommand::IssueSecret {
-                version: 1,
-                sealed_secret: sealed_secret.clone(),
-                grace_period: chrono::Duration::zero(),
-                now,
-            })?);
-            Ok(events)
-        },
-        || vec![crate::secrets::keyring_row(id, &sealed_data_key)],
-    )
-    .await?;
-    let mut view = find(&state, &ctx.principal, id).await?;
-    view.secret = Some(secret.expose().to_owned());
+    let created = app::create(&state, &ctx, request).await?;
+    let mut view = WorkspaceView::decided(created.id, &created.workspace);
+    view.secret = Some(created.secret.expose().to_owned());
     Ok(single(StatusCode::CREATED, view))
 }
 
@@ -406,47 +360,17 @@ async fn update_workspace(
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateWorkspace>,
 ) -> Result<Response, ApiError> {
-    ctx.principal.require(Scope::WorkspacesWrite)?;
-    let current = find(&state, &ctx.principal, id).await?;
-    if let Some(new_parent) = body.parent_id {
-        match new_parent {
-            Some(parent_id) => {
-                let parent = parent(&state, &ctx.principal, parent_id).await?;
-                if parent.ancestors.contains(&id) {
-                    return Err(ApiError::Conflict {
-                        code: "cycle",
-                        detail: "a workspace cannot be moved under itself or its descendants".into(),
-                    });
-                }
-                if parent.organization_id != current.organization_id {
-                    return Err(ApiError::invalid("parent_id", "exists", "no such parent workspace"));
-                }
-                // Deeper descendants are judged by the constraint `workspaces_depth` at commit.
-                if parent.ancestors.len() >= MAX_DEPTH {
-                    return Err(ApiError::too_deep());
-                }
-            }
-            None if ctx.principal.workspace_roots().is_some() => {
-                return Err(ApiError::Forbidden("a key restricted to workspaces cannot make a root workspace".into()));
-            }
-            None => {}
-        }
-    }
-    let changes = WorkspaceChanges {
-        name: body.name,
-        settings_patch: body.settings,
-        webhook_uris: body.webhook_uris,
-        public_keys: body.public_keys,
+    let request = app::Update {
+        changes: WorkspaceChanges {
+            name: body.name,
+            settings_patch: body.settings,
+            webhook_uris: body.webhook_uris,
+            public_keys: body.public_keys,
+        },
+        parent_id: body.parent_id,
     };
-    commands::execute::<Workspace>(&state.store, id, ctx.if_match, &ctx.metadata, |w| {
-        let mut events = w.decide(WorkspaceCommand::Update(changes.clone()))?;
-        if let Some(parent_id) = body.parent_id {
-            events.extend(w.decide(WorkspaceCommand::Move { id, parent_id })?);
-        }
-        Ok(events)
-    })
-    .await?;
-    Ok(single(StatusCode::OK, find(&state, &ctx.principal, id).await?))
+    let workspace = app::update(&state, &ctx, id, request).await?;
+    Ok(single(StatusCode::OK, WorkspaceView::decided(id, &workspace)))
 }
 
 /// The workspace and its descendants, nested.

@@ -20,6 +20,8 @@ pub async fn rebuild(client: &mut Client) -> anyhow::Result<i64> {
     let tx = client.transaction().await?;
     tx.execute("SELECT position FROM event_log_head FOR UPDATE", &[]).await?;
     tx.batch_execute(&format!("TRUNCATE {}", TABLES.join(", "))).await?;
+    // Snapshots are derived from the log too; the hubs take them again as they load.
+    tx.batch_execute("TRUNCATE aggregate_snapshots").await?;
     // History is replayed as it happened: rules added later (the tree depth, quotas) judge
     // new commands, not the past; the usage counters of `organizations` come back through
     // the triggers on the rows they count.

@@ -21,7 +21,15 @@ use deadpool_postgres::Pool;
 use shared::RecordedEvent;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::app::cache::AggregateCache;
 use crate::projections::{NoProjections, Projector};
+
+/// Called with each stream a commit of this process changed, before its caller hears of
+/// it, and with each stream the log tail sees change (see [`EventStore::changed`]).
+pub type StreamObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Aggregates each hub process keeps in memory (a workspace state is a few KiB).
+pub const DEFAULT_CACHE_SIZE: usize = 20_000;
 
 /// A handle to the event store. Cheap to clone; all clones share one writer task.
 #[derive(Clone)]
@@ -29,6 +37,8 @@ pub struct EventStore {
     pool: Pool,
     jobs: mpsc::Sender<writer::Job>,
     committed: Arc<tokio::sync::Notify>,
+    cache: Arc<AggregateCache>,
+    observers: Arc<std::sync::RwLock<Vec<StreamObserver>>>,
 }
 
 impl EventStore {
@@ -66,7 +76,37 @@ impl EventStore {
                 }
             });
         }
-        Self { pool, jobs, committed }
+        Self { pool, jobs, committed, cache: AggregateCache::new(DEFAULT_CACHE_SIZE), observers: Arc::default() }
+    }
+
+    /// The same store with a cache of `capacity` aggregates.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = AggregateCache::new(capacity);
+        self
+    }
+
+    /// The aggregates this process keeps in memory.
+    pub fn cache(&self) -> &AggregateCache {
+        &self.cache
+    }
+
+    /// Calls `observer` with the streams of each commit of this process (before the
+    /// committing caller gets its answer) and of each change the log tail reports.
+    pub fn observe_streams(&self, observer: StreamObserver) {
+        self.observers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(observer);
+    }
+
+    /// The log tail saw `stream_id` reach `version` (possibly another hub's write).
+    pub fn changed(&self, stream_id: &str, version: i64) {
+        self.cache.saw(stream_id, version);
+        self.notify(std::iter::once(stream_id));
+    }
+
+    fn notify<'a>(&self, streams: impl Iterator<Item = &'a str> + Clone) {
+        let observers = self.observers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for observer in observers {
+            streams.clone().for_each(|stream_id| observer(stream_id));
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -93,7 +133,12 @@ impl EventStore {
         commit.validate()?;
         let (reply, answer) = oneshot::channel();
         self.jobs.send(writer::Job { commit, reply }).await.map_err(|_| AppendError::Closed)?;
-        answer.await.map_err(|_| AppendError::Closed)?
+        let recorded = answer.await.map_err(|_| AppendError::Closed)??;
+        self.cache.observe(&recorded);
+        let mut streams: Vec<&str> = recorded.iter().map(|e| e.stream_id.as_str()).collect();
+        streams.dedup();
+        self.notify(streams.iter().copied());
+        Ok(recorded)
     }
 
     /// Events of one stream with `stream_version > after_version`, in order.
@@ -127,6 +172,15 @@ impl EventStore {
         let client = self.pool.get().await?;
         head_position(&**client).await
     }
+}
+
+/// The events of one stream after `after_version`, on a connection the caller holds.
+pub async fn read_stream_after(
+    client: &impl tokio_postgres::GenericClient,
+    stream_id: &str,
+    after_version: i64,
+) -> Result<Vec<RecordedEvent>, ReadError> {
+    Ok(read::stream(client, stream_id, after_version).await?)
 }
 
 /// Up to `limit` events after `after`, on a connection the caller holds.

@@ -11,7 +11,7 @@ use crate::events::api_key::{ApiKeyCreated, ApiKeyEvent, ApiKeyRotated, ApiKeyUp
 use crate::metadata::Actor;
 use crate::scope::Scopes;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiKey {
     pub exists: bool,
     pub revoked: bool,

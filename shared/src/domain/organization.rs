@@ -5,7 +5,7 @@ use crate::events::organization::{
     OrganizationCreated, OrganizationEvent, OrganizationLimits, OrganizationSettings, OrganizationUpdated, Quotas,
 };
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Organization {
     pub exists: bool,
     pub deleted: bool,

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{Aggregate, DomainError, values};
 use crate::events::user::{UserCreated, UserEvent, UserRenamed};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub exists: bool,
     pub deleted: bool,

@@ -1,0 +1,9 @@
+//! The application layer: what a command does, from loading the aggregates it reads to the
+//! typed result the HTTP layer renders. Handlers parse, call and render; the functions
+//! here own the retry and `If-Match` policy.
+
+pub mod cache;
+pub mod load;
+pub mod placement;
+pub mod snapshots;
+pub mod workspaces;
