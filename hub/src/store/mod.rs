@@ -8,10 +8,12 @@
 mod error;
 mod pipeline;
 mod read;
+mod stats;
 mod types;
 mod writer;
 
 pub use error::{AppendError, ReadError};
+pub use stats::StoreStats;
 pub use types::{Commit, ExpectedVersion, NewEvent, StreamAppend};
 pub use writer::WriterConfig;
 
@@ -29,6 +31,7 @@ pub struct EventStore {
     pool: Pool,
     jobs: mpsc::Sender<writer::Job>,
     committed: Arc<tokio::sync::Notify>,
+    counters: Arc<stats::Counters>,
 }
 
 impl EventStore {
@@ -52,25 +55,31 @@ impl EventStore {
     ) -> Self {
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
         let committed = Arc::new(tokio::sync::Notify::new());
+        let counters = Arc::new(stats::Counters::default());
         // Shared, so a restarted writer takes over the same queue.
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         {
-            let (pool, committed) = (pool.clone(), committed.clone());
+            let (pool, committed, counters) = (pool.clone(), committed.clone(), counters.clone());
             tasks.spawn("writer", move || {
-                let (pool, rx, projector, committed, config) =
-                    (pool.clone(), rx.clone(), projector.clone(), committed.clone(), config.clone());
+                let (pool, rx, projector, committed, config, counters) =
+                    (pool.clone(), rx.clone(), projector.clone(), committed.clone(), config.clone(), counters.clone());
                 async move {
                     let mut rx = rx.lock().await;
-                    writer::run(pool, &mut rx, config, projector, committed).await;
+                    writer::run(pool, &mut rx, config, projector, committed, &counters).await;
                     Ok(())
                 }
             });
         }
-        Self { pool, jobs, committed }
+        Self { pool, jobs, committed, counters }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The writer's counters, read now.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.read(self.jobs.max_capacity() - self.jobs.capacity())
     }
 
     /// Signalled after every commit of this process's writer (a wake-up hint).
