@@ -584,3 +584,52 @@ async fn concurrent_creates_of_one_sibling_name_give_one_201_and_409_name_taken_
     let events = all_events(&store(&db).await).await;
     assert_chain_verifies(&db, events.len() as i64).await;
 }
+
+/// Appends to `stream` at version 1, and inserts `name` into `batch_names`.
+fn update_at_1(stream: &str, name: &str) -> Commit {
+    let mut commit = Commit::single(stream, ExpectedVersion::Exact(1), vec![updated(name)]);
+    commit.extra.push(hub::projections::SqlStep::new(
+        "INSERT INTO batch_names (name) VALUES ($1)",
+        vec![Box::new(name.to_owned())],
+    ));
+    commit
+}
+
+#[tokio::test]
+async fn a_commit_that_conflicted_only_with_a_refused_batch_mate_is_decided_again() {
+    let db = TestDatabase::new().await;
+    create_batch_names(&db).await;
+    let store = store(&db).await;
+
+    // Among batch-mates (each commit under a savepoint), then the two alone.
+    for (stream, before, after) in [("org-crowd", true, true), ("org-pair", false, false)] {
+        store.append(stream, ExpectedVersion::NoStream, vec![created(stream)]).await.unwrap();
+        let mut batch = Vec::new();
+        if before {
+            batch.push(named(&format!("before-{stream}")));
+        }
+        batch.push(update_at_1(stream, "taken"));
+        batch.push(update_at_1(stream, &format!("winner-{stream}")));
+        if after {
+            batch.push(named(&format!("after-{stream}")));
+        }
+        let (first, answers) = one_batch(&db, &store, named_plain(&format!("{stream}-first")), batch).await;
+        first.await.unwrap().unwrap();
+        let mut answers = answers.into_iter();
+        if before {
+            answers.next().unwrap().await.unwrap().expect("the commit before the refused one is written");
+        }
+        let refused = answers.next().unwrap().await.unwrap();
+        assert!(matches!(refused, Err(AppendError::Rejected(_))), "{stream}: {refused:?}");
+        let winner = answers.next().unwrap().await.unwrap();
+        let winner = winner.unwrap_or_else(|e| panic!("{stream}: the refused commit's version was never taken: {e:?}"));
+        assert_eq!((winner[0].stream_id.as_str(), winner[0].stream_version), (stream, 2));
+        for rest in answers {
+            rest.await.unwrap().expect("the commit after the refused one is written");
+        }
+    }
+    let events = all_events(&store).await;
+    assert_dense_streams(&events);
+    assert_chain_verifies(&db, events.len() as i64).await;
+    assert_eq!(store.stats().solo_retries, 0);
+}

@@ -417,36 +417,39 @@ async fn write_on(
     };
     // A refusal at COMMIT (a deferred constraint) of a lone commit is that commit's.
     let group = groups.iter().position(|g| g.contains(&failed)).or((planned.len() == 1).then_some(0));
-    match group {
-        // The commits before the failed one are written; it was rolled back to its
+    let Some(g) = group else { return Err(error.into()) };
+    let offender = planned[g].index;
+    if committed {
+        // The commits before the offender are written; it was rolled back to its
         // savepoint; nothing after it ran.
-        Some(g) if committed => {
-            let mut planned = planned.into_iter();
-            for plan in planned.by_ref().take(g) {
-                answers[plan.index] = Some(Ok(plan.recorded));
-            }
-            let failed = planned.next().map(|plan| plan.index);
-            if is_refused(&error) {
-                Counters::add(&counters.savepoint_rollbacks, 1);
-                if let Some(index) = failed {
-                    answers[index] = Some(refused(error));
-                }
-            } else {
-                // Not the commit's fault, and maybe not the last: answer it and the rest.
-                tracing::error!(error = %describe(&error), "event store write failed after a partial batch");
-                let message = error.to_string();
-                for index in failed.into_iter().chain(planned.map(|plan| plan.index)) {
-                    answers[index] = Some(Err(AppendError::Unavailable(message.clone().into())));
-                }
-            }
-            Ok((answers, false))
+        for plan in planned.into_iter().take(g) {
+            answers[plan.index] = Some(Ok(plan.recorded));
         }
-        // Nothing is written: the offender is answered, every other commit goes again.
-        Some(g) if is_refused(&error) => {
-            answers[planned[g].index] = Some(refused(error));
-            Ok((answers, false))
+        if is_refused(&error) {
+            Counters::add(&counters.savepoint_rollbacks, 1);
+            tracing::warn!(
+                error = %describe(&error),
+                batch = commits.len(),
+                "the database refused a commit; rolled back to its savepoint, its batch-mates kept"
+            );
+            answers[offender] = Some(Err(AppendError::Rejected(error)));
+            // Decided in memory as if the offender were written (a conflict with it is
+            // none): the commits after it are decided again.
+            answers[offender + 1..].fill_with(|| None);
+        } else {
+            // Not the commit's fault: it and the commits after it fail as the batch would.
+            tracing::error!(error = %describe(&error), "event store write failed after a partial batch");
+            let message = error.to_string();
+            answers[offender..].fill_with(|| Some(Err(AppendError::Unavailable(message.clone().into()))));
         }
-        _ => Err(error.into()),
+        Ok((answers, false))
+    } else if is_refused(&error) {
+        // Nothing is written: the offender is answered, every other commit is decided again.
+        answers.fill_with(|| None);
+        answers[offender] = Some(refused(error));
+        Ok((answers, false))
+    } else {
+        Err(error.into())
     }
 }
 
