@@ -132,6 +132,11 @@ async fn write_isolated(
         let batch: Vec<&Commit> = pending.iter().map(|&i| commits[i]).collect();
         match write_batch(pool, &batch, projector, counters).await {
             Ok(pass) => {
+                // `write_on` answers at least the commit it could not write; should it not,
+                // the rest are answered `Closed` rather than tried forever.
+                if pass.iter().all(Option::is_none) {
+                    break;
+                }
                 for (&i, answer) in pending.iter().zip(pass) {
                     answers[i] = answer;
                 }
@@ -216,7 +221,8 @@ impl From<BatchError> for AppendError {
     }
 }
 
-/// One transaction's answers, aligned with its commits: `None` for a commit to write again.
+/// One transaction's answers, aligned with its commits: `None` for a commit to decide and
+/// write again. A pass that wrote nothing answers at least the commit that stopped it.
 type Pass = Vec<Option<Outcome>>;
 
 async fn write_batch(
