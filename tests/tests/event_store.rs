@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use e2e::{TestDatabase, wait_until};
 use hub::store::{AppendError, Commit, EventStore, ExpectedVersion, NewEvent, StreamAppend, WriterConfig};
+use serde_json::json;
 use shared::events::organization::{OrganizationCreated, OrganizationEvent, OrganizationUpdated};
 use shared::{Metadata, RecordedEvent};
 
@@ -357,4 +358,278 @@ async fn independent_writers_in_separate_processes_keep_positions_gapless() {
         assert!(event.hash_is_valid());
         prev.clone_from(&event.hash);
     }
+}
+
+type Answer = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, AppendError>>;
+
+/// Sends `commit` from its own task and waits until it is in the writer's queue, so that
+/// the commits of one batch keep the order they were submitted in.
+async fn submit_queued(store: &EventStore, commit: Commit) -> Answer {
+    let before = store.stats().queued;
+    let answer = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(commit).await }
+    });
+    wait_until("the commit to reach the writer's queue", Duration::from_secs(10), || {
+        let store = store.clone();
+        async move { (store.stats().queued > before).then_some(()) }
+    })
+    .await;
+    answer
+}
+
+/// Creates stream `org-{name}` and, in the same commit, inserts `name` into `batch_names`.
+fn named(name: &str) -> Commit {
+    let mut commit = Commit::single(format!("org-{name}"), ExpectedVersion::NoStream, vec![created(name)]);
+    commit.extra.push(hub::projections::SqlStep::new(
+        "INSERT INTO batch_names (name) VALUES ($1)",
+        vec![Box::new(name.to_owned())],
+    ));
+    commit
+}
+
+/// The test's own read model: unique names; a name starting with `late` is refused by a
+/// deferred constraint trigger (at commit), one starting with `boom` by a plain `RAISE`.
+async fn create_batch_names(db: &TestDatabase) {
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE batch_names (name text PRIMARY KEY);
+             CREATE FUNCTION batch_names_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.name LIKE 'boom%' THEN RAISE EXCEPTION 'boom'; END IF;
+                 IF NEW.name LIKE 'late%' THEN
+                     RAISE EXCEPTION 'late name' USING ERRCODE = 'check_violation', CONSTRAINT = 'batch_names_late';
+                 END IF;
+                 RETURN NULL;
+             END;
+             $$;
+             CREATE TRIGGER batch_names_boom AFTER INSERT ON batch_names
+                 FOR EACH ROW WHEN (NEW.name LIKE 'boom%') EXECUTE FUNCTION batch_names_refuse();
+             CREATE CONSTRAINT TRIGGER batch_names_late AFTER INSERT ON batch_names
+                 DEFERRABLE INITIALLY DEFERRED
+                 FOR EACH ROW WHEN (NEW.name LIKE 'late%') EXECUTE FUNCTION batch_names_refuse();
+             INSERT INTO batch_names VALUES ('taken');",
+        )
+        .await
+        .unwrap();
+}
+
+/// Holds the head lock, lets `first` reach the writer (which then waits on the lock),
+/// queues `rest` behind it in order, and releases the lock: `rest` is one batch.
+async fn one_batch(db: &TestDatabase, store: &EventStore, first: Commit, rest: Vec<Commit>) -> (Answer, Vec<Answer>) {
+    let blocker = hold_head_lock(db).await;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(first).await }
+    });
+    wait_for_writer_blocked(db).await;
+    let mut answers = Vec::new();
+    for commit in rest {
+        answers.push(submit_queued(store, commit).await);
+    }
+    assert_eq!(store.stats().queued, answers.len() as u64, "the whole batch waits in the queue");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    (first, answers)
+}
+
+async fn assert_chain_verifies(db: &TestDatabase, events: i64) {
+    let verified = hub::audit::verify(&db.connect().await).await.unwrap().expect("the chain verifies");
+    assert_eq!(verified.events, events);
+}
+
+async fn batch_names(db: &TestDatabase) -> Vec<String> {
+    let rows = db.connect().await.query("SELECT name FROM batch_names ORDER BY name", &[]).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+#[tokio::test]
+async fn a_unique_violation_in_a_batch_of_nineteen_refuses_that_commit_alone_without_retrying_the_others() {
+    let db = TestDatabase::new().await;
+    create_batch_names(&db).await;
+    let store = store(&db).await;
+
+    let names: Vec<String> = (0..19).map(|i| if i == 9 { "taken".into() } else { format!("n{i:02}") }).collect();
+    let (first, answers) = one_batch(&db, &store, named("first"), names.iter().map(|n| named(n)).collect()).await;
+    first.await.unwrap().expect("the commit that waited on the lock is written");
+
+    let mut positions = Vec::new();
+    for (name, answer) in names.iter().zip(answers) {
+        match answer.await.unwrap() {
+            Err(AppendError::Rejected(error)) if name == "taken" => {
+                let db_error = error.as_db_error().expect("the server's error");
+                assert_eq!(db_error.constraint(), Some("batch_names_pkey"));
+            }
+            Ok(recorded) if name != "taken" => positions.extend(recorded.iter().map(|e| e.position)),
+            other => panic!("{name}: unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(positions, (2..=19).collect::<Vec<_>>(), "the 18 commits got gapless positions in order");
+    assert!(store.read_stream("org-taken", 0).await.unwrap().is_empty(), "nothing of the refused commit is written");
+    let mut expected: Vec<String> = names.iter().filter(|n| *n != "taken").cloned().collect();
+    expected.extend(["first".into(), "taken".into()]);
+    expected.sort();
+    assert_eq!(batch_names(&db).await, expected, "the read-model rows of exactly the written commits");
+    assert_chain_verifies(&db, 19).await;
+
+    let stats = store.stats();
+    assert_eq!(stats.solo_retries, 0, "no commit was retried alone: {stats:?}");
+    assert_eq!(stats.savepoint_rollbacks, 1, "{stats:?}");
+    assert_eq!(stats.refused, 1, "{stats:?}");
+    assert_eq!(stats.commits, 20, "{stats:?}");
+    assert_eq!(stats.batches, 2, "the lone first commit, then the nineteen as one batch: {stats:?}");
+}
+
+#[tokio::test]
+async fn refusals_by_a_deferred_trigger_and_a_raise_in_one_batch_are_each_charged_to_their_own_commit() {
+    let db = TestDatabase::new().await;
+    create_batch_names(&db).await;
+    let store = store(&db).await;
+
+    let names = ["a", "late", "b", "c", "boom", "d", "late2"];
+    let (first, answers) = one_batch(&db, &store, named("first"), names.iter().map(|n| named(n)).collect()).await;
+    first.await.unwrap().unwrap();
+    let mut written = Vec::new();
+    for (name, answer) in names.into_iter().zip(answers) {
+        match answer.await.unwrap() {
+            Ok(recorded) => written.push((name, recorded[0].position)),
+            Err(AppendError::Rejected(error)) => {
+                let db_error = error.as_db_error().expect("the server's error");
+                let expected = if name.starts_with("late") { Some("batch_names_late") } else { None };
+                assert_eq!(db_error.constraint(), expected, "{name}: {db_error:?}");
+                assert!(!["a", "b", "c", "d"].contains(&name), "{name} is refused: {db_error:?}");
+            }
+            Err(other) => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(written, [("a", 2), ("b", 3), ("c", 4), ("d", 5)]);
+    assert_eq!(batch_names(&db).await, ["a", "b", "c", "d", "first", "taken"]);
+    assert_chain_verifies(&db, 5).await;
+    let stats = store.stats();
+    assert_eq!((stats.refused, stats.savepoint_rollbacks, stats.solo_retries), (3, 3, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn an_append_of_no_events_guards_the_commit_on_that_streams_version() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    store.append("org-read", ExpectedVersion::NoStream, vec![created("read")]).await.unwrap();
+    let guarded = |stream: &str, version: i64| Commit {
+        appends: vec![
+            StreamAppend { stream_id: "org-read".into(), expected: ExpectedVersion::Exact(version), events: vec![] },
+            StreamAppend { stream_id: stream.into(), expected: ExpectedVersion::NoStream, events: vec![created("x")] },
+        ],
+        extra: Vec::new(),
+    };
+
+    let recorded = store.commit(guarded("org-passes", 1)).await.expect("the guard holds");
+    assert_eq!(recorded.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>(), ["org-passes"]);
+    assert_eq!(store.read_stream("org-read", 0).await.unwrap().len(), 1, "nothing is written to a guarded stream");
+
+    // A stale guard in a batch: that commit alone conflicts.
+    let others = vec![named_plain("org-mate-1"), guarded("org-stale", 0), named_plain("org-mate-2")];
+    let (first, answers) = one_batch(&db, &store, named_plain("org-first"), others).await;
+    first.await.unwrap().unwrap();
+    let [mate1, stale, mate2]: [Answer; 3] = answers.try_into().unwrap();
+    mate1.await.unwrap().expect("a batch-mate of a stale guard is written");
+    mate2.await.unwrap().expect("a batch-mate of a stale guard is written");
+    match stale.await.unwrap() {
+        Err(AppendError::Conflict { stream_id, expected, actual }) => {
+            assert_eq!((stream_id.as_str(), expected, actual), ("org-read", ExpectedVersion::Exact(0), 1));
+        }
+        other => panic!("a stale guard conflicts, got {other:?}"),
+    }
+    assert!(store.read_stream("org-stale", 0).await.unwrap().is_empty());
+    assert_chain_verifies(&db, 5).await;
+
+    let only_guards = Commit {
+        appends: vec![StreamAppend {
+            stream_id: "org-read".into(),
+            expected: ExpectedVersion::Exact(1),
+            events: vec![],
+        }],
+        extra: Vec::new(),
+    };
+    assert!(matches!(store.commit(only_guards).await, Err(AppendError::Invalid(_))), "a commit must write something");
+}
+
+fn named_plain(stream: &str) -> Commit {
+    Commit::single(stream, ExpectedVersion::NoStream, vec![created(stream)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_of_one_sibling_name_give_one_201_and_409_name_taken_to_the_rest() {
+    let db = TestDatabase::new().await;
+    let hub = e2e::HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = e2e::Api::new(&hub.url(""), Some(e2e::OPERATOR_KEY));
+    let org = operator
+        .post("/v1/organizations", json!({"name": "twins", "email": "ops@twins.test", "plan": "pro"}))
+        .await
+        .expect(201);
+    let key = operator
+        .post("/v1/api-keys", json!({"name": "admin", "scopes": ["*"], "organization_id": org.body["id"]}))
+        .await
+        .expect(201);
+    let admin = operator.with_key(key.body["secret"].as_str().unwrap());
+
+    let replies =
+        futures::future::join_all((0..32).map(|_| admin.post("/v1/workspaces", json!({"name": "Twin"})))).await;
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    assert_eq!(created, 1, "exactly one create wins");
+    for reply in replies.iter().filter(|r| r.status != 201) {
+        assert_eq!(reply.status, 409, "{}", reply.text);
+        assert_eq!(reply.body["code"], "name_taken", "{}", reply.text);
+    }
+    assert_eq!(admin.get("/v1/workspaces/count").await.expect(200).body["count"], 1);
+    let events = all_events(&store(&db).await).await;
+    assert_chain_verifies(&db, events.len() as i64).await;
+}
+
+/// Appends to `stream` at version 1, and inserts `name` into `batch_names`.
+fn update_at_1(stream: &str, name: &str) -> Commit {
+    let mut commit = Commit::single(stream, ExpectedVersion::Exact(1), vec![updated(name)]);
+    commit.extra.push(hub::projections::SqlStep::new(
+        "INSERT INTO batch_names (name) VALUES ($1)",
+        vec![Box::new(name.to_owned())],
+    ));
+    commit
+}
+
+#[tokio::test]
+async fn a_commit_that_conflicted_only_with_a_refused_batch_mate_is_decided_again() {
+    let db = TestDatabase::new().await;
+    create_batch_names(&db).await;
+    let store = store(&db).await;
+
+    // Among batch-mates (each commit under a savepoint), then the two alone.
+    for (stream, before, after) in [("org-crowd", true, true), ("org-pair", false, false)] {
+        store.append(stream, ExpectedVersion::NoStream, vec![created(stream)]).await.unwrap();
+        let mut batch = Vec::new();
+        if before {
+            batch.push(named(&format!("before-{stream}")));
+        }
+        batch.push(update_at_1(stream, "taken"));
+        batch.push(update_at_1(stream, &format!("winner-{stream}")));
+        if after {
+            batch.push(named(&format!("after-{stream}")));
+        }
+        let (first, answers) = one_batch(&db, &store, named_plain(&format!("{stream}-first")), batch).await;
+        first.await.unwrap().unwrap();
+        let mut answers = answers.into_iter();
+        if before {
+            answers.next().unwrap().await.unwrap().expect("the commit before the refused one is written");
+        }
+        let refused = answers.next().unwrap().await.unwrap();
+        assert!(matches!(refused, Err(AppendError::Rejected(_))), "{stream}: {refused:?}");
+        let winner = answers.next().unwrap().await.unwrap();
+        let winner = winner.unwrap_or_else(|e| panic!("{stream}: the refused commit's version was never taken: {e:?}"));
+        assert_eq!((winner[0].stream_id.as_str(), winner[0].stream_version), (stream, 2));
+        for rest in answers {
+            rest.await.unwrap().expect("the commit after the refused one is written");
+        }
+    }
+    let events = all_events(&store).await;
+    assert_dense_streams(&events);
+    assert_chain_verifies(&db, events.len() as i64).await;
+    assert_eq!(store.stats().solo_retries, 0);
 }

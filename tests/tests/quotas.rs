@@ -424,7 +424,7 @@ async fn a_quota_refusal_in_a_group_commit_fails_only_its_own_request() {
         call.await.unwrap().expect(201);
     }
     assert!(
-        t.hub.logs().contains("retrying its commits one by one"),
+        t.hub.logs().contains("rolled back to its savepoint, its batch-mates kept"),
         "the refusal happened inside a batch of several commits"
     );
 }

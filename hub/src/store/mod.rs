@@ -8,10 +8,12 @@
 mod error;
 mod pipeline;
 mod read;
+mod stats;
 mod types;
 mod writer;
 
 pub use error::{AppendError, ReadError};
+pub use stats::StoreStats;
 pub use types::{Commit, ExpectedVersion, NewEvent, StreamAppend};
 pub use writer::WriterConfig;
 
@@ -39,6 +41,7 @@ pub struct EventStore {
     committed: Arc<tokio::sync::Notify>,
     cache: Arc<AggregateCache>,
     observers: Arc<std::sync::RwLock<Vec<StreamObserver>>>,
+    counters: Arc<stats::Counters>,
 }
 
 impl EventStore {
@@ -62,21 +65,29 @@ impl EventStore {
     ) -> Self {
         let (jobs, rx) = mpsc::channel(config.queue_capacity);
         let committed = Arc::new(tokio::sync::Notify::new());
+        let counters = Arc::new(stats::Counters::default());
         // Shared, so a restarted writer takes over the same queue.
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         {
-            let (pool, committed) = (pool.clone(), committed.clone());
+            let (pool, committed, counters) = (pool.clone(), committed.clone(), counters.clone());
             tasks.spawn("writer", move || {
-                let (pool, rx, projector, committed, config) =
-                    (pool.clone(), rx.clone(), projector.clone(), committed.clone(), config.clone());
+                let (pool, rx, projector, committed, config, counters) =
+                    (pool.clone(), rx.clone(), projector.clone(), committed.clone(), config.clone(), counters.clone());
                 async move {
                     let mut rx = rx.lock().await;
-                    writer::run(pool, &mut rx, config, projector, committed).await;
+                    writer::run(pool, &mut rx, config, projector, committed, &counters).await;
                     Ok(())
                 }
             });
         }
-        Self { pool, jobs, committed, cache: AggregateCache::new(DEFAULT_CACHE_SIZE), observers: Arc::default() }
+        Self {
+            pool,
+            jobs,
+            committed,
+            cache: AggregateCache::new(DEFAULT_CACHE_SIZE),
+            observers: Arc::default(),
+            counters,
+        }
     }
 
     /// The same store with a cache of `capacity` aggregates.
@@ -111,6 +122,11 @@ impl EventStore {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The writer's counters, read now.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.read(self.jobs.max_capacity() - self.jobs.capacity())
     }
 
     /// Signalled after every commit of this process's writer (a wake-up hint).

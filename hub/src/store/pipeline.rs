@@ -13,15 +13,20 @@ use futures::future::MaybeDone;
 
 pub(super) type Request<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
 
-/// Awaits every request; returns the first error in request order, if any. A request
-/// that fails before the later ones were sent (e.g. a parameter the driver refuses
+/// What became of one request: `None` if it was never sent.
+pub(super) type Outcome = Option<Result<u64, tokio_postgres::Error>>;
+
+/// Awaits every request; returns what became of each, in request order. A request that
+/// fails before the later ones were sent (e.g. a parameter the driver refuses
 /// client-side) stops the rest from being sent: a `COMMIT` is never sent after a failure.
+/// A request the server refuses does not: the server answers every later request, those
+/// in the same failed transaction with `25P02` (`in_failed_sql_transaction`).
 ///
 /// Once sent, requests are awaited in order, and a wake-up polls only from the first
 /// unfinished request up to the first one still waiting: the server answers in order, so
 /// a later request cannot finish first, and a commit of thousands of statements costs
 /// linear, not quadratic, polling.
-pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Result<(), tokio_postgres::Error> {
+pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Vec<Outcome> {
     let mut pending: Vec<MaybeDone<Request<'_>>> = requests.into_iter().map(futures::future::maybe_done).collect();
     let mut started = 0;
     let mut finished = 0;
@@ -47,10 +52,5 @@ pub(super) async fn in_order(requests: Vec<Request<'_>>) -> Result<(), tokio_pos
         Poll::Ready(())
     })
     .await;
-    for request in &mut pending {
-        if let Some(Err(error)) = Pin::new(request).take_output() {
-            return Err(error);
-        }
-    }
-    Ok(())
+    pending.iter_mut().map(|request| Pin::new(request).take_output()).collect()
 }

@@ -53,6 +53,14 @@ impl NewEvent {
     }
 }
 
+/// Events to append to one stream, if it is at the expected version.
+///
+/// An append of no events with an `ExpectedVersion::Exact` (or `NoStream`) is a guard: the
+/// commit goes through only if that stream is still at that version, and nothing is
+/// written to it. A command that decided on another aggregate's state it read (at that
+/// version) guards its commit this way; a stale guard answers the whole commit
+/// `AppendError::Conflict`, as any failed expectation does. A commit must still append at
+/// least one event somewhere.
 #[derive(Debug, Clone)]
 pub struct StreamAppend {
     pub stream_id: String,
@@ -78,14 +86,17 @@ impl Commit {
     }
 
     pub(super) fn validate(&self) -> Result<(), AppendError> {
-        if self.appends.is_empty() {
-            return Err(AppendError::Invalid("a commit must append to at least one stream".into()));
+        if self.event_count() == 0 {
+            return Err(AppendError::Invalid("a commit must append at least one event".into()));
         }
         // A set, not a scan per append: a subtree command commits to thousands of streams.
         let mut seen = std::collections::HashSet::with_capacity(self.appends.len());
         for append in &self.appends {
-            if append.events.is_empty() {
-                return Err(AppendError::Invalid(format!("no events for stream `{}`", append.stream_id)));
+            if append.events.is_empty() && append.expected == ExpectedVersion::Any {
+                return Err(AppendError::Invalid(format!(
+                    "no events for stream `{}`, and no version to guard",
+                    append.stream_id
+                )));
             }
             if append.stream_id.is_empty() || append.stream_id.len() > 200 {
                 return Err(AppendError::Invalid("stream ids are 1 to 200 bytes".into()));

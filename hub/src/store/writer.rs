@@ -3,17 +3,29 @@
 //! Every append in every hub process takes the lock on the `event_log_head` row and keeps
 //! it until commit; that is what makes positions dense and commit-ordered. It also
 //! serializes commits, so one writer task per process gathers whatever commits queued up
-//! while the previous transaction ran and writes them all in one transaction:
+//! while the previous transaction ran and writes them all in one transaction, in two
+//! pipelined round trips:
 //!
-//! 1. lock the head (last position and hash);
-//! 2. read the current version of every stream the batch touches, in one query;
-//! 3. decide each commit in memory, in arrival order, against those versions (a commit
-//!    whose expectation fails gets its conflict and contributes nothing);
-//! 4. insert every accepted event in one statement, advance the head, commit.
+//! 1. BEGIN, lock the head (last position and hash), read the current version of every
+//!    stream the batch touches;
+//! 2. decide each commit in memory, in arrival order, against those versions (a commit
+//!    whose expectation fails gets its conflict and contributes nothing), then send each
+//!    accepted commit's events, read-model statements and extra statements, advance the
+//!    head, COMMIT.
 //!
-//! The decision in step 3 is safe because no other transaction can append while the head
-//! is locked. Should the database still refuse the batch (a constraint the writer cannot
-//! foresee), each commit is retried alone, so only the offending caller gets the error.
+//! The decision is safe because no other transaction can append while the head is
+//! locked. The database may still refuse a commit (a unique index, a tree or quota
+//! trigger). So that the refusal costs only that commit, each commit of a batch of
+//! several runs under its own savepoint, its deferred constraints checked before the
+//! savepoint is released; a statement that fails aborts the transaction up to that
+//! savepoint and every later statement fails with `25P02`. The COMMIT is already on its
+//! way by then and would roll the whole transaction back, so the batch ends with
+//! `SAVEPOINT c; ROLLBACK TO SAVEPOINT c`: after a clean run that rolls back nothing,
+//! after a failure it rolls back to the failed commit's savepoint, and the head is then
+//! advanced to the last event actually inserted. The commits before the refused one are
+//! committed, the refused one is answered alone, and the ones after it are decided again
+//! in the next transaction, from the new head, so positions stay gapless and the chain
+//! exact.
 
 use std::collections::HashMap;
 
@@ -27,8 +39,9 @@ use tokio_postgres::types::{ToSql, Type};
 
 use std::sync::Arc;
 
+use super::stats::Counters;
 use super::{AppendError, Commit, ExpectedVersion, pipeline};
-use crate::projections::{ProjectionError, Projector, SqlStep};
+use crate::projections::{Projector, SqlStep};
 
 pub(super) struct Job {
     pub commit: Commit,
@@ -55,6 +68,7 @@ pub(super) async fn run(
     config: WriterConfig,
     projector: Arc<dyn Projector>,
     committed: Arc<tokio::sync::Notify>,
+    counters: &Counters,
 ) {
     let mut carry: Option<Job> = None;
     loop {
@@ -84,7 +98,10 @@ pub(super) async fn run(
             }
         }
         let commits: Vec<&Commit> = batch.iter().map(|job| &job.commit).collect();
-        let results = write_isolated(&pool, &commits, projector.as_ref()).await;
+        Counters::add(&counters.batches, 1);
+        let results = write_isolated(&pool, &commits, projector.as_ref(), counters).await;
+        Counters::add(&counters.commits, results.len());
+        Counters::add(&counters.refused, results.iter().filter(|r| matches!(r, Err(AppendError::Rejected(_)))).count());
         if results.iter().any(|r| r.as_ref().is_ok_and(|events| !events.is_empty())) {
             // `notify_one` stores a permit when nobody waits, so no wake-up is lost.
             committed.notify_one();
@@ -98,31 +115,63 @@ pub(super) async fn run(
 
 type Outcome = Result<Vec<RecordedEvent>, AppendError>;
 
-async fn write_isolated(pool: &Pool, commits: &[&Commit], projector: &dyn Projector) -> Vec<Outcome> {
-    match write_batch(pool, commits, projector).await {
-        Ok(results) => results,
-        Err(BatchError::Refused(_)) if commits.len() > 1 => {
-            tracing::warn!(commits = commits.len(), "batch refused by the database; retrying its commits one by one");
-            let mut results = Vec::with_capacity(commits.len());
-            for commit in commits {
-                let outcome = match write_batch(pool, &[commit], projector).await {
-                    Ok(mut one) => one.pop().unwrap_or(Err(AppendError::Closed)),
-                    Err(error) => Err(error.into()),
-                };
-                results.push(outcome);
+/// Writes `commits`, in as many transactions as refusals require: each pass answers at
+/// least one commit, and the commits it left unanswered are written in the next.
+async fn write_isolated(
+    pool: &Pool,
+    commits: &[&Commit],
+    projector: &dyn Projector,
+    counters: &Counters,
+) -> Vec<Outcome> {
+    let mut answers: Vec<Option<Outcome>> = commits.iter().map(|_| None).collect();
+    loop {
+        let pending: Vec<usize> = (0..commits.len()).filter(|&i| answers[i].is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let batch: Vec<&Commit> = pending.iter().map(|&i| commits[i]).collect();
+        match write_batch(pool, &batch, projector, counters).await {
+            Ok(pass) => {
+                // `write_on` answers at least the commit it could not write; should it not,
+                // the rest are answered `Closed` rather than tried forever.
+                if pass.iter().all(Option::is_none) {
+                    break;
+                }
+                for (&i, answer) in pending.iter().zip(pass) {
+                    answers[i] = answer;
+                }
             }
-            results
-        }
-        Err(BatchError::Refused(error)) => {
-            tracing::warn!(error = %describe(&error), "the database refused a commit");
-            vec![Err(AppendError::Rejected(error))]
-        }
-        Err(error) => {
-            tracing::error!(error = %error, commits = commits.len(), "event store write failed");
-            let message = error.to_string();
-            commits.iter().map(|_| Err(AppendError::Unavailable(message.clone().into()))).collect()
+            Err(BatchError::Refused(_)) if batch.len() > 1 => {
+                // Refused outside every commit's savepoint (at COMMIT): nothing was written
+                // and the refusal names no commit, so each commit is tried alone.
+                tracing::warn!(commits = batch.len(), "batch refused by the database; retrying its commits one by one");
+                Counters::add(&counters.solo_retries, batch.len());
+                for i in pending {
+                    let answer = match write_batch(pool, &[commits[i]], projector, counters).await {
+                        Ok(mut one) => one.pop().flatten().unwrap_or(Err(AppendError::Closed)),
+                        Err(BatchError::Refused(error)) => refused(error),
+                        Err(error) => Err(error.into()),
+                    };
+                    answers[i] = Some(answer);
+                }
+            }
+            Err(BatchError::Refused(error)) => answers[pending[0]] = Some(refused(error)),
+            Err(error) => {
+                tracing::error!(error = %error, commits = batch.len(), "event store write failed");
+                let message = error.to_string();
+                for i in pending {
+                    answers[i] = Some(Err(AppendError::Unavailable(message.clone().into())));
+                }
+            }
         }
     }
+    answers.into_iter().map(|answer| answer.unwrap_or(Err(AppendError::Closed))).collect()
+}
+
+/// The answer to a commit the database refused, logged without the values it held.
+fn refused(error: tokio_postgres::Error) -> Outcome {
+    tracing::warn!(error = %describe(&error), "the database refused a commit");
+    Err(AppendError::Rejected(error))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,15 +190,19 @@ fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A statement the server answered with a data or constraint error, or that a trigger
+/// raised (class P0), is the commit's fault; anything else (I/O, shutdown, serialization,
+/// `25P02` after another statement's failure) is the store's condition.
+fn is_refused(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        let class = &code.code()[..2];
+        matches!(class, "22" | "23" | "42" | "P0") || *code == SqlState::INSUFFICIENT_PRIVILEGE
+    })
+}
+
 impl From<tokio_postgres::Error> for BatchError {
     fn from(error: tokio_postgres::Error) -> Self {
-        // A statement the server answered with a data or constraint error is the batch's
-        // fault; anything else (I/O, shutdown, serialization) is the store's condition.
-        let refused = error.code().is_some_and(|code| {
-            let class = &code.code()[..2];
-            matches!(class, "22" | "23" | "42") || *code == SqlState::INSUFFICIENT_PRIVILEGE
-        });
-        if refused { Self::Refused(error) } else { Self::Unavailable(Box::new(error)) }
+        if is_refused(&error) { Self::Refused(error) } else { Self::Unavailable(Box::new(error)) }
     }
 }
 
@@ -168,25 +221,57 @@ impl From<BatchError> for AppendError {
     }
 }
 
-async fn write_batch(pool: &Pool, commits: &[&Commit], projector: &dyn Projector) -> Result<Vec<Outcome>, BatchError> {
+/// One transaction's answers, aligned with its commits: `None` for a commit to decide and
+/// write again. A pass that wrote nothing answers at least the commit that stopped it.
+type Pass = Vec<Option<Outcome>>;
+
+async fn write_batch(
+    pool: &Pool,
+    commits: &[&Commit],
+    projector: &dyn Projector,
+    counters: &Counters,
+) -> Result<Pass, BatchError> {
     let client = pool.get().await?;
-    let outcome = write_on(&client, commits, projector).await;
-    if outcome.is_err() {
-        // The transaction may still be open on this connection: never hand it back.
+    let outcome = write_on(&client, commits, projector, counters).await;
+    if !matches!(outcome, Ok((_, true))) {
+        // A request failed: the transaction may still be open on this connection, never
+        // hand it back.
         drop(deadpool_postgres::Object::take(client));
     }
-    outcome
+    outcome.map(|(pass, _)| pass)
 }
 
+/// A commit accepted in memory, with its events positioned and its read-model statements.
+struct Planned {
+    index: usize,
+    recorded: Vec<RecordedEvent>,
+    rows: Rows,
+    steps: Vec<SqlStep>,
+}
+
+/// The savepoint each commit of a batch of several runs under. Savepoints of one name
+/// stack; `RELEASE` and `ROLLBACK TO` take the newest.
+const SAVEPOINT: &str = "SAVEPOINT c";
+/// Runs the commit's deferred constraint triggers now, inside its savepoint, so that a
+/// refusal names this commit rather than surfacing at COMMIT; then defers them again for
+/// the next commit (every deferrable constraint of the schema is initially deferred).
+const RELEASE: &str = "SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED; RELEASE SAVEPOINT c";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT c";
+/// The head after a batch that may have lost its tail: the last event actually inserted.
+const ADVANCE_HEAD_TO_LAST: &str = "UPDATE event_log_head SET position = last.position, hash = last.hash \
+     FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS last";
+
 /// Writes one batch in two pipelined round trips: (BEGIN, lock the head, read the
-/// streams' versions), then (INSERT the events, update the read models, advance the head,
-/// COMMIT). tokio-postgres sends a request when its future is first polled.
+/// streams' versions), then (each commit's statements, advance the head, COMMIT).
+/// tokio-postgres sends a request when its future is first polled. Also says whether
+/// every request succeeded (the connection is clean).
 async fn write_on(
     client: &deadpool_postgres::Client,
     commits: &[&Commit],
     projector: &dyn Projector,
-) -> Result<Vec<Outcome>, BatchError> {
-    let (lock_head, read_versions, insert_events, advance_head) = futures::try_join!(
+    counters: &Counters,
+) -> Result<(Pass, bool), BatchError> {
+    let (lock_head, read_versions, insert_events, advance_head, advance_head_to_last) = futures::try_join!(
         client.prepare_cached("SELECT position, hash FROM event_log_head FOR UPDATE"),
         client.prepare_typed_cached(
             "SELECT s.id, COALESCE((SELECT max(e.stream_version) FROM events e WHERE e.stream_id = s.id), 0) \
@@ -195,6 +280,7 @@ async fn write_on(
         ),
         client.prepare_typed_cached(INSERT_EVENTS, &INSERT_TYPES),
         client.prepare_typed_cached("UPDATE event_log_head SET position = $1, hash = $2", &[Type::INT8, Type::BYTEA]),
+        client.prepare_cached(ADVANCE_HEAD_TO_LAST),
     )?;
 
     let ids = stream_ids(commits);
@@ -206,22 +292,20 @@ async fn write_on(
     )?;
     let mut position: i64 = head.get(0);
     let mut prev_hash: Vec<u8> = head.get(1);
-    let start_position = position;
     let mut versions: HashMap<String, i64> = version_rows.iter().map(|row| (row.get(0), row.get(1))).collect();
 
     let recorded_at = to_micros(Utc::now());
-    let mut results = Vec::with_capacity(commits.len());
-    let mut rows = Rows::default();
-    let mut steps = Vec::new();
-    let mut accepted: Vec<&Commit> = Vec::with_capacity(commits.len());
-    for commit in commits {
+    let mut answers: Pass = Vec::with_capacity(commits.len());
+    let mut planned: Vec<Planned> = Vec::with_capacity(commits.len());
+    for (index, commit) in commits.iter().enumerate() {
         if let Err(conflict) = check_expectations(commit, &versions) {
-            results.push(Err(conflict));
+            answers.push(Some(Err(conflict)));
             continue;
         }
         let undo = (position, prev_hash.clone(), versions.clone());
         let mut recorded = Vec::with_capacity(commit.event_count());
-        for append in &commit.appends {
+        // A guard (an append of no events) only checked its stream's version above.
+        for append in commit.appends.iter().filter(|a| !a.events.is_empty()) {
             let version = versions.entry(append.stream_id.clone()).or_insert(0);
             for event in &append.events {
                 position += 1;
@@ -253,49 +337,126 @@ async fn write_on(
                 });
             }
         }
-        let commit_steps: Result<Vec<SqlStep>, ProjectionError> = projector.steps_all(&recorded);
-        match commit_steps {
-            Ok(commit_steps) => {
-                steps.extend(commit_steps);
-                accepted.push(commit);
+        match projector.steps_all(&recorded) {
+            Ok(steps) => {
+                let mut rows = Rows::default();
                 rows.extend(&recorded);
-                results.push(Ok(recorded));
+                planned.push(Planned { index, recorded, rows, steps });
+                answers.push(None);
             }
             Err(error) => {
                 // A payload its own reducer cannot read: refuse this commit alone.
                 (position, prev_hash, versions) = undo;
-                results.push(Err(AppendError::Invalid(error.to_string())));
+                answers.push(Some(Err(AppendError::Invalid(error.to_string()))));
             }
         }
     }
 
-    if position == start_position {
+    if planned.is_empty() {
         client.batch_execute("ROLLBACK").await?;
-        return Ok(results);
+        return Ok((answers, true));
     }
-    let steps: Vec<&SqlStep> = steps.iter().chain(accepted.iter().flat_map(|c| c.extra.iter())).collect();
-    let mut sqls: Vec<&'static str> = steps.iter().map(|step| step.sql).collect();
+    // Each commit's statements: its read-model steps, then its extra steps.
+    let steps: Vec<Vec<&SqlStep>> =
+        planned.iter().map(|p| p.steps.iter().chain(&commits[p.index].extra).collect()).collect();
+    let mut sqls: Vec<&'static str> = steps.iter().flatten().map(|step| step.sql).collect();
     sqls.sort_unstable();
     sqls.dedup();
     let prepared = futures::future::try_join_all(sqls.iter().map(|sql| client.prepare_cached(sql))).await?;
     let statement = |sql: &str| prepared[sqls.binary_search(&sql).unwrap_or_default()].clone();
 
-    // Should any statement fail, the server skips the rest of the transaction and turns
-    // the COMMIT into a rollback; `in_order` returns the first error.
-    let insert_params = rows.params();
+    let savepoints = planned.len() > 1;
+    let insert_params: Vec<[&(dyn ToSql + Sync); 11]> = planned.iter().map(|p| p.rows.params()).collect();
     let head_params: [&(dyn ToSql + Sync); 2] = [&position, &prev_hash];
-    let step_params: Vec<Vec<&(dyn ToSql + Sync)>> =
-        steps.iter().map(|step| step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
-    let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
-    requests.push(Box::pin(client.execute(&insert_events, &insert_params)));
-    for (step, params) in steps.iter().copied().zip(&step_params) {
-        let statement = statement(step.sql);
-        requests.push(Box::pin(async move { client.execute(&statement, params).await }));
+    let step_params: Vec<Vec<Vec<&(dyn ToSql + Sync)>>> = steps
+        .iter()
+        .map(|commit| {
+            commit.iter().map(|step| step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect()
+        })
+        .collect();
+    let simple = |sql: &'static str| -> pipeline::Request<'_> {
+        Box::pin(async move { client.batch_execute(sql).await.map(|()| 0) })
+    };
+    let mut requests: Vec<pipeline::Request<'_>> = Vec::new();
+    // The requests of each planned commit, by index in `requests`.
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::with_capacity(planned.len());
+    for (g, commit_steps) in steps.iter().enumerate() {
+        let start = requests.len();
+        if savepoints {
+            requests.push(simple(SAVEPOINT));
+        }
+        requests.push(Box::pin(client.execute(&insert_events, &insert_params[g])));
+        for (step, params) in commit_steps.iter().zip(&step_params[g]) {
+            let statement = statement(step.sql);
+            requests.push(Box::pin(async move { client.execute(&statement, params).await }));
+        }
+        if savepoints {
+            requests.push(simple(RELEASE));
+        }
+        groups.push(start..requests.len());
     }
-    requests.push(Box::pin(client.execute(&advance_head, &head_params)));
-    requests.push(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) }));
-    pipeline::in_order(requests).await?;
-    Ok(results)
+    // From here on, every request must succeed for the transaction to commit: a COMMIT in
+    // a failed transaction rolls it back (and reports no error).
+    let must_succeed = if savepoints {
+        requests.push(simple(SAVEPOINT));
+        let rollback_to = requests.len();
+        requests.push(simple(ROLLBACK_TO));
+        requests.push(Box::pin(client.execute(&advance_head_to_last, &[])));
+        rollback_to
+    } else {
+        let advance = requests.len();
+        requests.push(Box::pin(client.execute(&advance_head, &head_params)));
+        advance
+    };
+    requests.push(simple("COMMIT"));
+
+    let mut outcomes = pipeline::in_order(requests).await;
+    let Some(failed) = outcomes.iter().position(|o| matches!(o, Some(Err(_)))) else {
+        for plan in planned {
+            answers[plan.index] = Some(Ok(plan.recorded));
+        }
+        return Ok((answers, true));
+    };
+    let committed = outcomes[must_succeed..].iter().all(|o| matches!(o, Some(Ok(_))));
+    let Some(Some(Err(error))) = outcomes.get_mut(failed).map(Option::take) else {
+        unreachable!("`failed` is the index of a failed request")
+    };
+    // A refusal at COMMIT (a deferred constraint) of a lone commit is that commit's.
+    let group = groups.iter().position(|g| g.contains(&failed)).or((planned.len() == 1).then_some(0));
+    let Some(g) = group else { return Err(error.into()) };
+    let offender = planned[g].index;
+    if committed {
+        // The commits before the offender are written; it was rolled back to its
+        // savepoint; nothing after it ran.
+        for plan in planned.into_iter().take(g) {
+            answers[plan.index] = Some(Ok(plan.recorded));
+        }
+        if is_refused(&error) {
+            Counters::add(&counters.savepoint_rollbacks, 1);
+            tracing::warn!(
+                error = %describe(&error),
+                batch = commits.len(),
+                "the database refused a commit; rolled back to its savepoint, its batch-mates kept"
+            );
+            answers[offender] = Some(Err(AppendError::Rejected(error)));
+            // Decided in memory as if the offender were written (a conflict with it is
+            // none): the commits after it are decided again.
+            answers[offender + 1..].fill_with(|| None);
+        } else {
+            // Not the commit's fault: it and the commits after it fail as the batch would.
+            tracing::error!(error = %describe(&error), "event store write failed after a partial batch");
+            let message = error.to_string();
+            answers[offender..].fill_with(|| Some(Err(AppendError::Unavailable(message.clone().into()))));
+        }
+        Ok((answers, false))
+    } else if is_refused(&error) {
+        // Nothing is written: the offender is answered, every other commit is decided again.
+        answers.fill_with(|| None);
+        answers[offender] = Some(refused(error));
+        Ok((answers, false))
+    } else {
+        Err(error.into())
+    }
 }
 
 fn stream_ids<'a>(commits: &[&'a Commit]) -> Vec<&'a str> {

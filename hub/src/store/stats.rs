@@ -1,0 +1,47 @@
+//! Counters of the group-commit writer, read through [`EventStore::stats`](super::EventStore::stats).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What the writer has done since the store started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Batches taken from the queue (each one transaction, or more after a refusal).
+    pub batches: u64,
+    /// Commits answered, whatever the answer.
+    pub commits: u64,
+    /// Commits the database refused (answered `AppendError::Rejected`).
+    pub refused: u64,
+    /// Refused commits undone by rolling back to their own savepoint, their batch-mates kept.
+    pub savepoint_rollbacks: u64,
+    /// Commits retried alone because a refusal could not be charged to one commit.
+    pub solo_retries: u64,
+    /// Commits waiting in the queue right now.
+    pub queued: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub batches: AtomicU64,
+    pub commits: AtomicU64,
+    pub refused: AtomicU64,
+    pub savepoint_rollbacks: AtomicU64,
+    pub solo_retries: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn read(&self, queued: usize) -> StoreStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StoreStats {
+            batches: get(&self.batches),
+            commits: get(&self.commits),
+            refused: get(&self.refused),
+            savepoint_rollbacks: get(&self.savepoint_rollbacks),
+            solo_retries: get(&self.solo_retries),
+            queued: queued as u64,
+        }
+    }
+}
