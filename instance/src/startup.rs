@@ -40,7 +40,7 @@ struct Stuck {
 async fn consumer_stalled(state: &AppState) -> anyhow::Result<bool> {
     let js = async_nats::jetstream::new(state.nats.clone());
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream(&shared::link::consumer_name(&state.instance_id), crate::consumer::STREAM)
+        .get_consumer_from_stream(&shared::link::consumer_name(&state.instance_id), shared::relayed::STREAM)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let info = consumer.info().await?;
@@ -58,11 +58,12 @@ async fn consumer_stalled(state: &AppState) -> anyhow::Result<bool> {
 async fn progress(client: &tokio_postgres::Client) -> Result<(i64, i64), tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) FROM instance_state",
+            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) AS workspace_count \
+             FROM instance_state",
             &[],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok((row.get("applied_position"), row.get("workspace_count")))
 }
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
