@@ -91,15 +91,7 @@ impl RuntimeState {
 }
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("https://admin-api.dev/problems/{code}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, "application/problem+json".parse().expect("static header"));
+    let mut response = shared::problem::response(status, code, detail);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
     }

@@ -144,20 +144,7 @@ async fn heartbeat(state: Arc<AppState>, feed: HubFeed, id: String) -> anyhow::R
 }
 
 fn not_ready(detail: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-    let body = serde_json::json!({
-        "type": "https://admin-api.dev/problems/not_ready",
-        "title": "Service Unavailable",
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": "not_ready",
-    });
-    let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/problem+json"));
-    response
+    shared::problem::response(axum::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail)
 }
 
 /// Ready while the database and NATS answer, every background task runs and the consumer
