@@ -15,15 +15,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::RecordedEvent;
+use shared::domain::Aggregate;
+use shared::domain::workspace::Workspace;
 use shared::link::{self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op};
-use uuid::Uuid;
 
-/// The stream the relay publishes to.
-const STREAM: &str = "HUB_EVENTS";
 /// Requests answered at once by one hub.
 const CONCURRENCY: usize = 16;
 /// The most events one page holds (as the HTTP feed).
-const MAX_PAGE: i64 = 1000;
+const MAX_PAGE: i64 = shared::feed::MAX_LIMIT;
 /// Room left in a NATS message for the reply's framing.
 const MARGIN: usize = 4096;
 const RETRY: Duration = Duration::from_secs(1);
@@ -132,7 +131,7 @@ async fn events(
     let client = pool.get().await.map_err(unavailable)?;
     let events = match &request.stream_id {
         Some(stream) => {
-            let id: Uuid = stream.strip_prefix("workspace-").and_then(|id| id.parse().ok()).ok_or_else(not_placed)?;
+            let id = Workspace::id_of_stream(stream).ok_or_else(not_placed)?;
             let placed = client
                 .query_opt("SELECT 1 FROM workspaces WHERE id = $1 AND instance_id = $2", &[&id, &instance])
                 .await
@@ -162,16 +161,15 @@ async fn events(
 async fn heartbeat(pool: &Pool, instance: &str, payload: &[u8]) -> Result<HeartbeatReply, LinkError> {
     let beat: Heartbeat = parse(payload)?;
     let client = pool.get().await.map_err(unavailable)?;
-    let recorded = crate::http::instances::record(&**client, instance, beat.applied_position, beat.workspace_count)
+    crate::http::instances::record(&**client, instance, beat.applied_position, beat.workspace_count)
         .await
-        .map_err(|_| LinkError::new("unavailable", "the heartbeat was not recorded"))?;
-    Ok(HeartbeatReply { head_position: recorded.head_position })
+        .map_err(|_| LinkError::new("unavailable", "the heartbeat was not recorded"))
 }
 
 /// The instance's durable pull consumer, filtered on its own subjects. Hubs create it:
 /// an instance may read its consumer but not define (or re-point) one.
 async fn ensure_consumer(js: &jetstream::Context, instance: &str) -> Result<(), LinkError> {
-    let stream = js.get_stream(STREAM).await.map_err(unavailable)?;
+    let stream = js.get_stream(shared::relayed::STREAM).await.map_err(unavailable)?;
     let name = link::consumer_name(instance);
     stream.get_or_create_consumer(&name, instance::consumer::config(instance)).await.map_err(unavailable)?;
     Ok(())

@@ -20,7 +20,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use deadpool_postgres::tokio_postgres;
 use shared::RecordedEvent;
-use shared::relayed::Relayed;
+use shared::domain::Aggregate;
+use shared::domain::workspace::Workspace;
+use shared::relayed::{self, Relayed, STREAM, subject};
 use shared::supervise::Tasks;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
@@ -28,7 +30,6 @@ use uuid::Uuid;
 
 /// Key of the session advisory lock that elects the relay leader (an arbitrary number).
 const RELAY_LOCK: i64 = 0x6875_625f_7265_6c61;
-pub const STREAM: &str = "HUB_EVENTS";
 /// Events published per round, all acks in flight.
 const PAGE: i64 = 256;
 /// Publishes retried within this window are deduplicated by the stream; it must exceed
@@ -36,15 +37,6 @@ const PAGE: i64 = 256;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(15 * 60);
 const IDLE: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_secs(1);
-
-/// The subject of an event: `hub.events.<instance_id>.<workspace_id>` for a workspace
-/// placed on an instance, `hub.events.hub.<stream_id>` for everything else.
-pub fn subject(event: &RecordedEvent, instance: Option<&str>) -> String {
-    match (event.stream_id.strip_prefix("workspace-"), instance) {
-        (Some(workspace), Some(instance)) => format!("hub.events.{instance}.{workspace}"),
-        _ => format!("hub.events.hub.{}", event.stream_id),
-    }
-}
 
 /// Runs the relay (as leader or standby) under supervision in `tasks`. A relay behind the
 /// log that has not progressed for `stall_after` says so in the log.
@@ -187,7 +179,7 @@ impl StreamLimits {
     fn config(&self) -> stream::Config {
         stream::Config {
             name: STREAM.to_owned(),
-            subjects: vec!["hub.events.>".to_owned()],
+            subjects: vec![relayed::SUBJECTS.to_owned()],
             storage: stream::StorageType::File,
             // The server refuses a duplicate window longer than the age limit.
             duplicate_window: DUPLICATE_WINDOW.min(self.max_age),
@@ -265,7 +257,7 @@ impl Failures {
 /// the stream keeps exactly one of the two.
 fn message(event: &RecordedEvent, max_payload: usize, as_reference: bool) -> Result<PublishMessage, RelayError> {
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
+    headers.insert(relayed::MSG_ID_HEADER, event.event_id.to_string().as_str());
     // Stored metadata is bounded at the store; older events are checked again here.
     let traceparent = event.metadata.get("traceparent").and_then(|v| v.as_str());
     if let Some(traceparent) = traceparent.filter(|t| shared::metadata::is_traceparent(t)) {
@@ -382,7 +374,7 @@ impl Watch {
 }
 
 fn workspace_id(event: &RecordedEvent) -> Option<Uuid> {
-    event.stream_id.strip_prefix("workspace-").and_then(|id| id.parse().ok())
+    Workspace::id_of_stream(&event.stream_id)
 }
 
 /// The instance each workspace of the page is placed on.
@@ -448,14 +440,6 @@ mod tests {
             prev_hash: vec![0; 32],
             hash: vec![0; 32],
         }
-    }
-
-    #[test]
-    fn workspace_events_go_to_their_instance_and_the_rest_to_the_hub() {
-        let ws = "workspace-0190b5c4-0000-7000-8000-000000000001";
-        assert_eq!(subject(&event(ws), Some("alpha")), "hub.events.alpha.0190b5c4-0000-7000-8000-000000000001");
-        assert_eq!(subject(&event(ws), None), format!("hub.events.hub.{ws}"));
-        assert_eq!(subject(&event("org-1"), Some("alpha")), "hub.events.hub.org-1");
     }
 
     fn payload(message: PublishMessage) -> (Relayed, HeaderMap) {

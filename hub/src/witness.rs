@@ -7,6 +7,8 @@
 //! that position is missing, belongs elsewhere or hashes differently was rewritten after
 //! the instance applied it.
 
+use shared::domain::Aggregate;
+use shared::domain::workspace::Workspace;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -74,7 +76,7 @@ pub async fn check(
             let Some((stream_id, logged_version, logged_hash)) = logged.get(position) else {
                 return Ok(Err(contradiction("the log has no event there".into())));
             };
-            if *stream_id != format!("workspace-{workspace}") || logged_version != version {
+            if *stream_id != Workspace::stream_id(*workspace) || logged_version != version {
                 return Ok(Err(contradiction(format!(
                     "the instance applied version {version} of this workspace there, the log has version \
                      {logged_version} of {stream_id}"

@@ -24,7 +24,7 @@ pub enum Applied {
 }
 
 pub fn workspace_id(event: &RecordedEvent) -> Option<Uuid> {
-    event.stream_id.strip_prefix("workspace-").and_then(|id| id.parse().ok())
+    Workspace::id_of_stream(&event.stream_id)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +86,20 @@ pub async fn apply_batch_with_keys(
         .await?;
     let mut entries: HashMap<Uuid, Entry> = HashMap::with_capacity(ids.len());
     for row in rows {
-        let state: Option<serde_json::Value> = row.get(4);
+        let state: Option<serde_json::Value> = row.get("state");
         let state = match state {
             Some(state) => serde_json::from_value(state)?,
             None => Workspace { deleted: true, ..Workspace::default() },
         };
         entries.insert(
-            row.get(0),
-            Entry { version: row.get(1), position: row.get(2), hash: row.get(3), state, dirty: false },
+            row.get("id"),
+            Entry {
+                version: row.get("stream_version"),
+                position: row.get("position"),
+                hash: row.get("event_hash"),
+                state,
+                dirty: false,
+            },
         );
     }
     let (mut handled, mut last, mut applied_position) = (0, None, 0);
@@ -170,10 +176,11 @@ pub async fn apply_batch_with_keys(
 /// A digest of the whole materialized state: equal digests, equal states.
 pub async fn digest(client: &Client) -> Result<String, tokio_postgres::Error> {
     use sha2::{Digest, Sha256};
-    let rows = client.query("SELECT id, stream_version, state::text FROM workspaces ORDER BY id", &[]).await?;
+    let rows = client.query("SELECT id, stream_version, state::text AS state FROM workspaces ORDER BY id", &[]).await?;
     let mut hasher = Sha256::new();
     for row in rows {
-        let (id, version, state): (Uuid, i64, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        let (id, version, state): (Uuid, i64, Option<String>) =
+            (row.get("id"), row.get("stream_version"), row.get("state"));
         hasher.update(format!("{id}|{version}|{}\n", state.unwrap_or_default()));
     }
     Ok(hex::encode(hasher.finalize()))

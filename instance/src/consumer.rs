@@ -13,14 +13,12 @@ use async_nats::jetstream::{self, consumer};
 use deadpool_postgres::Pool;
 use futures::{FutureExt, StreamExt};
 use shared::RecordedEvent;
-use shared::relayed::{EventReference, Relayed};
+use shared::relayed::{EventReference, Relayed, STREAM};
 use tokio_postgres::Client;
 
 use crate::apply::Applied;
 use crate::feed::HubFeed;
 use crate::keyring::apply_batch;
-
-pub const STREAM: &str = "HUB_EVENTS";
 
 /// Longest pause between two attempts at a batch while the database is away.
 const DATABASE_RETRY: Duration = Duration::from_secs(2);
@@ -159,9 +157,10 @@ pub async fn resolve(feed: &HubFeed, reference: &EventReference) -> anyhow::Resu
 /// Applies from the hub's feed every event of this instance's workspaces after its applied
 /// position (a workspace is this instance's once its creation names it).
 async fn catch_up(client: &mut Client, feed: &HubFeed, instance_id: &str) -> anyhow::Result<()> {
-    let mut after: i64 = client.query_one("SELECT applied_position FROM instance_state", &[]).await?.get(0);
+    let mut after: i64 =
+        client.query_one("SELECT applied_position FROM instance_state", &[]).await?.get("applied_position");
     let mut owned: std::collections::HashSet<uuid::Uuid> =
-        client.query("SELECT id FROM workspaces", &[]).await?.iter().map(|row| row.get(0)).collect();
+        client.query("SELECT id FROM workspaces", &[]).await?.iter().map(|row| row.get("id")).collect();
     loop {
         let page = feed.page(after, None).await?;
         let Some(last) = page.last().map(|e| e.position) else { return Ok(()) };

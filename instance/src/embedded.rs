@@ -91,7 +91,7 @@ async fn tail(pool: Pool, instance_id: String, wake: Arc<Notify>) -> anyhow::Res
 
 /// Applies the next page of the log; `Ok(true)` when a full page was read.
 async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> {
-    let after: i64 = client.query_one("SELECT tail_position FROM instance_state", &[]).await?.get(0);
+    let after: i64 = client.query_one("SELECT tail_position FROM instance_state", &[]).await?.get("tail_position");
 
     let rows = client
         .query(
@@ -100,21 +100,21 @@ async fn follow(client: &mut Client, instance_id: &str) -> anyhow::Result<bool> 
             &[&after, &PAGE],
         )
         .await?;
-    let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { return Ok(false) };
+    let Some(last) = rows.last().map(|r| r.get::<_, i64>("position")) else { return Ok(false) };
     let mut mine = Vec::new();
     for row in &rows {
         let event = RecordedEvent {
-            position: row.get(0),
-            stream_id: row.get(1),
-            stream_version: row.get(2),
-            event_id: row.get(3),
-            event_type: row.get(4),
-            schema_version: row.get(5),
-            data: row.get(6),
-            metadata: row.get(7),
-            recorded_at: row.get(8),
-            prev_hash: row.get(9),
-            hash: row.get(10),
+            position: row.get("position"),
+            stream_id: row.get("stream_id"),
+            stream_version: row.get("stream_version"),
+            event_id: row.get("event_id"),
+            event_type: row.get("event_type"),
+            schema_version: row.get("schema_version"),
+            data: row.get("data"),
+            metadata: row.get("metadata"),
+            recorded_at: row.get("recorded_at"),
+            prev_hash: row.get("prev_hash"),
+            hash: row.get("hash"),
         };
         if owned(client, &event, instance_id, &mine).await? {
             mine.push(event);

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use shared::RecordedEvent;
+use shared::feed::{FeedPage, FeedQuery};
+use shared::link::{Heartbeat, HeartbeatReply, KeyringEntry};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -26,22 +28,8 @@ struct Http {
     client: reqwest::Client,
 }
 
-#[derive(serde::Deserialize)]
-struct Page {
-    items: Vec<RecordedEvent>,
-}
-
-pub const PAGE: i64 = 1000;
-
-#[derive(serde::Deserialize)]
-struct KeyringEntry {
-    sealed_data_key: String,
-}
-
-#[derive(serde::Deserialize)]
-struct HeartbeatReply {
-    head_position: i64,
-}
+/// Events asked for in one page.
+pub const PAGE: i64 = shared::feed::MAX_LIMIT;
 
 /// Asks over NATS first; falls back to HTTP when no hub answered there and `HUB_URL` is set.
 macro_rules! ask {
@@ -129,7 +117,7 @@ impl Http {
             .client
             .post(format!("{}/v1/instances/{instance_id}/heartbeat", self.base))
             .bearer_auth(self.key.expose_secret())
-            .json(&serde_json::json!({"applied_position": applied_position, "workspace_count": workspace_count}))
+            .json(&Heartbeat { applied_position, workspace_count })
             .send()
             .await?;
         if !response.status().is_success() {
@@ -155,19 +143,18 @@ impl Http {
     }
 
     async fn events(&self, after: i64, stream_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<RecordedEvent>> {
-        let mut request = self
+        let query = FeedQuery { after: Some(after), limit: Some(limit), stream_id: stream_id.map(str::to_owned) };
+        let response = self
             .client
-            .get(format!("{}/v1/events", self.base))
+            .get(format!("{}{}", self.base, shared::feed::PATH))
             .bearer_auth(self.key.expose_secret())
-            .query(&[("after", after.to_string()), ("limit", limit.to_string())]);
-        if let Some(stream) = stream_id {
-            request = request.query(&[("stream_id", stream)]);
-        }
-        let response = request.send().await?;
+            .query(&query)
+            .send()
+            .await?;
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!("the hub's event feed answered {status}");
         }
-        Ok(response.json::<Page>().await?.items)
+        Ok(response.json::<FeedPage>().await?.items)
     }
 }

@@ -32,7 +32,7 @@ pub async fn apply_batch(
     let mut keys = DataKeys::new();
     if !wanted.is_empty() {
         let held = client.query("SELECT workspace_id FROM data_keys WHERE workspace_id = ANY($1)", &[&wanted]).await?;
-        let held: Vec<Uuid> = held.iter().map(|r| r.get(0)).collect();
+        let held: Vec<Uuid> = held.iter().map(|r| r.get("workspace_id")).collect();
         for id in wanted.into_iter().filter(|id| !held.contains(id)) {
             let sealed = match feed.sealed_data_key(id).await {
                 Ok(sealed) => sealed,
@@ -53,7 +53,7 @@ pub async fn apply_batch(
 pub async fn sealed_data_key(client: &Client, workspace_id: Uuid) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
     let row =
         client.query_opt("SELECT sealed_data_key FROM data_keys WHERE workspace_id = $1", &[&workspace_id]).await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| r.get("sealed_data_key")))
 }
 
 /// How long to wait before asking again for keys no hub gave.
@@ -86,7 +86,7 @@ async fn backfill_once(client: &mut Client, feed: &HubFeed) -> anyhow::Result<us
         .await?;
     let mut stored = 0;
     for row in rows {
-        let id: Uuid = row.get(0);
+        let id: Uuid = row.get("id");
         let Some(sealed) = feed.sealed_data_key(id).await? else { continue };
         // Kept only if the workspace still lives: the row lock waits for a deletion being
         // applied, which erases keys in its own transaction.

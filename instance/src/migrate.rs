@@ -17,10 +17,14 @@ pub async fn run(client: &mut tokio_postgres::Client) -> anyhow::Result<()> {
 pub async fn is_current(client: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
     let latest = migrations::runner().get_migrations().iter().map(|m| m.version()).max().unwrap_or(0);
     // Two queries: a statement naming a missing table fails as a whole.
-    let exists: bool = client.query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[]).await?.get(0);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL AS present", &[])
+        .await?
+        .get("present");
     if !exists {
         return Ok(false);
     }
-    let applied: Option<i32> = client.query_one("SELECT max(version) FROM refinery_schema_history", &[]).await?.get(0);
+    let applied: Option<i32> =
+        client.query_one("SELECT max(version) AS version FROM refinery_schema_history", &[]).await?.get("version");
     Ok(applied.is_some_and(|v| v >= latest))
 }

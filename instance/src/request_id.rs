@@ -2,11 +2,11 @@
 //! most 128 characters of `[A-Za-z0-9._-]` is echoed, anything else replaced by a new id.
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+pub use shared::metadata::REQUEST_ID;
 
 pub async fn request_id(mut request: Request, next: Next) -> Response {
     let id = request

@@ -5,7 +5,8 @@
 //! key (kept sealed in the instance's own database, see [`crate::keyring`], and opened
 //! with the shared master key): no hub is asked while serving. The
 //! previous secret verifies only until its grace period ends. A token must also name the
-//! workspace as its audience, be valid now (`nbf`, `exp`) and live at most 24 hours.
+//! workspace as its audience, be valid now (`nbf`, `exp`) and live at most 24 hours
+//! (see [`shared::access_token`]).
 //!
 //! Failed authentications are counted per client address (an IPv6 client by its /64)
 //! like on the hub: past
@@ -23,12 +24,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
 use chrono::Utc;
 use secrecy::ExposeSecret;
-use shared::crypto;
 use shared::domain::workspace::Workspace;
 use shared::rate_limit::Windows;
+use shared::{access_token, crypto};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
@@ -83,22 +83,15 @@ impl RuntimeState {
                     .await?
                     .query_opt("SELECT sealed_data_key FROM public.keyring WHERE workspace_id = $1", &[&id])
                     .await?;
-                row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)).ok_or_else(|| anyhow::anyhow!("no data key"))
+                row.and_then(|r| r.get::<_, Option<Vec<u8>>>("sealed_data_key"))
+                    .ok_or_else(|| anyhow::anyhow!("no data key"))
             }
         }
     }
 }
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("https://admin-api.dev/problems/{code}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, "application/problem+json".parse().expect("static header"));
+    let mut response = shared::problem::response(status, code, detail);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
     }
@@ -109,23 +102,6 @@ fn unauthorized(detail: &str) -> Response {
     problem(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
-#[derive(serde::Deserialize)]
-struct Subject {
-    sub: String,
-}
-
-/// The claims checked beyond what `jsonwebtoken` validates.
-#[derive(serde::Deserialize)]
-struct Claims {
-    aud: serde_json::Value,
-    iat: i64,
-    exp: i64,
-}
-
-/// The longest life of an access token.
-const MAX_TOKEN_SECONDS: i64 = 86_400;
-/// Clock skew tolerated between the hub that minted a token and this instance.
-const LEEWAY_SECONDS: u64 = 60;
 /// How long a request may take, its body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -181,16 +157,9 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("send `Authorization: Bearer <workspace access token>`"))?;
-    let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
-    let version: i32 =
-        header.kid.as_deref().and_then(|k| k.parse().ok()).ok_or_else(|| unauthorized("malformed token"))?;
     // Which workspace the (not yet verified) token names: verified below with its secret.
-    let payload = token.split('.').nth(1).ok_or_else(|| unauthorized("malformed token"))?;
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| unauthorized("malformed token"))?;
-    let subject: Subject = serde_json::from_slice(&payload).map_err(|_| unauthorized("malformed token"))?;
-    let id: Uuid = subject.sub.parse().map_err(|_| unauthorized("malformed token"))?;
+    let access_token::Unverified { workspace: id, secret_version: version } =
+        access_token::unverified(token).ok_or_else(|| unauthorized("malformed token"))?;
 
     let unavailable =
         || problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the instance database is unavailable");
@@ -199,7 +168,7 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
         client.query_opt("SELECT state FROM workspaces WHERE id = $1", &[&id]).await.map_err(|_| unavailable())?;
     drop(client);
     let workspace: Workspace = row
-        .and_then(|r| r.get::<_, Option<serde_json::Value>>(0))
+        .and_then(|r| r.get::<_, Option<serde_json::Value>>("state"))
         .and_then(|s| serde_json::from_value(s).ok())
         .ok_or_else(|| unauthorized("unknown workspace"))?;
     let sealed = if version == workspace.secret_version {
@@ -217,22 +186,8 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
     let sealed = hex::decode(sealed).map_err(|_| unauthorized("unreadable secret"))?;
     let secret = crypto::open(&data_key, &sealed, &crypto::secret_context(id, version))
         .map_err(|_| unauthorized("the token's secret cannot be opened"))?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_issuer(&["admin-api"]);
-    validation.set_audience(&[id.to_string()]);
-    validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
-    validation.validate_nbf = true;
-    validation.leeway = LEEWAY_SECONDS;
-    let claims = jsonwebtoken::decode::<Claims>(token, &jsonwebtoken::DecodingKey::from_secret(&secret), &validation)
-        .map_err(|_| unauthorized("invalid or expired token"))?
-        .claims;
-    // The audience is this one workspace, not a list that merely includes it.
-    if claims.aud != serde_json::Value::String(id.to_string()) {
-        return Err(unauthorized("the token is not for this workspace"));
-    }
-    if !lifetime_is_acceptable(claims.iat, claims.exp, Utc::now().timestamp()) {
-        return Err(unauthorized("the token lives longer than 24 hours"));
-    }
+    access_token::verify(token, id, &secret, Utc::now().timestamp())
+        .map_err(|refusal| unauthorized(&refusal.to_string()))?;
     if workspace.archived {
         return Err(problem(StatusCode::FORBIDDEN, "workspace_archived", "the workspace is archived"));
     }
@@ -246,14 +201,6 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
         "public_keys": workspace.public_keys,
         "secret_version": workspace.secret_version,
     }))
-}
-
-/// Whether a token issued at `iat` and expiring at `exp` lives at most 24 hours and was not
-/// issued in the future (beyond the clock skew): such a token could outlive its 24 hours.
-/// Any `i64` is a claim an attacker may send: the arithmetic cannot overflow.
-fn lifetime_is_acceptable(iat: i64, exp: i64, now: i64) -> bool {
-    let issued_in_future = i128::from(iat) > i128::from(now) + i128::from(LEEWAY_SECONDS);
-    !issued_in_future && i128::from(exp) - i128::from(iat) <= i128::from(MAX_TOKEN_SECONDS)
 }
 
 async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> {
@@ -271,21 +218,4 @@ async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> 
         .ok_or_else(|| unauthorized("the workspace's keys cannot be opened"))?;
     state.data_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(id, key);
     Ok(key)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_lifetimes_at_the_extremes_are_refused_without_overflow() {
-        let now = 1_800_000_000;
-        assert!(lifetime_is_acceptable(now, now + 600, now));
-        assert!(lifetime_is_acceptable(now, now + MAX_TOKEN_SECONDS, now));
-        assert!(!lifetime_is_acceptable(now, now + MAX_TOKEN_SECONDS + 1, now));
-        assert!(!lifetime_is_acceptable(i64::MIN, now + 3600, now));
-        assert!(!lifetime_is_acceptable(i64::MIN, i64::MAX, now));
-        assert!(!lifetime_is_acceptable(i64::MAX, i64::MAX, now), "issued in the future");
-        assert!(!lifetime_is_acceptable(now + 2 * 86_400, now + 2 * 86_400 + 600, now));
-    }
 }

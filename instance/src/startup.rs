@@ -40,7 +40,7 @@ struct Stuck {
 async fn consumer_stalled(state: &AppState) -> anyhow::Result<bool> {
     let js = async_nats::jetstream::new(state.nats.clone());
     let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream(&shared::link::consumer_name(&state.instance_id), crate::consumer::STREAM)
+        .get_consumer_from_stream(&shared::link::consumer_name(&state.instance_id), shared::relayed::STREAM)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let info = consumer.info().await?;
@@ -58,11 +58,12 @@ async fn consumer_stalled(state: &AppState) -> anyhow::Result<bool> {
 async fn progress(client: &tokio_postgres::Client) -> Result<(i64, i64), tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) FROM instance_state",
+            "SELECT applied_position, (SELECT count(*) FROM workspaces WHERE state IS NOT NULL) AS workspace_count \
+             FROM instance_state",
             &[],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok((row.get("applied_position"), row.get("workspace_count")))
 }
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -143,20 +144,7 @@ async fn heartbeat(state: Arc<AppState>, feed: HubFeed, id: String) -> anyhow::R
 }
 
 fn not_ready(detail: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-    let body = serde_json::json!({
-        "type": "https://admin-api.dev/problems/not_ready",
-        "title": "Service Unavailable",
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": "not_ready",
-    });
-    let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/problem+json"));
-    response
+    shared::problem::response(axum::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail)
 }
 
 /// Ready while the database and NATS answer, every background task runs and the consumer

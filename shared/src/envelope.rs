@@ -7,7 +7,8 @@ use uuid::Uuid;
 use crate::event::{DecodeError, DomainEvent};
 use crate::hash::ChainFields;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = FeedEvent)]
 pub struct RecordedEvent {
     pub position: i64,
     pub stream_id: String,
@@ -18,9 +19,13 @@ pub struct RecordedEvent {
     pub data: serde_json::Value,
     pub metadata: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
+    /// Hex of the previous event's hash.
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub prev_hash: Vec<u8>,
+    /// Hex of `sha256(prev_hash ‖ canonical bytes of the event)`.
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub hash: Vec<u8>,
 }
 

@@ -5,15 +5,18 @@
 //! hash chain, the typed domain events, and ids. Apart from the process set-up in
 //! [`telemetry`] and the HTTP serving loop in [`serve`], it performs no I/O.
 
+pub mod access_token;
 pub mod crypto;
 pub mod domain;
 pub mod envelope;
 pub mod event;
 pub mod events;
+pub mod feed;
 pub mod hash;
 pub mod keys;
 pub mod link;
 pub mod metadata;
+pub mod problem;
 pub mod rate_limit;
 pub mod relayed;
 pub mod scope;

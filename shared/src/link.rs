@@ -5,6 +5,10 @@
 //! `<instance_id>`, so the subject names the asker and a hub answers only about workspaces
 //! placed on it. An instance receives replies in its own inbox, `_INBOX.<instance_id>.>`,
 //! which no other instance may read. Every reply is a [`Reply`] in JSON.
+//!
+//! The heartbeat and the data key travel the same way over HTTP, the instances' fallback
+//! when no hub answers here (`POST /v1/instances/{id}/heartbeat`,
+//! `GET /v1/internal/keyring/{id}`, see [`KeyringEntry`]).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -78,7 +82,7 @@ pub fn consumer_name(instance_id: &str) -> String {
 }
 
 pub fn consumer_filter(instance_id: &str) -> String {
-    format!("hub.events.{instance_id}.>")
+    crate::relayed::instance_subjects(instance_id)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,16 +112,27 @@ pub struct EventsRequest {
     pub stream_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An instance's progress, over NATS and over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub applied_position: i64,
     pub workspace_count: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatReply {
+    /// The log's head when the heartbeat was recorded (instances report their lag from it).
     pub head_position: i64,
+}
+
+/// A workspace's data key over HTTP (`GET /v1/internal/keyring/{id}`; a destroyed key is
+/// `410 Gone` there rather than a `null`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyringEntry {
+    pub workspace_id: Uuid,
+    /// Hex of the data key sealed by the master key (instances hold the master key).
+    pub sealed_data_key: String,
 }
 
 /// Why a hub did not answer a request.
@@ -149,6 +164,61 @@ mod tests {
         assert_eq!(parse_subject("hub.link.beta.events"), Some(("beta", Op::Events)));
         assert_eq!(parse_subject("hub.link.alpha.nope"), None);
         assert_eq!(parse_subject("hub.events.alpha.x"), None);
+    }
+
+    #[test]
+    fn the_payloads_keep_their_wire_names() {
+        let id = Uuid::now_v7();
+        let beat = Heartbeat { applied_position: 7, workspace_count: 2 };
+        let json = serde_json::json!({"applied_position": 7, "workspace_count": 2});
+        assert_eq!(serde_json::to_value(&beat).unwrap(), json);
+        assert_eq!(serde_json::from_value::<Heartbeat>(json).unwrap(), beat);
+        assert!(
+            serde_json::from_value::<Heartbeat>(
+                serde_json::json!({"applied_position": 7, "workspace_count": 2, "x": 1})
+            )
+            .is_err()
+        );
+        let reply = HeartbeatReply { head_position: 9 };
+        assert_eq!(serde_json::to_value(&reply).unwrap(), serde_json::json!({"head_position": 9}));
+        let key = KeyringEntry { workspace_id: id, sealed_data_key: "ab".into() };
+        let json = serde_json::json!({"workspace_id": id, "sealed_data_key": "ab"});
+        assert_eq!(serde_json::to_value(&key).unwrap(), json);
+        assert_eq!(serde_json::from_value::<KeyringEntry>(json).unwrap(), key);
+        let request = serde_json::to_value(DataKeyRequest { workspace_id: id }).unwrap();
+        assert_eq!(request, serde_json::json!({"workspace_id": id}));
+        let key = DataKey { workspace_id: id, sealed_data_key: None };
+        assert_eq!(
+            serde_json::to_value(&key).unwrap(),
+            serde_json::json!({"workspace_id": id, "sealed_data_key": null})
+        );
+        let request = EventsRequest { after: 3, limit: 10, stream_id: None };
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            serde_json::json!({"after": 3, "limit": 10, "stream_id": null})
+        );
+        assert_eq!(consumer_name("alpha"), "instance-alpha");
+        assert_eq!(consumer_filter("alpha"), "hub.events.alpha.>");
+        assert_eq!(inbox_prefix("alpha"), "_INBOX.alpha");
+    }
+
+    #[test]
+    fn the_shipped_nats_permissions_name_the_same_stream_consumers_and_subjects() {
+        let instance = include_str!("../../deploy/nats/instance-user.conf.in").replace("@USER@", "alpha");
+        let (stream, consumer) = (crate::relayed::STREAM, consumer_name("alpha"));
+        for allowed in [
+            format!("\"$JS.API.STREAM.INFO.{stream}\""),
+            format!("\"$JS.API.CONSUMER.INFO.{stream}.{consumer}\""),
+            format!("\"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}\""),
+            format!("\"$JS.ACK.{stream}.{consumer}.>\""),
+            format!("\"{}\"", subject("alpha", Op::DataKey).replace(Op::DataKey.name(), ">")),
+            format!("\"{}.>\"", inbox_prefix("alpha")),
+        ] {
+            assert!(instance.contains(&allowed), "an instance may use {allowed}");
+        }
+        let hub = include_str!("../../deploy/nats/hub-user.conf.in");
+        assert!(hub.contains(&format!("\"{}\"", crate::relayed::SUBJECTS)), "the hubs publish the events");
+        assert!(hub.contains(&format!("\"{}\"", SUBSCRIPTION.replace("*.*", ">"))), "the hubs answer the link");
     }
 
     #[test]

@@ -61,6 +61,9 @@ impl Metadata {
 }
 
 pub const MAX_REQUEST_ID_LENGTH: usize = 128;
+
+/// The header that carries a request's id, on the hub's and the instances' responses alike.
+pub const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("request-id");
 pub const MAX_IDEMPOTENCY_KEY_LENGTH: usize = 255;
 
 /// A `Request-Id` worth echoing: 1 to 128 characters of `[A-Za-z0-9._-]`.

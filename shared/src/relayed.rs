@@ -1,11 +1,39 @@
 //! What travels on `hub.events.>`: a recorded event, or a reference to one that NATS
 //! refused (too large for the server's `max_payload`), which the instance resolves from
 //! the hub's event feed. Either way the message's `Nats-Msg-Id` is the event id.
+//!
+//! The relay publishes to the JetStream stream [`STREAM`], a workspace's events under
+//! `hub.events.<instance_id>.<workspace_id>` (the instance it is placed on reads them) and
+//! every other event under `hub.events.hub.<stream_id>`.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::RecordedEvent;
+use crate::domain::Aggregate;
+use crate::domain::workspace::Workspace;
+
+/// The JetStream stream the relay publishes the event log to.
+pub const STREAM: &str = "HUB_EVENTS";
+/// The subjects of [`STREAM`].
+pub const SUBJECTS: &str = "hub.events.>";
+/// The header naming a message's event (JetStream drops a duplicate within its window).
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+const PREFIX: &str = "hub.events";
+
+/// The subject `event` is published on: a workspace's event under its instance (when it
+/// is placed on one), anything else under `hub`.
+pub fn subject(event: &RecordedEvent, instance: Option<&str>) -> String {
+    match (Workspace::id_of_stream(&event.stream_id), instance) {
+        (Some(workspace), Some(instance)) => format!("{PREFIX}.{instance}.{workspace}"),
+        _ => format!("{PREFIX}.hub.{}", event.stream_id),
+    }
+}
+
+/// The subjects of the events of workspaces placed on `instance_id`.
+pub fn instance_subjects(instance_id: &str) -> String {
+    format!("{PREFIX}.{instance_id}.>")
+}
 
 /// Most bytes of an event: the JSON of its data and metadata.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -89,6 +117,19 @@ mod tests {
             Relayed::Reference { event_reference } => assert!(event_reference.matches(&event)),
             other => panic!("read back as {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_workspace_event_goes_to_its_instance_and_anything_else_to_the_hub() {
+        let id = "0190b5c4-0000-7000-8000-000000000001";
+        let mut event = event();
+        event.stream_id = format!("workspace-{id}");
+        assert_eq!(subject(&event, Some("alpha")), format!("hub.events.alpha.{id}"));
+        assert_eq!(subject(&event, None), format!("hub.events.hub.workspace-{id}"));
+        event.stream_id = format!("org-{id}");
+        assert_eq!(subject(&event, Some("alpha")), format!("hub.events.hub.org-{id}"));
+        assert_eq!(instance_subjects("alpha"), "hub.events.alpha.>");
+        assert!(SUBJECTS.strip_suffix('>').is_some_and(|all| instance_subjects("alpha").starts_with(all)));
     }
 
     #[test]

@@ -32,11 +32,7 @@ pub fn url_as(url: &str, user: &str) -> String {
 
 /// A client connected with the credentials `url` carries.
 pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let (url, credentials) = shared::link::split_credentials(url);
-    match credentials {
-        Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password).connect(url).await,
-        None => async_nats::connect(url).await,
-    }
+    hub::link::connect(url).await
 }
 
 /// The `users.conf` of the test server, from the shipped templates.

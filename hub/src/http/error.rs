@@ -9,7 +9,7 @@ use shared::domain::DomainError;
 
 use crate::store::{AppendError, ReadError};
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const PROBLEM_JSON: &str = shared::problem::CONTENT_TYPE;
 
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -40,7 +40,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: Option<String>) -> Self {
         Self {
-            kind: format!("https://admin-api.dev/problems/{code}"),
+            kind: shared::problem::type_uri(code),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail,

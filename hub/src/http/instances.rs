@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::Uri;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shared::link::{Heartbeat, HeartbeatReply};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,19 +30,6 @@ pub struct InstanceView {
     /// How far the instance trails the log (by position).
     pub lag: i64,
     pub workspace_count: i64,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    pub applied_position: i64,
-    pub workspace_count: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HeartbeatReply {
-    /// The log's head when the heartbeat was recorded (instances report their lag from it).
-    pub head_position: i64,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

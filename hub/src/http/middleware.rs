@@ -2,13 +2,13 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{InternalCause, PROBLEM_JSON, Problem};
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+pub use shared::metadata::REQUEST_ID;
 
 /// The request's id, in the request's and response's extensions.
 #[derive(Debug, Clone)]

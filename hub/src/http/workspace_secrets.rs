@@ -7,8 +7,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use shared::access_token;
 use shared::domain::Aggregate;
 use shared::domain::workspace::{Workspace, WorkspaceCommand};
+use shared::link::KeyringEntry;
 use shared::scope::Scope;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,7 +28,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 const DEFAULT_TOKEN_SECONDS: i64 = 3600;
-const MAX_TOKEN_SECONDS: i64 = 86_400;
+const MAX_TOKEN_SECONDS: i64 = access_token::MAX_LIFETIME_SECONDS;
 const DEFAULT_GRACE_SECONDS: i64 = 3600;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -58,28 +60,6 @@ pub struct RotatedSecret {
     pub secret_version: i32,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KeyringEntry {
-    pub workspace_id: Uuid,
-    /// Hex of the data key sealed by the master key (instances hold the master key).
-    pub sealed_data_key: String,
-}
-
-/// Claims of a workspace access token (HS256, `kid` = the secret's version). `sub` and
-/// `aud` are both the workspace: instances accept a token only for its own workspace.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub aud: String,
-    pub iss: String,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    pub jti: String,
-}
-
-pub const ISSUER: &str = "admin-api";
 
 fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -117,21 +97,9 @@ async fn access_token(
     let secret = secrets::open_secret(&data_key, id, workspace.secret_version, sealed)?;
     let now = Utc::now();
     let expires_at = now + Duration::seconds(seconds);
-    let claims = Claims {
-        sub: id.to_string(),
-        aud: id.to_string(),
-        iss: ISSUER.into(),
-        iat: now.timestamp(),
-        nbf: now.timestamp(),
-        exp: expires_at.timestamp(),
-        jti: Uuid::now_v7().to_string(),
-    };
-    let header = jsonwebtoken::Header {
-        kid: Some(workspace.secret_version.to_string()),
-        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
-    };
-    let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.expose_secret()))
-        .map_err(ApiError::internal)?;
+    let claims = access_token::Claims::new(id, now.timestamp(), expires_at.timestamp());
+    let token =
+        access_token::encode(&claims, workspace.secret_version, secret.expose_secret()).map_err(ApiError::internal)?;
     Ok(no_store(axum::Json(AccessToken { access_token: token, token_type: "Bearer", expires_at }).into_response()))
 }
 

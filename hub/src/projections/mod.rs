@@ -11,6 +11,8 @@ pub mod rebuild;
 mod users;
 mod workspaces;
 
+use shared::domain::Aggregate;
+use shared::domain::workspace::Workspace;
 use shared::{DecodeError, RecordedEvent};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -98,7 +100,7 @@ impl Projector for ReadModels {
         let mut steps = Vec::with_capacity(events.len());
         let mut statuses = workspaces::StatusRun::default();
         for event in events {
-            let id = event.stream_id.strip_prefix("workspace-").and_then(|id| id.parse().ok());
+            let id = Workspace::id_of_stream(&event.stream_id);
             if let Some(id) = id
                 && statuses.push(id, event)
             {
@@ -124,7 +126,7 @@ mod tests {
     fn event(stream: Uuid, version: i64, event_type: &str, data: serde_json::Value) -> RecordedEvent {
         RecordedEvent {
             position: version,
-            stream_id: format!("workspace-{stream}"),
+            stream_id: Workspace::stream_id(stream),
             stream_version: version,
             event_id: Uuid::now_v7(),
             event_type: event_type.to_owned(),

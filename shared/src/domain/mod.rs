@@ -26,6 +26,11 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     fn stream_id(id: uuid::Uuid) -> String {
         format!("{}-{id}", Self::CATEGORY)
     }
+
+    /// The id of the aggregate whose stream is `stream_id`; `None` for another category's.
+    fn id_of_stream(stream_id: &str) -> Option<uuid::Uuid> {
+        stream_id.strip_prefix(Self::CATEGORY)?.strip_prefix('-')?.parse().ok()
+    }
 }
 
 /// A rule a command broke. Each maps to one HTTP status and a stable `code`.
@@ -54,5 +59,22 @@ impl DomainError {
 
     pub fn invalid(field: &'static str, constraint: &'static str, detail: impl Into<String>) -> Self {
         Self::Invalid { field, constraint, detail: detail.into() }
+    }
+}
+
+#[cfg(test)]
+mod stream_id_tests {
+    use super::Aggregate;
+    use super::organization::Organization;
+    use super::workspace::Workspace;
+
+    #[test]
+    fn a_stream_id_names_its_category_and_reads_back_as_its_id() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(Workspace::stream_id(id), format!("workspace-{id}"));
+        assert_eq!(Workspace::id_of_stream(&Workspace::stream_id(id)), Some(id));
+        assert_eq!(Workspace::id_of_stream(&Organization::stream_id(id)), None, "another category's stream");
+        assert_eq!(Workspace::id_of_stream("workspace-1"), None);
+        assert_eq!(Workspace::id_of_stream(&format!("workspace{id}")), None);
     }
 }
