@@ -316,6 +316,29 @@ fn one_line(query: &str) -> String {
     query.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A statement's text with every constant and parameter as `?`, on one line:
+/// `pg_stat_statements` shows constants as parameters, the log shows them as written.
+fn shape(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let text = one_line(query);
+    let mut chars = text.chars().peekable();
+    let mut previous = ' ';
+    while let Some(c) = chars.next() {
+        let starts_number = c.is_ascii_digit() && !(previous.is_alphanumeric() || previous == '_');
+        if c == '\'' {
+            while chars.next().is_some_and(|c| c != '\'') {}
+            out.push('?');
+        } else if (c == '$' && chars.peek().is_some_and(char::is_ascii_digit)) || starts_number {
+            while chars.next_if(|c| c.is_ascii_digit() || *c == '.').is_some() {}
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+        previous = c;
+    }
+    out
+}
+
 /// The statements the hub sent, from a stretch of the server log.
 #[derive(Default)]
 struct Sent {
@@ -361,7 +384,7 @@ fn split_by_transaction(log: &str) -> Sent {
     }
     let mut sent = Sent::default();
     for statements in transactions.values() {
-        let texts = statements.iter().map(|s| one_line(s));
+        let texts = statements.iter().map(|s| shape(s));
         if statements.iter().any(|s| s.contains("event_log_head")) {
             sent.inside += statements.len();
             sent.inside_texts.extend(texts);
@@ -418,9 +441,9 @@ where
     println!("{:>8} | {:<7} | statement (top 20 by calls)", "per req", "where");
     for (query, calls) in counted.iter().take(20) {
         let text = one_line(query);
-        let place = if sent.inside_texts.contains(&text) {
+        let place = if sent.inside_texts.contains(&shape(query)) {
             "append"
-        } else if sent.outside_texts.contains(&text) {
+        } else if sent.outside_texts.contains(&shape(query)) {
             "outside"
         } else {
             "server"
