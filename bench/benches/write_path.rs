@@ -112,6 +112,9 @@ struct Load {
     p50_ms: f64,
     p99_ms: f64,
     socket_errors: String,
+    /// Warnings and errors the hub logged during the phase, and the first of them.
+    hub_warnings: usize,
+    first_warning: Option<String>,
 }
 
 impl Load {
@@ -128,6 +131,10 @@ impl Load {
         let mut text = statuses.join(", ");
         if !self.socket_errors.is_empty() {
             text.push_str(&format!("; {}", self.socket_errors));
+        }
+        if let Some(first) = &self.first_warning {
+            let first: String = first.chars().take(160).collect();
+            text.push_str(&format!("; hub logged {} warnings/errors, the first: {first}", self.hub_warnings));
         }
         text
     }
@@ -188,6 +195,7 @@ end
 fn wrk(hub: &HubProcess, dir: &Path, name: &str, script: &str, seconds: u64) -> anyhow::Result<Load> {
     let path = dir.join(format!("{name}.lua"));
     std::fs::write(&path, script)?;
+    let log_from = hub.logs().len();
     let program = e2e::process::find_program("wrk", &[])
         .context("`wrk` not found: install it (bench/run.sh does, with apt-get)")?;
     let out = run_bounded(
@@ -214,7 +222,34 @@ fn wrk(hub: &HubProcess, dir: &Path, name: &str, script: &str, seconds: u64) -> 
     if load.seconds <= 0.0 {
         bail!("no summary in wrk's report:\n{out}");
     }
+    let logs = hub.logs();
+    let warnings: Vec<&str> = logs
+        .get(log_from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .collect();
+    load.hub_warnings = warnings.len();
+    load.first_warning = warnings.first().map(|line| without_colors(line).trim().to_owned());
     Ok(load)
+}
+
+/// A log line without its terminal colour sequences (`ESC [ … letter`).
+fn without_colors(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One sequential request's latency and whether it was answered with `expected`.
