@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 # The load tools of the write-path benchmark: wrk (HTTP) and pgbench (PostgreSQL's own
-# commit rate; Debian ships it with the server, other systems in a client package).
+# commit rate: Debian's PostgreSQL server package has it; else postgresql-contrib).
 have_pgbench() {
     command -v pgbench >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/pgbench' >/dev/null
 }
