@@ -47,6 +47,12 @@ impl PgServer {
 
     /// Starts a new server (initdb into a fresh directory, then `postgres` on a free port).
     pub fn start(durability: Durability) -> anyhow::Result<PgServer> {
+        Self::start_with(durability, &[])
+    }
+
+    /// [`PgServer::start`] with more server settings, each passed as `-c name=value` (a
+    /// benchmark preloads `pg_stat_statements` this way).
+    pub fn start_with(durability: Durability, settings: &[(&str, &str)]) -> anyhow::Result<PgServer> {
         let dir = process::new_dir("pg");
         let data = dir.join("data");
         let owner = if running_as_root() { Some(postgres_user()?) } else { None };
@@ -76,6 +82,9 @@ impl PgServer {
             ]);
             if durability == Durability::Off {
                 postgres.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            }
+            for (name, value) in settings {
+                postgres.arg("-c").arg(format!("{name}={value}"));
             }
             let mut child = postgres.stdout(Stdio::null()).stderr(log).spawn().context("starting postgres")?;
             process::register(child.id(), "INT");
@@ -259,7 +268,7 @@ fn pg_command(name: &str, owner: Option<(u32, u32)>, cwd: &Path) -> anyhow::Resu
 }
 
 /// PostgreSQL's programs: on PATH, or in Debian's versioned directory.
-fn pg_program(name: &str) -> anyhow::Result<PathBuf> {
+pub fn pg_program(name: &str) -> anyhow::Result<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
