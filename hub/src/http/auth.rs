@@ -173,8 +173,8 @@ impl Authenticator {
         let statement = client
             .prepare_cached(
                 "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
-                 k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status, \
-                 (o.settings->>'rate_limit_per_minute')::int, u.status, k.owner_user_id, \
+                 k.revoked_at IS NOT NULL, k.key_hash, k.previous_expires_at, o.status::text, \
+                 (o.settings->>'rate_limit_per_minute')::int, u.status::text, k.owner_user_id, \
                  o.rate_limit_ceiling_per_minute \
                  FROM api_keys k JOIN organizations o ON o.id = k.organization_id \
                  LEFT JOIN users u ON u.id = k.owner_user_id \
