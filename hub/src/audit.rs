@@ -49,7 +49,7 @@ pub async fn verify(client: &impl GenericClient) -> Result<Result<Verified, Chai
     }
     let events = expected_position - 1;
     let head = client.query_one("SELECT position, hash FROM event_log_head", &[]).await?;
-    let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    let (head_position, head_hash): (i64, Vec<u8>) = (head.try_get("position")?, head.try_get("hash")?);
     if head_position != events || head_hash != prev_hash {
         return Ok(Err(ChainBreak {
             position: events + 1,

@@ -78,14 +78,14 @@ pub async fn delete_organization(
             .query("SELECT id FROM workspaces WHERE organization_id = $1 AND status <> 'deleted'", &[&id])
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         let key_ids: Vec<Uuid> = client
             .query("SELECT id FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL", &[&id])
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         drop(client);
         let workspaces = load_many::<Workspace>(store, &workspace_ids).await?;
         decide_each(&workspaces, |w| w.decide(WorkspaceCommand::Delete), metadata, &mut appends)?;
@@ -144,7 +144,7 @@ async fn restricted_keys(store: &EventStore, workspace_ids: &[Uuid]) -> Result<V
     let rows = client
         .query("SELECT id FROM api_keys WHERE workspace_ids && $1 AND revoked_at IS NULL", &[&workspace_ids])
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
 /// Each aggregate with its id and stream version, in the order of `ids`.

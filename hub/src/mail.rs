@@ -14,11 +14,12 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
 
+use crate::columns::{EmailKind, OutboxStatus};
 use crate::projections::{SqlStep, params};
 
 /// An email to queue.
 pub struct Email {
-    pub kind: &'static str,
+    pub kind: EmailKind,
     pub recipient: String,
     pub subject: String,
     pub text: String,
@@ -122,18 +123,23 @@ async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std:
     let client = pool.get().await?;
     let claimed = client
         .query_opt(
-            "UPDATE outbox SET status = 'sending', claimed_at = now(), attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() \
+            "UPDATE outbox SET status = $1, claimed_at = now(), attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM outbox WHERE status = $2 AND next_attempt_at <= now() \
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, recipient, subject, text_body, html_body, attempts",
-            &[],
+            &[&OutboxStatus::Sending, &OutboxStatus::Pending],
         )
         .await?;
     let Some(row) = claimed else { return Ok(false) };
-    let id: i64 = row.get(0);
-    let attempts: i32 = row.get(5);
-    let message =
-        build(mailer, row.get(1), row.get(2), row.get::<_, Option<String>>(3), row.get::<_, Option<String>>(4));
+    let id: i64 = row.try_get("id")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    let message = build(
+        mailer,
+        row.try_get("recipient")?,
+        row.try_get("subject")?,
+        row.try_get("text_body")?,
+        row.try_get("html_body")?,
+    );
     let outcome = match message {
         Ok(message) => mailer.transport.send(message).await.map(|_| ()).map_err(|e| (e.is_permanent(), e.to_string())),
         Err(error) => Err((true, error)),
@@ -142,9 +148,9 @@ async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std:
         Ok(()) => {
             client
                 .execute(
-                    "UPDATE outbox SET status = 'sent', sent_at = now(), text_body = NULL, html_body = NULL, \
+                    "UPDATE outbox SET status = $2, sent_at = now(), text_body = NULL, html_body = NULL, \
                      last_error = NULL WHERE id = $1",
-                    &[&id],
+                    &[&id, &OutboxStatus::Sent],
                 )
                 .await?;
             tracing::info!(outbox_id = id, "email sent");
@@ -152,9 +158,9 @@ async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std:
         Err((true, error)) => {
             client
                 .execute(
-                    "UPDATE outbox SET status = 'failed', last_error = $2, text_body = NULL, html_body = NULL \
+                    "UPDATE outbox SET status = $3, last_error = $2, text_body = NULL, html_body = NULL \
                      WHERE id = $1",
-                    &[&id, &error],
+                    &[&id, &error, &OutboxStatus::Failed],
                 )
                 .await?;
             tracing::error!(outbox_id = id, %error, "email refused for good");
@@ -162,9 +168,9 @@ async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std:
         Err((false, error)) if attempts >= MAX_ATTEMPTS => {
             client
                 .execute(
-                    "UPDATE outbox SET status = 'failed', last_error = $2, text_body = NULL, html_body = NULL \
+                    "UPDATE outbox SET status = $3, last_error = $2, text_body = NULL, html_body = NULL \
                      WHERE id = $1",
-                    &[&id, &format!("gave up after {attempts} attempts: {error}")],
+                    &[&id, &format!("gave up after {attempts} attempts: {error}"), &OutboxStatus::Failed],
                 )
                 .await?;
             tracing::error!(outbox_id = id, attempts, %error, "email abandoned");
@@ -173,9 +179,9 @@ async fn deliver_next(pool: &Pool, mailer: &Mailer) -> Result<bool, Box<dyn std:
             let backoff = 2f64.powi(attempts.min(10)).min(MAX_BACKOFF_SECONDS);
             client
                 .execute(
-                    "UPDATE outbox SET status = 'pending', last_error = $2, \
+                    "UPDATE outbox SET status = $4, last_error = $2, \
                      next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
-                    &[&id, &error, &backoff],
+                    &[&id, &error, &backoff, &OutboxStatus::Pending],
                 )
                 .await?;
             tracing::warn!(outbox_id = id, attempts, %error, "email not sent; will retry");

@@ -44,7 +44,7 @@ pub async fn data_key(
         .query_opt("SELECT sealed_data_key FROM keyring WHERE workspace_id = $1", &[&workspace_id])
         .await?
         .ok_or(ApiError::NotFound("workspace key"))?;
-    let sealed: Option<Vec<u8>> = row.get(0);
+    let sealed: Option<Vec<u8>> = row.try_get("sealed_data_key")?;
     let sealed =
         sealed.ok_or(ApiError::Gone { code: "key_destroyed", detail: "the workspace's keys were destroyed".into() })?;
     let key = crypto::open(master.expose_secret(), &sealed, &crypto::data_key_context(workspace_id))

@@ -6,12 +6,19 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "postgres", derive(postgres_types::ToSql, postgres_types::FromSql))]
+#[cfg_attr(feature = "postgres", postgres(name = "actor_type"))]
 #[serde(rename_all = "snake_case")]
 pub enum ActorType {
+    #[cfg_attr(feature = "postgres", postgres(name = "operator"))]
     Operator,
+    #[cfg_attr(feature = "postgres", postgres(name = "api_key"))]
     ApiKey,
+    #[cfg_attr(feature = "postgres", postgres(name = "user"))]
     User,
+    #[cfg_attr(feature = "postgres", postgres(name = "app"))]
     App,
+    #[cfg_attr(feature = "postgres", postgres(name = "system"))]
     System,
 }
 

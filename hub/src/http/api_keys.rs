@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use shared::domain::Aggregate;
 use shared::domain::api_key::{Ancestry, ApiKey, ApiKeyCommand, NewApiKey};
 use shared::keys::{GeneratedKey, KeyKind};
+use shared::metadata::ActorType;
 use shared::scope::{Scope, Scopes};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +22,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
+use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::commands;
 
@@ -38,7 +40,8 @@ const DEFAULT_GRACE_SECONDS: i64 = 86_400;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedBy {
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: ActorType,
     pub id: Option<String>,
 }
 
@@ -141,50 +144,41 @@ const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
 fn select() -> String {
     format!(
         "SELECT k.id, k.organization_id, k.name, k.scopes, k.workspace_ids, k.allowed_ips, k.partial_key_hint, \
-         {STATUS_SQL}, k.created_at, k.created_by_type, k.created_by_id, k.owner_user_id, k.expires_at, \
+         {STATUS_SQL} AS status, k.created_at, k.created_by_type, k.created_by_id, k.owner_user_id, k.expires_at, \
          u.last_used_at, k.version FROM api_keys k LEFT JOIN api_key_usage u ON u.key_id = k.id"
     )
 }
 
-fn view(row: &tokio_postgres::Row) -> ApiKeyView {
-    let scopes: Vec<String> = row.get(3);
-    ApiKeyView {
-        id: row.get(0),
-        organization_id: row.get(1),
-        name: row.get(2),
-        scopes: scopes.into_iter().filter_map(|s| serde_json::from_value(serde_json::Value::String(s)).ok()).collect(),
-        workspace_ids: row.get(4),
-        allowed_ips: row.get(5),
-        partial_key_hint: row.get(6),
-        status: row.get(7),
-        created_at: row.get(8),
-        created_by: CreatedBy { kind: row.get(9), id: row.get(10) },
-        owner_user_id: row.get(11),
-        expires_at: row.get(12),
-        last_used_at: row.get(13),
-        version: row.get(14),
-        secret: None,
-    }
-}
-
-/// Which keys a principal may see: its organization's; a key restricted to workspaces
-/// sees only keys restricted to workspaces inside its own subtrees.
-fn visibility(principal: &Principal, filter: &mut Filter) {
-    if let Some(own) = principal.organization_id() {
-        filter.bind("k.organization_id = $?", Box::new(own));
-    }
-    if let Some(roots) = principal.workspace_roots() {
-        filter.bind(
-            "cardinality(k.workspace_ids) > 0 AND NOT EXISTS (SELECT 1 FROM unnest(k.workspace_ids) w(id) \
-             WHERE NOT EXISTS (SELECT 1 FROM workspaces x WHERE x.id = w.id AND x.ancestors && $?))",
-            Box::new(roots.to_vec()),
-        );
+impl ApiKeyView {
+    /// A row of [`select`].
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        let scopes: Vec<String> = row.try_get("scopes")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            organization_id: row.try_get("organization_id")?,
+            name: row.try_get("name")?,
+            scopes: scopes
+                .into_iter()
+                .filter_map(|s| serde_json::from_value(serde_json::Value::String(s)).ok())
+                .collect(),
+            workspace_ids: row.try_get("workspace_ids")?,
+            allowed_ips: row.try_get("allowed_ips")?,
+            partial_key_hint: row.try_get("partial_key_hint")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            created_by: CreatedBy { kind: row.try_get("created_by_type")?, id: row.try_get("created_by_id")? },
+            owner_user_id: row.try_get("owner_user_id")?,
+            expires_at: row.try_get("expires_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+            version: row.try_get("version")?,
+            secret: None,
+        })
     }
 }
 
 fn filter(ctx: &Ctx, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    visibility(&ctx.principal, &mut filter);
+    filter.visible_to(&ctx.principal, Table::ApiKeys);
     if let Some(org) = query.organization_id {
         filter.bind("k.organization_id = $?", Box::new(org));
     }
@@ -206,13 +200,13 @@ fn filter(ctx: &Ctx, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
 async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<ApiKeyView, ApiError> {
     let mut filter = Filter::default();
     filter.bind("k.id = $?", Box::new(id));
-    visibility(principal, &mut filter);
+    filter.visible_to(principal, Table::ApiKeys);
     let client = state.pool.get().await?;
     let row = client
         .query_opt(&format!("{} {}", select(), filter.where_sql()), &filter.params())
         .await?
         .ok_or(ApiError::NotFound("api key"))?;
-    Ok(view(&row))
+    Ok(ApiKeyView::from_row(&row)?)
 }
 
 fn single(status: StatusCode, key: ApiKeyView) -> Response {
@@ -267,12 +261,14 @@ async fn target_organization(
     let client = state.pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT (settings->>'max_key_lifetime_days')::int FROM organizations WHERE id = $1 AND status = 'active'",
+            "SELECT (settings->>'max_key_lifetime_days')::int AS max_key_lifetime_days FROM organizations \
+             WHERE id = $1 AND status = 'active'",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::invalid("organization_id", "exists", "no such organization"))?;
-    Ok((id, row.get::<_, Option<i32>>(0).and_then(|d| u32::try_from(d).ok())))
+    let days: Option<i32> = row.try_get("max_key_lifetime_days")?;
+    Ok((id, days.and_then(|d| u32::try_from(d).ok())))
 }
 
 /// Every requested workspace must exist in the organization (whether they lie within the
@@ -313,7 +309,10 @@ async fn ancestry(state: &AppState, principal: &Principal, ids: &[Uuid]) -> Resu
     }
     let client = state.pool.get().await?;
     let rows = client.query("SELECT id, ancestors FROM workspaces WHERE id = ANY($1)", &[&all]).await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("ancestors")?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?)
 }
 
 /// Create an admin key. The response carries the `secret`, shown this once.
@@ -395,7 +394,8 @@ async fn list_keys(
     );
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+    let items = rows.iter().map(ApiKeyView::from_row).collect::<Result<_, _>>()?;
+    Ok(axum::Json(Page::new(items, paging, &uri)))
 }
 
 /// Count admin keys matching the list's filters.
@@ -412,7 +412,7 @@ async fn count_keys(
     let client = state.pool.get().await?;
     let row =
         client.query_one(&format!("SELECT count(*) FROM api_keys k {}", filter.where_sql()), &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.get(0) }))
+    Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
 /// Get an admin key (never its secret).

@@ -85,12 +85,13 @@ async fn claim(state: &AppState, principal: &str, key: &str, request_hash: &[u8]
     }
     let row = client
         .query_one(
-            "SELECT request_hash, locked_until > now(), response_status, response_headers, response_body, committed \
+            "SELECT request_hash, locked_until > now() AS locked, response_status, response_headers, response_body, \
+             committed \
              FROM idempotency_keys WHERE principal = $1 AND key = $2",
             &[&principal, &key],
         )
         .await?;
-    if row.get::<_, Vec<u8>>(0) != request_hash {
+    if row.try_get::<_, Vec<u8>>("request_hash")? != request_hash {
         return Err(ApiError::Validation {
             detail: "this Idempotency-Key was used with a different request".into(),
             errors: vec![super::error::FieldError {
@@ -100,16 +101,16 @@ async fn claim(state: &AppState, principal: &str, key: &str, request_hash: &[u8]
             }],
         });
     }
-    if let Some(status) = row.get::<_, Option<i32>>(2) {
-        return Ok(Claim::Replay(replay(status, row.get(3), row.get(4))));
+    if let Some(status) = row.try_get::<_, Option<i32>>("response_status")? {
+        return Ok(Claim::Replay(replay(status, row.try_get("response_headers")?, row.try_get("response_body")?)));
     }
-    if row.get::<_, Option<bool>>(1) == Some(true) {
+    if row.try_get::<_, Option<bool>>("locked")? == Some(true) {
         return Err(ApiError::Conflict {
             code: "idempotency_key_in_flight",
             detail: "a request with this Idempotency-Key is still being processed".into(),
         });
     }
-    if row.get::<_, bool>(5) {
+    if row.try_get::<_, bool>("committed")? {
         // The first attempt committed its events but died before storing its response.
         return Err(ApiError::Conflict {
             code: "idempotency_key_committed",

@@ -32,6 +32,19 @@ pub struct InstanceView {
     pub workspace_count: i64,
 }
 
+impl InstanceView {
+    /// A row of the list's query (`lag` computed against the log's head).
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+            applied_position: row.try_get("applied_position")?,
+            lag: row.try_get::<_, i64>("lag")?.max(0),
+            workspace_count: row.try_get("workspace_count")?,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -56,21 +69,13 @@ async fn list_instances(
     let client = state.pool.get().await?;
     let rows = client
         .query(
-            "SELECT i.id, i.last_heartbeat_at, i.applied_position, h.position - i.applied_position, i.workspace_count \
+            "SELECT i.id, i.last_heartbeat_at, i.applied_position, h.position - i.applied_position AS lag, \
+             i.workspace_count \
              FROM instances i, event_log_head h ORDER BY i.id LIMIT $1 OFFSET $2",
             &[&limit, &offset],
         )
         .await?;
-    let items = rows
-        .iter()
-        .map(|r| InstanceView {
-            id: r.get(0),
-            last_heartbeat_at: r.get(1),
-            applied_position: r.get(2),
-            lag: r.get::<_, i64>(3).max(0),
-            workspace_count: r.get(4),
-        })
-        .collect();
+    let items = rows.iter().map(InstanceView::from_row).collect::<Result<_, _>>()?;
     Ok(axum::Json(Page::new(items, paging, &uri)))
 }
 
@@ -104,7 +109,7 @@ pub async fn record(
             &[&id, &applied_position, &workspace_count],
         )
         .await?;
-    let head: i64 = client.query_one("SELECT position FROM event_log_head", &[]).await?.get(0);
+    let head: i64 = client.query_one("SELECT position FROM event_log_head", &[]).await?.try_get("position")?;
     Ok(HeartbeatReply { head_position: head })
 }
 
@@ -119,5 +124,5 @@ pub async fn place(client: &impl tokio_postgres::GenericClient) -> Result<Option
             &[&LIVE_SECONDS],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| r.try_get("id")).transpose()?)
 }

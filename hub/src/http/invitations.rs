@@ -123,22 +123,27 @@ pub struct InvitationQuery {
     status: Option<InvitationStatus>,
 }
 
+/// The status as shown: the stored one, or `expired` (text, beyond the column's type).
 pub(super) const STATUS_SQL: &str =
-    "CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status END";
+    "CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status::text END";
 
 pub(super) const SELECT: &str = "SELECT i.id, i.email, i.role, \
-     CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status END, \
-     i.expires_at, i.created_at, w.id, w.name FROM invitations i JOIN workspaces w ON w.id = i.workspace_id";
+     CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status::text END AS status, \
+     i.expires_at, i.created_at, w.id AS workspace_id, w.name AS workspace_name \
+     FROM invitations i JOIN workspaces w ON w.id = i.workspace_id";
 
-pub(super) fn view(row: &tokio_postgres::Row) -> InvitationView {
-    InvitationView {
-        id: row.get(0),
-        email: row.get(1),
-        role: serde_json::from_value(serde_json::Value::String(row.get(2))).unwrap_or(Role::Viewer),
-        status: row.get(3),
-        expires_at: row.get(4),
-        created_at: row.get(5),
-        workspace: WorkspaceRef { id: row.get(6), name: row.get(7) },
+impl InvitationView {
+    /// A row of [`SELECT`].
+    pub(super) fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            role: row.try_get("role")?,
+            status: row.try_get("status")?,
+            expires_at: row.try_get("expires_at")?,
+            created_at: row.try_get("created_at")?,
+            workspace: WorkspaceRef { id: row.try_get("workspace_id")?, name: row.try_get("workspace_name")? },
+        })
     }
 }
 
@@ -147,7 +152,7 @@ fn invitation_email(public_url: &str, workspace: &str, email: &str, role: Role, 
     let decline = format!("{public_url}/invitations/decline?token={token}");
     let role = role.as_str();
     Email {
-        kind: "invitation",
+        kind: crate::columns::EmailKind::Invitation,
         recipient: email.to_owned(),
         subject: format!("You are invited to join {workspace}"),
         text: format!(
@@ -212,7 +217,7 @@ async fn invite(
     state.mail_wake.notify_one();
     let client = state.pool.get().await?;
     let row = client.query_one(&format!("{SELECT} WHERE i.id = $1"), &[&invitation_id]).await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&row))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(InvitationView::from_row(&row)?)).into_response())
 }
 
 fn filter(workspace_id: Uuid, query: &InvitationQuery) -> Filter {
@@ -247,7 +252,8 @@ async fn list_invitations(
     );
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+    let items = rows.iter().map(InvitationView::from_row).collect::<Result<_, _>>()?;
+    Ok(axum::Json(Page::new(items, paging, &uri)))
 }
 
 /// Count a workspace's invitations.
@@ -267,7 +273,7 @@ async fn count_invitations(
     let row = client
         .query_one(&format!("SELECT count(*) FROM invitations i {}", filter.where_sql()), &filter.params())
         .await?;
-    Ok(axum::Json(Count { count: row.get(0) }))
+    Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
 /// Revoke a pending invitation: its token stops working.
@@ -284,7 +290,7 @@ async fn revoke_invitation(
         .query_opt("SELECT workspace_id FROM invitations WHERE id = $1", &[&invitation_id])
         .await?
         .ok_or(ApiError::NotFound("invitation"))?
-        .get(0);
+        .try_get("workspace_id")?;
     drop(client);
     super::workspaces::find(&state, &ctx.principal, workspace_id)
         .await
@@ -312,8 +318,13 @@ async fn by_token(state: &AppState, token: &str) -> Result<(Uuid, Uuid, Uuid, St
         )
         .await?
         .ok_or(ApiError::NotFound("invitation"))?;
-    let role = serde_json::from_value(serde_json::Value::String(row.get(4))).unwrap_or(Role::Viewer);
-    Ok((row.get(0), row.get(1), row.get(2), row.get(3), role))
+    Ok((
+        row.try_get("id")?,
+        row.try_get("workspace_id")?,
+        row.try_get("organization_id")?,
+        row.try_get("email")?,
+        row.try_get("role")?,
+    ))
 }
 
 fn token_metadata(ip: ClientIp, request_id: Option<axum::Extension<RequestId>>) -> Metadata {
@@ -345,7 +356,8 @@ async fn accept_invitation(
                 &[&organization_id, &email],
             )
             .await?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get("id"))
+            .transpose()?;
         drop(client);
         let user_id = existing.unwrap_or_else(Uuid::now_v7);
         metadata.actor.id = Some(user_id.to_string());

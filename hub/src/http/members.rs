@@ -53,7 +53,20 @@ pub struct MemberQuery {
 }
 
 const FROM: &str = "FROM members m JOIN users u ON u.id = m.user_id AND u.status <> 'deleted' WHERE m.workspace_id = $1 \
-                    AND ($2::text IS NULL OR m.role = $2)";
+                    AND ($2::member_role IS NULL OR m.role = $2)";
+
+impl MemberView {
+    /// A row of `SELECT m.user_id, u.email, u.name, m.role, m.joined_at`.
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            user_id: row.try_get("user_id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            role: row.try_get("role")?,
+            joined_at: row.try_get("joined_at")?,
+        })
+    }
+}
 
 /// A workspace's members.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/members", tag = "users", params(("id" = Uuid, Path), MemberQuery),
@@ -69,7 +82,6 @@ async fn list_members(
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
     let paging = Paging::new(query.page, query.page_size)?;
     let (limit, offset) = paging.limit_offset();
-    let role = query.role.map(Role::as_str);
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -77,19 +89,10 @@ async fn list_members(
                 "SELECT m.user_id, u.email, u.name, m.role, m.joined_at {FROM} ORDER BY m.joined_at, m.user_id \
                  LIMIT $3 OFFSET $4"
             ),
-            &[&workspace_id, &role, &limit, &offset],
+            &[&workspace_id, &query.role, &limit, &offset],
         )
         .await?;
-    let members = rows
-        .iter()
-        .map(|row| MemberView {
-            user_id: row.get(0),
-            email: row.get(1),
-            name: row.get(2),
-            role: serde_json::from_value(serde_json::Value::String(row.get(3))).unwrap_or(Role::Viewer),
-            joined_at: row.get(4),
-        })
-        .collect();
+    let members = rows.iter().map(MemberView::from_row).collect::<Result<_, _>>()?;
     Ok(axum::Json(Page::new(members, paging, &uri)))
 }
 
@@ -105,10 +108,9 @@ async fn count_members(
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
     Paging::new(query.page, query.page_size)?;
-    let role = query.role.map(Role::as_str);
     let client = state.pool.get().await?;
-    let row = client.query_one(&format!("SELECT count(*) {FROM}"), &[&workspace_id, &role]).await?;
-    Ok(axum::Json(Count { count: row.get(0) }))
+    let row = client.query_one(&format!("SELECT count(*) {FROM}"), &[&workspace_id, &query.role]).await?;
+    Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
 /// Change a member's role (the last owner cannot be demoted).

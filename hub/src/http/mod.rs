@@ -26,6 +26,7 @@ mod settings;
 mod sql;
 pub mod usage;
 mod users;
+mod visibility;
 mod workspace_secrets;
 mod workspaces;
 

@@ -17,8 +17,9 @@ use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
+use super::visibility::Table;
 use super::{AppState, conditional};
-use crate::commands;
+use crate::{columns, commands};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,7 +34,8 @@ pub struct OrganizationView {
     pub name: String,
     pub email: String,
     pub plan: String,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: columns::OrganizationStatus,
     /// The most `rate_limit_per_minute` the organization may set in `/v1/settings`.
     pub rate_limit_ceiling_per_minute: u32,
     pub quotas: QuotasView,
@@ -131,53 +133,51 @@ pub struct OrganizationQuery {
 const COLUMNS: &str = "id, name, email, plan, status, version, created_at, updated_at, \
      rate_limit_ceiling_per_minute, quota_workspaces, quota_api_keys, quota_interaction_keys, quota_pending_invitations";
 
-/// `default_ceiling`: the server's, for an organization whose operator set none.
-fn view(row: &tokio_postgres::Row, default_ceiling: u32) -> OrganizationView {
-    let limit = |i: usize| u32::try_from(row.get::<_, i32>(i)).unwrap_or_default();
-    OrganizationView {
-        id: row.get(0),
-        name: row.get(1),
-        email: row.get(2),
-        plan: row.get(3),
-        status: row.get(4),
-        rate_limit_ceiling_per_minute: row
-            .get::<_, Option<i32>>(8)
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(default_ceiling),
-        quotas: QuotasView {
-            workspaces: limit(9),
-            api_keys: limit(10),
-            interaction_keys: limit(11),
-            pending_invitations: limit(12),
-        },
-        version: row.get(5),
-        created_at: row.get(6),
-        updated_at: row.get(7),
+impl OrganizationView {
+    /// A row of [`COLUMNS`]; `default_ceiling`: the server's, for an organization whose
+    /// operator set none.
+    fn from_row(row: &tokio_postgres::Row, default_ceiling: u32) -> Result<Self, tokio_postgres::Error> {
+        let limit = |column: &str| row.try_get::<_, i32>(column).map(|v| u32::try_from(v).unwrap_or_default());
+        let ceiling: Option<i32> = row.try_get("rate_limit_ceiling_per_minute")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            email: row.try_get("email")?,
+            plan: row.try_get("plan")?,
+            status: row.try_get("status")?,
+            rate_limit_ceiling_per_minute: ceiling.and_then(|v| u32::try_from(v).ok()).unwrap_or(default_ceiling),
+            quotas: QuotasView {
+                workspaces: limit("quota_workspaces")?,
+                api_keys: limit("quota_api_keys")?,
+                interaction_keys: limit("quota_interaction_keys")?,
+                pending_invitations: limit("quota_pending_invitations")?,
+            },
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 }
 
 fn filter(ctx: &Ctx, query: &OrganizationQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    filter.clause("status = 'active'");
-    if let Some(own) = ctx.principal.organization_id() {
-        filter.bind("id = $?", Box::new(own));
-    }
+    filter.visible_to(&ctx.principal, Table::Organizations);
     if let Some(name) = &query.name {
-        filter.bind("name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
+        filter.bind("o.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
     Ok(filter)
 }
 
 pub(super) async fn find(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<OrganizationView, ApiError> {
-    if !ctx.principal.sees_organization(id) {
-        return Err(ApiError::NotFound("organization"));
-    }
+    let mut filter = Filter::default();
+    filter.bind("o.id = $?", Box::new(id));
+    filter.visible_to(&ctx.principal, Table::Organizations);
     let client = state.pool.get().await?;
     let row = client
-        .query_opt(&format!("SELECT {COLUMNS} FROM organizations WHERE id = $1 AND status = 'active'"), &[&id])
+        .query_opt(&format!("SELECT {COLUMNS} FROM organizations o {}", filter.where_sql()), &filter.params())
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-    Ok(view(&row, state.config.rate_limit_per_minute))
+    Ok(OrganizationView::from_row(&row, state.config.rate_limit_per_minute)?)
 }
 
 fn single(status: StatusCode, org: OrganizationView) -> Response {
@@ -234,13 +234,14 @@ async fn list_organizations(
     let (limit, offset) = paging.limit_offset();
     let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
     let sql = format!(
-        "SELECT {COLUMNS} FROM organizations {} ORDER BY {sort} {order}, id {order} LIMIT {limit} OFFSET {offset}",
+        "SELECT {COLUMNS} FROM organizations o {} ORDER BY {sort} {order}, id {order} LIMIT {limit} OFFSET {offset}",
         filter.where_sql()
     );
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
     let default_ceiling = state.config.rate_limit_per_minute;
-    Ok(axum::Json(Page::new(rows.iter().map(|row| view(row, default_ceiling)).collect(), paging, &uri)))
+    let items = rows.iter().map(|row| OrganizationView::from_row(row, default_ceiling)).collect::<Result<_, _>>()?;
+    Ok(axum::Json(Page::new(items, paging, &uri)))
 }
 
 /// Count organizations matching the list's filters.
@@ -256,9 +257,9 @@ async fn count_organizations(
     let filter = filter(&ctx, &query)?;
     let client = state.pool.get().await?;
     let row = client
-        .query_one(&format!("SELECT count(*) FROM organizations {}", filter.where_sql()), &filter.params())
+        .query_one(&format!("SELECT count(*) FROM organizations o {}", filter.where_sql()), &filter.params())
         .await?;
-    Ok(axum::Json(Count { count: row.get(0) }))
+    Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
 /// Get an organization.

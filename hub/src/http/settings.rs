@@ -88,8 +88,8 @@ async fn view(state: &AppState, id: Uuid) -> Result<SettingsView, ApiError> {
         )
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-    let settings: OrganizationSettings = serde_json::from_value(row.get(0)).unwrap_or_default();
-    let ceiling = row.get::<_, Option<i32>>(2).and_then(|v| u32::try_from(v).ok());
+    let settings: OrganizationSettings = serde_json::from_value(row.try_get("settings")?).unwrap_or_default();
+    let ceiling = row.try_get::<_, Option<i32>>("rate_limit_ceiling_per_minute")?.and_then(|v| u32::try_from(v).ok());
     let default = state.config.rate_limit_per_minute;
     Ok(SettingsView {
         organization_id: id,
@@ -97,7 +97,7 @@ async fn view(state: &AppState, id: Uuid) -> Result<SettingsView, ApiError> {
         effective_rate_limit_per_minute: effective_rate_limit(settings.rate_limit_per_minute, ceiling, default),
         rate_limit_ceiling_per_minute: ceiling.unwrap_or(default),
         max_key_lifetime_days: settings.max_key_lifetime_days,
-        version: row.get(1),
+        version: row.try_get("version")?,
     })
 }
 

@@ -21,9 +21,10 @@ use super::extract::{Json, Path, Query};
 use super::invitations::{InvitationStatus, InvitationView};
 use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
+use super::visibility::Table;
 use super::{AppState, conditional};
-use crate::commands;
 use crate::store::{AppendError, Commit, ExpectedVersion, StreamAppend};
+use crate::{columns, commands};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,7 +41,8 @@ pub struct UserView {
     pub email: String,
     pub name: String,
     /// `active` or `disabled`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: columns::UserStatus,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -99,43 +101,39 @@ pub struct UserInvitationQuery {
 const SELECT: &str =
     "SELECT u.id, u.organization_id, u.email, u.name, u.status, u.version, u.created_at, u.updated_at FROM users u";
 
-fn view(row: &tokio_postgres::Row) -> UserView {
-    UserView {
-        id: row.get(0),
-        organization_id: row.get(1),
-        email: row.get(2),
-        name: row.get(3),
-        status: row.get(4),
-        version: row.get(5),
-        created_at: row.get(6),
-        updated_at: row.get(7),
+impl UserView {
+    /// A row of [`SELECT`].
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            organization_id: row.try_get("organization_id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 }
 
-/// A key restricted to workspaces sees the users who are members of one of them.
-fn visibility(principal: &Principal, filter: &mut Filter) {
-    filter.clause("u.status <> 'deleted'");
-    if let Some(own) = principal.organization_id() {
-        filter.bind("u.organization_id = $?", Box::new(own));
-    }
-    if let Some(roots) = principal.workspace_roots() {
-        filter.bind(
-            "EXISTS (SELECT 1 FROM members m JOIN workspaces w ON w.id = m.workspace_id \
-             WHERE m.user_id = u.id AND w.status <> 'deleted' AND w.ancestors && $?)",
-            Box::new(roots.to_vec()),
-        );
+impl From<UserStatus> for columns::UserStatus {
+    fn from(status: UserStatus) -> Self {
+        match status {
+            UserStatus::Active => Self::Active,
+            UserStatus::Disabled => Self::Disabled,
+        }
     }
 }
 
 fn filter(ctx: &Ctx, query: &UserQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    visibility(&ctx.principal, &mut filter);
+    filter.visible_to(&ctx.principal, Table::Users);
     if let Some(email) = &query.email {
         filter.bind("u.email ILIKE $?", Box::new(contains_pattern(text_filter("email", email, 254)?)));
     }
     if let Some(status) = query.status {
-        filter
-            .bind("u.status = $?", Box::new(if matches!(status, UserStatus::Active) { "active" } else { "disabled" }));
+        filter.bind("u.status = $?", Box::new(columns::UserStatus::from(status)));
     }
     Ok(filter)
 }
@@ -143,13 +141,13 @@ fn filter(ctx: &Ctx, query: &UserQuery) -> Result<Filter, ApiError> {
 pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<UserView, ApiError> {
     let mut filter = Filter::default();
     filter.bind("u.id = $?", Box::new(id));
-    visibility(principal, &mut filter);
+    filter.visible_to(principal, Table::Users);
     let client = state.pool.get().await?;
     let row = client
         .query_opt(&format!("{SELECT} {}", filter.where_sql()), &filter.params())
         .await?
         .ok_or(ApiError::NotFound("user"))?;
-    Ok(view(&row))
+    Ok(UserView::from_row(&row)?)
 }
 
 /// List the organization's users.
@@ -176,7 +174,8 @@ async fn list_users(
         format!("{SELECT} {} ORDER BY {sort} {order}, u.id {order} LIMIT {limit} OFFSET {offset}", filter.where_sql());
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+    let items = rows.iter().map(UserView::from_row).collect::<Result<_, _>>()?;
+    Ok(axum::Json(Page::new(items, paging, &uri)))
 }
 
 /// Count the organization's users.
@@ -193,7 +192,7 @@ async fn count_users(
     let client = state.pool.get().await?;
     let row =
         client.query_one(&format!("SELECT count(*) FROM users u {}", filter.where_sql()), &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.get(0) }))
+    Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
 /// Get a user.
@@ -257,8 +256,8 @@ async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uui
             .query("SELECT workspace_id FROM members WHERE user_id = $1", &[&id])
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.try_get("workspace_id"))
+            .collect::<Result<_, _>>()?;
         drop(client);
         for workspace_id in workspaces {
             let (workspace, version) = commands::load::<Workspace>(&state.store, workspace_id).await?;
@@ -296,10 +295,7 @@ async fn user_invitations(
     let mut filter = Filter::default();
     filter.bind("lower(i.email) = lower($?)", Box::new(user.email));
     filter.bind("w.organization_id = $?", Box::new(user.organization_id));
-    filter.clause("w.status <> 'deleted'");
-    if let Some(roots) = ctx.principal.workspace_roots() {
-        filter.bind("w.ancestors && $?", Box::new(roots.to_vec()));
-    }
+    filter.visible_to(&ctx.principal, Table::Workspaces);
     if let Some(status) = query.status {
         status.bind(&mut filter);
     }
@@ -312,5 +308,6 @@ async fn user_invitations(
     );
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(Page::new(rows.iter().map(super::invitations::view).collect(), paging, &uri)))
+    let items = rows.iter().map(InvitationView::from_row).collect::<Result<_, _>>()?;
+    Ok(axum::Json(Page::new(items, paging, &uri)))
 }

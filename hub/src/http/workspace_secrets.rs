@@ -158,7 +158,7 @@ async fn keyring(
         .query_opt("SELECT sealed_data_key FROM keyring WHERE workspace_id = $1", &[&id])
         .await?
         .ok_or(ApiError::NotFound("workspace key"))?;
-    let sealed: Option<Vec<u8>> = row.get(0);
+    let sealed: Option<Vec<u8>> = row.try_get("sealed_data_key")?;
     let sealed =
         sealed.ok_or(ApiError::Gone { code: "key_destroyed", detail: "the workspace's keys were destroyed".into() })?;
     Ok(axum::Json(KeyringEntry { workspace_id: id, sealed_data_key: hex::encode(sealed) }))

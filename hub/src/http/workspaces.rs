@@ -22,10 +22,11 @@ use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query, double_option};
 use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
+use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::app::cache::Loaded;
 use crate::app::workspaces as app;
-use crate::commands;
+use crate::{columns, commands};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -45,7 +46,8 @@ pub struct WorkspaceView {
     pub instance_id: Option<String>,
     pub name: String,
     /// `active` or `archived`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: columns::WorkspaceStatus,
     pub settings: serde_json::Value,
     pub webhook_uris: Vec<String>,
     pub public_keys: Vec<PublicKey>,
@@ -150,23 +152,26 @@ const SELECT: &str = "SELECT w.id, w.organization_id, w.parent_id, w.instance_id
      w.webhook_uris, w.public_keys, w.secret_version, w.version, w.created_at, w.updated_at, w.ancestors \
      FROM workspaces w";
 
-fn view(row: &tokio_postgres::Row) -> WorkspaceView {
-    WorkspaceView {
-        id: row.get(0),
-        organization_id: row.get(1),
-        parent_id: row.get(2),
-        instance_id: row.get(3),
-        name: row.get(4),
-        status: row.get(5),
-        settings: row.get(6),
-        webhook_uris: serde_json::from_value(row.get(7)).unwrap_or_default(),
-        public_keys: serde_json::from_value(row.get(8)).unwrap_or_default(),
-        secret_version: row.get(9),
-        version: row.get(10),
-        created_at: row.get(11),
-        updated_at: row.get(12),
-        ancestors: row.get(13),
-        secret: None,
+impl WorkspaceView {
+    /// A row of [`SELECT`].
+    pub(super) fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            organization_id: row.try_get("organization_id")?,
+            parent_id: row.try_get("parent_id")?,
+            instance_id: row.try_get("instance_id")?,
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            settings: row.try_get("settings")?,
+            webhook_uris: serde_json::from_value(row.try_get("webhook_uris")?).unwrap_or_default(),
+            public_keys: serde_json::from_value(row.try_get("public_keys")?).unwrap_or_default(),
+            secret_version: row.try_get("secret_version")?,
+            version: row.try_get("version")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            ancestors: row.try_get("ancestors")?,
+            secret: None,
+        })
     }
 }
 
@@ -175,11 +180,11 @@ impl WorkspaceView {
     fn decided(id: Uuid, workspace: &Loaded<Workspace>) -> Self {
         let w = &workspace.state;
         let status = if w.deleted {
-            "deleted"
+            columns::WorkspaceStatus::Deleted
         } else if w.archived {
-            "archived"
+            columns::WorkspaceStatus::Archived
         } else {
-            "active"
+            columns::WorkspaceStatus::Active
         };
         let at = workspace.updated_at.unwrap_or_else(Utc::now);
         WorkspaceView {
@@ -188,7 +193,7 @@ impl WorkspaceView {
             parent_id: w.parent_id,
             instance_id: w.instance_id.clone(),
             name: w.name.clone(),
-            status: status.to_owned(),
+            status,
             settings: w.settings.clone(),
             webhook_uris: w.webhook_uris.clone(),
             public_keys: w.public_keys.clone(),
@@ -202,19 +207,18 @@ impl WorkspaceView {
     }
 }
 
-fn visibility(principal: &Principal, filter: &mut Filter) {
-    filter.clause("w.status <> 'deleted'");
-    if let Some(own) = principal.organization_id() {
-        filter.bind("w.organization_id = $?", Box::new(own));
-    }
-    if let Some(roots) = principal.workspace_roots() {
-        filter.bind("w.ancestors && $?", Box::new(roots.to_vec()));
+impl From<WorkspaceStatus> for columns::WorkspaceStatus {
+    fn from(status: WorkspaceStatus) -> Self {
+        match status {
+            WorkspaceStatus::Active => Self::Active,
+            WorkspaceStatus::Archived => Self::Archived,
+        }
     }
 }
 
 fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    visibility(&ctx.principal, &mut filter);
+    filter.visible_to(&ctx.principal, Table::Workspaces);
     if let Some(name) = &query.name {
         filter.bind("w.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
@@ -222,11 +226,7 @@ fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
         filter.bind("w.parent_id = $?", Box::new(parent));
     }
     if let Some(status) = query.status {
-        let status = match status {
-            WorkspaceStatus::Active => "active",
-            WorkspaceStatus::Archived => "archived",
-        };
-        filter.bind("w.status = $?", Box::new(status));
+        filter.bind("w.status = $?", Box::new(columns::WorkspaceStatus::from(status)));
     }
     if let Some(instance) = &query.instance_id {
         filter.bind("w.instance_id = $?", Box::new(text_filter("instance_id", instance, 100)?.to_owned()));
@@ -238,13 +238,13 @@ fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
 pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<WorkspaceView, ApiError> {
     let mut filter = Filter::default();
     filter.bind("w.id = $?", Box::new(id));
-    visibility(principal, &mut filter);
+    filter.visible_to(principal, Table::Workspaces);
     let client = state.pool.get().await?;
     let row = client
         .query_opt(&format!("{SELECT} {}", filter.where_sql()), &filter.params())
         .await?
         .ok_or(ApiError::NotFound("workspace"))?;
-    Ok(view(&row))
+    Ok(WorkspaceView::from_row(&row)?)
 }
 
 /// The live workspaces of a subtree, root first.
@@ -257,7 +257,7 @@ async fn subtree_ids(state: &AppState, id: Uuid) -> Result<Vec<Uuid>, ApiError> 
             &[&id],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
 fn single(status: StatusCode, workspace: WorkspaceView) -> Response {
@@ -321,7 +321,8 @@ async fn list_workspaces(
         format!("{SELECT} {} ORDER BY {sort} {order}, w.id {order} LIMIT {limit} OFFSET {offset}", filter.where_sql());
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(Page::new(rows.iter().map(view).collect(), paging, &uri)))
+    let items = rows.iter().map(WorkspaceView::from_row).collect::<Result<_, _>>()?;
+    Ok(axum::Json(Page::new(items, paging, &uri)))
 }
 
 /// Count workspaces matching the list's filters.
@@ -339,7 +340,7 @@ async fn count_workspaces(
     let row = client
         .query_one(&format!("SELECT count(*) FROM workspaces w {}", filter.where_sql()), &filter.params())
         .await?;
-    Ok(axum::Json(Count { count: row.get(0) }))
+    Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
 /// Get a workspace.
@@ -394,10 +395,11 @@ async fn workspace_tree(
             &[&id, &i32::try_from(root.ancestors.len()).unwrap_or(i32::MAX), &depth],
         )
         .await?;
-    let tree = tree::Tree::new(
-        (root.id, root.name, root.status),
-        rows.iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3))),
-    );
+    let rows = rows
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("parent_id")?, row.try_get("name")?, row.try_get("status")?)))
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    let tree = tree::Tree::new((root.id, root.name, root.status), rows);
     Ok(([(header::CONTENT_TYPE, "application/json")], tree.to_json()).into_response())
 }
 
@@ -446,9 +448,12 @@ async fn restore_workspace(
     let workspace = find(&state, &ctx.principal, id).await?;
     if let Some(parent_id) = workspace.parent_id {
         let client = state.pool.get().await?;
-        let parent_status: Option<String> =
-            client.query_opt("SELECT status FROM workspaces WHERE id = $1", &[&parent_id]).await?.map(|r| r.get(0));
-        if parent_status.as_deref() == Some("archived") {
+        let parent_status: Option<columns::WorkspaceStatus> =
+            match client.query_opt("SELECT status FROM workspaces WHERE id = $1", &[&parent_id]).await? {
+                Some(row) => Some(row.try_get("status")?),
+                None => None,
+            };
+        if parent_status == Some(columns::WorkspaceStatus::Archived) {
             return Err(ApiError::Conflict {
                 code: "parent_archived",
                 detail: "restore the parent workspace first".into(),

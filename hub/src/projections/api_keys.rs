@@ -30,7 +30,7 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
                 e.expires_at,
                 e.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 e.owner_user_id,
-                serde_json::to_value(e.created_by.kind).ok().and_then(|v| v.as_str().map(str::to_owned)),
+                e.created_by.kind,
                 e.created_by.id,
                 bytes(&e.key_hash),
                 e.partial_key_hint,

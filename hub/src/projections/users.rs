@@ -5,8 +5,9 @@ use shared::events::UserEvent;
 use uuid::Uuid;
 
 use super::{SqlStep, params};
+use crate::columns::UserStatus;
 
-fn status(id: Uuid, status: &'static str, version: i64, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
+fn status(id: Uuid, status: UserStatus, version: i64, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
     SqlStep::new(
         "UPDATE users SET status = $2, version = $3, updated_at = $4 WHERE id = $1",
         params![id, status, version, at],
@@ -25,9 +26,9 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
             "UPDATE users SET name = $2, version = $3, updated_at = $4 WHERE id = $1",
             params![id, e.name, version, at],
         ),
-        UserEvent::UserDisabled {} => status(id, "disabled", version, at),
-        UserEvent::UserEnabled {} => status(id, "active", version, at),
-        UserEvent::UserDeleted {} => status(id, "deleted", version, at),
+        UserEvent::UserDisabled {} => status(id, UserStatus::Disabled, version, at),
+        UserEvent::UserEnabled {} => status(id, UserStatus::Active, version, at),
+        UserEvent::UserDeleted {} => status(id, UserStatus::Deleted, version, at),
     };
     Ok(vec![step])
 }

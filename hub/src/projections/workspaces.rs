@@ -5,15 +5,16 @@ use shared::events::WorkspaceEvent;
 use uuid::Uuid;
 
 use super::{SqlStep, params};
+use crate::columns::{InvitationStatus, WorkspaceStatus};
 
-fn status(id: Uuid, status: &'static str, version: i64, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
+fn status(id: Uuid, status: WorkspaceStatus, version: i64, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
     SqlStep::new(
         "UPDATE workspaces SET status = $2, version = $3, updated_at = $4 WHERE id = $1",
         params![id, status, version, at],
     )
 }
 
-fn invitation_status(id: Uuid, status: &'static str, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
+fn invitation_status(id: Uuid, status: InvitationStatus, at: chrono::DateTime<chrono::Utc>) -> SqlStep {
     SqlStep::new("UPDATE invitations SET status = $2, updated_at = $3 WHERE id = $1", params![id, status, at])
 }
 
@@ -22,7 +23,7 @@ fn invitation_status(id: Uuid, status: &'static str, at: chrono::DateTime<chrono
 #[derive(Default)]
 pub(super) struct StatusRun {
     ids: Vec<Uuid>,
-    statuses: Vec<&'static str>,
+    statuses: Vec<WorkspaceStatus>,
     versions: Vec<i64>,
     ats: Vec<chrono::DateTime<chrono::Utc>>,
     seen: std::collections::HashSet<Uuid>,
@@ -33,9 +34,9 @@ impl StatusRun {
     /// second change of the same row must follow the first, so it ends the run).
     pub(super) fn push(&mut self, id: Uuid, event: &RecordedEvent) -> bool {
         let status = match event.event_type.as_str() {
-            "WorkspaceArchived" => "archived",
-            "WorkspaceRestored" => "active",
-            "WorkspaceDeleted" => "deleted",
+            "WorkspaceArchived" => WorkspaceStatus::Archived,
+            "WorkspaceRestored" => WorkspaceStatus::Active,
+            "WorkspaceDeleted" => WorkspaceStatus::Deleted,
             _ => return false,
         };
         if !self.seen.insert(id) {
@@ -56,14 +57,9 @@ impl StatusRun {
             1 => Some(status(run.ids[0], run.statuses[0], run.versions[0], run.ats[0])),
             _ => Some(SqlStep::new(
                 "UPDATE workspaces w SET status = u.status, version = u.version, updated_at = u.at \
-                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[]) AS u(id, status, version, at) \
+                 FROM unnest($1::uuid[], $2::workspace_status[], $3::bigint[], $4::timestamptz[]) AS u(id, status, version, at) \
                  WHERE w.id = u.id",
-                params![
-                    run.ids,
-                    run.statuses.into_iter().map(str::to_owned).collect::<Vec<_>>(),
-                    run.versions,
-                    run.ats
-                ],
+                params![run.ids, run.statuses, run.versions, run.ats],
             )),
         }
     }
@@ -107,9 +103,9 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
         WorkspaceEvent::WorkspaceMoved(e) => {
             SqlStep::new("SELECT workspaces_move($1, $2, $3, $4)", params![id, e.parent_id, at, version])
         }
-        WorkspaceEvent::WorkspaceArchived {} => status(id, "archived", version, at),
-        WorkspaceEvent::WorkspaceRestored {} => status(id, "active", version, at),
-        WorkspaceEvent::WorkspaceDeleted {} => status(id, "deleted", version, at),
+        WorkspaceEvent::WorkspaceArchived {} => status(id, WorkspaceStatus::Archived, version, at),
+        WorkspaceEvent::WorkspaceRestored {} => status(id, WorkspaceStatus::Active, version, at),
+        WorkspaceEvent::WorkspaceDeleted {} => status(id, WorkspaceStatus::Deleted, version, at),
         WorkspaceEvent::InvitationCreated(e) => SqlStep::new(
             "INSERT INTO invitations (id, workspace_id, email, role, status, token_hash, expires_at, created_at, \
              updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7)",
@@ -117,7 +113,7 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
                 e.invitation_id,
                 id,
                 e.email,
-                e.role.as_str(),
+                e.role,
                 hex::decode(&e.token_hash).unwrap_or_default(),
                 e.expires_at,
                 at
@@ -127,15 +123,15 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
             "UPDATE invitations SET status = 'accepted', user_id = $2, updated_at = $3 WHERE id = $1",
             params![e.invitation_id, e.user_id, at],
         ),
-        WorkspaceEvent::InvitationDeclined(e) => invitation_status(e.invitation_id, "declined", at),
-        WorkspaceEvent::InvitationRevoked(e) => invitation_status(e.invitation_id, "revoked", at),
+        WorkspaceEvent::InvitationDeclined(e) => invitation_status(e.invitation_id, InvitationStatus::Declined, at),
+        WorkspaceEvent::InvitationRevoked(e) => invitation_status(e.invitation_id, InvitationStatus::Revoked, at),
         WorkspaceEvent::MemberAdded(e) => SqlStep::new(
             "INSERT INTO members (workspace_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
-            params![id, e.user_id, e.role.as_str(), at],
+            params![id, e.user_id, e.role, at],
         ),
         WorkspaceEvent::MemberRoleChanged(e) => SqlStep::new(
             "UPDATE members SET role = $3 WHERE workspace_id = $1 AND user_id = $2",
-            params![id, e.user_id, e.role.as_str()],
+            params![id, e.user_id, e.role],
         ),
         WorkspaceEvent::MemberRemoved(e) => {
             SqlStep::new("DELETE FROM members WHERE workspace_id = $1 AND user_id = $2", params![id, e.user_id])

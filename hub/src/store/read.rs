@@ -8,20 +8,21 @@ use tokio_postgres::Row;
 const COLUMNS: &str = "position, stream_id, stream_version, event_id, event_type, schema_version, \
                        data, metadata, recorded_at, prev_hash, hash";
 
-pub(crate) fn from_row(row: &Row) -> RecordedEvent {
-    RecordedEvent {
-        position: row.get(0),
-        stream_id: row.get(1),
-        stream_version: row.get(2),
-        event_id: row.get(3),
-        event_type: row.get(4),
-        schema_version: row.get(5),
-        data: row.get(6),
-        metadata: row.get(7),
-        recorded_at: row.get(8),
-        prev_hash: row.get(9),
-        hash: row.get(10),
-    }
+/// A row of [`COLUMNS`] (unqualified or, in a join, `e.`-qualified: the names are the same).
+fn from_row(row: &Row) -> Result<RecordedEvent, tokio_postgres::Error> {
+    Ok(RecordedEvent {
+        position: row.try_get("position")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_version: row.try_get("stream_version")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data: row.try_get("data")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
 }
 
 pub(crate) async fn stream(
@@ -32,7 +33,7 @@ pub(crate) async fn stream(
     let sql =
         format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version");
     let rows = client.query(&sql, &[&stream_id, &after_version]).await?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
 }
 
 /// Every event of the given streams, grouped by stream and in version order: one query
@@ -43,7 +44,7 @@ pub(crate) async fn streams(
 ) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_version");
     let rows = client.query(&sql, &[&stream_ids]).await?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
 }
 
 pub(crate) async fn all(
@@ -53,11 +54,11 @@ pub(crate) async fn all(
 ) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
     let rows = client.query(&sql, &[&after, &limit]).await?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
 }
 
 pub(crate) async fn head_position(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
-    Ok(client.query_one("SELECT position FROM event_log_head", &[]).await?.get(0))
+    client.query_one("SELECT position FROM event_log_head", &[]).await?.try_get("position")
 }
 
 pub(crate) async fn stream_page(
@@ -68,7 +69,7 @@ pub(crate) async fn stream_page(
 ) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND position > $2 ORDER BY position LIMIT $3");
     let rows = client.query(&sql, &[&stream_id, &after, &limit]).await?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
 }
 
 /// Up to `limit` events after `after` of the workspaces placed on `instance_id`, in order.
@@ -84,5 +85,5 @@ pub(crate) async fn placed_page(
          WHERE w.instance_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3"
     );
     let rows = client.query(&sql, &[&instance_id, &after, &limit]).await?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
 }

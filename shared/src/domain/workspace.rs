@@ -44,11 +44,17 @@ pub struct Invitation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "postgres", derive(postgres_types::ToSql, postgres_types::FromSql))]
+#[cfg_attr(feature = "postgres", postgres(name = "invitation_status"))]
 #[serde(rename_all = "snake_case")]
 pub enum InvitationStatus {
+    #[cfg_attr(feature = "postgres", postgres(name = "pending"))]
     Pending,
+    #[cfg_attr(feature = "postgres", postgres(name = "accepted"))]
     Accepted,
+    #[cfg_attr(feature = "postgres", postgres(name = "declined"))]
     Declined,
+    #[cfg_attr(feature = "postgres", postgres(name = "revoked"))]
     Revoked,
 }
 

@@ -56,11 +56,17 @@ pub struct WorkspaceMoved {
 
 /// A member's role in a workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "postgres", derive(postgres_types::ToSql, postgres_types::FromSql))]
+#[cfg_attr(feature = "postgres", postgres(name = "member_role"))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    #[cfg_attr(feature = "postgres", postgres(name = "owner"))]
     Owner,
+    #[cfg_attr(feature = "postgres", postgres(name = "admin"))]
     Admin,
+    #[cfg_attr(feature = "postgres", postgres(name = "member"))]
     Member,
+    #[cfg_attr(feature = "postgres", postgres(name = "viewer"))]
     Viewer,
 }
 

@@ -8,10 +8,12 @@
 
 use uuid::Uuid;
 
+use crate::columns::WorkspaceStatus;
+
 struct Node {
     id: Uuid,
     name: String,
-    status: String,
+    status: WorkspaceStatus,
     /// Indexes into `Tree::nodes`, in the order the rows came.
     children: Vec<usize>,
 }
@@ -25,8 +27,8 @@ impl Tree {
     /// Links `rows` (`id, parent_id, name, status`, in the order children are listed)
     /// under the root. A row whose parent is not among them is left out.
     pub fn new(
-        root: (Uuid, String, String),
-        rows: impl IntoIterator<Item = (Uuid, Option<Uuid>, String, String)>,
+        root: (Uuid, String, WorkspaceStatus),
+        rows: impl IntoIterator<Item = (Uuid, Option<Uuid>, String, WorkspaceStatus)>,
     ) -> Self {
         let (id, name, status) = root;
         let mut nodes = vec![Node { id, name, status, children: Vec::new() }];
@@ -87,7 +89,7 @@ fn open(out: &mut Vec<u8>, node: &Node) {
     out.extend_from_slice(b"\",\"name\":");
     string(out, &node.name);
     out.extend_from_slice(b",\"status\":");
-    string(out, &node.status);
+    string(out, node.status.as_str());
     out.extend_from_slice(b",\"children\":[");
 }
 
@@ -108,12 +110,12 @@ mod tests {
     #[test]
     fn the_written_json_is_what_serde_writes_for_the_nested_tree() {
         let rows = vec![
-            (id(2), Some(id(1)), "A \"quoted\" \\ name".to_owned(), "active".to_owned()),
-            (id(4), Some(id(2)), "Grandchild".to_owned(), "archived".to_owned()),
-            (id(3), Some(id(1)), "B".to_owned(), "active".to_owned()),
-            (id(9), Some(id(8)), "Orphan".to_owned(), "active".to_owned()),
+            (id(2), Some(id(1)), "A \"quoted\" \\ name".to_owned(), WorkspaceStatus::Active),
+            (id(4), Some(id(2)), "Grandchild".to_owned(), WorkspaceStatus::Archived),
+            (id(3), Some(id(1)), "B".to_owned(), WorkspaceStatus::Active),
+            (id(9), Some(id(8)), "Orphan".to_owned(), WorkspaceStatus::Active),
         ];
-        let tree = Tree::new((id(1), "Root".to_owned(), "active".to_owned()), rows);
+        let tree = Tree::new((id(1), "Root".to_owned(), WorkspaceStatus::Active), rows);
         let node = |n: u128, name: &str, status: &str, children: Vec<TreeNode>| TreeNode {
             id: id(n),
             name: name.to_owned(),
@@ -135,8 +137,8 @@ mod tests {
     #[test]
     fn a_chain_a_hundred_thousand_levels_deep_is_written_without_recursion() {
         const LEVELS: u128 = 100_000;
-        let rows = (2..=LEVELS).map(|n| (id(n), Some(id(n - 1)), "n".to_owned(), "active".to_owned()));
-        let json = Tree::new((id(1), "n".to_owned(), "active".to_owned()), rows).to_json();
+        let rows = (2..=LEVELS).map(|n| (id(n), Some(id(n - 1)), "n".to_owned(), WorkspaceStatus::Active));
+        let json = Tree::new((id(1), "n".to_owned(), WorkspaceStatus::Active), rows).to_json();
         let closing = b"]}".repeat(LEVELS as usize);
         assert!(json.ends_with(&closing));
         assert_eq!(json.iter().filter(|&&b| b == b'{').count(), LEVELS as usize);
@@ -145,11 +147,11 @@ mod tests {
     #[test]
     fn rows_that_make_a_cycle_are_written_once_and_never_loop() {
         let rows = vec![
-            (id(2), Some(id(3)), "a".to_owned(), "active".to_owned()),
-            (id(3), Some(id(2)), "b".to_owned(), "active".to_owned()),
-            (id(4), Some(id(1)), "c".to_owned(), "active".to_owned()),
+            (id(2), Some(id(3)), "a".to_owned(), WorkspaceStatus::Active),
+            (id(3), Some(id(2)), "b".to_owned(), WorkspaceStatus::Active),
+            (id(4), Some(id(1)), "c".to_owned(), WorkspaceStatus::Active),
         ];
-        let json = Tree::new((id(1), "r".to_owned(), "active".to_owned()), rows).to_json();
+        let json = Tree::new((id(1), "r".to_owned(), WorkspaceStatus::Active), rows).to_json();
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(value["children"].as_array().unwrap().len(), 1);
     }
