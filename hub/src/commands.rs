@@ -110,6 +110,14 @@ pub async fn run<A: Cached>(
     decide: impl Fn(&A) -> Result<(Vec<A::Event>, Vec<SqlStep>), ApiError>,
 ) -> Result<Done<A>, ApiError> {
     let stream_id = A::stream_id(id);
+    let _turn = store.cache().turn(&stream_id).await;
+    // A command of this process that ran while this one waited left a later state.
+    if let Some(hit) = store.cache().get::<A>(&stream_id)
+        && hit.loaded.version > loaded.version
+        && !hit.stale
+    {
+        loaded = hit.loaded;
+    }
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             loaded = crate::app::load::refresh(store, id, loaded).await?;

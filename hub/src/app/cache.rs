@@ -116,12 +116,28 @@ pub struct Hit<A> {
 
 pub struct AggregateCache {
     entries: Mutex<LruCache<String, Entry>>,
+    /// Commands on one stream in this process take turns (see [`AggregateCache::turn`]).
+    turns: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of the per-stream turn: two streams share one rarely, and then only wait.
+const TURN_STRIPES: usize = 4096;
 
 impl AggregateCache {
     pub fn new(capacity: usize) -> Arc<Self> {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Arc::new(Self { entries: Mutex::new(LruCache::new(capacity)) })
+        let turns = (0..TURN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Arc::new(Self { entries: Mutex::new(LruCache::new(capacity)), turns })
+    }
+
+    /// Waits for this process's turn to decide and append on `stream_id`. Commands on one
+    /// aggregate through one hub then queue instead of deciding on the same version and
+    /// conflicting at the append (which would cost each a retry, and under a burst more
+    /// retries than a command gets); only other hubs' writes still conflict.
+    pub async fn turn(&self, stream_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream_id);
+        self.turns[(hash % TURN_STRIPES as u64) as usize].lock().await
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, LruCache<String, Entry>> {

@@ -18,14 +18,15 @@
 //! trigger). So that the refusal costs only that commit, each commit of a batch of
 //! several runs under its own savepoint, its deferred constraints checked before the
 //! savepoint is released; a statement that fails aborts the transaction up to that
-//! savepoint and every later statement fails with `25P02`. The COMMIT is already on its
-//! way by then and would roll the whole transaction back, so the batch ends with
-//! `SAVEPOINT c; ROLLBACK TO SAVEPOINT c`: after a clean run that rolls back nothing,
-//! after a failure it rolls back to the failed commit's savepoint, and the head is then
-//! advanced to the last event actually inserted. The commits before the refused one are
-//! committed, the refused one is answered alone, and the ones after it are decided again
-//! in the next transaction, from the new head, so positions stay gapless and the chain
-//! exact.
+//! savepoint and every later statement fails with `25P02`. Such a batch's second round
+//! trip therefore ends with `SAVEPOINT c; ROLLBACK TO SAVEPOINT c` and moves the head to
+//! the last event actually inserted, and the COMMIT is a third request, sent once every
+//! commit is answered: after a clean pass the rollback undoes nothing; after a refusal it
+//! returns to the refused commit's savepoint, that commit is answered alone, and the
+//! commits after it are decided again from the head its predecessors left and sent in
+//! another pass of the same transaction. Positions stay gapless, the chain exact, and a
+//! refusal costs one round trip, not a transaction. A batch of one commit needs no
+//! savepoint: its COMMIT goes in the same round trip.
 
 use std::collections::HashMap;
 
@@ -247,6 +248,8 @@ struct Planned {
     recorded: Vec<RecordedEvent>,
     rows: Rows,
     steps: Vec<SqlStep>,
+    /// The head as the commit found it (where a refusal of it leaves the next).
+    before: Head,
 }
 
 /// The savepoint each commit of a batch of several runs under. Savepoints of one name
@@ -261,8 +264,9 @@ const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT c";
 const ADVANCE_HEAD_TO_LAST: &str = "UPDATE event_log_head SET position = last.position, hash = last.hash \
      FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS last";
 
-/// Writes one batch in two pipelined round trips: (BEGIN, lock the head, read the
-/// streams' versions), then (each commit's statements, advance the head, COMMIT).
+/// Writes one batch: (BEGIN, lock the head, read the streams' versions), then each
+/// commit's statements and the head's advance, pipelined, then COMMIT (see the module
+/// documentation).
 /// tokio-postgres sends a request when its future is first polled. Also says whether
 /// every request succeeded (the connection is clean).
 async fn write_on(
@@ -290,28 +294,109 @@ async fn write_on(
         client.query_one(&lock_head, &[]),
         client.query(&read_versions, &version_params),
     )?;
-    let mut position: i64 = head.get(0);
-    let mut prev_hash: Vec<u8> = head.get(1);
-    let mut versions: HashMap<String, i64> = version_rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-
+    let mut head = Head {
+        position: head.get(0),
+        prev_hash: head.get(1),
+        versions: version_rows.iter().map(|row| (row.get(0), row.get(1))).collect(),
+    };
     let recorded_at = to_micros(Utc::now());
-    let mut answers: Pass = Vec::with_capacity(commits.len());
-    let mut planned: Vec<Planned> = Vec::with_capacity(commits.len());
-    for (index, commit) in commits.iter().enumerate() {
-        if let Err(conflict) = check_expectations(commit, &versions) {
-            answers.push(Some(Err(conflict)));
+    let mut answers: Pass = commits.iter().map(|_| None).collect();
+    let planned = plan(commits, 0..commits.len(), &mut head, recorded_at, projector, &mut answers);
+    if planned.is_empty() {
+        client.batch_execute("ROLLBACK").await?;
+        return Ok((answers, true));
+    }
+    if planned.len() == 1 {
+        return write_one(client, commits, planned, &head, &insert_events, &advance_head, answers).await;
+    }
+
+    // Several commits, each under its savepoint. The passes leave the COMMIT out: after a
+    // refusal the transaction goes on from the refused commit's savepoint, and the
+    // commits after it are decided again against the head the commits before it left.
+    let mut planned = planned;
+    let mut written: Vec<Planned> = Vec::with_capacity(planned.len());
+    loop {
+        let (outcomes, groups, tail) =
+            send_pass(client, commits, &planned, &insert_events, &advance_head_to_last).await?;
+        let Some(failed) = outcomes.iter().position(|o| matches!(o, Some(Err(_)))) else {
+            written.append(&mut planned);
+            break;
+        };
+        let mut outcomes = outcomes;
+        let Some(Some(Err(error))) = outcomes.get_mut(failed).map(Option::take) else {
+            unreachable!("`failed` is the index of a failed request")
+        };
+        // The pass ends by rolling back to the newest savepoint and moving the head to the
+        // last event inserted: unless that succeeded, the transaction is lost.
+        let recovered = outcomes[tail..].iter().all(|o| matches!(o, Some(Ok(_))));
+        let group = groups.iter().position(|g| g.contains(&failed));
+        let (true, Some(g), true) = (recovered, group, is_refused(&error)) else {
+            return Err(error.into());
+        };
+        Counters::add(&counters.savepoint_rollbacks, 1);
+        tracing::warn!(
+            error = %describe(&error),
+            batch = commits.len(),
+            "the database refused a commit; rolled back to its savepoint, its batch-mates kept"
+        );
+        let mut rest = planned.split_off(g);
+        written.append(&mut planned);
+        let offender = rest.remove(0);
+        answers[offender.index] = Some(Err(AppendError::Rejected(error)));
+        // Every commit after it was decided as if it were written (some may even have
+        // conflicted with it): decide them all again.
+        head = offender.before;
+        let retry = offender.index + 1..commits.len();
+        answers[retry.clone()].fill_with(|| None);
+        planned = plan(commits, retry, &mut head, recorded_at, projector, &mut answers);
+        if planned.is_empty() {
+            break;
+        }
+    }
+    client.batch_execute("COMMIT").await?;
+    for plan in written {
+        answers[plan.index] = Some(Ok(plan.recorded));
+    }
+    Ok((answers, true))
+}
+
+/// The log's head and the versions of the batch's streams, as the commits decided so far
+/// leave them.
+#[derive(Clone)]
+struct Head {
+    position: i64,
+    prev_hash: Vec<u8>,
+    versions: HashMap<String, i64>,
+}
+
+/// Decides the commits `indices` in memory, in order, from `head` (advanced past each
+/// accepted commit): a commit whose expectation fails, or whose events its reducer cannot
+/// read, is answered in `answers` and contributes nothing.
+fn plan(
+    commits: &[&Commit],
+    indices: impl Iterator<Item = usize>,
+    head: &mut Head,
+    recorded_at: chrono::DateTime<Utc>,
+    projector: &dyn Projector,
+    answers: &mut Pass,
+) -> Vec<Planned> {
+    let mut planned = Vec::new();
+    for index in indices {
+        let commit = commits[index];
+        if let Err(conflict) = check_expectations(commit, &head.versions) {
+            answers[index] = Some(Err(conflict));
             continue;
         }
-        let undo = (position, prev_hash.clone(), versions.clone());
+        let before = head.clone();
         let mut recorded = Vec::with_capacity(commit.event_count());
         // A guard (an append of no events) only checked its stream's version above.
         for append in commit.appends.iter().filter(|a| !a.events.is_empty()) {
-            let version = versions.entry(append.stream_id.clone()).or_insert(0);
+            let version = head.versions.entry(append.stream_id.clone()).or_insert(0);
             for event in &append.events {
-                position += 1;
+                head.position += 1;
                 *version += 1;
                 let fields = ChainFields {
-                    position,
+                    position: head.position,
                     stream_id: &append.stream_id,
                     stream_version: *version,
                     event_id: event.event_id,
@@ -321,9 +406,9 @@ async fn write_on(
                     metadata: &event.metadata,
                     recorded_at,
                 };
-                let hash = fields.chain_hash(&prev_hash);
+                let hash = fields.chain_hash(&head.prev_hash);
                 recorded.push(RecordedEvent {
-                    position,
+                    position: head.position,
                     stream_id: append.stream_id.clone(),
                     stream_version: *version,
                     event_id: event.event_id,
@@ -332,7 +417,7 @@ async fn write_on(
                     data: event.data.clone(),
                     metadata: event.metadata.clone(),
                     recorded_at,
-                    prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                    prev_hash: std::mem::replace(&mut head.prev_hash, hash.clone()),
                     hash,
                 });
             }
@@ -341,122 +426,117 @@ async fn write_on(
             Ok(steps) => {
                 let mut rows = Rows::default();
                 rows.extend(&recorded);
-                planned.push(Planned { index, recorded, rows, steps });
-                answers.push(None);
+                planned.push(Planned { index, recorded, rows, steps, before });
             }
             Err(error) => {
                 // A payload its own reducer cannot read: refuse this commit alone.
-                (position, prev_hash, versions) = undo;
-                answers.push(Some(Err(AppendError::Invalid(error.to_string()))));
+                *head = before;
+                answers[index] = Some(Err(AppendError::Invalid(error.to_string())));
             }
         }
     }
+    planned
+}
 
-    if planned.is_empty() {
-        client.batch_execute("ROLLBACK").await?;
-        return Ok((answers, true));
-    }
-    // Each commit's statements: its read-model steps, then its extra steps.
-    let steps: Vec<Vec<&SqlStep>> =
-        planned.iter().map(|p| p.steps.iter().chain(&commits[p.index].extra).collect()).collect();
-    let mut sqls: Vec<&'static str> = steps.iter().flatten().map(|step| step.sql).collect();
+/// Prepares the statements of the planned commits' steps (cached per connection).
+async fn prepare_steps(
+    client: &deadpool_postgres::Client,
+    commits: &[&Commit],
+    planned: &[Planned],
+) -> Result<HashMap<&'static str, tokio_postgres::Statement>, tokio_postgres::Error> {
+    let mut sqls: Vec<&'static str> =
+        planned.iter().flat_map(|p| p.steps.iter().chain(&commits[p.index].extra)).map(|step| step.sql).collect();
     sqls.sort_unstable();
     sqls.dedup();
     let prepared = futures::future::try_join_all(sqls.iter().map(|sql| client.prepare_cached(sql))).await?;
-    let statement = |sql: &str| prepared[sqls.binary_search(&sql).unwrap_or_default()].clone();
+    Ok(sqls.into_iter().zip(prepared).collect())
+}
 
-    let savepoints = planned.len() > 1;
+fn step_params(step: &SqlStep) -> Vec<&(dyn ToSql + Sync)> {
+    step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+/// A batch of one commit, in one pipelined round trip ending in COMMIT: a refusal is that
+/// commit's alone.
+async fn write_one(
+    client: &deadpool_postgres::Client,
+    commits: &[&Commit],
+    mut planned: Vec<Planned>,
+    head: &Head,
+    insert_events: &tokio_postgres::Statement,
+    advance_head: &tokio_postgres::Statement,
+    mut answers: Pass,
+) -> Result<(Pass, bool), BatchError> {
+    let plan = planned.remove(0);
+    let statements = prepare_steps(client, commits, std::slice::from_ref(&plan)).await?;
+    let steps: Vec<&SqlStep> = plan.steps.iter().chain(&commits[plan.index].extra).collect();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| step_params(step)).collect();
+    let insert_params = plan.rows.params();
+    let head_params: [&(dyn ToSql + Sync); 2] = [&head.position, &head.prev_hash];
+    let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
+    requests.push(Box::pin(client.execute(insert_events, &insert_params)));
+    for (step, params) in steps.iter().zip(&params) {
+        let statement = statements[step.sql].clone();
+        requests.push(Box::pin(async move { client.execute(&statement, params).await }));
+    }
+    requests.push(Box::pin(client.execute(advance_head, &head_params)));
+    requests.push(Box::pin(async move { client.batch_execute("COMMIT").await.map(|()| 0) }));
+    let mut outcomes = pipeline::in_order(requests).await;
+    match outcomes.iter_mut().find_map(|o| o.take().filter(Result::is_err)) {
+        None => {
+            answers[plan.index] = Some(Ok(plan.recorded));
+            Ok((answers, true))
+        }
+        Some(Err(error)) if is_refused(&error) => {
+            answers[plan.index] = Some(refused(error));
+            // A commit after it that conflicted with it in memory is decided again (in
+            // the next transaction).
+            answers[plan.index + 1..].fill_with(|| None);
+            Ok((answers, false))
+        }
+        Some(Err(error)) => Err(error.into()),
+        Some(Ok(_)) => unreachable!("filtered on errors"),
+    }
+}
+
+/// Sends one pass of several commits, each under its savepoint, then rolls back to the
+/// newest savepoint (a no-op after a clean pass) and moves the head to the last event
+/// inserted. Returns every request's outcome, each commit's range of requests, and where
+/// the closing requests start.
+async fn send_pass(
+    client: &deadpool_postgres::Client,
+    commits: &[&Commit],
+    planned: &[Planned],
+    insert_events: &tokio_postgres::Statement,
+    advance_head_to_last: &tokio_postgres::Statement,
+) -> Result<(Vec<pipeline::Outcome>, Vec<std::ops::Range<usize>>, usize), BatchError> {
+    let statements = prepare_steps(client, commits, planned).await?;
+    let steps: Vec<Vec<&SqlStep>> =
+        planned.iter().map(|p| p.steps.iter().chain(&commits[p.index].extra).collect()).collect();
+    let params: Vec<Vec<Vec<&(dyn ToSql + Sync)>>> =
+        steps.iter().map(|commit| commit.iter().map(|step| step_params(step)).collect()).collect();
     let insert_params: Vec<[&(dyn ToSql + Sync); 11]> = planned.iter().map(|p| p.rows.params()).collect();
-    let head_params: [&(dyn ToSql + Sync); 2] = [&position, &prev_hash];
-    let step_params: Vec<Vec<Vec<&(dyn ToSql + Sync)>>> = steps
-        .iter()
-        .map(|commit| {
-            commit.iter().map(|step| step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()).collect()
-        })
-        .collect();
     let simple = |sql: &'static str| -> pipeline::Request<'_> {
         Box::pin(async move { client.batch_execute(sql).await.map(|()| 0) })
     };
     let mut requests: Vec<pipeline::Request<'_>> = Vec::new();
-    // The requests of each planned commit, by index in `requests`.
-    let mut groups: Vec<std::ops::Range<usize>> = Vec::with_capacity(planned.len());
+    let mut groups = Vec::with_capacity(planned.len());
     for (g, commit_steps) in steps.iter().enumerate() {
         let start = requests.len();
-        if savepoints {
-            requests.push(simple(SAVEPOINT));
-        }
-        requests.push(Box::pin(client.execute(&insert_events, &insert_params[g])));
-        for (step, params) in commit_steps.iter().zip(&step_params[g]) {
-            let statement = statement(step.sql);
+        requests.push(simple(SAVEPOINT));
+        requests.push(Box::pin(client.execute(insert_events, &insert_params[g])));
+        for (step, params) in commit_steps.iter().zip(&params[g]) {
+            let statement = statements[step.sql].clone();
             requests.push(Box::pin(async move { client.execute(&statement, params).await }));
         }
-        if savepoints {
-            requests.push(simple(RELEASE));
-        }
+        requests.push(simple(RELEASE));
         groups.push(start..requests.len());
     }
-    // From here on, every request must succeed for the transaction to commit: a COMMIT in
-    // a failed transaction rolls it back (and reports no error).
-    let must_succeed = if savepoints {
-        requests.push(simple(SAVEPOINT));
-        let rollback_to = requests.len();
-        requests.push(simple(ROLLBACK_TO));
-        requests.push(Box::pin(client.execute(&advance_head_to_last, &[])));
-        rollback_to
-    } else {
-        let advance = requests.len();
-        requests.push(Box::pin(client.execute(&advance_head, &head_params)));
-        advance
-    };
-    requests.push(simple("COMMIT"));
-
-    let mut outcomes = pipeline::in_order(requests).await;
-    let Some(failed) = outcomes.iter().position(|o| matches!(o, Some(Err(_)))) else {
-        for plan in planned {
-            answers[plan.index] = Some(Ok(plan.recorded));
-        }
-        return Ok((answers, true));
-    };
-    let committed = outcomes[must_succeed..].iter().all(|o| matches!(o, Some(Ok(_))));
-    let Some(Some(Err(error))) = outcomes.get_mut(failed).map(Option::take) else {
-        unreachable!("`failed` is the index of a failed request")
-    };
-    // A refusal at COMMIT (a deferred constraint) of a lone commit is that commit's.
-    let group = groups.iter().position(|g| g.contains(&failed)).or((planned.len() == 1).then_some(0));
-    let Some(g) = group else { return Err(error.into()) };
-    let offender = planned[g].index;
-    if committed {
-        // The commits before the offender are written; it was rolled back to its
-        // savepoint; nothing after it ran.
-        for plan in planned.into_iter().take(g) {
-            answers[plan.index] = Some(Ok(plan.recorded));
-        }
-        if is_refused(&error) {
-            Counters::add(&counters.savepoint_rollbacks, 1);
-            tracing::warn!(
-                error = %describe(&error),
-                batch = commits.len(),
-                "the database refused a commit; rolled back to its savepoint, its batch-mates kept"
-            );
-            answers[offender] = Some(Err(AppendError::Rejected(error)));
-            // Decided in memory as if the offender were written (a conflict with it is
-            // none): the commits after it are decided again.
-            answers[offender + 1..].fill_with(|| None);
-        } else {
-            // Not the commit's fault: it and the commits after it fail as the batch would.
-            tracing::error!(error = %describe(&error), "event store write failed after a partial batch");
-            let message = error.to_string();
-            answers[offender..].fill_with(|| Some(Err(AppendError::Unavailable(message.clone().into()))));
-        }
-        Ok((answers, false))
-    } else if is_refused(&error) {
-        // Nothing is written: the offender is answered, every other commit is decided again.
-        answers.fill_with(|| None);
-        answers[offender] = Some(refused(error));
-        Ok((answers, false))
-    } else {
-        Err(error.into())
-    }
+    requests.push(simple(SAVEPOINT));
+    let tail = requests.len();
+    requests.push(simple(ROLLBACK_TO));
+    requests.push(Box::pin(client.execute(advance_head_to_last, &[])));
+    Ok((pipeline::in_order(requests).await, groups, tail))
 }
 
 fn stream_ids<'a>(commits: &[&'a Commit]) -> Vec<&'a str> {
