@@ -143,6 +143,45 @@ async fn a_cold_hub_loads_a_long_stream_from_its_snapshot_and_ignores_a_broken_o
     assert_eq!(get.body, reply.body, "the answer is what the read model holds");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_and_restore_answer_what_a_get_then_returns_and_an_archived_parent_blocks_a_restore() {
+    let db = TestDatabase::new().await;
+    let hubs = two_hubs(&db).await;
+    let [first, second] = &hubs.operators;
+    let body = json!({"name": "root", "instance_id": "alpha", "organization_id": hubs.org});
+    let root = first.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "child", "instance_id": "alpha", "organization_id": hubs.org, "parent_id": root});
+    let child = first.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+
+    let archived = first.post(&format!("/v1/workspaces/{root}/archive"), json!({})).await.expect(200);
+    assert_eq!(archived.body["status"], "archived");
+    assert_eq!(archived.body, first.get(&format!("/v1/workspaces/{root}")).await.expect(200).body);
+    assert_eq!(second.get(&format!("/v1/workspaces/{child}")).await.expect(200).body["status"], "archived");
+
+    // Archiving again changes nothing and answers the same.
+    let again = second.post(&format!("/v1/workspaces/{root}/archive"), json!({})).await.expect(200);
+    assert_eq!(again.body, archived.body);
+
+    // On either hub, the child waits for its parent.
+    for api in [first, second] {
+        let refused = api.post(&format!("/v1/workspaces/{child}/restore"), json!({})).await.expect(409);
+        assert_eq!(refused.body["code"], "parent_archived", "{}", refused.text);
+    }
+
+    let restored = second.post(&format!("/v1/workspaces/{root}/restore"), json!({})).await.expect(200);
+    assert_eq!(restored.body["status"], "active");
+    assert_eq!(restored.body["version"], archived.body["version"].as_i64().unwrap() + 1);
+    assert_eq!(restored.body, first.get(&format!("/v1/workspaces/{root}")).await.expect(200).body);
+    let child_view = first.get(&format!("/v1/workspaces/{child}")).await.expect(200).body;
+    assert_eq!(child_view["status"], "active", "the subtree follows its root");
+
+    // A child archived and restored alone answers the same way.
+    let archived = first.post(&format!("/v1/workspaces/{child}/archive"), json!({})).await.expect(200);
+    assert_eq!(archived.body, second.get(&format!("/v1/workspaces/{child}")).await.expect(200).body);
+    let restored = first.post(&format!("/v1/workspaces/{child}/restore"), json!({})).await.expect(200);
+    assert_eq!(restored.body, second.get(&format!("/v1/workspaces/{child}")).await.expect(200).body);
+}
+
 async fn snapshot_version(client: &tokio_postgres::Client, stream: &str) -> Option<i64> {
     client
         .query_opt("SELECT version FROM aggregate_snapshots WHERE stream_id = $1", &[&stream])
