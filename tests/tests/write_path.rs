@@ -237,6 +237,11 @@ async fn organization_creates_and_changes_answer_what_a_get_then_returns_on_eith
     assert_eq!(by_key, get(second, &plain).await);
     own.patch(&own_path, json!({"quotas": {}})).await.expect(403);
     own.patch(&format!("/v1/organizations/{limited}"), json!({"name": "theirs"})).await.expect(404);
+
+    // Deleted through one hub, the organization is gone on the other, whose cache held it.
+    second.delete(&path).await.expect(204);
+    first.patch(&path, json!({"name": "late"})).await.expect(404);
+    first.delete(&path).await.expect(404);
 }
 
 async fn snapshot_version(client: &tokio_postgres::Client, stream: &str) -> Option<i64> {

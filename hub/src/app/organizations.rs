@@ -1,4 +1,4 @@
-//! Organization commands: create and change. Both answer with the organization as the
+//! Organization commands: create, change and delete. Create and change answer with the organization as the
 //! command left it; the view is rendered from that state, not read back.
 
 use shared::domain::Aggregate;
@@ -52,10 +52,7 @@ pub async fn update(state: &AppState, ctx: &Ctx, id: Uuid, request: Update) -> R
     if request.plan.is_some() || request.limits.is_some() {
         ctx.principal.require_operator()?;
     }
-    let current = load::load::<Organization>(&state.store, id).await?;
-    if !current.state.exists || current.state.deleted || !ctx.principal.sees_organization(id) {
-        return Err(ApiError::NotFound("organization"));
-    }
+    let current = visible(state, ctx, id).await?;
     let Update { name, email, plan, limits } = request;
     let command = OrganizationCommand::Update { name, email, plan, limits: limits.unwrap_or_default() };
     let done = commands::run::<Organization>(&state.store, id, current, ctx.if_match, &ctx.metadata, |org| {
@@ -63,4 +60,22 @@ pub async fn update(state: &AppState, ctx: &Ctx, id: Uuid, request: Update) -> R
     })
     .await?;
     Ok(done.loaded)
+}
+
+/// Deletes an organization (operator only); see [`crate::deletion::delete_organization`]
+/// for what goes with it.
+pub async fn delete(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<(), ApiError> {
+    ctx.principal.require_operator()?;
+    visible(state, ctx, id).await?;
+    crate::deletion::delete_organization(&state.store, id, ctx.if_match, &ctx.metadata).await
+}
+
+/// The organization, if it is live and the principal may see it (else 404). A cached state
+/// that missed its deletion on another hub is caught by the command, decided on the log.
+async fn visible(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<Loaded<Organization>, ApiError> {
+    let organization = load::load::<Organization>(&state.store, id).await?;
+    if !organization.state.exists || organization.state.deleted || !ctx.principal.sees_organization(id) {
+        return Err(ApiError::NotFound("organization"));
+    }
+    Ok(organization)
 }

@@ -320,8 +320,6 @@ async fn delete_organization(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.principal.require_operator()?;
-    find(&state, &ctx, id).await?;
-    crate::deletion::delete_organization(&state.store, id, ctx.if_match, &ctx.metadata).await?;
+    app::delete(&state, &ctx, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
