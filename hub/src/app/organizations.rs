@@ -1,5 +1,6 @@
-//! Organization commands: create, change and delete. Create and change answer with the organization as the
-//! command left it; the view is rendered from that state, not read back.
+//! Organization commands: create, change and delete. Create and change answer with the
+//! organization as the command left it; the view is rendered from that state, not read
+//! back.
 
 use shared::domain::Aggregate;
 use shared::domain::organization::{LimitsPatch, Organization, OrganizationCommand};

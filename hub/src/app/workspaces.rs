@@ -1,8 +1,8 @@
-//! Workspace commands: create, change, archive, restore and delete. The rules that need other aggregates (the
-//! organization, the parent) read them through the cache; the tree's own rules (sibling
-//! names, depth, a live and active parent, no cycle) are constraints checked in the append
-//! transaction, so a cached parent that another hub has just changed cannot slip a
-//! workspace past them.
+//! Workspace commands: create, change, archive, restore and delete. The rules that need
+//! other aggregates (the organization, the parent) read them through the cache; the tree's
+//! own rules (sibling names, depth, a live and active parent, no live child under a deleted
+//! workspace, no cycle) are constraints checked in the append transaction, so a cached
+//! parent that another hub has just changed cannot slip a workspace past them.
 
 use chrono::Utc;
 use shared::RecordedEvent;
