@@ -143,6 +143,107 @@ async fn a_cold_hub_loads_a_long_stream_from_its_snapshot_and_ignores_a_broken_o
     assert_eq!(get.body, reply.body, "the answer is what the read model holds");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_and_restore_answer_what_a_get_then_returns_and_an_archived_parent_blocks_a_restore() {
+    let db = TestDatabase::new().await;
+    let hubs = two_hubs(&db).await;
+    let [first, second] = &hubs.operators;
+    let body = json!({"name": "root", "instance_id": "alpha", "organization_id": hubs.org});
+    let root = first.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "child", "instance_id": "alpha", "organization_id": hubs.org, "parent_id": root});
+    let child = first.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+
+    let archived = first.post(&format!("/v1/workspaces/{root}/archive"), json!({})).await.expect(200);
+    assert_eq!(archived.body["status"], "archived");
+    assert_eq!(archived.body, first.get(&format!("/v1/workspaces/{root}")).await.expect(200).body);
+    assert_eq!(second.get(&format!("/v1/workspaces/{child}")).await.expect(200).body["status"], "archived");
+
+    // Archiving again changes nothing and answers the same.
+    let again = second.post(&format!("/v1/workspaces/{root}/archive"), json!({})).await.expect(200);
+    assert_eq!(again.body, archived.body);
+
+    // On either hub, the child waits for its parent.
+    for api in [first, second] {
+        let refused = api.post(&format!("/v1/workspaces/{child}/restore"), json!({})).await.expect(409);
+        assert_eq!(refused.body["code"], "parent_archived", "{}", refused.text);
+    }
+
+    let restored = second.post(&format!("/v1/workspaces/{root}/restore"), json!({})).await.expect(200);
+    assert_eq!(restored.body["status"], "active");
+    assert_eq!(restored.body["version"], archived.body["version"].as_i64().unwrap() + 1);
+    assert_eq!(restored.body, first.get(&format!("/v1/workspaces/{root}")).await.expect(200).body);
+    let child_view = first.get(&format!("/v1/workspaces/{child}")).await.expect(200).body;
+    assert_eq!(child_view["status"], "active", "the subtree follows its root");
+
+    // A child archived and restored alone answers the same way.
+    let archived = first.post(&format!("/v1/workspaces/{child}/archive"), json!({})).await.expect(200);
+    assert_eq!(archived.body, second.get(&format!("/v1/workspaces/{child}")).await.expect(200).body);
+    let restored = first.post(&format!("/v1/workspaces/{child}/restore"), json!({})).await.expect(200);
+    assert_eq!(restored.body, second.get(&format!("/v1/workspaces/{child}")).await.expect(200).body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn organization_creates_and_changes_answer_what_a_get_then_returns_on_either_hub() {
+    let db = TestDatabase::new().await;
+    let hubs = two_hubs(&db).await;
+    let [first, second] = &hubs.operators;
+    let get = |api: &Api, id: &str| {
+        let (api, path) = (api.clone(), format!("/v1/organizations/{id}"));
+        async move { api.get(&path).await.expect(200).body }
+    };
+
+    // The server's defaults, then limits the operator names.
+    let created = first.post("/v1/organizations", json!({"name": "plain", "email": "a@plain.test", "plan": "free"}));
+    let created = created.await.expect(201).body;
+    let plain = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created, get(first, &plain).await);
+    assert_eq!(created, get(second, &plain).await);
+    let body = json!({"name": "limited", "email": "a@limited.test", "plan": "pro",
+        "rate_limit_ceiling_per_minute": 77, "quotas": {"workspaces": 5, "pending_invitations": 9}});
+    let created = second.post("/v1/organizations", body).await.expect(201).body;
+    let limited = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (created["rate_limit_ceiling_per_minute"].as_u64(), created["quotas"]["workspaces"].as_u64()),
+        (Some(77), Some(5))
+    );
+    assert_eq!(created, get(first, &limited).await);
+
+    let path = format!("/v1/organizations/{plain}");
+    let patched = second.patch(&path, json!({"name": "renamed"})).await.expect(200).body;
+    assert_eq!(patched["name"], "renamed");
+    assert_eq!(patched, get(first, &plain).await);
+
+    // The organization's own key changes its settings on one hub: the other, whose cached
+    // organization is now behind, still answers with the latest state.
+    let key = first.post("/v1/api-keys", json!({"name": "own", "scopes": ["*"], "organization_id": plain}));
+    let own = first.with_key(key.await.expect(201).body["secret"].as_str().unwrap());
+    own.patch("/v1/settings", json!({"max_key_lifetime_days": 30})).await.expect(200);
+    let after_settings = get(first, &plain).await;
+    assert_eq!(after_settings["version"], patched["version"].as_i64().unwrap() + 1);
+    let body = json!({"email": "b@plain.test", "rate_limit_ceiling_per_minute": 10, "quotas": {"api_keys": 3}});
+    let patched = second.patch(&path, body).await.expect(200).body;
+    assert_eq!(patched["version"], after_settings["version"].as_i64().unwrap() + 2, "profile and limits");
+    assert_eq!((patched["email"].as_str(), patched["quotas"]["api_keys"].as_u64()), (Some("b@plain.test"), Some(3)));
+    assert_eq!(patched, get(first, &plain).await);
+
+    // A change that changes nothing answers the state as it is.
+    let unchanged = first.patch(&path, json!({"name": "renamed", "quotas": {"api_keys": 3}})).await.expect(200).body;
+    assert_eq!(unchanged, patched);
+
+    // The organization's own key may change its profile, not its plan or limits.
+    let own_path = format!("/v1/organizations/{plain}");
+    let by_key = own.patch(&own_path, json!({"name": "self-named"})).await.expect(200).body;
+    assert_eq!(by_key["name"], "self-named");
+    assert_eq!(by_key, get(second, &plain).await);
+    own.patch(&own_path, json!({"quotas": {}})).await.expect(403);
+    own.patch(&format!("/v1/organizations/{limited}"), json!({"name": "theirs"})).await.expect(404);
+
+    // Deleted through one hub, the organization is gone on the other, whose cache held it.
+    second.delete(&path).await.expect(204);
+    first.patch(&path, json!({"name": "late"})).await.expect(404);
+    first.delete(&path).await.expect(404);
+}
+
 async fn snapshot_version(client: &tokio_postgres::Client, stream: &str) -> Option<i64> {
     client
         .query_opt("SELECT version FROM aggregate_snapshots WHERE stream_id = $1", &[&stream])

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod load;
+pub mod organizations;
 pub mod placement;
 pub mod snapshots;
 pub mod workspaces;

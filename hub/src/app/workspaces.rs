@@ -1,10 +1,11 @@
-//! Workspace commands: create and change. The rules that need other aggregates (the
-//! organization, the parent) read them through the cache; the tree's own rules (sibling
-//! names, depth, a live and active parent, no cycle) are constraints checked in the append
-//! transaction, so a cached parent that another hub has just changed cannot slip a
-//! workspace past them.
+//! Workspace commands: create, change, archive, restore and delete. The rules that need
+//! other aggregates (the organization, the parent) read them through the cache; the tree's
+//! own rules (sibling names, depth, a live and active parent, no live child under a deleted
+//! workspace, no cycle) are constraints checked in the append transaction, so a cached
+//! parent that another hub has just changed cannot slip a workspace past them.
 
 use chrono::Utc;
+use shared::RecordedEvent;
 use shared::domain::organization::Organization;
 use shared::domain::workspace::{NewWorkspace, Workspace, WorkspaceChanges, WorkspaceCommand};
 use shared::domain::{Aggregate, DomainError};
@@ -123,6 +124,109 @@ pub async fn update(state: &AppState, ctx: &Ctx, id: Uuid, request: Update) -> R
     })
     .await?;
     Ok(done.loaded)
+}
+
+/// Archives a workspace and its whole subtree in one commit; returns the root as decided.
+pub async fn archive(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<Loaded<Workspace>, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    let root = visible(state, &ctx.principal, id).await?;
+    change_subtree(state, ctx, root, id, WorkspaceCommand::Archive).await
+}
+
+/// Restores an archived workspace and its whole subtree in one commit; returns the root as
+/// decided. An archived parent must be restored first: that is read from the parent's
+/// aggregate here, and a parent archived meanwhile by another hub is refused at commit
+/// (`workspaces_parent_active`).
+pub async fn restore(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<Loaded<Workspace>, ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    let root = visible(state, &ctx.principal, id).await?;
+    if let Some(parent_id) = root.state.parent_id {
+        let mut parent = load::load::<Workspace>(&state.store, parent_id).await?;
+        if parent.state.archived {
+            // A refusal stands only on the log's latest state, not on a cached one.
+            parent = load::refresh(&state.store, parent_id, parent).await?;
+        }
+        if parent.state.archived {
+            return Err(ApiError::Conflict {
+                code: "parent_archived",
+                detail: "restore the parent workspace first".into(),
+            });
+        }
+    }
+    change_subtree(state, ctx, root, id, WorkspaceCommand::Restore).await
+}
+
+/// Deletes a workspace; with `cascade`, its whole subtree (else live children are a 409
+/// `has_children`, and a child created meanwhile is refused at commit by
+/// `workspaces_parent_live`). See [`crate::deletion::delete_workspaces`] for what goes
+/// with it.
+pub async fn delete(state: &AppState, ctx: &Ctx, id: Uuid, cascade: bool) -> Result<(), ApiError> {
+    ctx.principal.require(Scope::WorkspacesWrite)?;
+    visible(state, &ctx.principal, id).await?;
+    let ids = subtree_ids(state, id).await?;
+    if ids.len() > 1 && !cascade {
+        return Err(ApiError::Conflict {
+            code: "has_children",
+            detail: "the workspace has live children: delete them first or pass cascade=true".into(),
+        });
+    }
+    crate::deletion::delete_workspaces(&state.store, &ids, ctx.if_match, &ctx.metadata).await
+}
+
+/// Applies `command` to the workspace `root` and every live descendant, in one commit;
+/// returns the root after it.
+async fn change_subtree(
+    state: &AppState,
+    ctx: &Ctx,
+    root: Loaded<Workspace>,
+    id: Uuid,
+    command: WorkspaceCommand,
+) -> Result<Loaded<Workspace>, ApiError> {
+    let ids = subtree_ids(state, id).await?;
+    let recorded = commands::execute_all::<Workspace>(
+        &state.store,
+        &ids,
+        ctx.if_match,
+        &ctx.metadata,
+        |_, w| w.decide(command.clone()),
+        Vec::new,
+    )
+    .await?;
+    decided(state, id, root, &recorded).await
+}
+
+/// The aggregate `id` after a commit that recorded `recorded`: `loaded` advanced by the
+/// commit's events when they follow it, else (another hub wrote in between, or the commit
+/// was a no-op decided on the log's state) caught up from the log.
+async fn decided(
+    state: &AppState,
+    id: Uuid,
+    mut loaded: Loaded<Workspace>,
+    recorded: &[RecordedEvent],
+) -> Result<Loaded<Workspace>, ApiError> {
+    let stream_id = Workspace::stream_id(id);
+    let own: Vec<RecordedEvent> = recorded.iter().filter(|e| e.stream_id == stream_id).cloned().collect();
+    match own.first() {
+        Some(first) if first.stream_version == loaded.version + 1 => {
+            loaded.advance(&own)?;
+            Ok(loaded)
+        }
+        _ => load::refresh(&state.store, id, loaded).await,
+    }
+}
+
+/// The live workspaces of a subtree, root first (from the tree's read model, which holds
+/// the ancestor paths).
+async fn subtree_ids(state: &AppState, id: Uuid) -> Result<Vec<Uuid>, ApiError> {
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id FROM workspaces WHERE ancestors @> ARRAY[$1::uuid] AND status <> 'deleted' \
+             ORDER BY cardinality(ancestors), id",
+            &[&id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
 
 /// The organization a create goes to: the key's own, or the one the operator names.

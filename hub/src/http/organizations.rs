@@ -5,7 +5,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::domain::organization::{LimitsPatch, Organization, OrganizationCommand, QuotasPatch};
+use shared::domain::organization::{LimitsPatch, Organization, QuotasPatch};
 use shared::scope::Scope;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -19,7 +19,9 @@ use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
-use crate::{columns, commands};
+use crate::app::cache::Loaded;
+use crate::app::organizations as app;
+use crate::columns;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -159,6 +161,33 @@ impl OrganizationView {
     }
 }
 
+impl OrganizationView {
+    /// The view of an organization as a command left it (what the read model now holds);
+    /// `default_ceiling` as in [`Self::from_row`].
+    fn decided(id: Uuid, organization: &Loaded<Organization>, default_ceiling: u32) -> Self {
+        let o = &organization.state;
+        let quotas = &o.limits.quotas;
+        let at = organization.updated_at.unwrap_or_else(Utc::now);
+        Self {
+            id,
+            name: o.name.clone(),
+            email: o.email.clone(),
+            plan: o.plan.clone(),
+            status: if o.deleted { columns::OrganizationStatus::Deleted } else { columns::OrganizationStatus::Active },
+            rate_limit_ceiling_per_minute: o.limits.rate_limit_ceiling_per_minute.unwrap_or(default_ceiling),
+            quotas: QuotasView {
+                workspaces: quotas.workspaces,
+                api_keys: quotas.api_keys,
+                interaction_keys: quotas.interaction_keys,
+                pending_invitations: quotas.pending_invitations,
+            },
+            version: organization.version,
+            created_at: organization.created_at.unwrap_or(at),
+            updated_at: at,
+        }
+    }
+}
+
 fn filter(ctx: &Ctx, query: &OrganizationQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
     filter.visible_to(&ctx.principal, Table::Organizations);
@@ -199,19 +228,14 @@ async fn create_organization(
     ctx: Ctx,
     Json(body): Json<CreateOrganization>,
 ) -> Result<Response, ApiError> {
-    ctx.principal.require_operator()?;
-    let id = Uuid::now_v7();
-    let command = OrganizationCommand::Create {
+    let request = app::Create {
         name: body.name,
         email: body.email,
         plan: body.plan,
         limits: limits(body.rate_limit_ceiling_per_minute, body.quotas),
     };
-    commands::execute::<Organization>(&state.store, id, None, &ctx.metadata, |org| {
-        shared::domain::Aggregate::decide(org, command.clone())
-    })
-    .await?;
-    Ok(single(StatusCode::CREATED, find(&state, &ctx, id).await?))
+    let (id, organization) = app::create(&state, &ctx, request).await?;
+    Ok(single(StatusCode::CREATED, OrganizationView::decided(id, &organization, state.config.rate_limit_per_minute)))
 }
 
 /// List organizations (the operator sees all; a key its own).
@@ -281,24 +305,11 @@ async fn update_organization(
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateOrganization>,
 ) -> Result<Response, ApiError> {
-    ctx.principal.require(Scope::OrgsWrite)?;
-    ctx.principal.require_unrestricted()?;
-    if body.plan.is_some() || body.rate_limit_ceiling_per_minute.is_some() || body.quotas.is_some() {
-        // The plan and the limits are the operator's business, not the tenant's.
-        ctx.principal.require_operator()?;
-    }
-    find(&state, &ctx, id).await?;
-    let command = OrganizationCommand::Update {
-        name: body.name,
-        email: body.email,
-        plan: body.plan,
-        limits: limits(body.rate_limit_ceiling_per_minute, body.quotas),
-    };
-    commands::execute::<Organization>(&state.store, id, ctx.if_match, &ctx.metadata, |org| {
-        shared::domain::Aggregate::decide(org, command.clone())
-    })
-    .await?;
-    Ok(single(StatusCode::OK, find(&state, &ctx, id).await?))
+    let limits = (body.rate_limit_ceiling_per_minute.is_some() || body.quotas.is_some())
+        .then(|| limits(body.rate_limit_ceiling_per_minute, body.quotas));
+    let request = app::Update { name: body.name, email: body.email, plan: body.plan, limits };
+    let organization = app::update(&state, &ctx, id, request).await?;
+    Ok(single(StatusCode::OK, OrganizationView::decided(id, &organization, state.config.rate_limit_per_minute)))
 }
 
 /// Delete an organization (operator only): its keys are revoked, its workspaces deleted.
@@ -309,8 +320,6 @@ async fn delete_organization(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.principal.require_operator()?;
-    find(&state, &ctx, id).await?;
-    crate::deletion::delete_organization(&state.store, id, ctx.if_match, &ctx.metadata).await?;
+    app::delete(&state, &ctx, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

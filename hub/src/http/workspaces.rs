@@ -7,8 +7,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::domain::Aggregate;
-use shared::domain::workspace::{Workspace, WorkspaceChanges, WorkspaceCommand};
+use shared::domain::workspace::{Workspace, WorkspaceChanges};
 use shared::events::workspace::PublicKey;
 use shared::scope::Scope;
 use utoipa::{IntoParams, ToSchema};
@@ -26,7 +25,7 @@ use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::app::cache::Loaded;
 use crate::app::workspaces as app;
-use crate::{columns, commands};
+use crate::columns;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -247,19 +246,6 @@ pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> R
     Ok(WorkspaceView::from_row(&row)?)
 }
 
-/// The live workspaces of a subtree, root first.
-async fn subtree_ids(state: &AppState, id: Uuid) -> Result<Vec<Uuid>, ApiError> {
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT id FROM workspaces WHERE ancestors @> ARRAY[$1::uuid] AND status <> 'deleted' \
-             ORDER BY cardinality(ancestors), id",
-            &[&id],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
-}
-
 fn single(status: StatusCode, workspace: WorkspaceView) -> Response {
     let location = format!("/v1/workspaces/{}", workspace.id);
     let carries_secret = workspace.secret.is_some();
@@ -411,29 +397,8 @@ async fn archive_workspace(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    ctx.principal.require(Scope::WorkspacesWrite)?;
-    find(&state, &ctx.principal, id).await?;
-    change_subtree(&state, &ctx, id, WorkspaceCommand::Archive).await
-}
-
-/// Applies `command` to a workspace and every live descendant, in one commit.
-async fn change_subtree(
-    state: &AppState,
-    ctx: &Ctx,
-    id: Uuid,
-    command: WorkspaceCommand,
-) -> Result<Response, ApiError> {
-    let ids = subtree_ids(state, id).await?;
-    commands::execute_all::<Workspace>(
-        &state.store,
-        &ids,
-        ctx.if_match,
-        &ctx.metadata,
-        |_, w| w.decide(command.clone()),
-        Vec::new,
-    )
-    .await?;
-    Ok(single(StatusCode::OK, find(state, &ctx.principal, id).await?))
+    let workspace = app::archive(&state, &ctx, id).await?;
+    Ok(single(StatusCode::OK, WorkspaceView::decided(id, &workspace)))
 }
 
 /// Restore an archived workspace and its whole subtree.
@@ -444,23 +409,8 @@ async fn restore_workspace(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    ctx.principal.require(Scope::WorkspacesWrite)?;
-    let workspace = find(&state, &ctx.principal, id).await?;
-    if let Some(parent_id) = workspace.parent_id {
-        let client = state.pool.get().await?;
-        let parent_status: Option<columns::WorkspaceStatus> =
-            match client.query_opt("SELECT status FROM workspaces WHERE id = $1", &[&parent_id]).await? {
-                Some(row) => Some(row.try_get("status")?),
-                None => None,
-            };
-        if parent_status == Some(columns::WorkspaceStatus::Archived) {
-            return Err(ApiError::Conflict {
-                code: "parent_archived",
-                detail: "restore the parent workspace first".into(),
-            });
-        }
-    }
-    change_subtree(&state, &ctx, id, WorkspaceCommand::Restore).await
+    let workspace = app::restore(&state, &ctx, id).await?;
+    Ok(single(StatusCode::OK, WorkspaceView::decided(id, &workspace)))
 }
 
 /// Delete a workspace (with `cascade=true`, its whole subtree): its secrets are shredded,
@@ -474,15 +424,6 @@ async fn delete_workspace(
     Path(id): Path<Uuid>,
     Query(query): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.principal.require(Scope::WorkspacesWrite)?;
-    find(&state, &ctx.principal, id).await?;
-    let ids = subtree_ids(&state, id).await?;
-    if ids.len() > 1 && !query.cascade.unwrap_or(false) {
-        return Err(ApiError::Conflict {
-            code: "has_children",
-            detail: "the workspace has live children: delete them first or pass cascade=true".into(),
-        });
-    }
-    crate::deletion::delete_workspaces(&state.store, &ids, ctx.if_match, &ctx.metadata).await?;
+    app::delete(&state, &ctx, id, query.cascade.unwrap_or(false)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
