@@ -91,7 +91,7 @@ async fn answer(pool: &Pool, js: &jetstream::Context, subject: &str, payload: &[
     let Some((instance, op)) = link::parse_subject(subject) else {
         return reply::<()>(Err(LinkError::new("bad_request", "unknown operation")));
     };
-    if shared::domain::values::token("instance_id", instance).is_err() {
+    if shared::domain::values::instance_id("instance_id", instance).is_err() {
         return reply::<()>(Err(LinkError::new("bad_request", "not an instance id")));
     }
     match op {

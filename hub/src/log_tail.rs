@@ -13,22 +13,18 @@ pub const INTERVAL: Duration = Duration::from_millis(200);
 /// Most events read per look (a burst is caught up over several).
 const PAGE: i64 = 10_000;
 
-/// Follows the log from its current head, supervised in `tasks`.
-pub fn spawn(tasks: &std::sync::Arc<shared::supervise::Tasks>, store: EventStore) {
+/// Follows the log from `head` (read before the hub serves, so no cached key can predate
+/// the tail's start), supervised in `tasks`.
+pub fn spawn(tasks: &std::sync::Arc<shared::supervise::Tasks>, store: EventStore, head: i64) {
     // Where the tail is, kept across restarts so a failure skips no event.
-    let position = std::sync::Arc::new(AtomicI64::new(UNSET));
+    let position = std::sync::Arc::new(AtomicI64::new(head));
     tasks.spawn("log-tail", move || {
         let (store, position) = (store.clone(), position.clone());
         async move { follow(store, &position).await }
     });
 }
 
-const UNSET: i64 = -1;
-
 async fn follow(store: EventStore, position: &AtomicI64) -> anyhow::Result<()> {
-    if position.load(Ordering::Acquire) == UNSET {
-        position.store(store.head_position().await?, Ordering::Release);
-    }
     let mut after = position.load(Ordering::Acquire);
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -106,7 +106,8 @@ impl Application {
         // Caches follow this hub's commits as they happen and other hubs' through the log.
         let auth = state.auth.clone();
         state.store.observe_streams(Arc::new(move |stream_id| auth.keys().invalidate(stream_id)));
-        crate::log_tail::spawn(&tasks, state.store.clone());
+        let head = state.store.head_position().await.context("reading the log's head")?;
+        crate::log_tail::spawn(&tasks, state.store.clone(), head);
         let mut router = http::router(state);
         if mode == Mode::SingleNode {
             let master = config.master_key.as_ref().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?;

@@ -78,8 +78,8 @@ impl Config {
         let database_url =
             var("INSTANCE_DATABASE_URL").ok_or_else(|| anyhow::anyhow!("INSTANCE_DATABASE_URL is not set"))?;
         let instance_id = var("INSTANCE_ID").ok_or_else(|| anyhow::anyhow!("INSTANCE_ID is not set"))?;
-        shared::domain::values::token("INSTANCE_ID", &instance_id)
-            .map_err(|_| anyhow::anyhow!("INSTANCE_ID must match [a-z0-9_-]{{1,50}}"))?;
+        shared::domain::values::instance_id("INSTANCE_ID", &instance_id)
+            .map_err(|_| anyhow::anyhow!("INSTANCE_ID must match [a-z0-9_-]{{1,50}} and not be `hub`"))?;
         let listen_addr = match var("INSTANCE_LISTEN_ADDR") {
             Some(text) => text.parse().map_err(|_| anyhow::anyhow!("INSTANCE_LISTEN_ADDR is not an address:port"))?,
             None => SocketAddr::from(([127, 0, 0, 1], 8081)),

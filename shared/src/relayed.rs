@@ -20,13 +20,16 @@ pub const SUBJECTS: &str = "hub.events.>";
 /// The header naming a message's event (JetStream drops a duplicate within its window).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 const PREFIX: &str = "hub.events";
+/// The segment after [`PREFIX`] of the events placed on no instance (no instance may be
+/// named so).
+pub const HUB_SEGMENT: &str = "hub";
 
 /// The subject `event` is published on: a workspace's event under its instance (when it
 /// is placed on one), anything else under `hub`.
 pub fn subject(event: &RecordedEvent, instance: Option<&str>) -> String {
     match (Workspace::id_of_stream(&event.stream_id), instance) {
         (Some(workspace), Some(instance)) => format!("{PREFIX}.{instance}.{workspace}"),
-        _ => format!("{PREFIX}.hub.{}", event.stream_id),
+        _ => format!("{PREFIX}.{HUB_SEGMENT}.{}", event.stream_id),
     }
 }
 

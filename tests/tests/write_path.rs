@@ -251,3 +251,66 @@ async fn snapshot_version(client: &tokio_postgres::Client, stream: &str) -> Opti
         .unwrap()
         .map(|row| row.get(0))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_under_a_parent_restored_on_the_other_hub_is_not_refused_as_archived() {
+    let db = TestDatabase::new().await;
+    let first = HubProcess::spawn(&db.url, &[], &[]).await;
+    let second = HubProcess::spawn(&db.url, &[], &[]).await;
+    let [a, b] = [Api::new(&first.url(""), Some(OPERATOR_KEY)), Api::new(&second.url(""), Some(OPERATOR_KEY))];
+    let org =
+        a.post("/v1/organizations", json!({"name": "acme", "email": "ops@acme.test", "plan": "pro"})).await.expect(201);
+    let org = org.body["id"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        // The parent is created and archived through the second hub: it caches it archived.
+        let body = json!({"name": format!("p{i}"), "instance_id": "alpha", "organization_id": org});
+        let parent = b.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+        b.post(&format!("/v1/workspaces/{parent}/archive"), json!({})).await.expect(200);
+        // Restored through the first hub; the client then creates a child through the second.
+        a.post(&format!("/v1/workspaces/{parent}/restore"), json!({})).await.expect(200);
+        let body = json!({"name": "child", "instance_id": "alpha", "organization_id": org, "parent_id": parent});
+        let reply = b.post("/v1/workspaces", body).await;
+        assert_eq!(reply.status, 201, "attempt {i}: a cached archived parent the log shows restored: {}", reply.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_changed_on_one_hub_can_be_deleted_at_once_through_the_other() {
+    let smtp = e2e::SmtpServer::start().expect("start the SMTP server");
+    let env = [("SMTP_URL", smtp.url()), ("HUB_PUBLIC_URL", "https://console.example.test".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let db = TestDatabase::new().await;
+    let first = HubProcess::spawn(&db.url, &[], &env).await;
+    let second = HubProcess::spawn(&db.url, &[], &env).await;
+    let [a, b] = [Api::new(&first.url(""), Some(OPERATOR_KEY)), Api::new(&second.url(""), Some(OPERATOR_KEY))];
+    let org =
+        a.post("/v1/organizations", json!({"name": "acme", "email": "ops@acme.test", "plan": "pro"})).await.expect(201);
+    let org = org.body["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "w", "instance_id": "alpha", "organization_id": org});
+    let ws = a.post("/v1/workspaces", body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        let email = format!("u{i}@acme.test");
+        a.post(&format!("/v1/workspaces/{ws}/invitations"), json!({"email": email, "role": "admin"})).await.expect(201);
+        let mail = e2e::wait_until("the mail", Duration::from_secs(30), || {
+            let found = smtp.received().into_iter().find(|m| m.to == email);
+            async move { found }
+        })
+        .await;
+        let token = mail.link_token("https://console.example.test/invitations/accept").expect("an accept link");
+        let accepted = a.anonymous().post("/v1/invitations/accept", json!({"token": token})).await.expect(200);
+        let user = accepted.body["user_id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/users/{user}");
+        // The second hub decides a change of the user (and caches it) ...
+        b.patch(&path, json!({"name": "warm"})).await.expect(200);
+        // ... the first hub changes it again ...
+        a.patch(&path, json!({"name": "renamed"})).await.expect(200);
+        // ... and the client deletes it through the second hub, pinning the version it read.
+        let etag = a.get(&path).await.expect(200).header("etag").unwrap().to_owned();
+        let reply = if i == 0 {
+            b.send(reqwest::Method::DELETE, &path, None, &[("if-match", etag.as_str())]).await
+        } else {
+            b.delete(&path).await
+        };
+        assert_eq!(reply.status, 204, "attempt {i}: a delete decided on a stale cached user: {}", reply.text);
+    }
+}

@@ -33,7 +33,9 @@ async fn catch_up<A: Cached>(
 ) -> Result<Loaded<A>, ApiError> {
     let events = store.read_stream(stream_id, loaded.version).await?;
     loaded.advance(&events)?;
-    store.cache().put(stream_id, &loaded);
+    if loaded.version > 0 {
+        store.cache().put(stream_id, &loaded);
+    }
     Ok(loaded)
 }
 
@@ -45,9 +47,12 @@ async fn cold<A: Cached>(store: &EventStore, stream_id: &str) -> Result<Loaded<A
     if snapshots::worth_taking(&events)
         && let Err(error) = snapshots::write(&**client, stream_id, &loaded).await
     {
-        tracing::warn!(stream_id, error = %error, "could not store a snapshot");
+        tracing::warn!(stream_id, error = %crate::store::describe(&error), "could not store a snapshot");
     }
-    store.cache().put(stream_id, &loaded);
+    // A stream with no events (an id that names nothing) takes no room in the cache.
+    if loaded.version > 0 {
+        store.cache().put(stream_id, &loaded);
+    }
     Ok(loaded)
 }
 

@@ -44,7 +44,7 @@ pub async fn create(state: &AppState, ctx: &Ctx, request: Create) -> Result<Crea
     ctx.principal.require(Scope::WorkspacesWrite)?;
     let organization_id = organization(state, &ctx.principal, request.organization_id).await?;
     if let Some(instance) = &request.instance_id {
-        shared::domain::values::token("instance_id", instance)?;
+        shared::domain::values::instance_id("instance_id", instance)?;
     }
     match request.parent_id {
         Some(parent_id) => check_parent(state, &ctx.principal, organization_id, parent_id, true).await?,
@@ -290,7 +290,12 @@ async fn check_parent(
         return Err(no_parent());
     }
     if refuse_archived && parent.state.archived {
-        return Err(DomainError::conflict("parent_archived", "the parent workspace is archived").into());
+        // A refusal stands only on the log's latest state: the parent may have been
+        // restored through another hub.
+        let parent = load::refresh(&state.store, parent_id, parent).await?;
+        if parent.state.archived {
+            return Err(DomainError::conflict("parent_archived", "the parent workspace is archived").into());
+        }
     }
     Ok(())
 }

@@ -308,13 +308,7 @@ fn data_exception(error: &tokio_postgres::Error) -> Option<ApiError> {
     })
 }
 
-/// The server's message and code, for the log only (never for the client).
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} ({}; constraint {:?})", db.message(), db.code().code(), db.constraint()),
-        None => error.to_string(),
-    }
-}
+use crate::store::describe;
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> Self {

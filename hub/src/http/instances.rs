@@ -91,7 +91,7 @@ async fn heartbeat(
     Json(body): Json<Heartbeat>,
 ) -> Result<axum::Json<HeartbeatReply>, ApiError> {
     ctx.principal.require_operator()?;
-    shared::domain::values::token("id", &id)?;
+    shared::domain::values::instance_id("id", &id)?;
     record(&**state.pool.get().await?, &id, body.applied_position, body.workspace_count).await.map(axum::Json)
 }
 

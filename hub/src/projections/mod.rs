@@ -99,8 +99,18 @@ impl Projector for ReadModels {
     fn steps_all(&self, events: &[RecordedEvent]) -> Result<Vec<SqlStep>, ProjectionError> {
         let mut steps = Vec::with_capacity(events.len());
         let mut statuses = workspaces::StatusRun::default();
-        for event in events {
+        let mut events = events.iter().peekable();
+        while let Some(event) = events.next() {
             let id = Workspace::id_of_stream(&event.stream_id);
+            if let (Some(id), Some(next)) = (id, events.peek())
+                && event.event_type == "WorkspaceCreated"
+                && let Some(step) = workspaces::created_with_secret(id, event, next)?
+            {
+                steps.extend(statuses.take());
+                steps.push(step);
+                events.next();
+                continue;
+            }
             if let Some(id) = id
                 && statuses.push(id, event)
             {
@@ -137,6 +147,23 @@ mod tests {
             prev_hash: vec![0; 32],
             hash: vec![0; 32],
         }
+    }
+
+    #[test]
+    fn a_create_and_its_first_secret_in_one_commit_become_one_insert() {
+        let id = Uuid::now_v7();
+        let created = serde_json::json!({"organization_id": Uuid::now_v7(), "parent_id": null, "instance_id": "alpha",
+            "name": "Sales", "settings": {}, "webhook_uris": [], "public_keys": []});
+        let secret = serde_json::json!({"version": 1, "sealed_secret": "00", "previous_valid_until": null});
+        let mut events = vec![event(id, 1, "WorkspaceCreated", created), event(id, 2, "WorkspaceSecretIssued", secret)];
+        events[1].recorded_at = events[0].recorded_at;
+        let steps = ReadModels.steps_all(&events).unwrap();
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert!(steps[0].sql.starts_with("INSERT INTO workspaces") && steps[0].sql.contains("secret_version"));
+
+        // Recorded apart (a secret issued by a later commit), they stay two statements.
+        events[1].recorded_at += chrono::Duration::seconds(1);
+        assert_eq!(ReadModels.steps_all(&events).unwrap().len(), 2);
     }
 
     #[test]

@@ -65,27 +65,61 @@ impl StatusRun {
     }
 }
 
+/// The row of a created workspace; `secret_version` and `version` already include a
+/// secret issued in the same commit (see [`created_with_secret`]).
+fn created(
+    id: Uuid,
+    e: shared::events::workspace::WorkspaceCreated,
+    version: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    secret_version: i32,
+) -> SqlStep {
+    SqlStep::new(
+        "INSERT INTO workspaces (id, organization_id, parent_id, instance_id, name, status, settings, \
+         webhook_uris, public_keys, ancestors, version, created_at, updated_at, secret_version) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, \
+         COALESCE((SELECT ancestors FROM workspaces WHERE id = $3), '{}'::uuid[]) || $1::uuid, $9, $10, $10, $11)",
+        params![
+            id,
+            e.organization_id,
+            e.parent_id,
+            e.instance_id,
+            e.name,
+            e.settings,
+            serde_json::to_value(&e.webhook_uris).unwrap_or_default(),
+            serde_json::to_value(&e.public_keys).unwrap_or_default(),
+            version,
+            at,
+            secret_version,
+        ],
+    )
+}
+
+/// A create and the first secret issued in the same commit (what every create commits):
+/// one `INSERT` instead of an insert and an update of the row just inserted.
+pub(super) fn created_with_secret(
+    id: Uuid,
+    created_event: &RecordedEvent,
+    secret_event: &RecordedEvent,
+) -> Result<Option<SqlStep>, shared::DecodeError> {
+    let same_commit = created_event.stream_id == secret_event.stream_id
+        && secret_event.stream_version == created_event.stream_version + 1
+        && secret_event.recorded_at == created_event.recorded_at;
+    if !same_commit {
+        return Ok(None);
+    }
+    let (WorkspaceEvent::WorkspaceCreated(e), WorkspaceEvent::WorkspaceSecretIssued(secret)) =
+        (created_event.decode::<WorkspaceEvent>()?, secret_event.decode::<WorkspaceEvent>()?)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(created(id, e, secret_event.stream_version, secret_event.recorded_at, secret.version)))
+}
+
 pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, shared::DecodeError> {
     let (version, at) = (event.stream_version, event.recorded_at);
     let step = match event.decode::<WorkspaceEvent>()? {
-        WorkspaceEvent::WorkspaceCreated(e) => SqlStep::new(
-            "INSERT INTO workspaces (id, organization_id, parent_id, instance_id, name, status, settings, \
-             webhook_uris, public_keys, ancestors, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, \
-             COALESCE((SELECT ancestors FROM workspaces WHERE id = $3), '{}'::uuid[]) || $1::uuid, $9, $10, $10)",
-            params![
-                id,
-                e.organization_id,
-                e.parent_id,
-                e.instance_id,
-                e.name,
-                e.settings,
-                serde_json::to_value(&e.webhook_uris).unwrap_or_default(),
-                serde_json::to_value(&e.public_keys).unwrap_or_default(),
-                version,
-                at,
-            ],
-        ),
+        WorkspaceEvent::WorkspaceCreated(e) => created(id, e, version, at, 0),
         WorkspaceEvent::WorkspaceUpdated(e) => SqlStep::new(
             "UPDATE workspaces SET name = COALESCE($2, name), settings = COALESCE($3, settings), \
              webhook_uris = COALESCE($4, webhook_uris), public_keys = COALESCE($5, public_keys), \

@@ -15,7 +15,7 @@ mod writer;
 pub use error::{AppendError, ReadError};
 pub use stats::StoreStats;
 pub use types::{Commit, ExpectedVersion, NewEvent, StreamAppend};
-pub use writer::WriterConfig;
+pub use writer::{WriterConfig, describe};
 
 use std::sync::Arc;
 
@@ -149,7 +149,16 @@ impl EventStore {
         commit.validate()?;
         let (reply, answer) = oneshot::channel();
         self.jobs.send(writer::Job { commit, reply }).await.map_err(|_| AppendError::Closed)?;
-        let recorded = answer.await.map_err(|_| AppendError::Closed)??;
+        let recorded = match answer.await.map_err(|_| AppendError::Closed)? {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                // The log is ahead of whatever state this commit was decided on.
+                if let AppendError::Conflict { stream_id, actual, .. } = &error {
+                    self.cache.saw(stream_id, *actual);
+                }
+                return Err(error);
+            }
+        };
         self.cache.observe(&recorded);
         let mut streams: Vec<&str> = recorded.iter().map(|e| e.stream_id.as_str()).collect();
         streams.dedup();

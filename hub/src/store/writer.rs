@@ -183,8 +183,9 @@ enum BatchError {
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// The server's message and constraint, without the values of the failed row.
-fn describe(error: &tokio_postgres::Error) -> String {
+/// The server's message and constraint, without the values of the failed row: what may
+/// be logged of a database error (never shown to a client).
+pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} ({}; constraint {:?})", db.message(), db.code().code(), db.constraint()),
         None => error.to_string(),

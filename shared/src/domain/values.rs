@@ -50,6 +50,20 @@ pub fn token(field: &'static str, text: &str) -> Result<String, DomainError> {
     }
 }
 
+/// An instance's id: a [`token`] other than `hub`, the subject segment of the events no
+/// instance may receive (`hub.events.hub.>` carries every organization, user and key event).
+pub fn instance_id(field: &'static str, text: &str) -> Result<String, DomainError> {
+    let id = token(field, text)?;
+    if id == crate::relayed::HUB_SEGMENT {
+        return Err(DomainError::invalid(
+            field,
+            "reserved",
+            format!("`{id}` is reserved: name the instance otherwise"),
+        ));
+    }
+    Ok(id)
+}
+
 /// An absolute `http` or `https` URL with a host, at most 2048 characters.
 pub fn webhook_uri(text: &str) -> Result<String, DomainError> {
     let invalid =
@@ -74,6 +88,13 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_may_not_take_the_name_of_the_events_for_no_instance() {
+        assert_eq!(instance_id("instance_id", "alpha").unwrap(), "alpha");
+        assert!(matches!(instance_id("instance_id", "hub"), Err(DomainError::Invalid { constraint: "reserved", .. })));
+        assert!(instance_id("instance_id", "Alpha").is_err());
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {
