@@ -475,6 +475,8 @@ async fn a_unique_violation_in_a_batch_of_nineteen_refuses_that_commit_alone_wit
     let stats = store.stats();
     assert_eq!(stats.solo_retries, 0, "no commit was retried alone: {stats:?}");
     assert_eq!(stats.savepoint_rollbacks, 1, "{stats:?}");
+    // The batch was first written merged, refused as a whole, then written isolated.
+    assert_eq!(stats.merged_fallbacks, 1, "{stats:?}");
     assert_eq!(stats.refused, 1, "{stats:?}");
     assert_eq!(stats.commits, 20, "{stats:?}");
     assert_eq!(stats.batches, 2, "the lone first commit, then the nineteen as one batch: {stats:?}");

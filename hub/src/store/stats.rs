@@ -15,6 +15,9 @@ pub struct StoreStats {
     pub savepoint_rollbacks: u64,
     /// Commits retried alone because a refusal could not be charged to one commit.
     pub solo_retries: u64,
+    /// Batches written as one merged transaction that the database refused, then written
+    /// again with a savepoint per commit.
+    pub merged_fallbacks: u64,
     /// Commits waiting in the queue right now.
     pub queued: u64,
 }
@@ -26,9 +29,29 @@ pub(super) struct Counters {
     pub refused: AtomicU64,
     pub savepoint_rollbacks: AtomicU64,
     pub solo_retries: AtomicU64,
+    pub merged_fallbacks: AtomicU64,
+    /// When the database last refused a commit (ms since the Unix epoch).
+    pub last_refusal_ms: AtomicU64,
+}
+
+/// After a refusal, batches go straight to a savepoint per commit for this long: where
+/// commits are being refused, a merged attempt would mostly be wasted.
+const ISOLATE_AFTER_REFUSAL_MS: u64 = 1_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Counters {
+    pub fn refusal_seen(&self) {
+        self.last_refusal_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether to write the next batch merged (no refusal lately).
+    pub fn merge_next(&self) -> bool {
+        now_ms().saturating_sub(self.last_refusal_ms.load(Ordering::Relaxed)) > ISOLATE_AFTER_REFUSAL_MS
+    }
+
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -41,6 +64,7 @@ impl Counters {
             refused: get(&self.refused),
             savepoint_rollbacks: get(&self.savepoint_rollbacks),
             solo_retries: get(&self.solo_retries),
+            merged_fallbacks: get(&self.merged_fallbacks),
             queued: queued as u64,
         }
     }

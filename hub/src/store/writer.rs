@@ -15,8 +15,12 @@
 //!
 //! The decision is safe because no other transaction can append while the head is
 //! locked. The database may still refuse a commit (a unique index, a tree or quota
-//! trigger). So that the refusal costs only that commit, each commit of a batch of
-//! several runs under its own savepoint, its deferred constraints checked before the
+//! trigger). A batch of several commits is first written merged (one insert of all its
+//! events, then every commit's statements, the head's advance and COMMIT: the cheapest
+//! transaction). Should the database refuse it, nothing is written, and the batch is
+//! written again with each commit isolated; so are the batches of the next second, as
+//! where commits are being refused a merged attempt is mostly wasted. Isolated, each
+//! commit runs under its own savepoint, its deferred constraints checked before the
 //! savepoint is released; a statement that fails aborts the transaction up to that
 //! savepoint and every later statement fails with `25P02`. Such a batch's second round
 //! trip therefore ends with `SAVEPOINT c; ROLLBACK TO SAVEPOINT c` and moves the head to
@@ -102,7 +106,11 @@ pub(super) async fn run(
         Counters::add(&counters.batches, 1);
         let results = write_isolated(&pool, &commits, projector.as_ref(), counters).await;
         Counters::add(&counters.commits, results.len());
-        Counters::add(&counters.refused, results.iter().filter(|r| matches!(r, Err(AppendError::Rejected(_)))).count());
+        let refused = results.iter().filter(|r| matches!(r, Err(AppendError::Rejected(_)))).count();
+        Counters::add(&counters.refused, refused);
+        if refused > 0 {
+            counters.refusal_seen();
+        }
         if results.iter().any(|r| r.as_ref().is_ok_and(|events| !events.is_empty())) {
             // `notify_one` stores a permit when nobody waits, so no wake-up is lost.
             committed.notify_one();
@@ -233,14 +241,46 @@ async fn write_batch(
     projector: &dyn Projector,
     counters: &Counters,
 ) -> Result<Pass, BatchError> {
+    if commits.len() > 1 && counters.merge_next() {
+        let client = pool.get().await?;
+        match write_on(&client, commits, projector, counters, Mode::Merged).await {
+            Ok((pass, true)) => return Ok(pass),
+            Ok((pass, false)) => {
+                drop(deadpool_postgres::Object::take(client));
+                return Ok(pass);
+            }
+            Err(BatchError::Refused(error)) => {
+                // Nothing was written (the COMMIT rolled the batch back): write it again,
+                // each commit under its savepoint, so only the offender is refused.
+                drop(deadpool_postgres::Object::take(client));
+                counters.refusal_seen();
+                Counters::add(&counters.merged_fallbacks, 1);
+                tracing::debug!(error = %describe(&error), "merged batch refused; writing it with a savepoint per commit");
+            }
+            Err(error) => {
+                drop(deadpool_postgres::Object::take(client));
+                return Err(error);
+            }
+        }
+    }
     let client = pool.get().await?;
-    let outcome = write_on(&client, commits, projector, counters).await;
+    let outcome = write_on(&client, commits, projector, counters, Mode::Isolated).await;
     if !matches!(outcome, Ok((_, true))) {
         // A request failed: the transaction may still be open on this connection, never
         // hand it back.
         drop(deadpool_postgres::Object::take(client));
     }
     outcome.map(|(pass, _)| pass)
+}
+
+/// How a batch of several commits is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One transaction of set-based statements (one insert of all events): cheapest, but a
+    /// refusal fails the whole batch, which is then written [`Mode::Isolated`].
+    Merged,
+    /// Each commit under its own savepoint (see the module documentation).
+    Isolated,
 }
 
 /// A commit accepted in memory, with its events positioned and its read-model statements.
@@ -275,6 +315,7 @@ async fn write_on(
     commits: &[&Commit],
     projector: &dyn Projector,
     counters: &Counters,
+    mode: Mode,
 ) -> Result<(Pass, bool), BatchError> {
     let (lock_head, read_versions, insert_events, advance_head, advance_head_to_last) = futures::try_join!(
         client.prepare_cached("SELECT position, hash FROM event_log_head FOR UPDATE"),
@@ -309,6 +350,13 @@ async fn write_on(
     }
     if planned.len() == 1 {
         return write_one(client, commits, planned, &head, &insert_events, &advance_head, answers).await;
+    }
+    if mode == Mode::Merged {
+        write_merged(client, commits, &planned, &head, &insert_events, &advance_head).await?;
+        for plan in planned {
+            answers[plan.index] = Some(Ok(plan.recorded));
+        }
+        return Ok((answers, true));
     }
 
     // Several commits, each under its savepoint. The passes leave the COMMIT out: after a
@@ -495,6 +543,40 @@ async fn write_one(
             answers[plan.index + 1..].fill_with(|| None);
             Ok((answers, false))
         }
+        Some(Err(error)) => Err(error.into()),
+        Some(Ok(_)) => unreachable!("filtered on errors"),
+    }
+}
+
+/// Writes several commits as one: one insert of all their events, their statements in
+/// order, the head's advance and COMMIT, in one pipelined round trip. Any failure fails
+/// them all (and the COMMIT rolls the transaction back).
+async fn write_merged(
+    client: &deadpool_postgres::Client,
+    commits: &[&Commit],
+    planned: &[Planned],
+    head: &Head,
+    insert_events: &tokio_postgres::Statement,
+    advance_head: &tokio_postgres::Statement,
+) -> Result<(), BatchError> {
+    let statements = prepare_steps(client, commits, planned).await?;
+    let steps: Vec<&SqlStep> = planned.iter().flat_map(|p| p.steps.iter().chain(&commits[p.index].extra)).collect();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| step_params(step)).collect();
+    let mut rows = Rows::default();
+    planned.iter().for_each(|p| rows.extend(&p.recorded));
+    let insert_params = rows.params();
+    let head_params: [&(dyn ToSql + Sync); 2] = [&head.position, &head.prev_hash];
+    let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
+    requests.push(Box::pin(client.execute(insert_events, &insert_params)));
+    for (step, params) in steps.iter().zip(&params) {
+        let statement = statements[step.sql].clone();
+        requests.push(Box::pin(async move { client.execute(&statement, params).await }));
+    }
+    requests.push(Box::pin(client.execute(advance_head, &head_params)));
+    requests.push(Box::pin(async move { client.batch_execute("COMMIT").await.map(|()| 0) }));
+    let mut outcomes = pipeline::in_order(requests).await;
+    match outcomes.iter_mut().find_map(|o| o.take().filter(Result::is_err)) {
+        None => Ok(()),
         Some(Err(error)) => Err(error.into()),
         Some(Ok(_)) => unreachable!("filtered on errors"),
     }
