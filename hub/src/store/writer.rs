@@ -516,35 +516,21 @@ async fn write_one(
     advance_head: &tokio_postgres::Statement,
     mut answers: Pass,
 ) -> Result<(Pass, bool), BatchError> {
-    let plan = planned.remove(0);
-    let statements = prepare_steps(client, commits, std::slice::from_ref(&plan)).await?;
-    let steps: Vec<&SqlStep> = plan.steps.iter().chain(&commits[plan.index].extra).collect();
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| step_params(step)).collect();
-    let insert_params = plan.rows.params();
-    let head_params: [&(dyn ToSql + Sync); 2] = [&head.position, &head.prev_hash];
-    let mut requests: Vec<pipeline::Request<'_>> = Vec::with_capacity(steps.len() + 3);
-    requests.push(Box::pin(client.execute(insert_events, &insert_params)));
-    for (step, params) in steps.iter().zip(&params) {
-        let statement = statements[step.sql].clone();
-        requests.push(Box::pin(async move { client.execute(&statement, params).await }));
-    }
-    requests.push(Box::pin(client.execute(advance_head, &head_params)));
-    requests.push(Box::pin(async move { client.batch_execute("COMMIT").await.map(|()| 0) }));
-    let mut outcomes = pipeline::in_order(requests).await;
-    match outcomes.iter_mut().find_map(|o| o.take().filter(Result::is_err)) {
-        None => {
+    match write_merged(client, commits, &planned, head, insert_events, advance_head).await {
+        Ok(()) => {
+            let plan = planned.remove(0);
             answers[plan.index] = Some(Ok(plan.recorded));
             Ok((answers, true))
         }
-        Some(Err(error)) if is_refused(&error) => {
-            answers[plan.index] = Some(refused(error));
+        Err(BatchError::Refused(error)) => {
+            let index = planned[0].index;
+            answers[index] = Some(refused(error));
             // A commit after it that conflicted with it in memory is decided again (in
             // the next transaction).
-            answers[plan.index + 1..].fill_with(|| None);
+            answers[index + 1..].fill_with(|| None);
             Ok((answers, false))
         }
-        Some(Err(error)) => Err(error.into()),
-        Some(Ok(_)) => unreachable!("filtered on errors"),
+        Err(error) => Err(error),
     }
 }
 
