@@ -25,11 +25,9 @@ pub struct Executed<A> {
     pub events: Vec<RecordedEvent>,
 }
 
-/// The aggregate and its version, caught up with the log (the cache spares reading the
-/// events it holds; callers that decide outside [`run`] get no retry on a stale state).
+/// The aggregate and its version, caught up with the log (see [`crate::app::load::latest`]).
 pub async fn load<A: Cached>(store: &EventStore, id: Uuid) -> Result<(A, i64), ApiError> {
-    let loaded = crate::app::load::load::<A>(store, id).await?;
-    let loaded = crate::app::load::refresh(store, id, loaded).await?;
+    let loaded = crate::app::load::latest::<A>(store, id).await?;
     Ok((loaded.state, loaded.version))
 }
 

@@ -21,6 +21,17 @@ pub async fn load<A: Cached>(store: &EventStore, id: Uuid) -> Result<Loaded<A>, 
     }
 }
 
+/// The aggregate caught up with the log: one read (of what the cache missed, or of the
+/// stream from its snapshot), for callers that decide outside `commands::run` and so get
+/// no retry on a stale state.
+pub async fn latest<A: Cached>(store: &EventStore, id: Uuid) -> Result<Loaded<A>, ApiError> {
+    let stream_id = A::stream_id(id);
+    match store.cache().get::<A>(&stream_id) {
+        Some(hit) => catch_up(store, &stream_id, hit.loaded).await,
+        None => cold(store, &stream_id).await,
+    }
+}
+
 /// Reads the events after `loaded.version` and applies them.
 pub async fn refresh<A: Cached>(store: &EventStore, id: Uuid, loaded: Loaded<A>) -> Result<Loaded<A>, ApiError> {
     catch_up(store, &A::stream_id(id), loaded).await

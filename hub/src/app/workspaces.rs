@@ -21,6 +21,8 @@ use crate::http::AppState;
 use crate::http::auth::Principal;
 use crate::http::context::Ctx;
 use crate::http::error::ApiError;
+use crate::http::sql::Filter;
+use crate::http::visibility::Table;
 
 /// What a create request asks for.
 pub struct Create {
@@ -256,21 +258,21 @@ async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<Lo
     if !w.exists || w.deleted || !principal.sees_organization(w.organization_id) {
         return Err(ApiError::NotFound("workspace"));
     }
-    if let Some(roots) = principal.workspace_roots()
-        && !within(state, id, roots).await?
-    {
+    if principal.workspace_roots().is_some() && !within(state, principal, id).await? {
         return Err(ApiError::NotFound("workspace"));
     }
     Ok(workspace)
 }
 
-/// Whether a workspace lies in one of the subtrees (read from the tree's read model: the
-/// ancestor paths change with moves of any ancestor, which no cached state follows).
-async fn within(state: &AppState, id: Uuid, roots: &[Uuid]) -> Result<bool, ApiError> {
+/// Whether the principal sees the workspace in the tree's read model (for a key
+/// restricted to subtrees: ancestor paths change with moves of any ancestor, which no
+/// cached state follows).
+async fn within(state: &AppState, principal: &Principal, id: Uuid) -> Result<bool, ApiError> {
+    let mut filter = Filter::default();
+    filter.bind("w.id = $?", Box::new(id));
+    filter.visible_to(principal, Table::Workspaces);
     let client = state.pool.get().await?;
-    let row = client
-        .query_opt("SELECT 1 FROM workspaces WHERE id = $1 AND ancestors && $2 AND status <> 'deleted'", &[&id, &roots])
-        .await?;
+    let row = client.query_opt(&format!("SELECT 1 FROM workspaces w {}", filter.where_sql()), &filter.params()).await?;
     Ok(row.is_some())
 }
 

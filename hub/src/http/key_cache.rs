@@ -122,12 +122,4 @@ impl KeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         records.retain(|_, (record, _)| !record.concerns(id));
     }
-
-    pub fn len(&self) -> usize {
-        self.records().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

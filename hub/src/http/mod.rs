@@ -23,10 +23,10 @@ mod organizations;
 pub mod pagination;
 pub mod rate_limit;
 mod settings;
-mod sql;
+pub(crate) mod sql;
 pub mod usage;
 mod users;
-mod visibility;
+pub(crate) mod visibility;
 mod workspace_secrets;
 mod workspaces;
 

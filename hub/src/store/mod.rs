@@ -90,12 +90,6 @@ impl EventStore {
         }
     }
 
-    /// The same store with a cache of `capacity` aggregates.
-    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
-        self.cache = AggregateCache::new(capacity);
-        self
-    }
-
     /// The aggregates this process keeps in memory.
     pub fn cache(&self) -> &AggregateCache {
         &self.cache
