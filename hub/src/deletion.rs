@@ -124,9 +124,7 @@ where
             Err(AppendError::Conflict { .. }) => continue,
             // A key restricted to a deleted workspace, or a workspace or key of the deleted
             // organization, was created meanwhile: plan again.
-            Err(AppendError::Rejected(error))
-                if matches!(constraint(&error), Some("api_keys_workspaces_live" | "organizations_live")) =>
-            {
+            Err(error) if matches!(error.constraint(), Some("api_keys_workspaces_live" | "organizations_live")) => {
                 continue;
             }
             Err(error) => return Err(error.into()),
@@ -171,8 +169,4 @@ fn decide_each<A: Aggregate>(
         }
     }
     Ok(())
-}
-
-fn constraint(error: &tokio_postgres::Error) -> Option<&str> {
-    error.as_db_error().and_then(|e| e.constraint())
 }

@@ -635,3 +635,93 @@ async fn a_commit_that_conflicted_only_with_a_refused_batch_mate_is_decided_agai
     assert_chain_verifies(&db, events.len() as i64).await;
     assert_eq!(store.stats().solo_retries, 0);
 }
+
+fn workspace_created(organization_id: uuid::Uuid, name: &str) -> Commit {
+    use shared::events::WorkspaceEvent;
+    use shared::events::workspace::WorkspaceCreated;
+    let event = WorkspaceEvent::WorkspaceCreated(WorkspaceCreated {
+        organization_id,
+        parent_id: None,
+        instance_id: None,
+        name: name.to_owned(),
+        settings: json!({}),
+        webhook_uris: Vec::new(),
+        public_keys: Vec::new(),
+    });
+    let stream = format!("workspace-{}", uuid::Uuid::now_v7());
+    Commit::single(stream, ExpectedVersion::NoStream, vec![NewEvent::new(&event, &Metadata::system()).unwrap()])
+}
+
+#[tokio::test]
+async fn a_create_taking_an_existing_sibling_name_is_refused_alone_and_its_batch_stays_merged() {
+    let db = TestDatabase::new().await;
+    let store =
+        EventStore::start_with(db.pool(8), WriterConfig::default(), std::sync::Arc::new(hub::projections::ReadModels));
+    let org = uuid::Uuid::now_v7();
+    store.append(format!("org-{org}"), ExpectedVersion::NoStream, vec![created("names")]).await.unwrap();
+    store.commit(workspace_created(org, "Taken")).await.expect("the first holder of the name");
+    let before = store.stats();
+
+    let names: Vec<String> = (0..12).map(|i| if i == 5 { "TAKEN".into() } else { format!("w{i:02}") }).collect();
+    let (first, answers) = one_batch(
+        &db,
+        &store,
+        workspace_created(org, "first"),
+        names.iter().map(|n| workspace_created(org, n)).collect(),
+    )
+    .await;
+    first.await.unwrap().expect("the commit that waited on the lock is written");
+    for (name, answer) in names.iter().zip(answers) {
+        match answer.await.unwrap() {
+            Err(error) if name == "TAKEN" => {
+                assert_eq!(error.constraint(), Some("workspaces_sibling_name"), "{error:?}")
+            }
+            Ok(_) if name != "TAKEN" => {}
+            other => panic!("{name}: unexpected answer {other:?}"),
+        }
+    }
+    let count: i64 = db
+        .connect()
+        .await
+        .query_one("SELECT count(*) FROM workspaces WHERE organization_id = $1", &[&org])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 13, "the holder, the first and the eleven free names");
+    assert_chain_verifies(&db, 14).await;
+
+    let stats = store.stats();
+    // The name was found taken under the head lock, before anything was written: the batch
+    // was written merged once, with no savepoint rolled back and no merged attempt wasted.
+    assert_eq!(stats.merged_fallbacks - before.merged_fallbacks, 0, "{stats:?}");
+    assert_eq!(stats.savepoint_rollbacks - before.savepoint_rollbacks, 0, "{stats:?}");
+    assert_eq!(stats.batches - before.batches, 2, "{stats:?}");
+    assert_eq!(stats.names_taken - before.names_taken, 1, "{stats:?}");
+    assert_eq!(stats.refused - before.refused, 0, "the database refused nothing: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_name_freed_by_a_batch_mate_is_left_to_the_database_and_taken() {
+    let db = TestDatabase::new().await;
+    let store =
+        EventStore::start_with(db.pool(8), WriterConfig::default(), std::sync::Arc::new(hub::projections::ReadModels));
+    let org = uuid::Uuid::now_v7();
+    store.append(format!("org-{org}"), ExpectedVersion::NoStream, vec![created("names")]).await.unwrap();
+    let holder = workspace_created(org, "Reused");
+    let holder_stream = holder.appends[0].stream_id.clone();
+    store.commit(holder).await.unwrap();
+
+    let deleted = shared::events::WorkspaceEvent::WorkspaceDeleted {};
+    let delete = Commit::single(
+        &holder_stream,
+        ExpectedVersion::Exact(1),
+        vec![NewEvent::new(&deleted, &Metadata::system()).unwrap()],
+    );
+    let (first, answers) =
+        one_batch(&db, &store, workspace_created(org, "first"), vec![delete, workspace_created(org, "reused")]).await;
+    first.await.unwrap().unwrap();
+    for answer in answers {
+        answer.await.unwrap().expect("the delete, then the create of the name it freed");
+    }
+    assert_eq!(store.stats().names_taken, 0);
+}

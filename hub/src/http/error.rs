@@ -274,6 +274,9 @@ impl From<AppendError> for ApiError {
                 .and_then(constraint_error)
                 .or_else(|| data_exception(&db))
                 .unwrap_or_else(|| Self::internal(describe(&db))),
+            AppendError::Taken { constraint } => {
+                constraint_error(constraint).unwrap_or_else(|| Self::internal(format!("taken: {constraint}")))
+            }
             AppendError::Unavailable(_) | AppendError::Closed => Self::Unavailable,
             AppendError::Invalid(detail) => Self::internal(detail),
             AppendError::TooLarge { bytes, .. } => Self::EventTooLarge(format!(

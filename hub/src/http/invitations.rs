@@ -391,11 +391,7 @@ async fn accept_invitation(
             // Another accept or a concurrent change of the workspace, or the same new user
             // created by a concurrent accept: decide again (the user now exists).
             Err(AppendError::Conflict { .. }) => continue,
-            Err(AppendError::Rejected(error))
-                if error.as_db_error().and_then(|e| e.constraint()) == Some("users_email") =>
-            {
-                continue;
-            }
+            Err(error) if error.constraint() == Some("users_email") => continue,
             Err(error) => return Err(error.into()),
         }
     }

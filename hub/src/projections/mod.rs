@@ -6,6 +6,7 @@
 //! tree depth, is enforced by constraints these steps hit inside the same transaction).
 
 mod api_keys;
+pub mod claims;
 mod organizations;
 pub mod rebuild;
 mod users;
@@ -68,6 +69,12 @@ pub trait Projector: Send + Sync + 'static {
         }
         Ok(steps)
     }
+
+    /// The unique name an event of `stream_id` takes in these read models, which the
+    /// writer checks for a holder before writing the batch (see [`claims`]).
+    fn claim(&self, _stream_id: &str, _event_type: &str, _data: &serde_json::Value) -> Option<claims::SiblingName> {
+        None
+    }
 }
 
 /// No read models: the bare event store.
@@ -94,6 +101,10 @@ impl Projector for ReadModels {
             "user" => Ok(users::steps(id, event)?),
             _ => Err(unknown()),
         }
+    }
+
+    fn claim(&self, stream_id: &str, event_type: &str, data: &serde_json::Value) -> Option<claims::SiblingName> {
+        claims::sibling_name(stream_id, event_type, data)
     }
 
     fn steps_all(&self, events: &[RecordedEvent]) -> Result<Vec<SqlStep>, ProjectionError> {

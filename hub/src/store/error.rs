@@ -16,6 +16,11 @@ pub enum AppendError {
     TooLarge { event_type: String, bytes: usize },
     #[error("the database refused the commit")]
     Rejected(#[source] tokio_postgres::Error),
+    /// A unique name the commit takes has a live holder, found under the log-head lock
+    /// before the batch was written: the refusal the database would have given, by the
+    /// name of the index it would have given it with.
+    #[error("the commit takes a name already held (constraint {constraint})")]
+    Taken { constraint: &'static str },
     #[error("the event store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the event store has shut down")]
@@ -25,6 +30,16 @@ pub enum AppendError {
 impl AppendError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
+    }
+
+    /// The constraint that refused the commit, whether the database or the writer's own
+    /// check of taken names found the refusal.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Self::Rejected(error) => error.as_db_error().and_then(|e| e.constraint()),
+            Self::Taken { constraint } => Some(constraint),
+            _ => None,
+        }
     }
 }
 

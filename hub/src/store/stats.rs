@@ -18,6 +18,9 @@ pub struct StoreStats {
     /// Batches written as one merged transaction that the database refused, then written
     /// again with a savepoint per commit.
     pub merged_fallbacks: u64,
+    /// Commits answered `AppendError::Taken`: a name they take was found held before
+    /// their batch was written (not counted in `refused`: the database refused nothing).
+    pub names_taken: u64,
     /// Commits waiting in the queue right now.
     pub queued: u64,
 }
@@ -30,6 +33,7 @@ pub(super) struct Counters {
     pub savepoint_rollbacks: AtomicU64,
     pub solo_retries: AtomicU64,
     pub merged_fallbacks: AtomicU64,
+    pub names_taken: AtomicU64,
     /// When the database last refused a commit (ms since the Unix epoch).
     pub last_refusal_ms: AtomicU64,
 }
@@ -65,6 +69,7 @@ impl Counters {
             savepoint_rollbacks: get(&self.savepoint_rollbacks),
             solo_retries: get(&self.solo_retries),
             merged_fallbacks: get(&self.merged_fallbacks),
+            names_taken: get(&self.names_taken),
             queued: queued as u64,
         }
     }

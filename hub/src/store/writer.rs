@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use super::stats::Counters;
 use super::{AppendError, Commit, ExpectedVersion, pipeline};
-use crate::projections::{Projector, SqlStep};
+use crate::projections::{Projector, SqlStep, claims};
 
 pub(super) struct Job {
     pub commit: Commit,
@@ -107,6 +107,8 @@ pub(super) async fn run(
         let results = write_isolated(&pool, &commits, projector.as_ref(), counters).await;
         Counters::add(&counters.commits, results.len());
         let refused = results.iter().filter(|r| matches!(r, Err(AppendError::Rejected(_)))).count();
+        let taken = results.iter().filter(|r| matches!(r, Err(AppendError::Taken { .. }))).count();
+        Counters::add(&counters.names_taken, taken);
         Counters::add(&counters.refused, refused);
         if refused > 0 {
             counters.refusal_seen();
@@ -331,10 +333,23 @@ async fn write_on(
 
     let ids = stream_ids(commits);
     let version_params: [&(dyn ToSql + Sync); 1] = [&ids];
-    let (_, head, version_rows) = futures::try_join!(
+    let (claimed_by, names) = names_claimed(commits, projector);
+    let (organizations, parents, names) = claims::holders_params(&names);
+    let holder_params: [&(dyn ToSql + Sync); 3] = [&organizations, &parents, &names];
+    // Sent after the head's lock in the same round trip, so the holders it finds stand
+    // until COMMIT (see `projections::claims`).
+    let read_holders = async {
+        if claimed_by.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = client.prepare_cached(claims::HOLDERS_SQL).await?;
+        client.query(&statement, &holder_params).await
+    };
+    let (_, head, version_rows, holder_rows) = futures::try_join!(
         client.batch_execute("BEGIN"),
         client.query_one(&lock_head, &[]),
         client.query(&read_versions, &version_params),
+        read_holders,
     )?;
     let mut head = Head {
         position: head.get(0),
@@ -343,7 +358,12 @@ async fn write_on(
     };
     let recorded_at = to_micros(Utc::now());
     let mut answers: Pass = commits.iter().map(|_| None).collect();
-    let planned = plan(commits, 0..commits.len(), &mut head, recorded_at, projector, &mut answers);
+    let taken = names_taken(commits.len(), &claimed_by, &holder_rows, &ids);
+    for index in (0..commits.len()).filter(|&i| taken[i]) {
+        answers[index] = Some(Err(AppendError::Taken { constraint: claims::SIBLING_NAME }));
+    }
+    let free = |range: std::ops::Range<usize>| range.filter(|&i| !taken[i]);
+    let planned = plan(commits, free(0..commits.len()), &mut head, recorded_at, projector, &mut answers);
     if planned.is_empty() {
         client.batch_execute("ROLLBACK").await?;
         return Ok((answers, true));
@@ -396,8 +416,8 @@ async fn write_on(
         // conflicted with it): decide them all again.
         head = offender.before;
         let retry = offender.index + 1..commits.len();
-        answers[retry.clone()].fill_with(|| None);
-        planned = plan(commits, retry, &mut head, recorded_at, projector, &mut answers);
+        free(retry.clone()).for_each(|i| answers[i] = None);
+        planned = plan(commits, free(retry), &mut head, recorded_at, projector, &mut answers);
         if planned.is_empty() {
             break;
         }
@@ -606,6 +626,39 @@ async fn send_pass(
     requests.push(simple(ROLLBACK_TO));
     requests.push(Box::pin(client.execute(advance_head_to_last, &[])));
     Ok((pipeline::in_order(requests).await, groups, tail))
+}
+
+/// The names the commits' events take: which commit claims each, and the names in the
+/// same order.
+fn names_claimed(commits: &[&Commit], projector: &dyn Projector) -> (Vec<usize>, Vec<claims::SiblingName>) {
+    let mut claimed_by = Vec::new();
+    let mut names = Vec::new();
+    for (index, commit) in commits.iter().enumerate() {
+        for append in &commit.appends {
+            for event in &append.events {
+                if let Some(name) = projector.claim(&append.stream_id, &event.event_type, &event.data) {
+                    claimed_by.push(index);
+                    names.push(name);
+                }
+            }
+        }
+    }
+    (claimed_by, names)
+}
+
+/// Which commits take a name whose live holder no commit of the batch changes.
+fn names_taken(commits: usize, claimed_by: &[usize], holder_rows: &[tokio_postgres::Row], ids: &[&str]) -> Vec<bool> {
+    let mut taken = vec![false; commits];
+    for row in holder_rows {
+        let (ordinal, holder): (i64, uuid::Uuid) = (row.get(0), row.get(1));
+        let changed_in_batch = ids.binary_search(&claims::holder_stream(holder).as_str()).is_ok();
+        if let Some(&index) = usize::try_from(ordinal - 1).ok().and_then(|i| claimed_by.get(i))
+            && !changed_in_batch
+        {
+            taken[index] = true;
+        }
+    }
+    taken
 }
 
 fn stream_ids<'a>(commits: &[&'a Commit]) -> Vec<&'a str> {
