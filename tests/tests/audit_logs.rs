@@ -410,3 +410,42 @@ async fn bad_filters_are_422_problems_on_the_list_and_the_count() {
     a.admin.get("/v1/audit-logs?from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z").await.expect(200);
     a.admin.get("/v1/audit-logs/count?page_size=100&sort_by=position&sort_order=desc").await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_some_refused_leave_exactly_one_entry_per_event_written() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let a = organization(&operator, "alpha").await;
+    // Batches merging many commits, some refused by the database (a sibling name taken):
+    // a refused commit leaves no entry, its batch-mates leave theirs.
+    let creates = (0..40).map(|i| {
+        let admin = a.admin.clone();
+        let name = if i % 2 == 0 { "Same".to_owned() } else { format!("Distinct {i}") };
+        async move { admin.post("/v1/workspaces", json!({"name": name})).await.status.as_u16() }
+    });
+    let statuses = futures::future::join_all(creates).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 21, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [201, 409].contains(s)), "{statuses:?}");
+
+    let client = db.connect().await;
+    let missing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT position, event_id, event_type FROM events \
+             EXCEPT SELECT position, id, event_type FROM audit_log) AS m",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let extra: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log a WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.position = a.position)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((missing, extra), (0, 0), "the audit log has exactly the log's events");
+    assert_eq!(listed(&a.admin, "event_type=WorkspaceCreated").await.len(), 21);
+}
