@@ -89,10 +89,13 @@ fn event_type_schema() -> utoipa::openapi::Object {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditLogQuery {
+    /// The page to show, from 1 (the default).
     #[param(minimum = 1, maximum = 100_000)]
     page: Option<u32>,
+    /// Entries per page (default 20).
     #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
+    /// `position`, the log's order (the default and only sort).
     #[param(inline)]
     sort_by: Option<AuditLogSort>,
     /// `desc` (newest first) unless `asc`.
@@ -102,6 +105,7 @@ pub struct AuditLogQuery {
     workspace_id: Option<Uuid>,
     /// Entries caused by this key or user.
     actor_id: Option<Uuid>,
+    /// Entries of this event type (one of the log's).
     #[param(schema_with = event_type_schema)]
     event_type: Option<String>,
     /// Entries recorded at or after this time (RFC 3339).

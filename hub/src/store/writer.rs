@@ -10,8 +10,9 @@
 //!    stream the batch touches;
 //! 2. decide each commit in memory, in arrival order, against those versions (a commit
 //!    whose expectation fails gets its conflict and contributes nothing), then send each
-//!    accepted commit's events, read-model statements and extra statements, advance the
-//!    head, COMMIT.
+//!    accepted commit's events, read-model statements and extra statements, the batch's
+//!    own statements ([`Projector::batch_steps`]: the audit log's rows of all its events in
+//!    one statement), advance the head, COMMIT.
 //!
 //! The decision is safe because no other transaction can append while the head is
 //! locked. The database may still refuse a commit (a unique index, a tree or quota
