@@ -4,8 +4,8 @@
 -- `hub projections rebuild`.
 CREATE TABLE audit_log (
     position bigint PRIMARY KEY,
-    -- The event's id.
-    id uuid NOT NULL UNIQUE,
+    -- The event's id (unique in the log already: no index of its own on the write path).
+    id uuid NOT NULL,
     event_type text NOT NULL,
     recorded_at timestamptz NOT NULL,
     actor_type actor_type NOT NULL,
