@@ -62,6 +62,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/v1/workspaces/{id}/members/count"),
     ("patch", "/v1/workspaces/{id}/members/{user_id}"),
     ("delete", "/v1/workspaces/{id}/members/{user_id}"),
+    ("get", "/v1/audit-logs"),
+    ("get", "/v1/audit-logs/count"),
 ];
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];

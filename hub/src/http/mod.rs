@@ -5,6 +5,7 @@
 //! idempotency → the resource routers.
 
 mod api_keys;
+mod audit_logs;
 pub mod auth;
 mod conditional;
 pub mod context;
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(workspace_secrets::router())
         .merge(instances::router())
+        .merge(audit_logs::router())
         .split_for_parts();
     let api = Arc::new(api);
     api_router

@@ -2,7 +2,7 @@
 //!
 //! The rule: nothing deleted; only the principal's own organization (the operator sees
 //! every organization); a key restricted to workspaces sees only what lies in its subtrees.
-//! Each table's queries name it by a fixed alias (`o`, `w`, `u`, `k`), which the clauses
+//! Each table's queries name it by a fixed alias (`o`, `w`, `u`, `k`, `a`), which the clauses
 //! here use. Rows of other tables (members, invitations, secrets) are reached through a
 //! visible workspace (`workspaces::find`).
 
@@ -22,6 +22,11 @@ pub enum Table {
     /// `api_keys k`: of the organization; a key restricted to workspaces sees only keys
     /// restricted to workspaces inside its own subtrees.
     ApiKeys,
+    /// `audit_log a`: of the organization (deleted things' history included); a key
+    /// restricted to workspaces sees only the rows of workspaces inside its subtrees as
+    /// they are now, never the rows of the organization as a whole (its keys, users,
+    /// settings).
+    AuditLog,
 }
 
 impl Filter {
@@ -66,6 +71,17 @@ impl Filter {
                     self.bind(
                         "cardinality(k.workspace_ids) > 0 AND NOT EXISTS (SELECT 1 FROM unnest(k.workspace_ids) w(id) \
                          WHERE NOT EXISTS (SELECT 1 FROM workspaces x WHERE x.id = w.id AND x.ancestors && $?))",
+                        Box::new(roots),
+                    );
+                }
+            }
+            Table::AuditLog => {
+                if let Some(own) = own {
+                    self.bind("a.organization_id = $?", Box::new(own));
+                }
+                if let Some(roots) = roots {
+                    self.bind(
+                        "EXISTS (SELECT 1 FROM workspaces x WHERE x.id = a.workspace_id AND x.ancestors && $?)",
                         Box::new(roots),
                     );
                 }

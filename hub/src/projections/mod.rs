@@ -6,6 +6,7 @@
 //! tree depth, is enforced by constraints these steps hit inside the same transaction).
 
 mod api_keys;
+pub mod audit_log;
 pub mod claims;
 mod organizations;
 pub mod rebuild;
@@ -75,6 +76,14 @@ pub trait Projector: Send + Sync + 'static {
     fn claim(&self, _stream_id: &str, _event_type: &str, _data: &serde_json::Value) -> Option<claims::SiblingName> {
         None
     }
+
+    /// Statements over the events of several commits at once (a batch the writer commits
+    /// in one transaction, or a page of a rebuild), run after the steps of all of them: a
+    /// read model with one row per event writes the batch's rows in one statement, however
+    /// many commits it holds. The events passed the commits' `steps_all`.
+    fn batch_steps(&self, _events: &[&RecordedEvent]) -> Vec<SqlStep> {
+        Vec::new()
+    }
 }
 
 /// No read models: the bare event store.
@@ -137,6 +146,10 @@ impl Projector for ReadModels {
         }
         steps.extend(statuses.take());
         Ok(steps)
+    }
+
+    fn batch_steps(&self, events: &[&RecordedEvent]) -> Vec<SqlStep> {
+        audit_log::insert(events).into_iter().collect()
     }
 }
 

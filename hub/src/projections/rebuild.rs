@@ -11,7 +11,8 @@ use super::{Projector, ReadModels};
 
 /// The tables the projections own (operational tables such as idempotency keys and key
 /// usage are not derived from events and are left alone).
-pub const TABLES: [&str; 6] = ["organizations", "api_keys", "workspaces", "users", "invitations", "members"];
+pub const TABLES: [&str; 7] =
+    ["organizations", "api_keys", "workspaces", "users", "invitations", "members", "audit_log"];
 
 const PAGE: i64 = 1000;
 
@@ -32,15 +33,19 @@ pub async fn rebuild(client: &mut Client) -> anyhow::Result<i64> {
         let page: Vec<RecordedEvent> = crate::store::read_page(&tx, after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.position;
+        let mut steps = Vec::new();
         for event in &page {
-            for step in ReadModels.steps(event)? {
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-                if !statements.contains_key(step.sql) {
-                    statements.insert(step.sql, tx.prepare(step.sql).await?);
-                }
-                tx.execute(&statements[step.sql], &params).await?;
+            steps.extend(ReadModels.steps(event)?);
+        }
+        // The page's audit rows in one statement, as the writer writes a batch's.
+        steps.extend(ReadModels.batch_steps(&page.iter().collect::<Vec<_>>()));
+        for step in steps {
+            let params: Vec<&(dyn ToSql + Sync)> =
+                step.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            if !statements.contains_key(step.sql) {
+                statements.insert(step.sql, tx.prepare(step.sql).await?);
             }
+            tx.execute(&statements[step.sql], &params).await?;
         }
     }
     tx.commit().await?;

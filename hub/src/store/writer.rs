@@ -10,8 +10,9 @@
 //!    stream the batch touches;
 //! 2. decide each commit in memory, in arrival order, against those versions (a commit
 //!    whose expectation fails gets its conflict and contributes nothing), then send each
-//!    accepted commit's events, read-model statements and extra statements, advance the
-//!    head, COMMIT.
+//!    accepted commit's events, read-model statements and extra statements, the batch's
+//!    own statements ([`Projector::batch_steps`]: the audit log's rows of all its events in
+//!    one statement), advance the head, COMMIT.
 //!
 //! The decision is safe because no other transaction can append while the head is
 //! locked. The database may still refuse a commit (a unique index, a tree or quota
@@ -369,10 +370,10 @@ async fn write_on(
         return Ok((answers, true));
     }
     if planned.len() == 1 {
-        return write_one(client, commits, planned, &head, &insert_events, &advance_head, answers).await;
+        return write_one(client, commits, planned, &head, (&insert_events, &advance_head), projector, answers).await;
     }
     if mode == Mode::Merged {
-        write_merged(client, commits, &planned, &head, &insert_events, &advance_head).await?;
+        write_merged(client, commits, &planned, &head, (&insert_events, &advance_head), projector).await?;
         for plan in planned {
             answers[plan.index] = Some(Ok(plan.recorded));
         }
@@ -386,7 +387,7 @@ async fn write_on(
     let mut written: Vec<Planned> = Vec::with_capacity(planned.len());
     loop {
         let (outcomes, groups, tail) =
-            send_pass(client, commits, &planned, &insert_events, &advance_head_to_last).await?;
+            send_pass(client, commits, &planned, (&insert_events, &advance_head_to_last), projector).await?;
         let Some(failed) = outcomes.iter().position(|o| matches!(o, Some(Err(_)))) else {
             written.append(&mut planned);
             break;
@@ -512,9 +513,14 @@ async fn prepare_steps(
     client: &deadpool_postgres::Client,
     commits: &[&Commit],
     planned: &[Planned],
+    batch_steps: &[&SqlStep],
 ) -> Result<HashMap<&'static str, tokio_postgres::Statement>, tokio_postgres::Error> {
-    let mut sqls: Vec<&'static str> =
-        planned.iter().flat_map(|p| p.steps.iter().chain(&commits[p.index].extra)).map(|step| step.sql).collect();
+    let mut sqls: Vec<&'static str> = planned
+        .iter()
+        .flat_map(|p| p.steps.iter().chain(&commits[p.index].extra))
+        .chain(batch_steps.iter().copied())
+        .map(|step| step.sql)
+        .collect();
     sqls.sort_unstable();
     sqls.dedup();
     let prepared = futures::future::try_join_all(sqls.iter().map(|sql| client.prepare_cached(sql))).await?;
@@ -532,11 +538,11 @@ async fn write_one(
     commits: &[&Commit],
     mut planned: Vec<Planned>,
     head: &Head,
-    insert_events: &tokio_postgres::Statement,
-    advance_head: &tokio_postgres::Statement,
+    statements: (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    projector: &dyn Projector,
     mut answers: Pass,
 ) -> Result<(Pass, bool), BatchError> {
-    match write_merged(client, commits, &planned, head, insert_events, advance_head).await {
+    match write_merged(client, commits, &planned, head, statements, projector).await {
         Ok(()) => {
             let plan = planned.remove(0);
             answers[plan.index] = Some(Ok(plan.recorded));
@@ -562,11 +568,16 @@ async fn write_merged(
     commits: &[&Commit],
     planned: &[Planned],
     head: &Head,
-    insert_events: &tokio_postgres::Statement,
-    advance_head: &tokio_postgres::Statement,
+    statements: (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    projector: &dyn Projector,
 ) -> Result<(), BatchError> {
-    let statements = prepare_steps(client, commits, planned).await?;
-    let steps: Vec<&SqlStep> = planned.iter().flat_map(|p| p.steps.iter().chain(&commits[p.index].extra)).collect();
+    let (insert_events, advance_head) = statements;
+    // The batch's own statements (one for all its commits) follow every commit's steps.
+    let events: Vec<&RecordedEvent> = planned.iter().flat_map(|p| &p.recorded).collect();
+    let batch_steps = projector.batch_steps(&events);
+    let statements = prepare_steps(client, commits, planned, &batch_steps.iter().collect::<Vec<_>>()).await?;
+    let steps: Vec<&SqlStep> =
+        planned.iter().flat_map(|p| p.steps.iter().chain(&commits[p.index].extra)).chain(&batch_steps).collect();
     let params: Vec<Vec<&(dyn ToSql + Sync)>> = steps.iter().map(|step| step_params(step)).collect();
     let mut rows = Rows::default();
     planned.iter().for_each(|p| rows.extend(&p.recorded));
@@ -596,12 +607,19 @@ async fn send_pass(
     client: &deadpool_postgres::Client,
     commits: &[&Commit],
     planned: &[Planned],
-    insert_events: &tokio_postgres::Statement,
-    advance_head_to_last: &tokio_postgres::Statement,
+    statements: (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    projector: &dyn Projector,
 ) -> Result<(Vec<pipeline::Outcome>, Vec<std::ops::Range<usize>>, usize), BatchError> {
-    let statements = prepare_steps(client, commits, planned).await?;
-    let steps: Vec<Vec<&SqlStep>> =
-        planned.iter().map(|p| p.steps.iter().chain(&commits[p.index].extra).collect()).collect();
+    let (insert_events, advance_head_to_last) = statements;
+    // Each commit's batch statements inside its own savepoint, so a refusal takes them too.
+    let batch_steps: Vec<Vec<SqlStep>> =
+        planned.iter().map(|p| projector.batch_steps(&p.recorded.iter().collect::<Vec<_>>())).collect();
+    let statements = prepare_steps(client, commits, planned, &batch_steps.iter().flatten().collect::<Vec<_>>()).await?;
+    let steps: Vec<Vec<&SqlStep>> = planned
+        .iter()
+        .zip(&batch_steps)
+        .map(|(p, batch)| p.steps.iter().chain(&commits[p.index].extra).chain(batch).collect())
+        .collect();
     let params: Vec<Vec<Vec<&(dyn ToSql + Sync)>>> =
         steps.iter().map(|commit| commit.iter().map(|step| step_params(step)).collect()).collect();
     let insert_params: Vec<[&(dyn ToSql + Sync); 11]> = planned.iter().map(|p| p.rows.params()).collect();
