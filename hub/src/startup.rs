@@ -39,6 +39,7 @@ impl Application {
     /// Migrates the database when serving as its owner (else checks `hub migrate` did),
     /// connects the pool, starts the writer and binds the port.
     pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
+        shared::metrics::install();
         let db_config = config.database_config()?;
         let mut client = crate::db::connect(&db_config).await.context("connecting to the database")?;
         if crate::migrate::may_migrate(&client).await.context("checking the database's owner")? {

@@ -16,6 +16,7 @@ pub mod hash;
 pub mod keys;
 pub mod link;
 pub mod metadata;
+pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
 pub mod relayed;
