@@ -9,7 +9,7 @@ use crate::config::Config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::ExposeSecret;
 use shared::keys::KeyHasher;
 
 use crate::http::auth::Authenticator;
@@ -115,7 +115,7 @@ impl Application {
             let embedded = instance::embedded::start(
                 config.session_config()?,
                 EMBEDDED_INSTANCE_ID.to_owned(),
-                Arc::new(SecretBox::new(Box::new(*master.expose_secret()))),
+                master.clone(),
                 config.auth_failures_per_minute,
                 commit_signal,
                 &tasks,

@@ -6,6 +6,7 @@
 //! [`telemetry`] and the HTTP serving loop in [`serve`], it performs no I/O.
 
 pub mod access_token;
+pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod envelope;
