@@ -9,10 +9,12 @@ use crate::config::Config;
 use crate::startup::{Application, Mode};
 
 #[derive(Debug, Parser)]
-#[command(name = "hub", version, about = "Admin API hub: HTTP API, event store and relay")]
+#[command(name = "hub", version, next_line_help = true, about = "Admin API hub: HTTP API, event store and relay")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +98,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::from_env()?;
+    let config = Config::from_args(cli.config)?;
     match cli.command {
         Command::Serve { single_node } => {
             let mode = if single_node { Mode::SingleNode } else { Mode::MultiInstance };

@@ -1,16 +1,144 @@
-//! Configuration from the environment (names in API.md, "Configuration").
+//! Configuration (API.md, "Configuration"): every variable is also a flag of `hub`,
+//! listed with its variable and default by `hub --help`; a flag wins over its variable.
+//!
+//! Secrets (database URLs, the operator key, the master key, the SMTP and NATS URLs, which
+//! may carry credentials) stay in `secrecy` types: their `Debug` is redacted, `--help`
+//! never shows their values, and errors about them name the variable only. An empty
+//! variable counts as unset.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
-use base64::Engine;
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretString};
+use shared::config::{MasterKey, Telemetry, Webhooks};
 
-fn parse_master_key(text: &str) -> Result<SecretBox<[u8; 32]>, ConfigError> {
-    let invalid = || ConfigError::Invalid { name: "HUB_MASTER_KEY", reason: "must be 32 bytes, base64-encoded".into() };
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| invalid())?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| invalid())?;
-    Ok(SecretBox::new(Box::new(key)))
+/// The hub's configuration as given: each variable, or the flag of the same name.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// The hub's PostgreSQL database, as the serving role (required).
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    database_url: Option<SecretString>,
+    /// The same database as the owning role, for `hub migrate` and `hub projections
+    /// rebuild`; DATABASE_URL is then the serving role's.
+    #[arg(
+        long = "migration-database-url",
+        env = "HUB_MIGRATION_DATABASE_URL",
+        value_name = "HUB_MIGRATION_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    migration_database_url: Option<SecretString>,
+    /// Where the API listens; port 0 picks a free port.
+    #[arg(
+        long = "listen-addr",
+        env = "HUB_LISTEN_ADDR",
+        value_name = "HUB_LISTEN_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    listen_addr: SocketAddr,
+    /// The operator key: any string of at least 32 characters.
+    #[arg(
+        long = "operator-key",
+        env = "HUB_OPERATOR_KEY",
+        value_name = "HUB_OPERATOR_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    operator_key: Option<SecretString>,
+    /// The master key (32 bytes, base64): seals data keys; hub and instances share it.
+    #[arg(
+        long = "master-key",
+        env = "HUB_MASTER_KEY",
+        value_name = "HUB_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    master_key: Option<SecretString>,
+    /// Connections in the hub's database pool.
+    #[arg(
+        long = "database-pool-size",
+        env = "HUB_DATABASE_POOL_SIZE",
+        value_name = "HUB_DATABASE_POOL_SIZE",
+        default_value = "16",
+        value_parser = shared::config::positive_usize,
+        global = true
+    )]
+    pool_size: usize,
+    /// Requests per minute per key, unless its organization sets its own.
+    #[arg(
+        long = "rate-limit-per-minute",
+        env = "HUB_RATE_LIMIT_PER_MINUTE",
+        value_name = "HUB_RATE_LIMIT_PER_MINUTE",
+        default_value = "500",
+        value_parser = shared::config::positive_u32,
+        global = true
+    )]
+    rate_limit_per_minute: u32,
+    /// Failed authentications per client address and minute before the address is refused.
+    #[arg(
+        long = "auth-failures-per-minute",
+        env = "HUB_AUTH_FAILURES_PER_MINUTE",
+        value_name = "HUB_AUTH_FAILURES_PER_MINUTE",
+        default_value = "20",
+        value_parser = shared::config::positive_u32,
+        global = true
+    )]
+    auth_failures_per_minute: u32,
+    /// The mail server (e.g. `smtp://127.0.0.1:2525`); without it emails wait in the outbox.
+    #[arg(long = "smtp-url", env = "SMTP_URL", value_name = "SMTP_URL", hide_env_values = true, global = true)]
+    smtp_url: Option<SecretString>,
+    /// The sender of the hub's emails.
+    #[arg(
+        long = "mail-from",
+        env = "HUB_MAIL_FROM",
+        value_name = "HUB_MAIL_FROM",
+        default_value = "Admin API <no-reply@localhost>",
+        global = true
+    )]
+    mail_from: String,
+    /// The base of links in emails (http or https); default `http://<HUB_LISTEN_ADDR>`.
+    #[arg(long = "public-url", env = "HUB_PUBLIC_URL", value_name = "HUB_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    /// Where the relay publishes the log; unset in single-node mode (in-process bus). It
+    /// may carry credentials (`nats://user:password@host:port`).
+    #[arg(long = "nats-url", env = "NATS_URL", value_name = "NATS_URL", hide_env_values = true, global = true)]
+    nats_url: Option<SecretString>,
+    /// Connections served at once.
+    #[arg(
+        long = "max-connections",
+        env = "HUB_MAX_CONNECTIONS",
+        value_name = "HUB_MAX_CONNECTIONS",
+        default_value_t = shared::serve::DEFAULT_MAX_CONNECTIONS,
+        value_parser = shared::config::positive_usize,
+        global = true
+    )]
+    max_connections: usize,
+    /// Seconds the relay may stay behind the log without progressing before `/readyz`
+    /// answers 503.
+    #[arg(
+        long = "relay-stall-seconds",
+        env = "HUB_RELAY_STALL_SECONDS",
+        value_name = "HUB_RELAY_STALL_SECONDS",
+        default_value = "60",
+        value_parser = shared::config::positive_seconds,
+        global = true
+    )]
+    relay_stall: Duration,
+    #[command(flatten)]
+    session_limits: instance::db::SessionLimits,
+    #[command(flatten)]
+    stream_limits: crate::relay::StreamLimits,
+    #[command(flatten)]
+    pub webhooks: Webhooks,
+    #[command(flatten)]
+    pub telemetry: Telemetry,
 }
 
 #[derive(Debug, Clone)]
@@ -24,10 +152,10 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// `HUB_OPERATOR_KEY`: at least 32 characters.
     pub operator_key: Option<SecretString>,
-    /// Connections in the hub's pool.
+    /// `HUB_DATABASE_POOL_SIZE`, default 16: connections in the hub's pool.
     pub pool_size: usize,
     /// `HUB_MASTER_KEY`: 32 bytes, base64. Seals data keys and derives the key pepper.
-    pub master_key: Option<Arc<SecretBox<[u8; 32]>>>,
+    pub master_key: Option<MasterKey>,
     /// `HUB_RATE_LIMIT_PER_MINUTE`, default 500.
     pub rate_limit_per_minute: u32,
     /// `SMTP_URL` (e.g. `smtp://127.0.0.1:2525`); without it emails wait in the outbox.
@@ -46,13 +174,16 @@ pub struct Config {
     pub max_connections: usize,
     /// `HUB_RELAY_STALL_SECONDS`, default 60: how long the relay may stay behind the log
     /// without progressing before `/readyz` answers 503.
-    pub relay_stall: std::time::Duration,
+    pub relay_stall: Duration,
     /// `DATABASE_*_TIMEOUT_SECONDS`, `DATABASE_KEEPALIVE_SECONDS`: limits of every session
     /// of `hub serve` (see [`instance::db`]); one-shot commands run without them.
     pub session_limits: instance::db::SessionLimits,
     /// `HUB_EVENTS_MAX_AGE_SECONDS`, `HUB_EVENTS_MAX_BYTES`, `HUB_EVENTS_MAX_MESSAGES`: how
     /// much of the log the NATS stream keeps (see [`crate::relay::StreamLimits`]).
     pub stream_limits: crate::relay::StreamLimits,
+    /// `WEBHOOK_RETRY_SCHEDULE`, `WEBHOOK_ALLOW_PRIVATE`: how the embedded instance of a
+    /// single-node hub delivers webhooks.
+    pub webhooks: Webhooks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,88 +194,53 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(|name| std::env::var(name).ok())
+impl From<shared::config::InvalidMasterKey> for ConfigError {
+    fn from(_: shared::config::InvalidMasterKey) -> Self {
+        Self::Invalid { name: "HUB_MASTER_KEY", reason: "must be 32 bytes, base64-encoded".into() }
     }
+}
 
-    /// Reads the configuration through `var` (the environment, or a table in tests).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        let listen_addr = match var("HUB_LISTEN_ADDR") {
-            Some(text) => text.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                name: "HUB_LISTEN_ADDR",
-                reason: e.to_string(),
-            })?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
-        let operator_key = match var("HUB_OPERATOR_KEY") {
-            Some(key) if key.chars().count() < 32 => {
-                return Err(ConfigError::Invalid {
-                    name: "HUB_OPERATOR_KEY",
-                    reason: "must be at least 32 characters".into(),
-                });
-            }
-            Some(key) => Some(SecretString::from(key)),
-            None => None,
-        };
-        let pool_size = match var("HUB_DATABASE_POOL_SIZE") {
-            Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
-                name: "HUB_DATABASE_POOL_SIZE",
-                reason: "must be a positive integer".into(),
-            })?,
-            None => 16,
-        };
-        let master_key = match var("HUB_MASTER_KEY") {
-            Some(text) => Some(parse_master_key(&text)?),
-            None => None,
-        };
-        let rate_limit_per_minute = match var("HUB_RATE_LIMIT_PER_MINUTE") {
-            Some(text) => text.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
-                name: "HUB_RATE_LIMIT_PER_MINUTE",
-                reason: "must be a positive integer".into(),
-            })?,
-            None => 500,
-        };
-        let auth_failures_per_minute = match var("HUB_AUTH_FAILURES_PER_MINUTE") {
-            Some(text) => text.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
-                name: "HUB_AUTH_FAILURES_PER_MINUTE",
-                reason: "must be a positive integer".into(),
-            })?,
-            None => 20,
-        };
-        let max_connections = shared::serve::max_connections_from("HUB_MAX_CONNECTIONS", var("HUB_MAX_CONNECTIONS"))
-            .map_err(|reason| ConfigError::Invalid { name: "HUB_MAX_CONNECTIONS", reason })?;
-        let public_url = var("HUB_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen_addr}"));
+/// A secret given empty counts as unset.
+fn given(value: Option<SecretString>) -> Option<SecretString> {
+    value.filter(|v| !v.expose_secret().trim().is_empty())
+}
+
+impl Config {
+    /// Checks what clap could not (required values, secrets, the public URL) and builds
+    /// the configuration.
+    pub fn from_args(args: ConfigArgs) -> Result<Self, ConfigError> {
+        let database_url = given(args.database_url).ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        let operator_key = given(args.operator_key);
+        if operator_key.as_ref().is_some_and(|key| key.expose_secret().chars().count() < 32) {
+            return Err(ConfigError::Invalid {
+                name: "HUB_OPERATOR_KEY",
+                reason: "must be at least 32 characters".into(),
+            });
+        }
+        let master_key = given(args.master_key).map(|key| shared::config::master_key(&key)).transpose()?;
+        let public_url =
+            args.public_url.filter(|u| !u.trim().is_empty()).unwrap_or_else(|| format!("http://{}", args.listen_addr));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
         }
-        let relay_stall = match var("HUB_RELAY_STALL_SECONDS") {
-            Some(text) => text.parse().ok().filter(|n| *n > 0).map(std::time::Duration::from_secs).ok_or(
-                ConfigError::Invalid { name: "HUB_RELAY_STALL_SECONDS", reason: "must be a positive integer".into() },
-            )?,
-            None => std::time::Duration::from_secs(60),
-        };
-        let session_limits = instance::db::SessionLimits::from_vars(&var)
-            .map_err(|reason| ConfigError::Invalid { name: "DATABASE_*_SECONDS", reason })?;
-        let stream_limits = crate::relay::StreamLimits::from_vars(&var)?;
         Ok(Self {
-            session_limits,
-            stream_limits,
-            relay_stall,
-            smtp_url: var("SMTP_URL").map(SecretString::from),
-            nats_url: var("NATS_URL").filter(|u| !u.is_empty()).map(SecretString::from),
-            mail_from: var("HUB_MAIL_FROM").unwrap_or_else(|| "Admin API <no-reply@localhost>".into()),
-            public_url: public_url.trim_end_matches('/').to_owned(),
-            database_url: SecretString::from(database_url),
-            migration_database_url: var("HUB_MIGRATION_DATABASE_URL").filter(|u| !u.is_empty()).map(SecretString::from),
-            listen_addr,
+            database_url,
+            migration_database_url: given(args.migration_database_url),
+            listen_addr: args.listen_addr,
             operator_key,
-            pool_size,
-            master_key: master_key.map(Arc::new),
-            rate_limit_per_minute,
-            auth_failures_per_minute,
-            max_connections,
+            pool_size: args.pool_size,
+            master_key,
+            rate_limit_per_minute: args.rate_limit_per_minute,
+            smtp_url: given(args.smtp_url),
+            mail_from: args.mail_from,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            nats_url: given(args.nats_url),
+            auth_failures_per_minute: args.auth_failures_per_minute,
+            max_connections: args.max_connections,
+            relay_stall: args.relay_stall,
+            session_limits: args.session_limits,
+            stream_limits: args.stream_limits,
+            webhooks: args.webhooks,
         })
     }
 
@@ -194,18 +290,30 @@ impl Config {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        use clap::Parser;
+        let args =
+            Args::try_parse_from(std::iter::once("hub").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        Config::from_args(args.config).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn the_debug_output_of_the_configuration_shows_no_secret() {
-        let vars = [
-            ("DATABASE_URL", "postgres://hub:db-password-4711@localhost/hub"),
-            ("HUB_MIGRATION_DATABASE_URL", "postgres://owner:owner-password-2024@localhost/hub"),
-            ("HUB_OPERATOR_KEY", "operator-key-that-nobody-may-see-0123456789"),
-            ("HUB_MASTER_KEY", "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="),
-            ("SMTP_URL", "smtp://mailer:smtp-password-0815@localhost:2525"),
-            ("NATS_URL", "nats://relay:nats-password-1234@localhost:4222"),
-        ];
-        let config =
-            Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
+        let config = parse(&[
+            "--database-url=postgres://hub:db-password-4711@localhost/hub",
+            "--migration-database-url=postgres://owner:owner-password-2024@localhost/hub",
+            "--operator-key=operator-key-that-nobody-may-see-0123456789",
+            "--master-key=c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE=",
+            "--smtp-url=smtp://mailer:smtp-password-0815@localhost:2525",
+            "--nats-url=nats://relay:nats-password-1234@localhost:4222",
+        ])
+        .unwrap();
         let debug = format!("{config:?}");
         for secret in [
             "owner-password-2024",
@@ -219,20 +327,31 @@ mod tests {
         }
         assert_eq!(config.serving_role().unwrap().as_deref(), Some("hub"));
         assert_eq!(config.auth_failures_per_minute, 20);
+        assert_eq!(config.rate_limit_per_minute, 500);
         assert_eq!(config.max_connections, shared::serve::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+        assert_eq!(config.stream_limits, crate::relay::StreamLimits::default());
     }
 
     #[test]
-    fn the_relay_stall_comes_from_the_given_variables() {
-        let vars = [("DATABASE_URL", "postgres://hub@localhost/hub"), ("HUB_RELAY_STALL_SECONDS", "7")];
-        let config =
-            Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
-        assert_eq!(config.relay_stall, std::time::Duration::from_secs(7));
-        let refused = Config::from_vars(|name| match name {
-            "DATABASE_URL" => Some("postgres://hub@localhost/hub".to_owned()),
-            "HUB_RELAY_STALL_SECONDS" => Some("0".to_owned()),
-            _ => None,
-        });
-        assert!(refused.is_err());
+    fn the_relay_stall_comes_from_the_given_value_and_zero_is_refused() {
+        let config = parse(&["--database-url=postgres://hub@localhost/hub", "--relay-stall-seconds=7"]).unwrap();
+        assert_eq!(config.relay_stall, Duration::from_secs(7));
+        let error = parse(&["--database-url=postgres://hub@localhost/hub", "--relay-stall-seconds=0"]).unwrap_err();
+        assert!(error.contains("HUB_RELAY_STALL_SECONDS"), "{error}");
+    }
+
+    #[test]
+    fn missing_and_invalid_secrets_are_refused_by_name_without_their_value() {
+        assert_eq!(parse(&["--database-url="]).unwrap_err(), "DATABASE_URL is not set");
+        let url = "--database-url=postgres://hub@localhost/hub";
+        let error = parse(&[url, "--operator-key=short-operator-key"]).unwrap_err();
+        assert!(error.contains("HUB_OPERATOR_KEY") && !error.contains("short-operator-key"), "{error}");
+        let error = parse(&[url, "--master-key=c2hvcnQtbWFzdGVy"]).unwrap_err();
+        assert!(error.contains("HUB_MASTER_KEY") && !error.contains("c2hvcnQtbWFzdGVy"), "{error}");
+        let error = parse(&[url, "--public-url=ftp://example.com"]).unwrap_err();
+        assert!(error.contains("HUB_PUBLIC_URL"), "{error}");
+        let error = parse(&[url, "--events-max-messages=-3"]).unwrap_err();
+        assert!(error.contains("HUB_EVENTS_MAX_MESSAGES"), "{error}");
     }
 }

@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shared::telemetry::init();
-    hub::cli::run(hub::cli::Cli::parse()).await
+    let cli = hub::cli::Cli::parse();
+    shared::telemetry::init(cli.config.telemetry.log.as_deref());
+    hub::cli::run(cli).await
 }

@@ -134,15 +134,38 @@ fn nats_error(error: impl std::fmt::Display) -> RelayError {
 
 /// How much of the log the stream keeps: the oldest messages go first once any limit is
 /// reached. An instance that had not read them yet catches up from the hub's event feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct StreamLimits {
-    /// `HUB_EVENTS_MAX_AGE_SECONDS`, default 7 days.
+    /// Seconds the NATS stream keeps an event (default 7 days).
+    #[arg(
+        long = "events-max-age-seconds",
+        env = "HUB_EVENTS_MAX_AGE_SECONDS",
+        value_name = "HUB_EVENTS_MAX_AGE_SECONDS",
+        default_value = "604800",
+        value_parser = shared::config::positive_seconds,
+        global = true
+    )]
     pub max_age: Duration,
-    /// `HUB_EVENTS_MAX_BYTES`, default 1 GiB. JetStream refuses a stream whose limit
+    /// Bytes the NATS stream keeps (default 1 GiB). JetStream refuses a stream whose limit
     /// exceeds the server's file store (by default 75% of the disk free at its start), so
     /// the default stays modest; raise it with the server's `max_file_store`.
+    #[arg(
+        long = "events-max-bytes",
+        env = "HUB_EVENTS_MAX_BYTES",
+        value_name = "HUB_EVENTS_MAX_BYTES",
+        default_value = "1073741824",
+        value_parser = shared::config::positive_i64,
+        global = true
+    )]
     pub max_bytes: i64,
-    /// `HUB_EVENTS_MAX_MESSAGES`, default unlimited.
+    /// Messages the NATS stream keeps (default unlimited).
+    #[arg(
+        long = "events-max-messages",
+        env = "HUB_EVENTS_MAX_MESSAGES",
+        value_name = "HUB_EVENTS_MAX_MESSAGES",
+        value_parser = shared::config::positive_i64,
+        global = true
+    )]
     pub max_messages: Option<i64>,
 }
 
@@ -153,29 +176,6 @@ impl Default for StreamLimits {
 }
 
 impl StreamLimits {
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, crate::config::ConfigError> {
-        fn positive(
-            var: &impl Fn(&str) -> Option<String>,
-            name: &'static str,
-        ) -> Result<Option<i64>, crate::config::ConfigError> {
-            match var(name).filter(|v| !v.trim().is_empty()) {
-                None => Ok(None),
-                Some(text) => {
-                    text.trim().parse::<i64>().ok().filter(|n| *n > 0).map(Some).ok_or(
-                        crate::config::ConfigError::Invalid { name, reason: "must be a positive integer".into() },
-                    )
-                }
-            }
-        }
-        let default = Self::default();
-        Ok(Self {
-            max_age: positive(&var, "HUB_EVENTS_MAX_AGE_SECONDS")?
-                .map_or(default.max_age, |s| Duration::from_secs(s.unsigned_abs())),
-            max_bytes: positive(&var, "HUB_EVENTS_MAX_BYTES")?.unwrap_or(default.max_bytes),
-            max_messages: positive(&var, "HUB_EVENTS_MAX_MESSAGES")?,
-        })
-    }
-
     fn config(&self) -> stream::Config {
         stream::Config {
             name: STREAM.to_owned(),

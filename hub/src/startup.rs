@@ -9,7 +9,7 @@ use crate::config::Config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::ExposeSecret;
 use shared::keys::KeyHasher;
 
 use crate::http::auth::Authenticator;
@@ -39,6 +39,7 @@ impl Application {
     /// Migrates the database when serving as its owner (else checks `hub migrate` did),
     /// connects the pool, starts the writer and binds the port.
     pub async fn build(config: Config, mode: Mode) -> anyhow::Result<Self> {
+        shared::metrics::install();
         let db_config = config.database_config()?;
         let mut client = crate::db::connect(&db_config).await.context("connecting to the database")?;
         if crate::migrate::may_migrate(&client).await.context("checking the database's owner")? {
@@ -114,7 +115,7 @@ impl Application {
             let embedded = instance::embedded::start(
                 config.session_config()?,
                 EMBEDDED_INSTANCE_ID.to_owned(),
-                Arc::new(SecretBox::new(Box::new(*master.expose_secret()))),
+                master.clone(),
                 config.auth_failures_per_minute,
                 commit_signal,
                 &tasks,

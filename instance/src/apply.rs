@@ -102,7 +102,7 @@ pub async fn apply_batch_with_keys(
             },
         );
     }
-    let (mut handled, mut last, mut applied_position) = (0, None, 0);
+    let (mut handled, mut last, mut applied_position, mut applied) = (0, None, 0, 0u64);
     for event in events {
         let Some(id) = workspace_id(event) else {
             handled += 1;
@@ -130,6 +130,7 @@ pub async fn apply_batch_with_keys(
             entry.hash.clone_from(&event.hash);
             entry.dirty = true;
             applied_position = applied_position.max(event.position);
+            applied += 1;
             Applied::Applied
         };
         last = Some(outcome);
@@ -165,11 +166,21 @@ pub async fn apply_batch_with_keys(
     if !deleted.is_empty() {
         tx.execute("DELETE FROM data_keys WHERE workspace_id = ANY($1)", &[&deleted]).await?;
     }
+    let mut position = None;
     if applied_position > 0 {
-        tx.execute("UPDATE instance_state SET applied_position = GREATEST(applied_position, $1)", &[&applied_position])
+        let row = tx
+            .query_one(
+                "UPDATE instance_state SET applied_position = GREATEST(applied_position, $1) RETURNING applied_position",
+                &[&applied_position],
+            )
             .await?;
+        position = Some(row.get::<_, i64>("applied_position"));
     }
     tx.commit().await?;
+    if let Some(position) = position {
+        metrics::gauge!(shared::metrics::INSTANCE_APPLIED_POSITION).set(position as f64);
+    }
+    metrics::counter!(shared::metrics::INSTANCE_APPLIED_EVENTS).increment(applied);
     Ok((handled, last))
 }
 

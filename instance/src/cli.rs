@@ -6,11 +6,14 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "instance",
     version,
+    next_line_help = true,
     about = "Worker instance: materializes workspace state and serves the data plane"
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,20 +1,110 @@
-//! Configuration from the environment (API.md, "Configuration").
+//! Configuration (API.md, "Configuration"): every variable is also a flag of `instance`,
+//! listed with its variable and default by `instance --help`; a flag wins over its
+//! variable.
 //!
 //! Secrets (the database URL, which may hold a password, the hub key, the NATS URL, which
 //! may hold credentials, and the master key) stay in `secrecy` types: their `Debug` is
-//! redacted, and they are exposed only where they are used.
+//! redacted, `--help` never shows their values, and they are exposed only where they are
+//! used. An empty variable counts as unset.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretString};
+use shared::config::{Telemetry, Webhooks};
+
+pub use shared::config::MasterKey;
 
 /// Connections in a running instance's pool: the consumer, the heartbeat, readiness and
 /// the runtime API's requests.
 const POOL_SIZE: usize = 16;
 
-/// The master key shared with the hub.
-pub type MasterKey = Arc<SecretBox<[u8; 32]>>;
+/// The instance's configuration as given: each variable, or the flag of the same name.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// This instance's own PostgreSQL database (required).
+    #[arg(
+        long = "database-url",
+        env = "INSTANCE_DATABASE_URL",
+        value_name = "INSTANCE_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    database_url: Option<SecretString>,
+    /// The instance's name in subjects and placements: `[a-z0-9_-]{1,50}`, not `hub` (required).
+    #[arg(long = "instance-id", env = "INSTANCE_ID", value_name = "INSTANCE_ID", global = true)]
+    instance_id: Option<String>,
+    /// Where the runtime API listens.
+    #[arg(
+        long = "listen-addr",
+        env = "INSTANCE_LISTEN_ADDR",
+        value_name = "INSTANCE_LISTEN_ADDR",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
+    listen_addr: SocketAddr,
+    /// The NATS server the events come from, possibly with this instance's credentials
+    /// (`nats://user:password@host:port`).
+    #[arg(long = "nats-url", env = "NATS_URL", value_name = "NATS_URL", hide_env_values = true, global = true)]
+    nats_url: Option<SecretString>,
+    /// A hub's base URL, asked over HTTP for the event feed when no hub answers over NATS.
+    #[arg(long = "hub-url", env = "HUB_URL", value_name = "HUB_URL", global = true)]
+    hub_url: Option<String>,
+    /// The key presented to the hub at HUB_URL (not needed over NATS).
+    #[arg(
+        long = "hub-operator-key",
+        env = "HUB_OPERATOR_KEY",
+        value_name = "HUB_OPERATOR_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    hub_key: Option<SecretString>,
+    /// The master key shared with the hub (32 bytes, base64): opens the workspaces' data keys.
+    #[arg(
+        long = "master-key",
+        env = "HUB_MASTER_KEY",
+        value_name = "HUB_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    master_key: Option<SecretString>,
+    /// Failed token checks per client address and minute before the address is refused.
+    #[arg(
+        long = "auth-failures-per-minute",
+        env = "HUB_AUTH_FAILURES_PER_MINUTE",
+        value_name = "HUB_AUTH_FAILURES_PER_MINUTE",
+        default_value = "20",
+        value_parser = shared::config::positive_u32,
+        global = true
+    )]
+    auth_failures_per_minute: u32,
+    /// Connections served at once.
+    #[arg(
+        long = "max-connections",
+        env = "INSTANCE_MAX_CONNECTIONS",
+        value_name = "INSTANCE_MAX_CONNECTIONS",
+        default_value_t = shared::serve::DEFAULT_MAX_CONNECTIONS,
+        value_parser = shared::config::positive_usize,
+        global = true
+    )]
+    max_connections: usize,
+    /// Seconds the consumer may leave messages waiting without acking any before
+    /// `/readyz` answers 503.
+    #[arg(
+        long = "consumer-stall-seconds",
+        env = "INSTANCE_CONSUMER_STALL_SECONDS",
+        value_name = "INSTANCE_CONSUMER_STALL_SECONDS",
+        default_value = "60",
+        value_parser = shared::config::positive_seconds,
+        global = true
+    )]
+    consumer_stall: std::time::Duration,
+    #[command(flatten)]
+    session_limits: crate::db::SessionLimits,
+    #[command(flatten)]
+    pub webhooks: Webhooks,
+    #[command(flatten)]
+    pub telemetry: Telemetry,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,76 +132,41 @@ pub struct Config {
     pub consumer_stall: std::time::Duration,
     /// `DATABASE_*_TIMEOUT_SECONDS`, `DATABASE_KEEPALIVE_SECONDS` (see [`crate::db`]).
     pub session_limits: crate::db::SessionLimits,
+    /// `WEBHOOK_RETRY_SCHEDULE`, `WEBHOOK_ALLOW_PRIVATE`: how webhooks are delivered.
+    pub webhooks: Webhooks,
 }
 
-fn parse_master_key(text: &str) -> anyhow::Result<MasterKey> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))?;
-    let key: [u8; 32] =
-        bytes.try_into().map_err(|_| anyhow::anyhow!("HUB_MASTER_KEY must be 32 bytes, base64-encoded"))?;
-    Ok(Arc::new(SecretBox::new(Box::new(key))))
+/// A secret or text given empty counts as unset.
+fn given<T: AsRef<str>>(value: Option<T>) -> Option<T> {
+    value.filter(|v| !v.as_ref().trim().is_empty())
 }
 
-/// `HUB_AUTH_FAILURES_PER_MINUTE` (shared with the hub), default 20.
-pub fn auth_failures_per_minute(value: Option<String>) -> anyhow::Result<u32> {
-    match value {
-        None => Ok(20),
-        Some(text) => text
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| anyhow::anyhow!("HUB_AUTH_FAILURES_PER_MINUTE must be a positive integer")),
-    }
+fn given_secret(value: Option<SecretString>) -> Option<SecretString> {
+    value.filter(|v| !v.expose_secret().trim().is_empty())
 }
 
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_vars(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the configuration through `var` (the environment, or a table in tests).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    /// Checks what clap could not (required values, secrets) and builds the configuration.
+    pub fn from_args(args: ConfigArgs) -> anyhow::Result<Self> {
         let database_url =
-            var("INSTANCE_DATABASE_URL").ok_or_else(|| anyhow::anyhow!("INSTANCE_DATABASE_URL is not set"))?;
-        let instance_id = var("INSTANCE_ID").ok_or_else(|| anyhow::anyhow!("INSTANCE_ID is not set"))?;
+            given_secret(args.database_url).ok_or_else(|| anyhow::anyhow!("INSTANCE_DATABASE_URL is not set"))?;
+        let instance_id = given(args.instance_id).ok_or_else(|| anyhow::anyhow!("INSTANCE_ID is not set"))?;
         shared::domain::values::instance_id("INSTANCE_ID", &instance_id)
             .map_err(|_| anyhow::anyhow!("INSTANCE_ID must match [a-z0-9_-]{{1,50}} and not be `hub`"))?;
-        let listen_addr = match var("INSTANCE_LISTEN_ADDR") {
-            Some(text) => text.parse().map_err(|_| anyhow::anyhow!("INSTANCE_LISTEN_ADDR is not an address:port"))?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8081)),
-        };
+        let master_key = given_secret(args.master_key).map(|key| shared::config::master_key(&key)).transpose()?;
         Ok(Self {
-            database_url: SecretString::from(database_url),
+            database_url,
             instance_id,
-            listen_addr,
-            nats_url: var("NATS_URL").map(SecretString::from),
-            hub_url: var("HUB_URL").map(|u| u.trim_end_matches('/').to_owned()),
-            hub_key: var("HUB_OPERATOR_KEY").map(SecretString::from),
-            master_key: match var("HUB_MASTER_KEY") {
-                Some(text) => Some(parse_master_key(&text)?),
-                None => None,
-            },
-            auth_failures_per_minute: auth_failures_per_minute(var("HUB_AUTH_FAILURES_PER_MINUTE"))?,
-            max_connections: shared::serve::max_connections_from(
-                "INSTANCE_MAX_CONNECTIONS",
-                var("INSTANCE_MAX_CONNECTIONS"),
-            )
-            .map_err(anyhow::Error::msg)?,
-            consumer_stall: match var("INSTANCE_CONSUMER_STALL_SECONDS") {
-                Some(text) => text
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .map(std::time::Duration::from_secs)
-                    .ok_or_else(|| anyhow::anyhow!("INSTANCE_CONSUMER_STALL_SECONDS must be a positive integer"))?,
-                None => std::time::Duration::from_secs(60),
-            },
-            session_limits: crate::db::SessionLimits::from_vars(var).map_err(anyhow::Error::msg)?,
+            listen_addr: args.listen_addr,
+            nats_url: given_secret(args.nats_url),
+            hub_url: given(args.hub_url).map(|u| u.trim_end_matches('/').to_owned()),
+            hub_key: given_secret(args.hub_key),
+            master_key,
+            auth_failures_per_minute: args.auth_failures_per_minute,
+            max_connections: args.max_connections,
+            consumer_stall: args.consumer_stall,
+            session_limits: args.session_limits,
+            webhooks: args.webhooks,
         })
     }
 
@@ -141,18 +196,28 @@ impl Config {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        use clap::Parser;
+        Config::from_args(Args::try_parse_from(std::iter::once("instance").chain(args.iter().copied()))?.config)
+    }
+
     #[test]
     fn the_debug_output_of_the_configuration_shows_no_secret() {
-        let vars = [
-            ("INSTANCE_DATABASE_URL", "postgres://instance:db-password-4711@localhost/alpha"),
-            ("INSTANCE_ID", "alpha"),
-            ("HUB_OPERATOR_KEY", "operator-key-that-nobody-may-see-0123456789"),
-            ("HUB_MASTER_KEY", "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="),
-            ("NATS_URL", "nats://alpha:nats-password-1234@localhost:4222"),
-            ("HUB_URL", "http://127.0.0.1:8080"),
-        ];
-        let config =
-            Config::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap();
+        let config = parse(&[
+            "--database-url=postgres://instance:db-password-4711@localhost/alpha",
+            "--instance-id=alpha",
+            "--hub-operator-key=operator-key-that-nobody-may-see-0123456789",
+            "--master-key=c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE=",
+            "--nats-url=nats://alpha:nats-password-1234@localhost:4222",
+            "--hub-url=http://127.0.0.1:8080/",
+        ])
+        .unwrap();
         let debug = format!("{config:?}");
         for secret in ["db-password-4711", "operator-key-that-nobody", "c2VjcmV0", "nats-password-1234"] {
             assert!(!debug.contains(secret), "{secret} shows in {debug}");
@@ -161,5 +226,22 @@ mod tests {
         let master = config.master_key.as_ref().unwrap();
         assert!(!debug.contains(&format!("{:?}", master.expose_secret())));
         assert_eq!(config.auth_failures_per_minute, 20);
+        assert_eq!(config.hub_url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(config.webhooks.retry_schedule.0.len(), 6);
+        assert!(!config.webhooks.allow_private);
+    }
+
+    #[test]
+    fn missing_and_invalid_values_are_refused_by_name() {
+        let error = parse(&["--instance-id=alpha"]).unwrap_err().to_string();
+        assert!(error.contains("INSTANCE_DATABASE_URL is not set"), "{error}");
+        let error = parse(&["--database-url=postgres://x@y/z", "--instance-id=Hub!"]).unwrap_err().to_string();
+        assert!(error.contains("INSTANCE_ID"), "{error}");
+        let error = parse(&["--database-url=postgres://x@y/z", "--instance-id=a", "--master-key=secret-text-123"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("HUB_MASTER_KEY") && !error.contains("secret-text-123"), "{error}");
+        let error = parse(&["--consumer-stall-seconds=0"]).unwrap_err().to_string();
+        assert!(error.contains("INSTANCE_CONSUMER_STALL_SECONDS"), "{error}");
     }
 }

@@ -2,7 +2,7 @@
 //! instance): reconnecting pools, and session limits on every connection so a stalled
 //! session cannot block others or hang a task forever.
 //!
-//! Limits (`0` turns one off), from the environment:
+//! Limits (`0` turns one off), from the environment (or the matching flags):
 //! - `DATABASE_STATEMENT_TIMEOUT_SECONDS`, default 300: longest statement. Well above the
 //!   largest legitimate commit (a subtree of 10,000 workspaces); one-shot commands
 //!   (migrations, `hub projections rebuild`, `instance rebuild`) run without it.
@@ -18,11 +18,47 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, NoTls};
 
 /// Session limits and keepalives applied to every connection of a long-running process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct SessionLimits {
+    /// Longest statement of a long-running process's sessions, in seconds (0: no limit).
+    #[arg(
+        long = "database-statement-timeout-seconds",
+        env = "DATABASE_STATEMENT_TIMEOUT_SECONDS",
+        value_name = "DATABASE_STATEMENT_TIMEOUT_SECONDS",
+        default_value = "300",
+        value_parser = shared::config::seconds_or_off,
+        global = true
+    )]
     pub statement_timeout: Duration,
+    /// Longest wait for a lock, in seconds (0: no limit).
+    #[arg(
+        long = "database-lock-timeout-seconds",
+        env = "DATABASE_LOCK_TIMEOUT_SECONDS",
+        value_name = "DATABASE_LOCK_TIMEOUT_SECONDS",
+        default_value = "60",
+        value_parser = shared::config::seconds_or_off,
+        global = true
+    )]
     pub lock_timeout: Duration,
+    /// Seconds an open transaction may stay idle before the server ends it (0: no limit).
+    #[arg(
+        long = "database-idle-in-transaction-timeout-seconds",
+        env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+        value_name = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+        default_value = "120",
+        value_parser = shared::config::seconds_or_off,
+        global = true
+    )]
     pub idle_in_transaction_timeout: Duration,
+    /// TCP keepalive idle time of database connections, in seconds (0: no keepalives).
+    #[arg(
+        long = "database-keepalive-seconds",
+        env = "DATABASE_KEEPALIVE_SECONDS",
+        value_name = "DATABASE_KEEPALIVE_SECONDS",
+        default_value = "15",
+        value_parser = shared::config::seconds_or_off,
+        global = true
+    )]
     pub keepalive: Duration,
 }
 
@@ -38,28 +74,6 @@ impl Default for SessionLimits {
 }
 
 impl SessionLimits {
-    /// Reads the limits through `var`; the error names the variable at fault.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let seconds = |name: &str, default: Duration| match var(name).filter(|v| !v.trim().is_empty()) {
-            None => Ok(default),
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| format!("{name} must be a whole number of seconds (0 turns it off)")),
-        };
-        let default = Self::default();
-        Ok(Self {
-            statement_timeout: seconds("DATABASE_STATEMENT_TIMEOUT_SECONDS", default.statement_timeout)?,
-            lock_timeout: seconds("DATABASE_LOCK_TIMEOUT_SECONDS", default.lock_timeout)?,
-            idle_in_transaction_timeout: seconds(
-                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
-                default.idle_in_transaction_timeout,
-            )?,
-            keepalive: seconds("DATABASE_KEEPALIVE_SECONDS", default.keepalive)?,
-        })
-    }
-
     /// `config` with the limits set (after whatever options it already carries).
     pub fn apply(&self, mut config: tokio_postgres::Config) -> tokio_postgres::Config {
         let limits = format!(
@@ -131,15 +145,23 @@ mod tests {
         assert!(config.get_keepalives());
     }
 
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        limits: SessionLimits,
+    }
+
     #[test]
-    fn limits_come_from_the_environment_and_zero_turns_one_off() {
-        let vars = [("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0"), ("DATABASE_LOCK_TIMEOUT_SECONDS", "5")];
-        let limits =
-            SessionLimits::from_vars(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_owned())).unwrap();
+    fn limits_default_like_the_documentation_and_zero_turns_one_off() {
+        use clap::Parser;
+        let defaults = Args::try_parse_from(["x"]).unwrap().limits;
+        assert_eq!(defaults, SessionLimits::default());
+        let args = ["x", "--database-statement-timeout-seconds", "0", "--database-lock-timeout-seconds", "5"];
+        let limits = Args::try_parse_from(args).unwrap().limits;
         assert_eq!(limits.statement_timeout, Duration::ZERO);
         assert_eq!(limits.lock_timeout, Duration::from_secs(5));
         assert_eq!(limits.idle_in_transaction_timeout, SessionLimits::default().idle_in_transaction_timeout);
-        let error = SessionLimits::from_vars(|n| (n == "DATABASE_KEEPALIVE_SECONDS").then(|| "soon".to_owned()));
-        assert!(error.unwrap_err().contains("DATABASE_KEEPALIVE_SECONDS"));
+        let error = Args::try_parse_from(["x", "--database-keepalive-seconds", "soon"]).err().unwrap().to_string();
+        assert!(error.contains("DATABASE_KEEPALIVE_SECONDS"), "{error}");
     }
 }

@@ -49,7 +49,9 @@ pub async fn start(
     }
     let runtime = Arc::new(RuntimeState::new(pool, Keyring::Database, Some(master_key), auth_failures_per_minute));
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
-    Ok(crate::runtime::router(runtime).layer(axum::middleware::from_fn(crate::request_id::request_id)))
+    Ok(crate::runtime::router(runtime)
+        .layer(axum::middleware::from_fn(crate::request_id::request_id))
+        .layer(axum::middleware::from_fn(shared::metrics::track)))
 }
 
 /// The hub's database, with the embedded instance's schema first on the search path (the

@@ -6,11 +6,11 @@ use instance::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shared::telemetry::init();
-    let command = Cli::parse().command;
+    let cli = Cli::parse();
+    shared::telemetry::init(cli.config.telemetry.log.as_deref());
     let result = async {
-        let config = Config::from_env()?;
-        match command {
+        let config = Config::from_args(cli.config)?;
+        match cli.command {
             Command::Serve => instance::startup::serve(config).await,
             Command::Rebuild => {
                 let applied = instance::startup::rebuild(config).await?;

@@ -128,6 +128,7 @@ async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next
     if request.headers().contains_key(header::AUTHORIZATION) {
         let gate = state.failures.peek(&ip, state.auth_failures_per_minute);
         if !gate.allowed {
+            shared::metrics::rate_limited(shared::metrics::Limit::FailedAuthentications);
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
                 shared::rate_limit::TOO_MANY_FAILURES_CODE,
@@ -139,6 +140,7 @@ async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next
     }
     let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED {
+        shared::metrics::authentication_failed();
         state.failures.record(&ip);
     }
     response

@@ -73,6 +73,7 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    shared::metrics::install();
     let mut client = config.connect().await.context("connecting to the instance database")?;
     crate::migrate::run(&mut client).await.context("migrating the instance database")?;
     drop(client);
@@ -113,10 +114,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { shared::metrics::render() }))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
         .merge(crate::runtime::router(runtime))
-        .layer(axum::middleware::from_fn(crate::request_id::request_id));
+        .layer(axum::middleware::from_fn(crate::request_id::request_id))
+        .layer(axum::middleware::from_fn(shared::metrics::track));
     let listener =
         TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
     tracing::info!(addr = %config.listen_addr, instance = %config.instance_id, "instance listening");
@@ -134,10 +137,14 @@ async fn heartbeat(state: Arc<AppState>, feed: HubFeed, id: String) -> anyhow::R
         let beat = async {
             let client = state.pool.get().await?;
             let (applied, workspaces) = progress(&client).await?;
-            anyhow::Ok(feed.heartbeat(&id, applied, workspaces).await?)
+            anyhow::Ok((feed.heartbeat(&id, applied, workspaces).await?, applied))
         };
         match beat.await {
-            Ok(head) => state.head.store(head, std::sync::atomic::Ordering::Relaxed),
+            Ok((head, applied)) => {
+                state.head.store(head, std::sync::atomic::Ordering::Relaxed);
+                metrics::gauge!(shared::metrics::INSTANCE_APPLIED_POSITION).set(applied as f64);
+                metrics::gauge!(shared::metrics::INSTANCE_LAG).set((head - applied).max(0) as f64);
+            }
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "heartbeat failed"),
         }
     }

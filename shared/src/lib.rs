@@ -6,6 +6,7 @@
 //! [`telemetry`] and the HTTP serving loop in [`serve`], it performs no I/O.
 
 pub mod access_token;
+pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod envelope;
@@ -16,6 +17,7 @@ pub mod hash;
 pub mod keys;
 pub mod link;
 pub mod metadata;
+pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
 pub mod relayed;

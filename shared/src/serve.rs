@@ -38,17 +38,6 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
-/// Reads a connection limit from the environment variable `name` (a positive integer),
-/// [`DEFAULT_MAX_CONNECTIONS`] when unset.
-pub fn max_connections_from(name: &str, value: Option<String>) -> Result<usize, String> {
-    match value {
-        None => Ok(DEFAULT_MAX_CONNECTIONS),
-        Some(text) => {
-            text.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{name} must be a positive integer"))
-        }
-    }
-}
-
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for the open
 /// connections to finish their requests.
 pub async fn serve(
@@ -195,13 +184,5 @@ mod tests {
         });
         stream.write_all(&[0; 160]).await.expect("a reader that keeps reading keeps the connection");
         slow_reader.await.unwrap();
-    }
-
-    #[test]
-    fn the_connection_limit_defaults_and_refuses_nonsense() {
-        assert_eq!(max_connections_from("X", None), Ok(DEFAULT_MAX_CONNECTIONS));
-        assert_eq!(max_connections_from("X", Some("7".into())), Ok(7));
-        assert!(max_connections_from("X", Some("0".into())).is_err());
-        assert!(max_connections_from("X", Some("many".into())).is_err());
     }
 }

@@ -2,10 +2,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays free for the
-/// CLI's output (exports, reports).
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr, filtered by `filter` (`RUST_LOG`; `info` when unset or unreadable), so
+/// stdout stays free for the CLI's output (exports, reports).
+pub fn init(filter: Option<&str>) {
+    let filter = filter.and_then(|f| EnvFilter::try_new(f).ok()).unwrap_or_else(|| EnvFilter::new("info"));
     // The database driver logs statement parameters at debug level; they can hold one-time
     // secrets (the links of an invitation email), so it never logs below info.
     let filter = match "tokio_postgres=info".parse() {

@@ -1,8 +1,8 @@
 //! The hub's HTTP surface: the shared state, the router and its layers.
 //!
-//! Layers, outermost first: request id → problems (every error a problem+json with the
-//! request id) → trace → timeout → body limit → authenticate (+ rate limit) →
-//! idempotency → the resource routers.
+//! Layers, outermost first: metrics (by matched route) → request id → problems (every
+//! error a problem+json with the request id) → trace → timeout → body limit →
+//! authenticate (+ rate limit) → idempotency → the resource routers.
 
 mod api_keys;
 mod audit_logs;
@@ -18,6 +18,7 @@ pub mod instances;
 mod invitations;
 pub mod key_cache;
 mod members;
+mod metrics;
 mod middleware;
 pub mod openapi;
 mod organizations;
@@ -88,6 +89,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     let (api_router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
+        .merge(metrics::router())
         .merge(organizations::router())
         .merge(api_keys::router())
         .merge(workspaces::router())
@@ -116,5 +118,6 @@ pub fn router(state: AppState) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
         .layer(axum::middleware::from_fn(middleware::problems))
         .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(axum::middleware::from_fn(shared::metrics::track))
         .with_state(state)
 }

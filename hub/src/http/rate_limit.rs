@@ -18,17 +18,26 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Counts a request of `subject` against its limit.
     pub fn check(&self, subject: &str, limit: u32) -> Decision {
-        self.requests.check(subject, limit)
+        let decision = self.requests.check(subject, limit);
+        if !decision.allowed {
+            shared::metrics::rate_limited(shared::metrics::Limit::Requests);
+        }
+        decision
     }
 
     /// Whether `ip` may still try credentials: refused once `limit` failures were counted
     /// in its window.
     pub fn may_authenticate(&self, ip: Option<IpAddr>, limit: u32) -> Decision {
-        self.failed_authentications.peek(&client(ip), limit)
+        let decision = self.failed_authentications.peek(&client(ip), limit);
+        if !decision.allowed {
+            shared::metrics::rate_limited(shared::metrics::Limit::FailedAuthentications);
+        }
+        decision
     }
 
     /// Counts a failed authentication from `ip`.
     pub fn authentication_failed(&self, ip: Option<IpAddr>) {
+        shared::metrics::authentication_failed();
         self.failed_authentications.record(&client(ip));
     }
 }

@@ -105,7 +105,11 @@ pub(super) async fn run(
         }
         let commits: Vec<&Commit> = batch.iter().map(|job| &job.commit).collect();
         Counters::add(&counters.batches, 1);
+        let started = std::time::Instant::now();
         let results = write_isolated(&pool, &commits, projector.as_ref(), counters).await;
+        metrics::histogram!(shared::metrics::APPEND_BATCH_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(shared::metrics::APPEND_BATCH_COMMITS).record(commits.len() as f64);
+        metrics::histogram!(shared::metrics::APPEND_BATCH_EVENTS).record(events as f64);
         Counters::add(&counters.commits, results.len());
         let refused = results.iter().filter(|r| matches!(r, Err(AppendError::Rejected(_)))).count();
         let taken = results.iter().filter(|r| matches!(r, Err(AppendError::Taken { .. }))).count();
