@@ -1,6 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use instance::cli::{Cli, Command};
 use instance::config::Config;
 
