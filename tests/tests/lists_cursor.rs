@@ -303,3 +303,113 @@ async fn no_list_or_count_statement_reads_a_large_table_from_end_to_end() {
         scans.join("\n\n")
     );
 }
+
+/// The counts the organization's counters answer, next to the same counts over the rows
+/// (a `name=` filter every workspace matches sends them through the index instead).
+async fn counts(api: &Api) -> [(i64, i64); 3] {
+    let mut out = [(0, 0); 3];
+    for (i, status) in ["", "status=active", "status=archived"].iter().enumerate() {
+        let counter = api.get(&format!("/v1/workspaces/count?{status}")).await.expect(200).body["count"].as_i64();
+        let rows = api.get(&format!("/v1/workspaces/count?name=c-&{status}")).await.expect(200).body["count"].as_i64();
+        out[i] = (counter.unwrap(), rows.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn counts_by_status_stay_exact_through_archives_restores_deletes_and_a_rebuild() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (_, admin) = organization(&operator, "counted").await;
+    let (_, other) = organization(&operator, "elsewhere").await;
+    workspace(&other, "c-elsewhere").await;
+    let root = workspace(&admin, "c-root").await;
+    let mut children = Vec::new();
+    for i in 0..4 {
+        let child = admin.post("/v1/workspaces", json!({"name": format!("c-{i}"), "parent_id": root})).await;
+        children.push(child.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    let lone = workspace(&admin, "c-lone").await;
+    assert_eq!(counts(&admin).await, [(6, 6), (6, 6), (0, 0)]);
+
+    admin.post(&format!("/v1/workspaces/{root}/archive"), json!({})).await.expect(200);
+    assert_eq!(counts(&admin).await, [(6, 6), (1, 1), (5, 5)]);
+    admin.post(&format!("/v1/workspaces/{root}/restore"), json!({})).await.expect(200);
+    admin.post(&format!("/v1/workspaces/{}/archive", children[1]), json!({})).await.expect(200);
+    assert_eq!(counts(&admin).await, [(6, 6), (5, 5), (1, 1)]);
+    admin.delete(&format!("/v1/workspaces/{}", children[1])).await.expect(204);
+    admin.delete(&format!("/v1/workspaces/{lone}")).await.expect(204);
+    assert_eq!(counts(&admin).await, [(4, 4), (4, 4), (0, 0)]);
+    admin.post(&format!("/v1/workspaces/{root}/archive"), json!({})).await.expect(200);
+    admin.delete(&format!("/v1/workspaces/{root}?cascade=true")).await.expect(204);
+    assert_eq!(counts(&admin).await, [(0, 0), (0, 0), (0, 0)]);
+    let survivor = workspace(&admin, "c-survivor").await;
+    admin.post(&format!("/v1/workspaces/{survivor}/archive"), json!({})).await.expect(200);
+    let before = counts(&admin).await;
+    assert_eq!(before, [(1, 1), (0, 0), (1, 1)]);
+    assert_eq!(counts(&operator).await, [(2, 2), (1, 1), (1, 1)], "the operator counts every organization");
+
+    let out = e2e::binaries::hub_command(&db.url, &["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(counts(&admin).await, before, "a rebuild recreates the counters");
+}
+
+/// Walks `path` by `next_cursor` alone, with nothing changing.
+async fn walk_quietly(api: &Api, path: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut next = Some(path.to_owned());
+    while let Some(current) = next {
+        let page = api.get(&current).await.expect(200).body;
+        seen.extend(ids(&page));
+        next = next_cursor(&page).map(|cursor| format!("{path}&cursor={}", encoded(&cursor)));
+        // Past the first page the `next` link goes by cursor too.
+        if next.is_some() && current.contains("cursor=") {
+            let link = page["links"].as_array().unwrap().iter().find(|l| l["rel"] == "next").unwrap();
+            assert!(link["href"].as_str().unwrap().contains("cursor="), "{path}: {link}");
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn every_list_walks_by_cursor_through_the_same_items_as_one_large_page() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (_, admin) = organization(&operator, "lister").await;
+    for i in 0..3 {
+        organization(&operator, &format!("lister-{i}")).await;
+    }
+    for i in 0..6 {
+        admin
+            .post("/v1/api-keys", json!({"name": format!("key {}", 5 - i), "scopes": ["keys:read"]}))
+            .await
+            .expect(201);
+    }
+    let ws = workspace(&admin, "invited").await;
+    for i in 0..4 {
+        workspace(&admin, &format!("other {i}")).await;
+    }
+    for i in 0..5 {
+        let invitation = json!({"email": format!("person{i}@example.test"), "role": "member"});
+        admin.post(&format!("/v1/workspaces/{ws}/invitations"), invitation).await.expect(201);
+    }
+    let lists = [
+        (&admin, "/v1/api-keys?sort_by=name"),
+        (&admin, "/v1/api-keys?sort_order=desc"),
+        (&admin, "/v1/api-keys?status=active&sort_by=name&sort_order=desc"),
+        (&operator, "/v1/organizations?sort_by=name"),
+        (&operator, "/v1/organizations?sort_order=desc"),
+        (&operator, "/v1/workspaces?sort_by=name"),
+        (&admin, "/v1/workspaces?sort_by=name&sort_order=desc"),
+        (&admin, &format!("/v1/workspaces/{ws}/invitations?sort_order=desc")),
+        (&admin, &format!("/v1/workspaces/{ws}/invitations?status=pending")),
+    ];
+    for (api, path) in lists {
+        let whole = ids(&api.get(&format!("{path}&page_size=100")).await.expect(200).body);
+        assert!(whole.len() >= 4, "{path}: {whole:?}");
+        assert_eq!(walk_quietly(api, &format!("{path}&page_size=2")).await, whole, "{path}");
+        assert_eq!(walk_quietly(api, &format!("{path}&page_size=3")).await, whole, "{path}");
+    }
+}
