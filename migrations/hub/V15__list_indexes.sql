@@ -87,3 +87,40 @@ $$;
 
 CREATE TRIGGER workspaces_archived_count AFTER INSERT OR DELETE OR UPDATE OF status ON workspaces
     FOR EACH ROW EXECUTE FUNCTION organizations_count_archived_workspaces();
+
+-- Exact user counts the same way: `live_users` (not deleted) and `disabled_users`.
+ALTER TABLE organizations
+    ADD COLUMN live_users integer NOT NULL DEFAULT 0,
+    ADD COLUMN disabled_users integer NOT NULL DEFAULT 0;
+
+UPDATE organizations o SET
+    live_users = (SELECT count(*) FROM users u WHERE u.organization_id = o.id AND u.status <> 'deleted'),
+    disabled_users = (SELECT count(*) FROM users u WHERE u.organization_id = o.id AND u.status = 'disabled');
+
+CREATE FUNCTION organizations_count_users() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    live integer := 0;
+    disabled integer := 0;
+    org uuid;
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        live := live + (NEW.status <> 'deleted')::int;
+        disabled := disabled + (NEW.status = 'disabled')::int;
+        org := NEW.organization_id;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        live := live - (OLD.status <> 'deleted')::int;
+        disabled := disabled - (OLD.status = 'disabled')::int;
+        org := OLD.organization_id;
+    END IF;
+    IF live <> 0 OR disabled <> 0 THEN
+        UPDATE organizations
+           SET live_users = live_users + live, disabled_users = disabled_users + disabled
+         WHERE id = org;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER users_count AFTER INSERT OR DELETE OR UPDATE OF status ON users
+    FOR EACH ROW EXECUTE FUNCTION organizations_count_users();

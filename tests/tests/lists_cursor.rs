@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase};
+use std::time::Duration;
+
+use e2e::{Api, HubProcess, OPERATOR_KEY, SmtpServer, TestDatabase, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -412,4 +414,58 @@ async fn every_list_walks_by_cursor_through_the_same_items_as_one_large_page() {
         assert_eq!(walk_quietly(api, &format!("{path}&page_size=2")).await, whole, "{path}");
         assert_eq!(walk_quietly(api, &format!("{path}&page_size=3")).await, whole, "{path}");
     }
+}
+
+/// User counts from the counters next to the same counts over the rows (an `email=` filter
+/// every user matches).
+async fn user_counts(api: &Api) -> [(i64, i64); 3] {
+    let mut out = [(0, 0); 3];
+    for (i, status) in ["", "status=active", "status=disabled"].iter().enumerate() {
+        let counter = api.get(&format!("/v1/users/count?{status}")).await.expect(200).body["count"].as_i64();
+        let rows = api.get(&format!("/v1/users/count?email=%40&{status}")).await.expect(200).body["count"].as_i64();
+        out[i] = (counter.unwrap(), rows.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn user_counts_by_status_stay_exact_as_users_join_are_disabled_and_deleted() {
+    let db = TestDatabase::new().await;
+    let smtp = SmtpServer::start().expect("start the SMTP server");
+    let hub = HubProcess::spawn(
+        &db.url,
+        &["--single-node"],
+        &[("SMTP_URL", &smtp.url()), ("HUB_PUBLIC_URL", "https://console.example.test")],
+    )
+    .await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (_, admin) = organization(&operator, "people").await;
+    let ws = workspace(&admin, "team").await;
+    let mut users = Vec::new();
+    for i in 0..3 {
+        let email = format!("person{i}@example.test");
+        admin
+            .post(&format!("/v1/workspaces/{ws}/invitations"), json!({"email": email, "role": "member"}))
+            .await
+            .expect(201);
+        let mail = wait_until(&format!("an email to {email}"), Duration::from_secs(30), || {
+            let found = smtp.received().into_iter().find(|m| m.to == email);
+            async move { found }
+        })
+        .await;
+        let token = mail.link_token("https://console.example.test/invitations/accept").expect("an accept link");
+        let accepted = admin.anonymous().post("/v1/invitations/accept", json!({"token": token, "name": "P"})).await;
+        users.push(accepted.expect(200).body["user_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(user_counts(&admin).await, [(3, 3), (3, 3), (0, 0)]);
+    admin.patch(&format!("/v1/users/{}", users[0]), json!({"status": "disabled"})).await.expect(200);
+    admin.patch(&format!("/v1/users/{}", users[1]), json!({"status": "disabled"})).await.expect(200);
+    assert_eq!(user_counts(&admin).await, [(3, 3), (1, 1), (2, 2)]);
+    admin.patch(&format!("/v1/users/{}", users[1]), json!({"status": "active"})).await.expect(200);
+    admin.delete(&format!("/v1/users/{}", users[0])).await.expect(204);
+    assert_eq!(user_counts(&admin).await, [(2, 2), (2, 2), (0, 0)]);
+    assert_eq!(user_counts(&operator).await, [(2, 2), (2, 2), (0, 0)]);
+    let out = e2e::binaries::hub_command(&db.url, &["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(user_counts(&admin).await, [(2, 2), (2, 2), (0, 0)], "a rebuild recreates the counters");
 }
