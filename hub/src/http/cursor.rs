@@ -138,7 +138,8 @@ impl Listing {
                 detail: "the cursor was handed out for another sort".into(),
             });
         }
-        let paging = Paging::new(Some(position.page), page_size)?;
+        // A walk by cursor has no depth limit: its page number only counts the pages.
+        let paging = Paging { page: position.page.max(1), ..Paging::new(None, page_size)? };
         Ok(Self { paging, keyset, after: Some((position.key, position.id)), bound, key })
     }
 
@@ -298,6 +299,21 @@ mod tests {
         let other: Uri = "/v1/workspaces?status=archived".parse().unwrap();
         let refused = Listing::new(&master(), &Principal::Operator, &other, None, None, Some(&cursor), KEYSET);
         assert!(matches!(refused, Err(ApiError::Unprocessable { code: "cursor_mismatch", .. })));
+    }
+
+    #[test]
+    fn a_walk_by_cursor_goes_past_every_page_number() {
+        let uri: Uri = "/v1/workspaces?page_size=1".parse().unwrap();
+        let listing = Listing::new(&master(), &Principal::Operator, &uri, None, Some(1), None, KEYSET).unwrap();
+        let position = Position {
+            page: 2_000_000,
+            key: KeyValue::Time(Utc::now()),
+            id: Uuid::nil(),
+            bound: listing.bound.clone(),
+        };
+        let cursor = seal(&listing.key, &position);
+        let next = Listing::new(&master(), &Principal::Operator, &uri, None, Some(1), Some(&cursor), KEYSET).unwrap();
+        assert_eq!(next.paging().page, 2_000_000);
     }
 
     #[test]
