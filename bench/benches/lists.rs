@@ -80,6 +80,18 @@ async fn time(api: &Api, path: &str, samples: usize) -> Timed {
     timed
 }
 
+fn created(organization_id: Uuid, parent_id: Option<Uuid>, name: String) -> WorkspaceEvent {
+    WorkspaceEvent::WorkspaceCreated(WorkspaceCreated {
+        organization_id,
+        parent_id,
+        instance_id: None,
+        name,
+        settings: json!({}),
+        webhook_uris: Vec::new(),
+        public_keys: Vec::new(),
+    })
+}
+
 /// Appends `total` workspace creations of `organization_id`, `BATCH` per commit; the first
 /// `TREE_NODES` form the tree under `root`.
 async fn load(store: &EventStore, organization_id: Uuid, root: Uuid, total: usize) -> anyhow::Result<()> {
@@ -98,15 +110,7 @@ async fn load(store: &EventStore, organization_id: Uuid, root: Uuid, total: usiz
             } else {
                 None
             };
-            let event = WorkspaceEvent::WorkspaceCreated(WorkspaceCreated {
-                organization_id,
-                parent_id,
-                instance_id: None,
-                name: format!("ws-{n:07}"),
-                settings: json!({}),
-                webhook_uris: Vec::new(),
-                public_keys: Vec::new(),
-            });
+            let event = created(organization_id, parent_id, format!("ws-{n:07}"));
             appends.push(StreamAppend {
                 stream_id: format!("workspace-{id}"),
                 expected: ExpectedVersion::NoStream,
@@ -144,11 +148,13 @@ async fn main() -> anyhow::Result<()> {
     let key = operator.post("/v1/api-keys", json!({"name": "bench", "scopes": ["*"], "organization_id": org})).await;
     let key = key.body["secret"].as_str().with_context(|| format!("creating the admin key: {}", key.text))?.to_owned();
     let api = Api::new(&hub.url(""), Some(&key));
-    let root = api.post("/v1/workspaces", json!({"name": "tree-root"})).await;
-    let root: Uuid = root.body["id"].as_str().with_context(|| format!("creating the root: {}", root.text))?.parse()?;
 
     println!("lists benchmark: release hub, PostgreSQL with default durability, {total} workspaces, {samples} samples");
     let store = EventStore::start_with(hub_db.pool(2), WriterConfig::default(), Arc::new(ReadModels));
+    let root = Uuid::new_v4();
+    let created = created(org, None, "tree-root".into());
+    let events = vec![NewEvent::new(&created, &Metadata::system())?];
+    store.append(format!("workspace-{root}"), ExpectedVersion::NoStream, events).await?;
     let started = Instant::now();
     load(&store, org, root, total).await?;
     let loading = started.elapsed();
