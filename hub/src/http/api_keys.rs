@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
@@ -122,6 +123,8 @@ pub enum ApiKeyStatus {
 pub struct ApiKeyQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     sort_by: Option<ApiKeySort>,
     #[param(inline)]
@@ -176,9 +179,9 @@ impl ApiKeyView {
     }
 }
 
-fn filter(ctx: &Ctx, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
+fn filter(principal: &Principal, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    filter.visible_to(&ctx.principal, Table::ApiKeys);
+    filter.visible_to(principal, Table::ApiKeys);
     if let Some(org) = query.organization_id {
         filter.bind("k.organization_id = $?", Box::new(org));
     }
@@ -186,15 +189,43 @@ fn filter(ctx: &Ctx, query: &ApiKeyQuery) -> Result<Filter, ApiError> {
         filter.bind("k.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
     if let Some(status) = query.status {
-        let status = match status {
-            ApiKeyStatus::Active => "active",
-            ApiKeyStatus::Expired => "expired",
-            ApiKeyStatus::Revoked => "revoked",
-            ApiKeyStatus::Suspended => "suspended",
+        // The status is derived (times, owners), so each is narrowed first by what it
+        // implies of the stored columns, which the partial indexes of V15 find.
+        let (status, implied) = match status {
+            ApiKeyStatus::Active => ("active", "k.revoked_at IS NULL"),
+            ApiKeyStatus::Expired => ("expired", "k.revoked_at IS NULL AND k.expires_at <= now()"),
+            ApiKeyStatus::Revoked => ("revoked", "(k.revoked_at IS NOT NULL OR k.owner_user_id IS NOT NULL)"),
+            ApiKeyStatus::Suspended => ("suspended", "k.revoked_at IS NULL AND k.owner_user_id IS NOT NULL"),
         };
+        filter.clause(implied);
         filter.bind(&format!("{STATUS_SQL} = $?"), Box::new(status));
     }
     Ok(filter)
+}
+
+impl ApiKeyQuery {
+    pub(crate) fn keyset(&self) -> Keyset {
+        let order = self.sort_order.unwrap_or_default();
+        match self.sort_by.unwrap_or_default() {
+            ApiKeySort::Name => Keyset { sort: "lower(k.name)", kind: SortKind::Text, id: "k.id", order },
+            ApiKeySort::CreatedAt => Keyset { sort: "k.created_at", kind: SortKind::Time, id: "k.id", order },
+        }
+    }
+}
+
+/// The list query of a page of admin keys.
+pub(crate) fn list_sql(
+    principal: &Principal,
+    query: &ApiKeyQuery,
+    listing: &Listing,
+) -> Result<(String, Filter), ApiError> {
+    let mut filter = filter(principal, query)?;
+    Ok((listing.sql(&select(), &mut filter), filter))
+}
+
+pub(crate) fn count_sql(principal: &Principal, query: &ApiKeyQuery) -> Result<(String, Filter), ApiError> {
+    let filter = filter(principal, query)?;
+    Ok((format!("SELECT count(*) FROM api_keys k {}", filter.where_sql()), filter))
 }
 
 async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<ApiKeyView, ApiError> {
@@ -378,24 +409,19 @@ async fn list_keys(
     Query(query): Query<ApiKeyQuery>,
 ) -> Result<axum::Json<Page<ApiKeyView>>, ApiError> {
     ctx.principal.require(Scope::KeysRead)?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let mut filter = filter(&ctx, &query)?;
-    let sort = match query.sort_by.unwrap_or_default() {
-        ApiKeySort::Name => "lower(k.name)",
-        ApiKeySort::CreatedAt => "k.created_at",
-    };
-    let order = query.sort_order.unwrap_or_default().sql();
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql = format!(
-        "{} {} ORDER BY {sort} {order}, k.id {order} LIMIT {limit} OFFSET {offset}",
-        select(),
-        filter.where_sql()
-    );
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        query.keyset(),
+    )?;
+    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    let items = rows.iter().map(ApiKeyView::from_row).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    Ok(axum::Json(listing.page(&rows, "id", ApiKeyView::from_row, &uri)?))
 }
 
 /// Count admin keys matching the list's filters.
@@ -408,10 +434,9 @@ async fn count_keys(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::KeysRead)?;
     Paging::new(query.page, query.page_size)?;
-    let filter = filter(&ctx, &query)?;
+    let (sql, filter) = count_sql(&ctx.principal, &query)?;
     let client = state.pool.get().await?;
-    let row =
-        client.query_one(&format!("SELECT count(*) FROM api_keys k {}", filter.where_sql()), &filter.params()).await?;
+    let row = client.query_one(&sql, &filter.params()).await?;
     Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::ClientIp;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::middleware::RequestId;
@@ -117,6 +118,8 @@ impl InvitationStatus {
 pub struct InvitationQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     sort_order: Option<SortOrder>,
     #[param(inline)]
@@ -220,6 +223,23 @@ async fn invite(
     Ok((StatusCode::CREATED, axum::Json(InvitationView::from_row(&row)?)).into_response())
 }
 
+impl InvitationQuery {
+    pub(crate) fn keyset(&self) -> Keyset {
+        Keyset { sort: "i.created_at", kind: SortKind::Time, id: "i.id", order: self.sort_order.unwrap_or_default() }
+    }
+}
+
+/// The list query of a page of a workspace's invitations.
+pub(crate) fn list_sql(workspace_id: Uuid, query: &InvitationQuery, listing: &Listing) -> (String, Filter) {
+    let mut filter = filter(workspace_id, query);
+    (listing.sql(SELECT, &mut filter), filter)
+}
+
+pub(crate) fn count_sql(workspace_id: Uuid, query: &InvitationQuery) -> (String, Filter) {
+    let filter = filter(workspace_id, query);
+    (format!("SELECT count(*) FROM invitations i {}", filter.where_sql()), filter)
+}
+
 fn filter(workspace_id: Uuid, query: &InvitationQuery) -> Filter {
     let mut filter = Filter::default();
     filter.bind("i.workspace_id = $?", Box::new(workspace_id));
@@ -241,19 +261,19 @@ async fn list_invitations(
 ) -> Result<axum::Json<Page<InvitationView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let mut filter = filter(workspace_id, &query);
-    let order = query.sort_order.unwrap_or_default().sql();
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql = format!(
-        "{SELECT} {} ORDER BY i.created_at {order}, i.id {order} LIMIT {limit} OFFSET {offset}",
-        filter.where_sql()
-    );
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        query.keyset(),
+    )?;
+    let (sql, filter) = list_sql(workspace_id, &query, &listing);
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    let items = rows.iter().map(InvitationView::from_row).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    Ok(axum::Json(listing.page(&rows, "id", InvitationView::from_row, &uri)?))
 }
 
 /// Count a workspace's invitations.

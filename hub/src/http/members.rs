@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
-use super::pagination::{Count, Page, Paging};
+use super::pagination::{Count, Page, Paging, SortOrder};
+use super::sql::Filter;
 use crate::commands;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -48,12 +50,40 @@ pub struct ChangeMember {
 pub struct MemberQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     role: Option<Role>,
 }
 
-const FROM: &str = "FROM members m JOIN users u ON u.id = m.user_id AND u.status <> 'deleted' WHERE m.workspace_id = $1 \
-                    AND ($2::member_role IS NULL OR m.role = $2)";
+/// Members in the order they joined.
+pub(crate) const MEMBERS: Keyset =
+    Keyset { sort: "m.joined_at", kind: SortKind::Time, id: "m.user_id", order: SortOrder::Asc };
+
+fn filter(workspace_id: Uuid, query: &MemberQuery) -> Filter {
+    let mut filter = Filter::default();
+    filter.bind("m.workspace_id = $?", Box::new(workspace_id));
+    filter.clause("u.status <> 'deleted'");
+    if let Some(role) = query.role {
+        filter.bind("m.role = $?", Box::new(role));
+    }
+    filter
+}
+
+/// The list query of a page of a workspace's members.
+pub(crate) fn list_sql(workspace_id: Uuid, query: &MemberQuery, listing: &Listing) -> (String, Filter) {
+    let mut filter = filter(workspace_id, query);
+    let sql = listing.sql(
+        "SELECT m.user_id, u.email, u.name, m.role, m.joined_at FROM members m JOIN users u ON u.id = m.user_id",
+        &mut filter,
+    );
+    (sql, filter)
+}
+
+pub(crate) fn count_sql(workspace_id: Uuid, query: &MemberQuery) -> (String, Filter) {
+    let filter = filter(workspace_id, query);
+    (format!("SELECT count(*) FROM members m JOIN users u ON u.id = m.user_id {}", filter.where_sql()), filter)
+}
 
 impl MemberView {
     /// A row of `SELECT m.user_id, u.email, u.name, m.role, m.joined_at`.
@@ -80,20 +110,19 @@ async fn list_members(
 ) -> Result<axum::Json<Page<MemberView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let (limit, offset) = paging.limit_offset();
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        MEMBERS,
+    )?;
+    let (sql, filter) = list_sql(workspace_id, &query, &listing);
     let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT m.user_id, u.email, u.name, m.role, m.joined_at {FROM} ORDER BY m.joined_at, m.user_id \
-                 LIMIT $3 OFFSET $4"
-            ),
-            &[&workspace_id, &query.role, &limit, &offset],
-        )
-        .await?;
-    let members = rows.iter().map(MemberView::from_row).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(members, paging, &uri)))
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(listing.page(&rows, "user_id", MemberView::from_row, &uri)?))
 }
 
 /// Count a workspace's members.
@@ -108,8 +137,9 @@ async fn count_members(
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
     Paging::new(query.page, query.page_size)?;
+    let (sql, filter) = count_sql(workspace_id, &query);
     let client = state.pool.get().await?;
-    let row = client.query_one(&format!("SELECT count(*) {FROM}"), &[&workspace_id, &query.role]).await?;
+    let row = client.query_one(&sql, &filter.params()).await?;
     Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 

@@ -12,7 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::Principal;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
@@ -124,6 +126,8 @@ pub enum OrganizationSort {
 pub struct OrganizationQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     sort_by: Option<OrganizationSort>,
     #[param(inline)]
@@ -188,13 +192,38 @@ impl OrganizationView {
     }
 }
 
-fn filter(ctx: &Ctx, query: &OrganizationQuery) -> Result<Filter, ApiError> {
+fn filter(principal: &Principal, query: &OrganizationQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    filter.visible_to(&ctx.principal, Table::Organizations);
+    filter.visible_to(principal, Table::Organizations);
     if let Some(name) = &query.name {
         filter.bind("o.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
     Ok(filter)
+}
+
+impl OrganizationQuery {
+    pub(crate) fn keyset(&self) -> Keyset {
+        let order = self.sort_order.unwrap_or_default();
+        match self.sort_by.unwrap_or_default() {
+            OrganizationSort::Name => Keyset { sort: "lower(o.name)", kind: SortKind::Text, id: "o.id", order },
+            OrganizationSort::CreatedAt => Keyset { sort: "o.created_at", kind: SortKind::Time, id: "o.id", order },
+        }
+    }
+}
+
+/// The list query of a page of organizations.
+pub(crate) fn list_sql(
+    principal: &Principal,
+    query: &OrganizationQuery,
+    listing: &Listing,
+) -> Result<(String, Filter), ApiError> {
+    let mut filter = filter(principal, query)?;
+    Ok((listing.sql(&format!("SELECT {COLUMNS} FROM organizations o"), &mut filter), filter))
+}
+
+pub(crate) fn count_sql(principal: &Principal, query: &OrganizationQuery) -> Result<(String, Filter), ApiError> {
+    let filter = filter(principal, query)?;
+    Ok((format!("SELECT count(*) FROM organizations o {}", filter.where_sql()), filter))
 }
 
 pub(super) async fn find(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<OrganizationView, ApiError> {
@@ -248,24 +277,20 @@ async fn list_organizations(
     Query(query): Query<OrganizationQuery>,
 ) -> Result<axum::Json<Page<OrganizationView>>, ApiError> {
     ctx.principal.require(Scope::OrgsRead)?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let mut filter = filter(&ctx, &query)?;
-    let sort = match query.sort_by.unwrap_or_default() {
-        OrganizationSort::Name => "lower(name)",
-        OrganizationSort::CreatedAt => "created_at",
-    };
-    let order = query.sort_order.unwrap_or_default().sql();
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql = format!(
-        "SELECT {COLUMNS} FROM organizations o {} ORDER BY {sort} {order}, id {order} LIMIT {limit} OFFSET {offset}",
-        filter.where_sql()
-    );
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        query.keyset(),
+    )?;
+    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
     let default_ceiling = state.config.rate_limit_per_minute;
-    let items = rows.iter().map(|row| OrganizationView::from_row(row, default_ceiling)).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    Ok(axum::Json(listing.page(&rows, "id", |row| OrganizationView::from_row(row, default_ceiling), &uri)?))
 }
 
 /// Count organizations matching the list's filters.
@@ -278,11 +303,9 @@ async fn count_organizations(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::OrgsRead)?;
     Paging::new(query.page, query.page_size)?;
-    let filter = filter(&ctx, &query)?;
+    let (sql, filter) = count_sql(&ctx.principal, &query)?;
     let client = state.pool.get().await?;
-    let row = client
-        .query_one(&format!("SELECT count(*) FROM organizations o {}", filter.where_sql()), &filter.params())
-        .await?;
+    let row = client.query_one(&sql, &filter.params()).await?;
     Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 

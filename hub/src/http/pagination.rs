@@ -1,4 +1,5 @@
-//! List pages: `page`/`page_size` in, `items`/`pagination`/`links` out.
+//! List pages: `page`/`page_size` (or `cursor`, see [`super::cursor`]) in,
+//! `items`/`pagination`/`links` out.
 
 use axum::http::Uri;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,10 @@ impl Paging {
 pub struct PageInfo {
     pub page: u32,
     pub page_size: u32,
+    /// Opaque; `?cursor=<next_cursor>` with the same filters and sort returns the next
+    /// page at the cost of the first. Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -86,26 +91,49 @@ impl<T> Page<T> {
     pub fn new(mut rows: Vec<T>, paging: Paging, uri: &Uri) -> Self {
         let has_next = rows.len() > paging.page_size as usize;
         rows.truncate(paging.page_size as usize);
-        let mut links = vec![Link { rel: "self", href: href(uri, paging.page) }];
-        if paging.page > 1 {
-            links.push(Link { rel: "previous", href: href(uri, paging.page - 1) });
+        let mut page = Self::build(rows, paging, uri, false, None);
+        if has_next && page.links.iter().all(|l| l.rel != "next") {
+            page.links.push(Link { rel: "next", href: href(uri, "page", &(paging.page + 1).to_string()) });
         }
-        if has_next {
-            links.push(Link { rel: "next", href: href(uri, paging.page + 1) });
+        page
+    }
+
+    /// A page of `items` (at most `page_size`), reached by a cursor or by number; `next`
+    /// goes by number while that stays within [`super::cursor::MAX_DEPTH`], else by
+    /// `next_cursor`.
+    pub fn build(items: Vec<T>, paging: Paging, uri: &Uri, by_cursor: bool, next_cursor: Option<String>) -> Self {
+        let self_href = if by_cursor { current(uri) } else { href(uri, "page", &paging.page.to_string()) };
+        let mut links = vec![Link { rel: "self", href: self_href }];
+        if paging.page > 1 && super::cursor::within_depth(paging.page - 1, paging.page_size) {
+            links.push(Link { rel: "previous", href: href(uri, "page", &(paging.page - 1).to_string()) });
         }
-        Self { items: rows, pagination: PageInfo { page: paging.page, page_size: paging.page_size }, links }
+        if let Some(cursor) = &next_cursor {
+            let next = if !by_cursor && super::cursor::within_depth(paging.page + 1, paging.page_size) {
+                href(uri, "page", &(paging.page + 1).to_string())
+            } else {
+                href(uri, "cursor", cursor)
+            };
+            links.push(Link { rel: "next", href: next });
+        }
+        let pagination = PageInfo { page: paging.page, page_size: paging.page_size, next_cursor };
+        Self { items, pagination, links }
     }
 }
 
-fn href(uri: &Uri, page: u32) -> String {
+/// `uri` with its paging (`page`, `cursor`) replaced by `name=value`.
+fn href(uri: &Uri, name: &str, value: &str) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-        if key != "page" {
+        if key != "page" && key != "cursor" {
             query.append_pair(&key, &value);
         }
     }
-    query.append_pair("page", &page.to_string());
+    query.append_pair(name, value);
     format!("{}?{}", uri.path(), query.finish())
+}
+
+fn current(uri: &Uri) -> String {
+    uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::invitations::{InvitationStatus, InvitationView};
@@ -78,6 +79,8 @@ pub enum UserSort {
 pub struct UserQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     sort_by: Option<UserSort>,
     #[param(inline)]
@@ -94,6 +97,8 @@ pub struct UserQuery {
 pub struct UserInvitationQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     status: Option<InvitationStatus>,
 }
@@ -126,9 +131,9 @@ impl From<UserStatus> for columns::UserStatus {
     }
 }
 
-fn filter(ctx: &Ctx, query: &UserQuery) -> Result<Filter, ApiError> {
+fn filter(principal: &Principal, query: &UserQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    filter.visible_to(&ctx.principal, Table::Users);
+    filter.visible_to(principal, Table::Users);
     if let Some(email) = &query.email {
         filter.bind("u.email ILIKE $?", Box::new(contains_pattern(text_filter("email", email, 254)?)));
     }
@@ -136,6 +141,77 @@ fn filter(ctx: &Ctx, query: &UserQuery) -> Result<Filter, ApiError> {
         filter.bind("u.status = $?", Box::new(columns::UserStatus::from(status)));
     }
     Ok(filter)
+}
+
+impl UserQuery {
+    pub(crate) fn keyset(&self) -> Keyset {
+        let order = self.sort_order.unwrap_or_default();
+        let (sort, kind) = match self.sort_by.unwrap_or_default() {
+            UserSort::Name => ("lower(u.name)", SortKind::Text),
+            UserSort::Email => ("lower(u.email)", SortKind::Text),
+            UserSort::CreatedAt => ("u.created_at", SortKind::Time),
+        };
+        Keyset { sort, kind, id: "u.id", order }
+    }
+}
+
+/// The list query of a page of users.
+pub(crate) fn list_sql(
+    principal: &Principal,
+    query: &UserQuery,
+    listing: &Listing,
+) -> Result<(String, Filter), ApiError> {
+    let mut filter = filter(principal, query)?;
+    Ok((listing.sql(SELECT, &mut filter), filter))
+}
+
+/// The count query: the organization's counters (kept in the append transaction) when
+/// only the status filters, else a count over the filters' indexes.
+pub(crate) fn count_sql(principal: &Principal, query: &UserQuery) -> Result<(String, Filter), ApiError> {
+    if query.email.is_none() && principal.workspace_roots().is_none() {
+        let counter = match query.status {
+            None => "o.live_users",
+            Some(UserStatus::Disabled) => "o.disabled_users",
+            Some(UserStatus::Active) => "o.live_users - o.disabled_users",
+        };
+        let mut filter = Filter::default();
+        if let Some(own) = principal.organization_id() {
+            filter.bind("o.id = $?", Box::new(own));
+        }
+        let sql =
+            format!("SELECT coalesce(sum({counter}), 0)::bigint AS count FROM organizations o {}", filter.where_sql());
+        return Ok((sql, filter));
+    }
+    let filter = filter(principal, query)?;
+    Ok((format!("SELECT count(*) FROM users u {}", filter.where_sql()), filter))
+}
+
+impl UserInvitationQuery {
+    pub(crate) fn status(&self) -> Option<InvitationStatus> {
+        self.status
+    }
+}
+
+/// The keyset of a user's invitations: oldest first.
+pub(crate) const USER_INVITATIONS: Keyset =
+    Keyset { sort: "i.created_at", kind: SortKind::Time, id: "i.id", order: SortOrder::Asc };
+
+/// The list query of a page of the invitations addressed to `email`.
+pub(crate) fn user_invitations_sql(
+    principal: &Principal,
+    email: String,
+    organization_id: Uuid,
+    status: Option<InvitationStatus>,
+    listing: &Listing,
+) -> (String, Filter) {
+    let mut filter = Filter::default();
+    filter.bind("lower(i.email) = lower($?)", Box::new(email));
+    filter.bind("w.organization_id = $?", Box::new(organization_id));
+    filter.visible_to(principal, Table::Workspaces);
+    if let Some(status) = status {
+        status.bind(&mut filter);
+    }
+    (listing.sql(super::invitations::SELECT, &mut filter), filter)
 }
 
 pub(super) async fn find(state: &AppState, principal: &Principal, id: Uuid) -> Result<UserView, ApiError> {
@@ -160,22 +236,19 @@ async fn list_users(
     Query(query): Query<UserQuery>,
 ) -> Result<axum::Json<Page<UserView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let mut filter = filter(&ctx, &query)?;
-    let sort = match query.sort_by.unwrap_or_default() {
-        UserSort::Name => "lower(u.name)",
-        UserSort::Email => "lower(u.email)",
-        UserSort::CreatedAt => "u.created_at",
-    };
-    let order = query.sort_order.unwrap_or_default().sql();
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql =
-        format!("{SELECT} {} ORDER BY {sort} {order}, u.id {order} LIMIT {limit} OFFSET {offset}", filter.where_sql());
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        query.keyset(),
+    )?;
+    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    let items = rows.iter().map(UserView::from_row).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    Ok(axum::Json(listing.page(&rows, "id", UserView::from_row, &uri)?))
 }
 
 /// Count the organization's users.
@@ -188,10 +261,9 @@ async fn count_users(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     Paging::new(query.page, query.page_size)?;
-    let filter = filter(&ctx, &query)?;
+    let (sql, filter) = count_sql(&ctx.principal, &query)?;
     let client = state.pool.get().await?;
-    let row =
-        client.query_one(&format!("SELECT count(*) FROM users u {}", filter.where_sql()), &filter.params()).await?;
+    let row = client.query_one(&sql, &filter.params()).await?;
     Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
@@ -291,23 +363,17 @@ async fn user_invitations(
 ) -> Result<axum::Json<Page<InvitationView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     let user = find(&state, &ctx.principal, id).await?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let mut filter = Filter::default();
-    filter.bind("lower(i.email) = lower($?)", Box::new(user.email));
-    filter.bind("w.organization_id = $?", Box::new(user.organization_id));
-    filter.visible_to(&ctx.principal, Table::Workspaces);
-    if let Some(status) = query.status {
-        status.bind(&mut filter);
-    }
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql = format!(
-        "{} {} ORDER BY i.created_at, i.id LIMIT {limit} OFFSET {offset}",
-        super::invitations::SELECT,
-        filter.where_sql()
-    );
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        USER_INVITATIONS,
+    )?;
+    let (sql, filter) = user_invitations_sql(&ctx.principal, user.email, user.organization_id, query.status, &listing);
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    let items = rows.iter().map(InvitationView::from_row).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    Ok(axum::Json(listing.page(&rows, "id", InvitationView::from_row, &uri)?))
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::auth::Principal;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query, double_option};
 use super::pagination::{Count, Page, Paging, SortOrder};
@@ -109,6 +110,8 @@ pub enum WorkspaceStatus {
 pub struct WorkspaceQuery {
     page: Option<u32>,
     page_size: Option<u32>,
+    /// `pagination.next_cursor` of the previous page (same filters and sort); instead of `page`.
+    cursor: Option<String>,
     #[param(inline)]
     sort_by: Option<WorkspaceSort>,
     #[param(inline)]
@@ -215,9 +218,9 @@ impl From<WorkspaceStatus> for columns::WorkspaceStatus {
     }
 }
 
-fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
+fn filter(principal: &Principal, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    filter.visible_to(&ctx.principal, Table::Workspaces);
+    filter.visible_to(principal, Table::Workspaces);
     if let Some(name) = &query.name {
         filter.bind("w.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
     }
@@ -231,6 +234,52 @@ fn filter(ctx: &Ctx, query: &WorkspaceQuery) -> Result<Filter, ApiError> {
         filter.bind("w.instance_id = $?", Box::new(text_filter("instance_id", instance, 100)?.to_owned()));
     }
     Ok(filter)
+}
+
+impl WorkspaceQuery {
+    pub(crate) fn parse(query: &str) -> Result<Self, serde_urlencoded::de::Error> {
+        serde_urlencoded::from_str(query)
+    }
+
+    pub(crate) fn keyset(&self) -> Keyset {
+        let order = self.sort_order.unwrap_or_default();
+        match self.sort_by.unwrap_or_default() {
+            WorkspaceSort::Name => Keyset { sort: "lower(w.name)", kind: SortKind::Text, id: "w.id", order },
+            WorkspaceSort::CreatedAt => Keyset { sort: "w.created_at", kind: SortKind::Time, id: "w.id", order },
+        }
+    }
+}
+
+/// The list query of a page of workspaces.
+pub(crate) fn list_sql(
+    principal: &Principal,
+    query: &WorkspaceQuery,
+    listing: &Listing,
+) -> Result<(String, Filter), ApiError> {
+    let mut filter = filter(principal, query)?;
+    Ok((listing.sql(SELECT, &mut filter), filter))
+}
+
+/// The count query: the organization's counters (kept in the append transaction) when
+/// only the status filters, else a count over the filters' indexes.
+pub(crate) fn count_sql(principal: &Principal, query: &WorkspaceQuery) -> Result<(String, Filter), ApiError> {
+    let plain = query.name.is_none() && query.parent_id.is_none() && query.instance_id.is_none();
+    if plain && principal.workspace_roots().is_none() {
+        let counter = match query.status {
+            None => "o.used_workspaces",
+            Some(WorkspaceStatus::Archived) => "o.archived_workspaces",
+            Some(WorkspaceStatus::Active) => "o.used_workspaces - o.archived_workspaces",
+        };
+        let mut filter = Filter::default();
+        if let Some(own) = principal.organization_id() {
+            filter.bind("o.id = $?", Box::new(own));
+        }
+        let sql =
+            format!("SELECT coalesce(sum({counter}), 0)::bigint AS count FROM organizations o {}", filter.where_sql());
+        return Ok((sql, filter));
+    }
+    let filter = filter(principal, query)?;
+    Ok((format!("SELECT count(*) FROM workspaces w {}", filter.where_sql()), filter))
 }
 
 /// A workspace the principal may see, or 404.
@@ -294,21 +343,19 @@ async fn list_workspaces(
     Query(query): Query<WorkspaceQuery>,
 ) -> Result<axum::Json<Page<WorkspaceView>>, ApiError> {
     ctx.principal.require(Scope::WorkspacesRead)?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let mut filter = filter(&ctx, &query)?;
-    let sort = match query.sort_by.unwrap_or_default() {
-        WorkspaceSort::Name => "lower(w.name)",
-        WorkspaceSort::CreatedAt => "w.created_at",
-    };
-    let order = query.sort_order.unwrap_or_default().sql();
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql =
-        format!("{SELECT} {} ORDER BY {sort} {order}, w.id {order} LIMIT {limit} OFFSET {offset}", filter.where_sql());
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        query.keyset(),
+    )?;
+    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
-    let items = rows.iter().map(WorkspaceView::from_row).collect::<Result<_, _>>()?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    Ok(axum::Json(listing.page(&rows, "id", WorkspaceView::from_row, &uri)?))
 }
 
 /// Count workspaces matching the list's filters.
@@ -321,11 +368,9 @@ async fn count_workspaces(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::WorkspacesRead)?;
     Paging::new(query.page, query.page_size)?;
-    let filter = filter(&ctx, &query)?;
+    let (sql, filter) = count_sql(&ctx.principal, &query)?;
     let client = state.pool.get().await?;
-    let row = client
-        .query_one(&format!("SELECT count(*) FROM workspaces w {}", filter.where_sql()), &filter.params())
-        .await?;
+    let row = client.query_one(&sql, &filter.params()).await?;
     Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 
