@@ -234,3 +234,33 @@ where
 {
     serde::Deserialize::deserialize(deserializer).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        count: u32,
+        offset: Option<i64>,
+    }
+
+    #[test]
+    fn an_integral_number_written_with_a_fraction_or_exponent_is_an_integer() {
+        let body: Body = parse_json(br#"{"count": 2579.0, "offset": -3e2}"#).unwrap();
+        assert_eq!((body.count, body.offset), (2579, Some(-300)));
+    }
+
+    #[test]
+    fn fractions_rounded_numbers_and_duplicate_fields_are_still_refused() {
+        for refused in [
+            &br#"{"count": 2.5}"#[..],
+            br#"{"count": 1, "offset": -9223372036854775809}"#,
+            br#"{"count": 1.0, "count": 2}"#,
+        ] {
+            let error = parse_json::<Body>(refused).expect_err(std::str::from_utf8(refused).unwrap());
+            assert!(matches!(error, ApiError::Validation { .. }), "{error:?}");
+        }
+    }
+}
