@@ -6,8 +6,9 @@
 #   deploy/schemathesis.sh              the CI budget (SCHEMATHESIS_EXAMPLES cases per
 #                                       operation and phase, default 25)
 #   SCHEMATHESIS_EXAMPLES=250 deploy/schemathesis.sh   the full budget (> 10,000 cases)
-# Needs the debug binaries (`cargo build --workspace --bins`), python3 with venv, and
-# PyPI (schemathesis is installed into .data/schemathesis-venv on first use).
+# Needs the debug binaries (`cargo build --workspace --bins`), Debian's python3 with venv
+# (deploy/install-deps.sh) and PyPI: schemathesis is installed into
+# .data/schemathesis-venv on first use.
 # PostgreSQL is deploy/pg.sh's, on SCHEMATHESIS_PGPORT (default 5439), with a fresh
 # database each run; the hub listens on SCHEMATHESIS_ADDR (default 127.0.0.1:18080).
 set -euo pipefail
@@ -45,7 +46,7 @@ fail() { echo "schemathesis.sh: $*" >&2; exit 1; }
 # schemathesis, pinned, in a venv of its own.
 if [ ! -x "$venv/bin/schemathesis" ]; then
     mkdir -p "$root/.data"
-    python3 -m venv "$venv" || fail "python3 -m venv failed (install python3-venv)"
+    /usr/bin/python3 -m venv "$venv" || fail "python3 -m venv failed (run deploy/install-deps.sh)"
     "$venv/bin/pip" install -q 'schemathesis==4.32.*' || fail "pip could not install schemathesis"
 fi
 
@@ -81,7 +82,7 @@ api() { # method path key [body]
     curl -sS --fail-with-body -X "$1" "$base$2" -H "Authorization: Bearer $3" \
         -H 'Content-Type: application/json' ${4:+--data "$4"}
 }
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+json() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 org_id=$(api POST /v1/organizations "$operator_key" \
     '{"name":"schemathesis","email":"st@example.com","plan":"pro","rate_limit_ceiling_per_minute":1000000}' | json "['id']")
 admin_key=$(api POST /v1/api-keys "$operator_key" \
