@@ -9,8 +9,10 @@
 # Needs the debug binaries (`cargo build --workspace --bins`), Debian's python3 with venv
 # (deploy/install-deps.sh) and PyPI: schemathesis is installed into
 # .data/schemathesis-venv on first use.
-# PostgreSQL is deploy/pg.sh's, on SCHEMATHESIS_PGPORT (default 5439), with a fresh
-# database each run; the hub listens on SCHEMATHESIS_ADDR (default 127.0.0.1:18080).
+# PostgreSQL is deploy/pg.sh's cluster of this clone, started on SCHEMATHESIS_PGPORT
+# (default 5439) with a fresh database each run, and stopped at the end (so not beside
+# deploy/run-single-node.sh, which runs the same cluster); the hub listens on
+# SCHEMATHESIS_ADDR (default 127.0.0.1:18080).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,7 +57,8 @@ fi
 # A fresh database: each run starts from an empty log.
 owner_url=$(deploy/pg.sh start)
 PGPASSWORD=$(cat .data/pg-password) psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -q \
-    -c "DROP DATABASE IF EXISTS $PGDATABASE_NAME WITH (FORCE)" -c "CREATE DATABASE $PGDATABASE_NAME" >/dev/null
+    -c "DROP DATABASE IF EXISTS $PGDATABASE_NAME WITH (FORCE)" -c "CREATE DATABASE $PGDATABASE_NAME" >/dev/null ||
+    fail "PostgreSQL does not answer on port $PGPORT (is this clone's cluster already running on another port?)"
 serving_url=$(deploy/pg.sh serving-url)
 DATABASE_URL=$serving_url HUB_MIGRATION_DATABASE_URL=$owner_url target/debug/hub migrate >"$work/migrate.log" 2>&1 ||
     { cat "$work/migrate.log" >&2; fail "hub migrate failed"; }
