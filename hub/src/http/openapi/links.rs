@@ -4,7 +4,7 @@
 //!
 //! A resource created by `POST <collection>` lives at `<collection>/{id}` (or, for
 //! resources created under a parent such as invitations, at `/v1/<kind>/{id}`); its id is
-//! `$response.body#/id`, and in a page `$response.body#/items/0/<id field>`. Operations
+//! `$response.body#/id` (a workspace's also names its data key in the keyring), and in a page `$response.body#/items/0/<id field>`. Operations
 //! filtering by `<kind>_id` (e.g. `organization_id`) are linked the same way; path
 //! parameters the source shares with the target are passed on (`$request.path.<name>`).
 
@@ -36,11 +36,15 @@ pub(super) fn declare(doc: &mut Value) {
     }
 }
 
+/// Other places a kind of resource is reached by its id: a workspace's data key.
+const ALSO: &[(&str, &str)] = &[("workspaces", "/v1/internal/keyring/")];
+
 /// The links from `collection` to the operations on its resources; `id_of` gives the
 /// expression of the resource's id for a parameter of that name.
 fn links(doc: &Value, collection: &str, id_of: impl Fn(&str) -> Option<String>) -> Map<String, Value> {
     let kind = collection.rsplit('/').next().unwrap_or_default();
-    let prefixes = [format!("{collection}/"), format!("/v1/{kind}/")];
+    let mut prefixes = vec![format!("{collection}/"), format!("/v1/{kind}/")];
+    prefixes.extend(ALSO.iter().filter(|(k, _)| *k == kind).map(|(_, prefix)| (*prefix).to_owned()));
     let filter = format!("{}_id", kind.trim_end_matches('s').replace('-', "_"));
     let shared = template_names(collection);
     let mut links = Map::new();
