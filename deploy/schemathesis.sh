@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs schemathesis (`--checks all`) against a started single-node hub: once with the
-# operator key, once with an organization's admin key, then against the instance's own
-# `/openapi.json` (the runtime API) with a workspace access token. Exits non-zero on any
-# failure schemathesis reports.
+# Runs schemathesis (`--checks all`) against a started single-node hub: against the
+# instance's runtime API (its own document) with a workspace access token, then the hub's
+# `/openapi.json` with an organization's admin key and with the operator key. Exits
+# non-zero on any failure schemathesis reports.
 #   deploy/schemathesis.sh              the CI budget (SCHEMATHESIS_EXAMPLES cases per
 #                                       operation and phase, default 25)
 #   SCHEMATHESIS_EXAMPLES=250 deploy/schemathesis.sh   the full budget (> 10,000 cases)
@@ -80,30 +80,45 @@ for _ in $(seq 60); do
 done
 curl -sf "$base/readyz" >/dev/null || fail "the hub is not ready after 60 s"
 
-# An organization with a rate limit high enough for the run, and an admin key of it.
+# Organizations with a rate limit high enough for the run, each with an admin key.
 api() { # method path key [body]
     curl -sS --fail-with-body -X "$1" "$base$2" -H "Authorization: Bearer $3" \
         -H 'Content-Type: application/json' ${4:+--data "$4"}
 }
 json() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-org_id=$(api POST /v1/organizations "$operator_key" \
-    '{"name":"schemathesis","email":"st@example.com","plan":"pro","rate_limit_ceiling_per_minute":1000000}' | json "['id']")
-admin_key=$(api POST /v1/api-keys "$operator_key" \
-    "{\"name\":\"schemathesis admin\",\"scopes\":[\"*\"],\"organization_id\":\"$org_id\"}" | json "['secret']")
-api PATCH /v1/settings "$admin_key" '{"rate_limit_per_minute":1000000}' >/dev/null
-workspace_id=$(api POST /v1/workspaces "$admin_key" '{"name":"runtime"}' | json "['id']")
-token=$(api POST "/v1/workspaces/$workspace_id/access-token" "$admin_key" '{}' | json "['access_token']")
+admin_of() { # organization name -> a key with every scope, its rate limit raised
+    local org key
+    org=$(api POST /v1/organizations "$operator_key" \
+        "{\"name\":\"$1\",\"email\":\"st@example.com\",\"plan\":\"pro\",\"rate_limit_ceiling_per_minute\":1000000}" |
+        json "['id']")
+    key=$(api POST /v1/api-keys "$operator_key" \
+        "{\"name\":\"$1 admin\",\"scopes\":[\"*\"],\"organization_id\":\"$org\"}" | json "['secret']")
+    api PATCH /v1/settings "$key" '{"rate_limit_per_minute":1000000}' >/dev/null
+    echo "$key"
+}
+admin_key=$(admin_of schemathesis)
+settings_key=$(admin_of "schemathesis settings")
+runtime_key=$(admin_of "schemathesis runtime")
+workspace_id=$(api POST /v1/workspaces "$runtime_key" '{"name":"runtime"}' | json "['id']")
+token=$(api POST "/v1/workspaces/$workspace_id/access-token" "$runtime_key" '{}' | json "['access_token']")
 
 status=0
-run() { # label config schema-url key report
+run() { # label config schema-url key report [schemathesis options]
     echo "=== schemathesis: $1 ($examples cases per operation and phase) ==="
+    local label=$1 config=$2 url=$3 key=$4 report=$5
+    shift 5
     # One worker: schemathesis's coverage phase is not thread-safe on every Python.
-    "$venv/bin/schemathesis" --config-file "deploy/$2" --no-color run "$3" --checks all \
-        -H "Authorization: Bearer $4" --max-examples "$examples" --workers 1 --seed 1 \
-        --report junit --report-junit-path "$root/.data/schemathesis-$5.xml" || status=1
+    "$venv/bin/schemathesis" --config-file "deploy/$config" --no-color run "$url" --checks all \
+        -H "Authorization: Bearer $key" --max-examples "$examples" --workers 1 --seed 1 \
+        --report junit --report-junit-path "$root/.data/schemathesis-$report.xml" "$@" || status=1
 }
-run "hub, operator key" schemathesis-operator.toml "$base/openapi.json" "$operator_key" operator
-run "hub, admin key" schemathesis.toml "$base/openapi.json" "$admin_key" admin
+# In an order where no run changes what a later one needs: the runtime API before anything
+# can archive its workspace; the admin key's own settings (its rate limit) last, with a key
+# of their own.
 run "instance runtime API, workspace token" schemathesis.toml "$base/v1/runtime/openapi.json" "$token" runtime
+run "hub, admin key" schemathesis.toml "$base/openapi.json" "$admin_key" admin --exclude-operation-id update_settings
+run "hub, operator key" schemathesis-operator.toml "$base/openapi.json" "$operator_key" operator
+run "hub, admin key, PATCH /v1/settings" schemathesis.toml "$base/openapi.json" "$settings_key" settings \
+    --include-operation-id update_settings
 [ "$status" -eq 0 ] || fail "schemathesis reported failures"
 echo "schemathesis: no failures"

@@ -62,6 +62,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
     for (method, path) in PUBLIC {
         if let Some(operation) = doc.pointer_mut(&format!("/paths/{}/{method}", escape(path))) {
             operation["security"] = json!([]);
+            operation["responses"]["4XX"] = credentials_sent_anyway();
         }
     }
     optional_bodies(&mut doc);
@@ -69,6 +70,15 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
     headers::declare(&mut doc);
     links::declare(&mut doc);
     doc
+}
+
+/// Credentials sent to an operation that needs none are still checked, as everywhere.
+fn credentials_sent_anyway() -> Value {
+    json!({
+        "description": "Only when credentials are sent anyway: a key past its rate limit (429 `rate_limited`), an \
+            address past its failed authentications (429), a key used from an address it may not be used from (403)",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    })
 }
 
 /// `/openapi.json` itself, so a client learns that it needs no credentials.
