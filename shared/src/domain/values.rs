@@ -74,7 +74,15 @@ pub fn webhook_uri(text: &str) -> Result<String, DomainError> {
     let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")).ok_or_else(invalid)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or_default() };
+    let host = match host.strip_prefix('[') {
+        // A bracketed host is an IPv6 address: anything else there is no URL at all.
+        Some(bracketed) => {
+            let address = bracketed.split(']').next().unwrap_or_default();
+            address.parse::<std::net::Ipv6Addr>().map_err(|_| invalid())?;
+            host
+        }
+        None => host.split(':').next().unwrap_or_default(),
+    };
     if host.is_empty() {
         return Err(invalid());
     }
@@ -108,10 +116,8 @@ pub const EMAIL_PATTERN: &str = r"^[!-?A-~]{1,64}@[!-\-/-?A-~]{1,60}(?:\.[!-\-/-
 /// The strings [`token`] accepts.
 pub const TOKEN_PATTERN: &str = "^[a-z0-9_-]{1,50}$";
 
-/// URLs [`webhook_uri`] accepts (a subset: printable ASCII, a host name or bracketed IPv6
-/// address, no user info).
-pub const WEBHOOK_URI_PATTERN: &str =
-    r"^https?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$";
+/// URLs [`webhook_uri`] accepts (a subset: printable ASCII, a host name, no user info).
+pub const WEBHOOK_URI_PATTERN: &str = r"^https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$";
 /// The longest webhook URI.
 pub const MAX_WEBHOOK_URI_BYTES: usize = 2048;
 
@@ -146,7 +152,10 @@ mod tests {
     fn webhook_uris_are_absolute_http_urls() {
         assert!(webhook_uri("https://hooks.example.test/in?x=1").is_ok());
         assert!(webhook_uri("http://127.0.0.1:9000/hook").is_ok());
-        for bad in ["ftp://x.io", "https://", "/relative", "https:// spaced.io", "javascript:alert(1)"] {
+        assert!(webhook_uri("https://[::1]:8443/hook").is_ok());
+        for bad in
+            ["ftp://x.io", "https://", "/relative", "https:// spaced.io", "javascript:alert(1)", "https://[:.]/x"]
+        {
             assert!(webhook_uri(bad).is_err(), "{bad}");
         }
     }
