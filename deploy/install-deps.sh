@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the product and its tests need and the machine lacks: PostgreSQL,
-# nats-server, curl and jq (the README's example session) and (for the tests' SMTP server)
-# python3-aiosmtpd, from Debian's packages.
+# nats-server, curl and jq (the README's example session), (for the tests' SMTP server)
+# python3-aiosmtpd and (for deploy/schemathesis.sh's virtualenv) python3-venv, from Debian's
+# packages.
 # Safe to run again; does nothing when all is there.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 # The tests' SMTP server: Debian's aiosmtpd, for Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust stable) is required: https://rustup.rs" >&2; exit 1; }
 
 if ((${#missing[@]})); then

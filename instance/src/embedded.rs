@@ -49,7 +49,10 @@ pub async fn start(
     }
     let runtime = Arc::new(RuntimeState::new(pool, Keyring::Database, Some(master_key), auth_failures_per_minute));
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
+    // The hub serves its own `/openapi.json`: the runtime API's document is beside its routes.
+    let document = axum::routing::get(|| async { axum::Json(crate::openapi::runtime()) });
     Ok(crate::runtime::router(runtime)
+        .route("/v1/runtime/openapi.json", document)
         .layer(axum::middleware::from_fn(crate::request_id::request_id))
         .layer(axum::middleware::from_fn(shared::metrics::track)))
 }

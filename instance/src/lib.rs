@@ -13,6 +13,7 @@ pub mod feed;
 pub mod keyring;
 pub mod link;
 pub mod migrate;
+pub mod openapi;
 pub mod request_id;
 pub mod runtime;
 pub mod startup;

@@ -146,14 +146,45 @@ async fn throttle(State(state): State<Arc<RuntimeState>>, request: Request, next
     response
 }
 
-async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMap) -> Response {
+/// What the runtime API serves of a workspace.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RuntimeWorkspace {
+    pub id: Uuid,
+    pub name: String,
+    /// Always `active`: an archived workspace answers 403 `workspace_archived`.
+    #[schema(pattern = "^active$")]
+    pub status: &'static str,
+    /// The workspace's settings (a JSON object).
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    pub webhook_uris: Vec<String>,
+    pub public_keys: Vec<shared::events::workspace::PublicKey>,
+    /// The version of the secret that signs new tokens.
+    pub secret_version: i32,
+}
+
+/// The workspace the access token was issued for, as this instance holds it.
+#[utoipa::path(
+    get,
+    path = "/v1/runtime/workspace",
+    tag = "runtime",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token's workspace", body = RuntimeWorkspace),
+        (status = 401, description = "No token, or a malformed, expired, foreign or no longer valid one (`unauthorized`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+        (status = 403, description = "The workspace is archived (`workspace_archived`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+        (status = 429, description = "Too many failed authentications from this address (`too_many_failed_authentications`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+        (status = 503, description = "The instance's database or master key is unavailable (`unavailable`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+    )
+)]
+pub async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMap) -> Response {
     match serve(&state, &headers).await {
         Ok(body) => Json(body).into_response(),
         Err(response) => response,
     }
 }
 
-async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::Value, Response> {
+async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<RuntimeWorkspace, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -194,15 +225,15 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<serde_json::
         return Err(problem(StatusCode::FORBIDDEN, "workspace_archived", "the workspace is archived"));
     }
 
-    Ok(serde_json::json!({
-        "id": id,
-        "name": workspace.name,
-        "status": if workspace.archived { "archived" } else { "active" },
-        "settings": workspace.settings,
-        "webhook_uris": workspace.webhook_uris,
-        "public_keys": workspace.public_keys,
-        "secret_version": workspace.secret_version,
-    }))
+    Ok(RuntimeWorkspace {
+        id,
+        name: workspace.name,
+        status: "active",
+        settings: workspace.settings,
+        webhook_uris: workspace.webhook_uris,
+        public_keys: workspace.public_keys,
+        secret_version: workspace.secret_version,
+    })
 }
 
 async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> {

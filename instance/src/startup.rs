@@ -115,6 +115,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { shared::metrics::render() }))
+        .route("/openapi.json", get(|| async { axum::Json(crate::openapi::standalone()) }))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
         .merge(crate::runtime::router(runtime))

@@ -84,6 +84,11 @@ pub enum KeyFormatError {
     BadChecksum,
 }
 
+/// The shape of a key of `kind` as a regex (the checksum is beyond a pattern).
+pub fn pattern(kind: KeyKind) -> String {
+    format!("^{}_[0-9A-Za-z]{{{}}}$", kind.prefix(), RANDOM_LEN + CHECKSUM_LEN)
+}
+
 /// Checks a presented key's shape and checksum, without any lookup.
 pub fn parse(kind: KeyKind, presented: &str) -> Result<(), KeyFormatError> {
     let body = presented

@@ -116,7 +116,9 @@ pub struct EventsRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
+    #[schema(minimum = 0)]
     pub applied_position: i64,
+    #[schema(minimum = 0)]
     pub workspace_count: i64,
 }
 

@@ -986,3 +986,19 @@ async fn every_endpoint_answers_bad_input_with_a_4xx_problem_never_a_5xx() {
         report.join("\n- ")
     );
 }
+
+#[tokio::test]
+async fn a_heartbeat_with_a_negative_position_or_count_is_refused_and_the_instance_list_stays_readable() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    for body in [
+        json!({"applied_position": i64::MIN, "workspace_count": 0}),
+        json!({"applied_position": 0, "workspace_count": -1}),
+    ] {
+        let reply = operator.post("/v1/instances/probe/heartbeat", body.clone()).await;
+        assert_eq!(reply.status, 422, "heartbeat {body}: {}", reply.body);
+        assert_eq!(reply.body["errors"][0]["constraint"], "range", "{}", reply.body);
+    }
+    operator.get("/v1/instances").await.expect(200);
+}

@@ -53,25 +53,110 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     // Deserialized from the bytes (not a parsed value) so duplicate fields are refused.
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let detail = clean_message(&error.into_inner().to_string());
-        let constraint = if detail.starts_with("unknown field") {
-            "unknown_field"
-        } else if detail.starts_with("missing field") {
-            "required"
-        } else {
-            "type"
-        };
-        ApiError::Validation {
-            detail: format!("the request body does not match the schema: {detail}"),
-            errors: vec![FieldError {
-                name: if path == "." { String::new() } else { path },
-                constraint: constraint.into(),
-                detail,
-            }],
+    match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => Ok(value),
+        // JSON (and JSON Schema) counts `2.0` as the integer 2: read integral numbers as
+        // integers and try again, still refusing duplicate fields.
+        Err(error) if error.inner().to_string().starts_with("invalid type: floating point") => {
+            serde_json::from_slice::<NoDuplicateKeys>(bytes).map_err(schema_error)?;
+            let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(schema_error)?;
+            integral_numbers_as_integers(&mut value);
+            serde_path_to_error::deserialize(value)
+                .map_err(|error| schema_error_at(error.path().to_string(), error.into_inner()))
         }
-    })
+        Err(error) => Err(schema_error_at(error.path().to_string(), error.into_inner())),
+    }
+}
+
+fn schema_error(error: serde_json::Error) -> ApiError {
+    schema_error_at(".".into(), error)
+}
+
+fn schema_error_at(path: String, error: serde_json::Error) -> ApiError {
+    let detail = clean_message(&error.to_string());
+    let constraint = if detail.starts_with("unknown field") {
+        "unknown_field"
+    } else if detail.starts_with("missing field") {
+        "required"
+    } else {
+        "type"
+    };
+    ApiError::Validation {
+        detail: format!("the request body does not match the schema: {detail}"),
+        errors: vec![FieldError {
+            name: if path == "." { String::new() } else { path },
+            constraint: constraint.into(),
+            detail,
+        }],
+    }
+}
+
+/// Rewrites every number with an integral value that a float holds exactly (`2.0`, `-3e2`;
+/// at most 2^53 in magnitude, beyond which the text may have been rounded) as that integer.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|f| number.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT) {
+                // Exact: the value is an integer within ±2^53.
+                *number = (float as i64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
+}
+
+/// Any JSON whose objects have no key twice (a parsed `Value` would keep the last).
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{}`", clean_message(&key))));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(self)
+    }
 }
 
 /// serde's messages end with " at line L column C": keep the message, drop the position
@@ -148,4 +233,34 @@ where
     D: serde::Deserializer<'de>,
 {
     serde::Deserialize::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        count: u32,
+        offset: Option<i64>,
+    }
+
+    #[test]
+    fn an_integral_number_written_with_a_fraction_or_exponent_is_an_integer() {
+        let body: Body = parse_json(br#"{"count": 2579.0, "offset": -3e2}"#).unwrap();
+        assert_eq!((body.count, body.offset), (2579, Some(-300)));
+    }
+
+    #[test]
+    fn fractions_rounded_numbers_and_duplicate_fields_are_still_refused() {
+        for refused in [
+            &br#"{"count": 2.5}"#[..],
+            br#"{"count": 1, "offset": -9223372036854775809}"#,
+            br#"{"count": 1.0, "count": 2}"#,
+        ] {
+            let error = parse_json::<Body>(refused).expect_err(std::str::from_utf8(refused).unwrap());
+            assert!(matches!(error, ApiError::Validation { .. }), "{error:?}");
+        }
+    }
 }

@@ -102,6 +102,13 @@ pub async fn record(
     applied_position: i64,
     workspace_count: i64,
 ) -> Result<HeartbeatReply, ApiError> {
+    // A position or count below zero is no instance's truth, and would overflow the lag
+    // the instance list computes from it.
+    for (name, value) in [("applied_position", applied_position), ("workspace_count", workspace_count)] {
+        if value < 0 {
+            return Err(ApiError::invalid(name, "range", format!("{name} must be 0 or more")));
+        }
+    }
     client
         .execute(
             "INSERT INTO instances (id, last_heartbeat_at, applied_position, workspace_count) VALUES ($1, now(), $2, $3) \

@@ -43,7 +43,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 
 /// Default and longest lifetime of an invitation.
 const DEFAULT_TTL_SECONDS: i64 = 7 * 24 * 3600;
-const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
+pub(super) const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkspaceRef {

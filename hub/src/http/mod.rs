@@ -104,7 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(instances::router())
         .merge(audit_logs::router())
         .split_for_parts();
-    let api = Arc::new(api);
+    let api = Arc::new(openapi::finish(api));
     api_router
         .route("/openapi.json", axum::routing::get(move || openapi::serve(api.clone())))
         .fallback(middleware::not_found)

@@ -131,7 +131,10 @@ impl Aggregate for ApiKey {
             ApiKeyCommand::Update { name, scopes, grantor, ancestry } => {
                 grantor.check_not_retiring()?;
                 self.check_covered(&grantor, &ancestry)?;
-                let name = name.map(|n| values::name("name", &n, 200)).transpose()?.filter(|n| *n != self.name);
+                let name = name
+                    .map(|n| values::name("name", &n, values::MAX_NAME_CHARS))
+                    .transpose()?
+                    .filter(|n| *n != self.name);
                 let scopes = scopes.map(|s| check_scopes(s, &grantor)).transpose()?.filter(|s| *s != self.scopes);
                 if name.is_none() && scopes.is_none() {
                     return Ok(vec![]);
@@ -242,7 +245,7 @@ fn inherit(new: &mut NewApiKey) -> Result<(), DomainError> {
 
 fn create(mut new: NewApiKey) -> Result<ApiKeyCreated, DomainError> {
     new.grantor.check_not_retiring()?;
-    let name = values::name("name", &new.name, 200)?;
+    let name = values::name("name", &new.name, values::MAX_NAME_CHARS)?;
     new.expires_at = new.expires_at.map(stored);
     let scopes = check_scopes(new.scopes.clone(), &new.grantor)?;
     inherit(&mut new)?;

@@ -139,7 +139,7 @@ impl Aggregate for Organization {
                 return Err(DomainError::conflict("already_exists", "the organization already exists"));
             }
             let created = OrganizationEvent::OrganizationCreated(OrganizationCreated {
-                name: values::name("name", &name, 200)?,
+                name: values::name("name", &name, values::MAX_NAME_CHARS)?,
                 email: values::email("email", &email)?,
                 plan: values::token("plan", &plan)?,
             });
@@ -153,7 +153,10 @@ impl Aggregate for Organization {
             OrganizationCommand::Create { .. } => unreachable!("handled above"),
             OrganizationCommand::Update { name, email, plan, limits } => {
                 let update = OrganizationUpdated {
-                    name: name.map(|n| values::name("name", &n, 200)).transpose()?.filter(|n| *n != self.name),
+                    name: name
+                        .map(|n| values::name("name", &n, values::MAX_NAME_CHARS))
+                        .transpose()?
+                        .filter(|n| *n != self.name),
                     email: email.map(|e| values::email("email", &e)).transpose()?.filter(|e| *e != self.email),
                     plan: plan.map(|p| values::token("plan", &p)).transpose()?.filter(|p| *p != self.plan),
                 };

@@ -53,7 +53,7 @@ impl Aggregate for User {
             return Ok(vec![UserEvent::UserCreated(UserCreated {
                 organization_id,
                 email: values::email("email", &email)?,
-                name: values::name("name", &name, 200)?,
+                name: values::name("name", &name, values::MAX_NAME_CHARS)?,
             })]);
         }
         if !self.exists || self.deleted {
@@ -62,7 +62,7 @@ impl Aggregate for User {
         Ok(match command {
             UserCommand::Create { .. } => unreachable!("handled above"),
             UserCommand::Rename { name } => {
-                let name = values::name("name", &name, 200)?;
+                let name = values::name("name", &name, values::MAX_NAME_CHARS)?;
                 if name == self.name { vec![] } else { vec![UserEvent::UserRenamed(UserRenamed { name })] }
             }
             UserCommand::Disable if self.disabled => vec![],

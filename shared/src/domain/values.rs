@@ -68,13 +68,21 @@ pub fn instance_id(field: &'static str, text: &str) -> Result<String, DomainErro
 pub fn webhook_uri(text: &str) -> Result<String, DomainError> {
     let invalid =
         || DomainError::invalid("webhook_uris", "url", format!("`{}` is not an absolute http(s) URL", truncate(text)));
-    if text.len() > 2048 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if text.len() > MAX_WEBHOOK_URI_BYTES || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
     let rest = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")).ok_or_else(invalid)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or_default() };
+    let host = match host.strip_prefix('[') {
+        // A bracketed host is an IPv6 address: anything else there is no URL at all.
+        Some(bracketed) => {
+            let address = bracketed.split(']').next().unwrap_or_default();
+            address.parse::<std::net::Ipv6Addr>().map_err(|_| invalid())?;
+            host
+        }
+        None => host.split(':').next().unwrap_or_default(),
+    };
     if host.is_empty() {
         return Err(invalid());
     }
@@ -84,6 +92,34 @@ pub fn webhook_uri(text: &str) -> Result<String, DomainError> {
 fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
+
+/// The longest display name of an organization, user or admin key.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// What [`char::is_whitespace`] (and so `trim`) takes as white space, as a regex class body.
+const WHITE_SPACE: &str = r"\t-\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+/// What [`char::is_control`] refuses, as a regex class body.
+pub const CONTROL: &str = r"\x00-\x1F\x7F-\x9F";
+
+/// The strings [`name`] accepts with this `max`, as an ECMA-262 (and Python) regex: white
+/// space around a trimmed core of 1 to `max` characters, none of them control characters,
+/// whose first and last are not white space.
+pub fn name_pattern(max: usize) -> String {
+    let (ws, cc) = (WHITE_SPACE, CONTROL);
+    format!("^[{ws}]*[^{ws}{cc}](?:[^{cc}]{{0,{}}}[^{ws}{cc}])?[{ws}]*$", max.saturating_sub(2))
+}
+
+/// Strings [`email`] accepts (a subset: printable ASCII, at most two dots in the domain, so
+/// that every string it matches is within the validator's byte limits).
+pub const EMAIL_PATTERN: &str = r"^[!-?A-~]{1,64}@[!-\-/-?A-~]{1,60}(?:\.[!-\-/-?A-~]{1,60}){1,2}$";
+
+/// The strings [`token`] accepts.
+pub const TOKEN_PATTERN: &str = "^[a-z0-9_-]{1,50}$";
+
+/// URLs [`webhook_uri`] accepts (a subset: printable ASCII, a host name, no user info).
+pub const WEBHOOK_URI_PATTERN: &str = r"^https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$";
+/// The longest webhook URI.
+pub const MAX_WEBHOOK_URI_BYTES: usize = 2048;
 
 #[cfg(test)]
 mod tests {
@@ -116,7 +152,10 @@ mod tests {
     fn webhook_uris_are_absolute_http_urls() {
         assert!(webhook_uri("https://hooks.example.test/in?x=1").is_ok());
         assert!(webhook_uri("http://127.0.0.1:9000/hook").is_ok());
-        for bad in ["ftp://x.io", "https://", "/relative", "https:// spaced.io", "javascript:alert(1)"] {
+        assert!(webhook_uri("https://[::1]:8443/hook").is_ok());
+        for bad in
+            ["ftp://x.io", "https://", "/relative", "https:// spaced.io", "javascript:alert(1)", "https://[:.]/x"]
+        {
             assert!(webhook_uri(bad).is_err(), "{bad}");
         }
     }

@@ -142,6 +142,10 @@ pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
 pub const MAX_WEBHOOK_URIS: usize = 10;
 pub const MAX_PUBLIC_KEYS: usize = 10;
 pub const MAX_PUBLIC_KEY_BYTES: usize = 8 * 1024;
+/// Public keys the validator accepts (a subset: one line of base64 between the armor
+/// lines, short enough for [`MAX_PUBLIC_KEY_BYTES`]).
+pub const PUBLIC_KEY_PATTERN: &str =
+    "^-----BEGIN PUBLIC KEY-----\n(?:[A-Za-z0-9+/]{4}){1,1000}\n-----END PUBLIC KEY-----$";
 /// Deepest level of a workspace tree (a root is level 1). A cross-aggregate rule: the hub
 /// checks it in the append transaction (constraint trigger `workspaces_depth`).
 pub const MAX_DEPTH: usize = 32;
