@@ -4,6 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shared::telemetry::init();
-    hub::cli::run(hub::cli::Cli::parse()).await
+    let telemetry = shared::telemetry::init("hub");
+    let code = hub::cli::run(hub::cli::Cli::parse()).await;
+    telemetry.shutdown().await;
+    code
 }

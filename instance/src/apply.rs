@@ -103,7 +103,10 @@ pub async fn apply_batch_with_keys(
         );
     }
     let (mut handled, mut last, mut applied_position) = (0, None, 0);
+    // Each event's span lasts until the batch is committed.
+    let mut spans = Vec::with_capacity(events.len());
     for event in events {
+        spans.push(apply_span(event));
         let Some(id) = workspace_id(event) else {
             handled += 1;
             last = Some(Applied::Ignored);
@@ -132,6 +135,9 @@ pub async fn apply_batch_with_keys(
             applied_position = applied_position.max(event.position);
             Applied::Applied
         };
+        if let Some(span) = spans.last() {
+            span.record("outcome", tracing::field::debug(outcome));
+        }
         last = Some(outcome);
         if let Applied::Gap { .. } = outcome {
             break;
@@ -170,7 +176,23 @@ pub async fn apply_batch_with_keys(
             .await?;
     }
     tx.commit().await?;
+    drop(spans);
     Ok((handled, last))
+}
+
+/// The span of one event's apply: a child of the request that caused the event, when its
+/// metadata says which.
+fn apply_span(event: &RecordedEvent) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "instance.apply",
+        otel.kind = "consumer",
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        position = event.position,
+        outcome = tracing::field::Empty,
+    );
+    shared::telemetry::set_parent(&span, event.metadata.get("traceparent").and_then(|v| v.as_str()));
+    span
 }
 
 /// A digest of the whole materialized state: equal digests, equal states.

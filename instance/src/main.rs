@@ -6,7 +6,7 @@ use instance::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shared::telemetry::init();
+    let telemetry = shared::telemetry::init("instance");
     let command = Cli::parse().command;
     let result = async {
         let config = Config::from_env()?;
@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
         }
     }
     .await;
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
