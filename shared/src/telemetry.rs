@@ -166,3 +166,65 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; draining");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// Runs `f` with spans traced in memory (no exporter), as `init` sets them up.
+    fn traced_scope<T>(f: impl FnOnce() -> T) -> T {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(filter_fn(traced));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f)
+    }
+
+    #[test]
+    fn a_span_continues_a_valid_traceparent_and_passes_on_its_own_context() {
+        let inner = traced_scope(|| {
+            let span = tracing::debug_span!("request");
+            set_parent(&span, Some(CALLER));
+            span.in_scope(current_traceparent)
+        });
+        let inner = inner.expect("a traced span has a traceparent");
+        assert!(crate::metadata::is_traceparent(&inner));
+        assert!(inner.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "same trace: {inner}");
+        assert!(!inner.contains("b7ad6b7169203331"), "a span of its own: {inner}");
+        assert!(inner.ends_with("-01"), "sampled as its parent: {inner}");
+    }
+
+    #[test]
+    fn an_invalid_traceparent_starts_a_trace_of_its_own() {
+        for bad in ["", "00-00000000000000000000000000000000-b7ad6b7169203331-01", &"\"".repeat(1000)] {
+            let inner = traced_scope(|| {
+                let span = tracing::debug_span!("request");
+                set_parent(&span, Some(bad));
+                span.in_scope(current_traceparent)
+            });
+            let inner = inner.expect("a traced span has a traceparent");
+            assert!(!inner.contains("0af7651916cd43dd8448eb211c80319c"), "{bad:?} -> {inner}");
+        }
+    }
+
+    #[test]
+    fn without_the_exporter_there_is_no_current_traceparent() {
+        let span = tracing::debug_span!("request");
+        set_parent(&span, Some(CALLER));
+        assert_eq!(span.in_scope(current_traceparent), None);
+    }
+
+    #[test]
+    fn only_this_crate_familys_spans_and_events_are_traced() {
+        traced_scope(|| {
+            let ours = tracing::debug_span!(target: "hub::http", "request");
+            assert!(ours.context().span().span_context().is_valid());
+            let exporter = tracing::info_span!(target: "opentelemetry_sdk", "export");
+            assert!(!exporter.context().span().span_context().is_valid());
+            let too_verbose = tracing::trace_span!(target: "instance::apply", "detail");
+            assert!(!too_verbose.context().span().span_context().is_valid());
+            let lookalike = tracing::info_span!(target: "hubris", "other");
+            assert!(!lookalike.context().span().span_context().is_valid());
+        });
+    }
+}
