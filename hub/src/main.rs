@@ -8,6 +8,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = hub::cli::Cli::parse();
-    shared::telemetry::init(cli.config.telemetry.log.as_deref());
-    hub::cli::run(cli).await
+    let telemetry = shared::telemetry::init("hub", cli.config.telemetry.log.as_deref());
+    let code = hub::cli::run(cli).await;
+    telemetry.shutdown().await;
+    code
 }

@@ -26,6 +26,7 @@ use shared::relayed::{self, Relayed, STREAM, subject};
 use shared::supervise::Tasks;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Key of the session advisory lock that elects the relay leader (an arbitrary number).
@@ -277,6 +278,20 @@ fn message(event: &RecordedEvent, max_payload: usize, as_reference: bool) -> Res
     Ok(PublishMessage::build().payload(payload.into()).headers(headers))
 }
 
+/// The span of one event's publish: a child of the request that caused the event, when
+/// its metadata says which.
+fn publish_span(event: &RecordedEvent) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "relay.publish",
+        otel.kind = "producer",
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        position = event.position,
+    );
+    shared::telemetry::set_parent(&span, event.metadata.get("traceparent").and_then(|v| v.as_str()));
+    span
+}
+
 async fn publish_loop(
     client: &Client,
     nats: &async_nats::Client,
@@ -300,8 +315,10 @@ async fn publish_loop(
             let instance = workspace_id(event).and_then(|id| instances.get(&id)).and_then(Option::as_deref);
             let as_reference = failures.as_reference(event.event_id);
             let message = message(event, nats.max_payload(), as_reference)?;
-            match js.send_publish(subject(event, instance), message).await {
-                Ok(ack) => acks.push((event, ack)),
+            let span = publish_span(event);
+            match js.send_publish(subject(event, instance), message).instrument(span.clone()).await {
+                // The span lasts until the stream acks the event.
+                Ok(ack) => acks.push((event, ack, span)),
                 Err(error) => {
                     refused = Some((event, error));
                     break;
@@ -311,8 +328,8 @@ async fn publish_loop(
         // The checkpoint advances over the acked prefix of the page; the first refusal
         // ends the round (later acks may be in flight: they are deduplicated on retry).
         let mut acked = None;
-        for (event, ack) in acks {
-            match ack.await {
+        for (event, ack, span) in acks {
+            match std::future::IntoFuture::into_future(ack).instrument(span).await {
                 Ok(_) => acked = Some(event.position),
                 Err(error) => {
                     refused = Some((event, error));

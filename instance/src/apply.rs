@@ -103,7 +103,10 @@ pub async fn apply_batch_with_keys(
         );
     }
     let (mut handled, mut last, mut applied_position, mut applied) = (0, None, 0, 0u64);
+    // Each event's span lasts until the batch is committed.
+    let mut spans = Vec::with_capacity(events.len());
     for event in events {
+        spans.push(apply_span(event));
         let Some(id) = workspace_id(event) else {
             handled += 1;
             last = Some(Applied::Ignored);
@@ -133,6 +136,9 @@ pub async fn apply_batch_with_keys(
             applied += 1;
             Applied::Applied
         };
+        if let Some(span) = spans.last() {
+            span.record("outcome", tracing::field::debug(outcome));
+        }
         last = Some(outcome);
         if let Applied::Gap { .. } = outcome {
             break;
@@ -181,7 +187,23 @@ pub async fn apply_batch_with_keys(
         metrics::gauge!(shared::metrics::INSTANCE_APPLIED_POSITION).set(position as f64);
     }
     metrics::counter!(shared::metrics::INSTANCE_APPLIED_EVENTS).increment(applied);
+    drop(spans);
     Ok((handled, last))
+}
+
+/// The span of one event's apply: a child of the request that caused the event, when its
+/// metadata says which.
+fn apply_span(event: &RecordedEvent) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "instance.apply",
+        otel.kind = "consumer",
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        position = event.position,
+        outcome = tracing::field::Empty,
+    );
+    shared::telemetry::set_parent(&span, event.metadata.get("traceparent").and_then(|v| v.as_str()));
+    span
 }
 
 /// A digest of the whole materialized state: equal digests, equal states.

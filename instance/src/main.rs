@@ -10,7 +10,7 @@ use instance::config::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    shared::telemetry::init(cli.config.telemetry.log.as_deref());
+    let telemetry = shared::telemetry::init("instance", cli.config.telemetry.log.as_deref());
     let result = async {
         let config = Config::from_args(cli.config)?;
         match cli.command {
@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
         }
     }
     .await;
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

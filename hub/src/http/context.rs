@@ -27,7 +27,9 @@ impl FromRequestParts<AppState> for Ctx {
             actor: principal.actor(ip),
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
             idempotency_key: header(parts, "idempotency-key"),
-            traceparent: header(parts, "traceparent"),
+            // The request's span when traces are exported, so the trace goes on with
+            // the event; otherwise the caller's own.
+            traceparent: shared::telemetry::current_traceparent().or_else(|| header(parts, "traceparent")),
         }
         .bounded();
         Ok(Self { principal, metadata, if_match: conditional::if_match(&parts.headers) })

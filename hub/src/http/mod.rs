@@ -28,6 +28,7 @@ pub mod pagination;
 pub mod rate_limit;
 mod settings;
 pub(crate) mod sql;
+mod traces;
 pub mod usage;
 mod users;
 pub(crate) mod visibility;
@@ -113,10 +114,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            // The path only: query strings can carry tokens.
-            tracing::debug_span!("http", method = %request.method(), path = %request.uri().path())
-        }))
+        .layer(TraceLayer::new_for_http().make_span_with(traces::request_span).on_response(traces::record_response))
         .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
         .layer(axum::middleware::from_fn(middleware::problems))
         .layer(axum::middleware::from_fn(middleware::request_id))

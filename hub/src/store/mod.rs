@@ -22,6 +22,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use shared::RecordedEvent;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::app::cache::AggregateCache;
 use crate::projections::{NoProjections, Projector};
@@ -141,9 +142,15 @@ impl EventStore {
     /// Commits appends to one or more streams atomically.
     pub async fn commit(&self, commit: Commit) -> Result<Vec<RecordedEvent>, AppendError> {
         commit.validate()?;
+        // A child of the request's span; the writer's batch links to it.
+        let span = tracing::debug_span!("append", events = commit.event_count());
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(writer::Job { commit, reply }).await.map_err(|_| AppendError::Closed)?;
-        let recorded = match answer.await.map_err(|_| AppendError::Closed)? {
+        let job = writer::Job { commit, reply, span: span.clone() };
+        let answered = async {
+            self.jobs.send(job).await.map_err(|_| AppendError::Closed)?;
+            answer.await.map_err(|_| AppendError::Closed)
+        };
+        let recorded = match answered.instrument(span).await? {
             Ok(recorded) => recorded,
             Err(error) => {
                 // The log is ahead of whatever state this commit was decided on.

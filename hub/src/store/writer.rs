@@ -42,6 +42,7 @@ use shared::hash::{ChainFields, to_micros};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
+use tracing::Instrument;
 
 use std::sync::Arc;
 
@@ -52,6 +53,8 @@ use crate::projections::{Projector, SqlStep, claims};
 pub(super) struct Job {
     pub commit: Commit,
     pub reply: oneshot::Sender<Result<Vec<RecordedEvent>, AppendError>>,
+    /// The caller's `append` span, which the batch's span links to.
+    pub span: tracing::Span,
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +109,10 @@ pub(super) async fn run(
         let commits: Vec<&Commit> = batch.iter().map(|job| &job.commit).collect();
         Counters::add(&counters.batches, 1);
         let started = std::time::Instant::now();
-        let results = write_isolated(&pool, &commits, projector.as_ref(), counters).await;
+        // One transaction for many requests' appends: linked to each, a child of none.
+        let span = tracing::debug_span!(parent: None, "writer.batch", commits = batch.len(), events);
+        batch.iter().for_each(|job| shared::telemetry::add_link(&span, &job.span));
+        let results = write_isolated(&pool, &commits, projector.as_ref(), counters).instrument(span).await;
         metrics::histogram!(shared::metrics::APPEND_BATCH_DURATION).record(started.elapsed().as_secs_f64());
         metrics::histogram!(shared::metrics::APPEND_BATCH_COMMITS).record(commits.len() as f64);
         metrics::histogram!(shared::metrics::APPEND_BATCH_EVENTS).record(events as f64);
