@@ -725,3 +725,16 @@ async fn a_name_freed_by_a_batch_mate_is_left_to_the_database_and_taken() {
     }
     assert_eq!(store.stats().names_taken, 0);
 }
+
+#[tokio::test]
+async fn numbers_read_back_from_the_database_keep_the_hash_they_were_written_with() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    // PostgreSQL keeps a JSON number as the exact decimal and prints it in full; each of
+    // these must parse back to the same double, or the chain breaks at this event.
+    let mut event = created("floats");
+    event.data = json!({"settings": {"a": 1.0715660391465826e-75, "b": -1.81996730402717e-179,
+        "c": 5.627417924080281e282, "d": 0.1}});
+    store.append("org-floats", ExpectedVersion::NoStream, vec![event]).await.unwrap();
+    assert_chain_verifies(&db, 1).await;
+}

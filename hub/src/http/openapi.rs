@@ -53,7 +53,8 @@ pub fn base() -> utoipa::openapi::OpenApi {
 }
 
 /// Operations anyone may call: no credentials are read.
-const PUBLIC: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/readyz"), ("get", "/openapi.json")];
+const PUBLIC: &[(&str, &str)] =
+    &[("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json")];
 
 /// The served document: the generated one, completed.
 pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
