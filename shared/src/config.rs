@@ -116,6 +116,8 @@ pub struct Telemetry {
         long = "otel-exporter-otlp-endpoint",
         env = "OTEL_EXPORTER_OTLP_ENDPOINT",
         value_name = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        // An endpoint URL may carry credentials (`https://user:token@collector`).
+        hide_env_values = true,
         global = true
     )]
     pub otlp_endpoint: Option<String>,

@@ -59,8 +59,12 @@ pub fn init(service: &'static str, filter: Option<&str>) -> Telemetry {
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(filter_fn(traced))
     });
     let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
-    if let Some(error) = refused {
-        tracing::warn!(%error, "{OTLP_ENDPOINT} is set but no trace exporter could be built; running without traces");
+    if refused.is_some() {
+        // Not the exporter's error: it quotes the endpoint, which may carry credentials.
+        tracing::warn!(
+            "{OTLP_ENDPOINT} is set but no trace exporter could be built from it (is it an absolute http(s) URL?); \
+             running without traces"
+        );
     }
     if provider.is_some() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -81,7 +85,13 @@ fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, opentelem
     // On the runtime, not on a thread of its own: the hyper client needs the runtime, and
     // a full queue drops spans rather than making a request wait.
     let batches = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
-    Ok(SdkTracerProvider::builder().with_span_processor(batches).with_resource(resource).build())
+    // Every trace is recorded, whatever sampling flag a caller's `traceparent` carries: a
+    // client must not be able to keep its requests out of the traces, nor force them in.
+    Ok(SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+        .with_span_processor(batches)
+        .with_resource(resource)
+        .build())
 }
 
 /// What goes into traces: the spans of the hub, the instances and `shared` (they are at

@@ -46,6 +46,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("HUB_MASTER_KEY", "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="),
     ("SMTP_URL", "smtp://mailer:smtp-password-0815@localhost:2525"),
     ("NATS_URL", "nats://relay:nats-password-1234@localhost:4222"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tracer:otlp-password-5150@collector.example:4318"),
 ];
 
 fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -66,6 +67,7 @@ fn assert_help_lists(name: &str, variables: &[&str]) {
         "c2VjcmV0",
         "smtp-password",
         "nats-password",
+        "otlp-password",
     ] {
         assert!(!help.contains(secret), "`{name} --help` shows {secret}:\n{help}");
     }

@@ -56,7 +56,19 @@ fn record_store_stats(state: &AppState) {
     metrics::gauge!(names::APPEND_QUEUE_DEPTH).set(stats.queued as f64);
 }
 
+/// Database figures are sampled at most this often, whoever scrapes `/metrics` (it needs no
+/// credentials): between samples a scrape reports the last values.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 async fn sample_database(state: &AppState) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    {
+        let Ok(mut last) = LAST.lock() else { return };
+        if last.is_some_and(|at| at.elapsed() < SAMPLE_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
     let Ok(client) = state.pool.get().await else { return };
     let depth = client
         // Pending rows only: the partial index `outbox_due` counts them without a scan.
