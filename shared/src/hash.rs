@@ -33,17 +33,41 @@ fn canonical_numbers(value: &serde_json::Value) -> serde_json::Value {
     match value {
         Value::Number(n) if n.is_f64() => {
             let f = n.as_f64().unwrap_or_default();
-            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
-                Value::from(f as i64)
-            } else if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
-                Value::from(f as u64)
-            } else {
-                value.clone()
-            }
+            stored_integer(f).unwrap_or_else(|| value.clone())
         }
         Value::Array(items) => Value::Array(items.iter().map(canonical_numbers).collect()),
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical_numbers(v))).collect()),
         other => other.clone(),
+    }
+}
+
+/// The integer the database gives back for the double `f`, if it gives back an integer.
+/// The database keeps the decimal the double was sent as (its shortest round-trip form,
+/// `2.812722529998191e16`) and prints it in full (`28127225299981910`), which above 2^53 is
+/// not the double's exact value (`28127225299981912`); a reader parses that as an integer
+/// when it fits one.
+fn stored_integer(f: f64) -> Option<serde_json::Value> {
+    if f.fract() != 0.0 {
+        return None;
+    }
+    let text = serde_json::Number::from_f64(f)?.to_string();
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok()?),
+        None => (text.as_str(), 0),
+    };
+    let (negative, mantissa) = mantissa.strip_prefix('-').map_or((false, mantissa), |m| (true, m));
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let fraction = fraction.trim_end_matches('0');
+    let zeros = exponent.checked_sub(i32::try_from(fraction.len()).ok()?)?;
+    // u64::MAX has 20 digits: a longer integer comes back as a float, like `f` itself.
+    if !(0..=20).contains(&zeros) {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}{}", "0".repeat(zeros as usize));
+    if negative {
+        format!("-{digits}").parse::<i64>().ok().map(serde_json::Value::from)
+    } else {
+        digits.parse::<u64>().ok().map(serde_json::Value::from)
     }
 }
 

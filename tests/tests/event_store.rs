@@ -735,7 +735,10 @@ async fn numbers_read_back_from_the_database_keep_the_hash_they_were_written_wit
     let mut event = created("floats");
     // Each of the first three read back one bit off with serde_json's default parser.
     event.data = json!({"settings": {"a": 1.0715660391465826e-75, "b": 4.893167491442351e282,
-        "c": 7.325541847569255e-91, "d": 0.1}});
+        "c": 7.325541847569255e-91, "d": 0.1,
+        // An integral double above 2^53: the database keeps its shortest decimal,
+        // 28127225299981910, and gives it back as that integer, not the double's exact value.
+        "e": 2.812722529998191e16, "f": -2.812722529998191e16, "g": 1.8e19}});
     store.append("org-floats", ExpectedVersion::NoStream, vec![event]).await.unwrap();
     assert_chain_verifies(&db, 1).await;
 }
