@@ -37,6 +37,8 @@ pub const APPEND_SAVEPOINT_ROLLBACKS: &str = "event_store_append_savepoint_rollb
 pub const APPEND_SOLO_RETRIES: &str = "event_store_append_solo_retries_total";
 /// Merged batches refused and written again with a savepoint per commit.
 pub const APPEND_MERGED_FALLBACKS: &str = "event_store_append_merged_fallbacks_total";
+/// Commits answered 409 because a name they take was found held before their batch was written.
+pub const APPEND_NAMES_TAKEN: &str = "event_store_append_names_taken_total";
 /// Commits waiting for the writer.
 pub const APPEND_QUEUE_DEPTH: &str = "event_store_append_queue_depth";
 /// Commits per batch.
@@ -74,6 +76,7 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (APPEND_SAVEPOINT_ROLLBACKS, "Refused commits undone by their own savepoint"),
     (APPEND_SOLO_RETRIES, "Commits retried alone after their batch was refused"),
     (APPEND_MERGED_FALLBACKS, "Merged batches refused and written again with a savepoint per commit"),
+    (APPEND_NAMES_TAKEN, "Commits refused before their batch was written: a name they take was held"),
     (APPEND_QUEUE_DEPTH, "Commits waiting for the event store's writer"),
     (APPEND_BATCH_COMMITS, "Commits per batch written by the event store's writer"),
     (APPEND_BATCH_EVENTS, "Events per batch written by the event store's writer"),

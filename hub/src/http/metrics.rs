@@ -3,8 +3,8 @@
 //!
 //! Most series are recorded as things happen; the writer's counters are read from the
 //! store, and what only the database knows (the email outbox's depth, the relay's
-//! progress) is sampled at each scrape, bounded in time so a slow database cannot hold
-//! the scrape.
+//! progress) is sampled by a scrape at most every 5 s, bounded in time so a slow database
+//! cannot hold the scrape.
 
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ fn record_store_stats(state: &AppState) {
         (names::APPEND_SAVEPOINT_ROLLBACKS, stats.savepoint_rollbacks),
         (names::APPEND_SOLO_RETRIES, stats.solo_retries),
         (names::APPEND_MERGED_FALLBACKS, stats.merged_fallbacks),
+        (names::APPEND_NAMES_TAKEN, stats.names_taken),
     ] {
         metrics::counter!(name).absolute(value);
     }
