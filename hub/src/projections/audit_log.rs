@@ -14,7 +14,7 @@
 //! workspace, key or user, which those statements have written by then.
 
 use serde::Deserialize;
-use shared::events::{ApiKeyEvent, OrganizationEvent, UserEvent, WorkspaceEvent};
+use shared::events::{ApiKeyEvent, AppEvent, OrganizationEvent, UserEvent, WorkspaceEvent};
 use shared::metadata::{ActorType, Metadata};
 use shared::{DecodeError, RecordedEvent};
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use super::{SqlStep, params};
 pub const REDACTED: &str = "[redacted]";
 
 /// Every event type of the domain, as stored in the log's `event_type` column.
-pub const EVENT_TYPES: [&str; 29] = [
+pub const EVENT_TYPES: [&str; 36] = [
     "OrganizationCreated",
     "OrganizationUpdated",
     "OrganizationSettingsChanged",
@@ -55,6 +55,13 @@ pub const EVENT_TYPES: [&str; 29] = [
     "MemberRoleChanged",
     "MemberRemoved",
     "WorkspaceSecretIssued",
+    "ExternalKeyAdded",
+    "ExternalKeyDeleted",
+    "InteractionKeyCreated",
+    "InteractionKeySecretClaimed",
+    "InteractionKeyRevoked",
+    "AppRegistered",
+    "AppRevoked",
 ];
 
 /// The kind of resource an event is about.
@@ -67,6 +74,10 @@ pub enum ResourceType {
     Invitation,
     /// A user's membership of the row's workspace; its id is the user's.
     Member,
+    ExternalKey,
+    InteractionKey,
+    /// A technology partner app: of no organization, shown to the operator only.
+    App,
 }
 
 impl ResourceType {
@@ -78,6 +89,9 @@ impl ResourceType {
             Self::User => "user",
             Self::Invitation => "invitation",
             Self::Member => "member",
+            Self::ExternalKey => "external_key",
+            Self::InteractionKey => "interaction_key",
+            Self::App => "app",
         }
     }
 }
@@ -142,6 +156,15 @@ fn user_rule(id: Uuid, event: &UserEvent) -> Rule {
     Rule { organization_id, workspace_id: None, resource: (ResourceType::User, id), shown }
 }
 
+fn app_rule(id: Uuid, event: &AppEvent) -> Rule {
+    let shown: &'static [&'static str] = match event {
+        // Not `key_hash`: the peppered hash of the app key.
+        AppEvent::AppRegistered(_) => &["name", "kind", "contact_email", "partial_key_hint"],
+        AppEvent::AppRevoked {} => &[],
+    };
+    Rule { organization_id: None, workspace_id: None, resource: (ResourceType::App, id), shown }
+}
+
 fn workspace_rule(id: Uuid, event: &WorkspaceEvent) -> Rule {
     let workspace = (ResourceType::Workspace, id);
     let (organization_id, resource, shown): (_, _, &'static [&'static str]) = match event {
@@ -171,6 +194,35 @@ fn workspace_rule(id: Uuid, event: &WorkspaceEvent) -> Rule {
         WorkspaceEvent::MemberRemoved(e) => (None, (ResourceType::Member, e.user_id), &["user_id"]),
         // Not `sealed_secret`: the signing secret, sealed.
         WorkspaceEvent::WorkspaceSecretIssued(_) => (None, workspace, &["version", "previous_valid_until"]),
+        // Not `sealed_api_key`: the credential, sealed.
+        WorkspaceEvent::ExternalKeyAdded(e) => (
+            None,
+            (ResourceType::ExternalKey, e.external_key_id),
+            &["external_key_id", "provider", "name", "key_hint", "settings", "created_by"],
+        ),
+        WorkspaceEvent::ExternalKeyDeleted(e) => {
+            (None, (ResourceType::ExternalKey, e.external_key_id), &["external_key_id"])
+        }
+        // Not `key_hash` nor `sealed_secret`: the key's hash and its withheld secret.
+        WorkspaceEvent::InteractionKeyCreated(e) => (
+            None,
+            (ResourceType::InteractionKey, e.interaction_key_id),
+            &[
+                "interaction_key_id",
+                "name",
+                "destination",
+                "source_app_id",
+                "partial_key_hint",
+                "expires_at",
+                "created_by",
+            ],
+        ),
+        WorkspaceEvent::InteractionKeySecretClaimed(e) => {
+            (None, (ResourceType::InteractionKey, e.interaction_key_id), &["interaction_key_id", "app_id", "ip"])
+        }
+        WorkspaceEvent::InteractionKeyRevoked(e) => {
+            (None, (ResourceType::InteractionKey, e.interaction_key_id), &["interaction_key_id", "reason"])
+        }
     };
     Rule { organization_id, workspace_id: Some(id), resource, shown }
 }
@@ -185,6 +237,7 @@ pub fn rule(event: &RecordedEvent) -> Result<Rule, RuleError> {
         "key" => api_key_rule(id, &event.decode()?),
         "user" => user_rule(id, &event.decode()?),
         "workspace" => workspace_rule(id, &event.decode()?),
+        "app" => app_rule(id, &event.decode()?),
         _ => return Err(unknown()),
     })
 }
@@ -264,6 +317,7 @@ fn fallback_rule(stream_id: &str) -> Rule {
         "workspace" => (ResourceType::Workspace, Some(id), None),
         "key" => (ResourceType::ApiKey, None, None),
         "user" => (ResourceType::User, None, None),
+        "app" => (ResourceType::App, None, None),
         _ => (ResourceType::Organization, None, Some(id)),
     };
     Rule { organization_id, workspace_id, resource: (kind, id), shown: &[] }
@@ -321,8 +375,16 @@ mod tests {
     /// a list nobody maintains by hand, so a new variant cannot be missed.
     fn variants<E: DomainEvent + std::fmt::Debug>() -> Vec<String> {
         let error = serde_json::from_value::<E>(json!({"?": {}})).unwrap_err().to_string();
-        let (_, listed) = error.split_once("expected one of ").expect("serde lists the variants");
-        listed.split(", ").map(|v| v.trim_matches(|c: char| c == '`' || c.is_whitespace()).to_owned()).collect()
+        // "expected one of `A`, `B`, `C`", or "expected `A` or `B`" for two.
+        let (_, listed) = error
+            .split_once("expected one of ")
+            .or_else(|| error.split_once("expected "))
+            .expect("serde lists the variants");
+        listed
+            .split(", ")
+            .flat_map(|v| v.split(" or "))
+            .map(|v| v.trim_matches(|c: char| c == '`' || c.is_whitespace()).to_owned())
+            .collect()
     }
 
     #[test]
@@ -332,6 +394,7 @@ mod tests {
             variants::<ApiKeyEvent>(),
             variants::<UserEvent>(),
             variants::<WorkspaceEvent>(),
+            variants::<AppEvent>(),
         ]
         .concat();
         known.sort();
@@ -351,6 +414,7 @@ mod tests {
             (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let (org_stream, ws_stream) = (format!("org-{org}"), format!("workspace-{ws}"));
         let (key_stream, user_stream) = (format!("key-{key}"), format!("user-{user}"));
+        let app_stream = format!("app-{other}");
         let at = "2026-11-26T10:00:00Z";
         match event_type {
             "OrganizationCreated" => (org_stream, json!({"name": "Acme", "email": "ops@acme.test", "plan": "pro"})),
@@ -400,6 +464,28 @@ mod tests {
             "WorkspaceSecretIssued" => {
                 (ws_stream, json!({"version": 2, "sealed_secret": SEALED, "previous_valid_until": at}))
             }
+            "ExternalKeyAdded" => (
+                ws_stream,
+                json!({"external_key_id": other, "provider": "van", "name": "VAN", "key_hint": "x9Zq",
+                    "sealed_api_key": SEALED, "settings": {}, "created_by": {"type": "api_key", "id": "k1"}}),
+            ),
+            "ExternalKeyDeleted" => (ws_stream, json!({"external_key_id": other})),
+            "InteractionKeyCreated" => (
+                ws_stream,
+                json!({"interaction_key_id": other, "name": "ik", "destination": {"type": "app", "app_id": key},
+                    "source_app_id": user, "key_hash": KEY_HASH, "partial_key_hint": "ik_...c3", "expires_at": at,
+                    "sealed_secret": SEALED, "created_by": {"type": "operator", "id": null}}),
+            ),
+            "InteractionKeySecretClaimed" => {
+                (ws_stream, json!({"interaction_key_id": other, "app_id": user, "ip": "192.0.2.9"}))
+            }
+            "InteractionKeyRevoked" => (ws_stream, json!({"interaction_key_id": other, "reason": "deleted"})),
+            "AppRegistered" => (
+                app_stream,
+                json!({"name": "Partner", "kind": "source", "contact_email": "p@x.test", "key_hash": KEY_HASH,
+                    "partial_key_hint": "pak_...d4"}),
+            ),
+            "AppRevoked" => (app_stream, json!({})),
             other => panic!("no sample of `{other}`: add one"),
         }
     }

@@ -174,6 +174,15 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
             "UPDATE workspaces SET secret_version = $2, version = $3, updated_at = $4 WHERE id = $1",
             params![id, e.version, version, at],
         ),
+        // Their own read models are written by `projections::workspace_keys`; the
+        // workspace's version follows below.
+        WorkspaceEvent::ExternalKeyAdded(_)
+        | WorkspaceEvent::ExternalKeyDeleted(_)
+        | WorkspaceEvent::InteractionKeyCreated(_)
+        | WorkspaceEvent::InteractionKeySecretClaimed(_)
+        | WorkspaceEvent::InteractionKeyRevoked(_) => {
+            return Ok(vec![SqlStep::new("UPDATE workspaces SET version = $2 WHERE id = $1", params![id, version])]);
+        }
     };
     // Membership and invitation events change the workspace too: its version follows.
     let is_workspace_row = matches!(

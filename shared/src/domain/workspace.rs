@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{Aggregate, DomainError, values};
 use crate::events::workspace::{
-    InvitationAccepted, InvitationClosed, InvitationCreated, MemberAdded, MemberRemoved, PublicKey, Role,
-    WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated,
+    Destination, ExternalProvider, InvitationAccepted, InvitationClosed, InvitationCreated, MemberAdded, MemberRemoved,
+    PublicKey, Role, WorkspaceCreated, WorkspaceEvent, WorkspaceMoved, WorkspaceUpdated,
 };
 
 /// A workspace's state. Serializable: instances keep it as their materialized state.
@@ -33,6 +33,37 @@ pub struct Workspace {
     pub sealed_secret: Option<String>,
     pub previous_sealed_secret: Option<String>,
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// Third-party credentials, by id (deleted ones removed).
+    #[serde(default)]
+    pub external_keys: BTreeMap<Uuid, ExternalKey>,
+    /// Interactions API keys, by id (revoked ones kept, with their status).
+    #[serde(default)]
+    pub interaction_keys: BTreeMap<Uuid, InteractionKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExternalKey {
+    pub provider: ExternalProvider,
+    pub name: String,
+    pub key_hint: String,
+    /// Hex of the credential sealed under the workspace's data key.
+    pub sealed_api_key: String,
+    pub settings: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InteractionKey {
+    pub name: String,
+    pub destination: Destination,
+    pub source_app_id: Option<Uuid>,
+    /// Hex of the key's peppered hash.
+    pub key_hash: String,
+    pub partial_key_hint: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// With a source app: the unclaimed secret, sealed under its own data key.
+    pub sealed_secret: Option<String>,
+    pub secret_claimed: bool,
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -210,6 +241,49 @@ impl Aggregate for Workspace {
                 self.previous_sealed_secret = self.sealed_secret.replace(e.sealed_secret.clone());
                 self.previous_secret_valid_until = e.previous_valid_until;
                 self.secret_version = e.version;
+            }
+            WorkspaceEvent::ExternalKeyAdded(e) => {
+                self.external_keys.insert(
+                    e.external_key_id,
+                    ExternalKey {
+                        provider: e.provider,
+                        name: e.name.clone(),
+                        key_hint: e.key_hint.clone(),
+                        sealed_api_key: e.sealed_api_key.clone(),
+                        settings: e.settings.clone(),
+                    },
+                );
+            }
+            WorkspaceEvent::ExternalKeyDeleted(e) => {
+                self.external_keys.remove(&e.external_key_id);
+            }
+            WorkspaceEvent::InteractionKeyCreated(e) => {
+                self.interaction_keys.insert(
+                    e.interaction_key_id,
+                    InteractionKey {
+                        name: e.name.clone(),
+                        destination: e.destination,
+                        source_app_id: e.source_app_id,
+                        key_hash: e.key_hash.clone(),
+                        partial_key_hint: e.partial_key_hint.clone(),
+                        expires_at: e.expires_at,
+                        sealed_secret: e.sealed_secret.clone(),
+                        secret_claimed: false,
+                        revoked: false,
+                    },
+                );
+            }
+            WorkspaceEvent::InteractionKeySecretClaimed(e) => {
+                if let Some(key) = self.interaction_keys.get_mut(&e.interaction_key_id) {
+                    key.secret_claimed = true;
+                    key.sealed_secret = None;
+                }
+            }
+            WorkspaceEvent::InteractionKeyRevoked(e) => {
+                if let Some(key) = self.interaction_keys.get_mut(&e.interaction_key_id) {
+                    key.revoked = true;
+                    key.sealed_secret = None;
+                }
             }
         }
     }

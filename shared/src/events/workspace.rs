@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{DecodeError, DomainEvent, decode_tagged};
+pub use crate::events::workspace_keys::{
+    Destination, ExternalKeyAdded, ExternalKeyDeleted, ExternalProvider, InteractionKeyCreated,
+    InteractionKeyRevocation, InteractionKeyRevoked, InteractionKeySecretClaimed,
+};
 
 /// A public key registered on a workspace (PEM, SubjectPublicKeyInfo).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -145,6 +149,11 @@ pub enum WorkspaceEvent {
     MemberRoleChanged(MemberAdded),
     MemberRemoved(MemberRemoved),
     WorkspaceSecretIssued(WorkspaceSecretIssued),
+    ExternalKeyAdded(ExternalKeyAdded),
+    ExternalKeyDeleted(ExternalKeyDeleted),
+    InteractionKeyCreated(InteractionKeyCreated),
+    InteractionKeySecretClaimed(InteractionKeySecretClaimed),
+    InteractionKeyRevoked(InteractionKeyRevoked),
 }
 
 impl DomainEvent for WorkspaceEvent {
@@ -164,6 +173,11 @@ impl DomainEvent for WorkspaceEvent {
             Self::MemberRoleChanged(_) => "MemberRoleChanged",
             Self::MemberRemoved(_) => "MemberRemoved",
             Self::WorkspaceSecretIssued(_) => "WorkspaceSecretIssued",
+            Self::ExternalKeyAdded(_) => "ExternalKeyAdded",
+            Self::ExternalKeyDeleted(_) => "ExternalKeyDeleted",
+            Self::InteractionKeyCreated(_) => "InteractionKeyCreated",
+            Self::InteractionKeySecretClaimed(_) => "InteractionKeySecretClaimed",
+            Self::InteractionKeyRevoked(_) => "InteractionKeyRevoked",
         }
     }
 
