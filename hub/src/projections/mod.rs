@@ -9,6 +9,7 @@ mod api_keys;
 pub mod audit_log;
 pub mod claims;
 mod organizations;
+mod partner;
 pub mod rebuild;
 mod users;
 mod workspaces;
@@ -108,6 +109,7 @@ impl Projector for ReadModels {
             "key" => Ok(api_keys::steps(id, event)?),
             "workspace" => Ok(workspaces::steps(id, event)?),
             "user" => Ok(users::steps(id, event)?),
+            "app" => Ok(partner::app_steps(id, event)?),
             _ => Err(unknown()),
         }
     }

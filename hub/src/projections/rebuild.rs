@@ -11,8 +11,18 @@ use super::{Projector, ReadModels};
 
 /// The tables the projections own (operational tables such as idempotency keys and key
 /// usage are not derived from events and are left alone).
-pub const TABLES: [&str; 7] =
-    ["organizations", "api_keys", "workspaces", "users", "invitations", "members", "audit_log"];
+pub const TABLES: [&str; 10] = [
+    "organizations",
+    "api_keys",
+    "workspaces",
+    "users",
+    "invitations",
+    "members",
+    "audit_log",
+    "apps",
+    "external_keys",
+    "interaction_keys",
+];
 
 const PAGE: i64 = 1000;
 

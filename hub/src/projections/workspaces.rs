@@ -174,14 +174,14 @@ pub(super) fn steps(id: Uuid, event: &RecordedEvent) -> Result<Vec<SqlStep>, sha
             "UPDATE workspaces SET secret_version = $2, version = $3, updated_at = $4 WHERE id = $1",
             params![id, e.version, version, at],
         ),
-        // Their own read models are written by `projections::workspace_keys`; the
-        // workspace's version follows below.
-        WorkspaceEvent::ExternalKeyAdded(_)
+        // Their rows are `projections::partner`'s; the workspace's version follows.
+        key_event @ (WorkspaceEvent::ExternalKeyAdded(_)
         | WorkspaceEvent::ExternalKeyDeleted(_)
         | WorkspaceEvent::InteractionKeyCreated(_)
         | WorkspaceEvent::InteractionKeySecretClaimed(_)
-        | WorkspaceEvent::InteractionKeyRevoked(_) => {
-            return Ok(vec![SqlStep::new("UPDATE workspaces SET version = $2 WHERE id = $1", params![id, version])]);
+        | WorkspaceEvent::InteractionKeyRevoked(_)) => {
+            let bump = SqlStep::new("UPDATE workspaces SET version = $2 WHERE id = $1", params![id, version]);
+            return Ok(super::partner::workspace_key_step(id, &key_event, at).into_iter().chain([bump]).collect());
         }
     };
     // Membership and invitation events change the workspace too: its version follows.
