@@ -361,6 +361,17 @@ mod tests {
     }
 
     #[test]
+    fn the_van_api_url_is_optional_and_must_be_plain_http() {
+        let url = "--database-url=postgres://hub@localhost/hub";
+        assert_eq!(parse(&[url]).unwrap().van_api_url, None);
+        assert_eq!(parse(&[url, "--van-api-url="]).unwrap().van_api_url, None);
+        let config = parse(&[url, "--van-api-url=http://van-proxy.internal:8080/"]).unwrap();
+        assert_eq!(config.van_api_url.as_deref(), Some("http://van-proxy.internal:8080"));
+        let error = parse(&[url, "--van-api-url=https://api.securevan.com"]).unwrap_err();
+        assert!(error.contains("VAN_API_URL"), "{error}");
+    }
+
+    #[test]
     fn missing_and_invalid_secrets_are_refused_by_name_without_their_value() {
         assert_eq!(parse(&["--database-url="]).unwrap_err(), "DATABASE_URL is not set");
         let url = "--database-url=postgres://hub@localhost/hub";

@@ -88,9 +88,13 @@ async fn external_keys_are_added_listed_counted_and_deleted_without_the_credenti
     assert_eq!(created.body["workspace_id"], ws.as_str());
     assert!(created.body["created_at"].is_string(), "{}", created.text);
     assert_eq!(created.header("location"), Some(format!("{}/{id}", keys(&ws)).as_str()));
-    let second =
-        admin.post(&keys(&ws), json!({"provider": "van", "name": "Second", "api_key": "other-key-0042"})).await;
-    let second = second.expect(201).body["id"].as_str().unwrap().to_owned();
+    // A retried create (same Idempotency-Key) answers the first response and stores one key.
+    let second_body = json!({"provider": "van", "name": "Second", "api_key": "other-key-0042"});
+    let retry = [("idempotency-key", "add-second-key")];
+    let second = admin.send(reqwest::Method::POST, &keys(&ws), Some(&second_body), &retry).await.expect(201);
+    let again = admin.send(reqwest::Method::POST, &keys(&ws), Some(&second_body), &retry).await.expect(201);
+    assert_eq!(again.body, second.body);
+    let second = second.body["id"].as_str().unwrap().to_owned();
 
     let listed = admin.get(&format!("{}?sort_order=asc", keys(&ws))).await.expect(200);
     bodies.push_str(&listed.text);
@@ -395,4 +399,31 @@ async fn once_its_workspace_is_deleted_a_credential_in_the_log_can_no_longer_be_
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_the_external_key_routes_and_their_constraints() {
+    let stack = stack(&[]).await;
+    let doc = stack.admin.anonymous().get("/openapi.json").await.expect(200).body;
+    for (path, methods) in [
+        ("/v1/workspaces/{id}/external-keys", &["get", "post"][..]),
+        ("/v1/workspaces/{id}/external-keys/count", &["get"]),
+        ("/v1/workspaces/{id}/external-keys/{key_id}", &["delete"]),
+    ] {
+        for method in methods {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing");
+        }
+    }
+    let create = &doc["components"]["schemas"]["CreateExternalKey"];
+    assert_eq!(create["additionalProperties"], false, "{create}");
+    let required: Vec<&str> = create["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for field in ["provider", "name", "api_key"] {
+        assert!(required.contains(&field), "{field} is not required: {create}");
+    }
+    let properties = &create["properties"];
+    assert_eq!(properties["api_key"]["pattern"], shared::domain::external_keys::API_KEY_PATTERN);
+    assert_eq!(properties["name"]["minLength"], 1);
+    assert_eq!(properties["name"]["pattern"], shared::domain::values::name_pattern(100));
+    let text = doc.to_string();
+    assert!(text.contains("\"van\""), "the providers are enumerated");
 }
