@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod grant;
+pub mod interaction_keys;
 pub mod organization;
 #[cfg(test)]
 mod testing;
