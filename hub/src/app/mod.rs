@@ -3,6 +3,7 @@
 //! here own the retry and `If-Match` policy.
 
 pub mod cache;
+pub mod external_keys;
 pub mod load;
 pub mod organizations;
 pub mod placement;

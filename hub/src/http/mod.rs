@@ -12,6 +12,7 @@ pub mod context;
 pub mod cursor;
 pub mod error;
 pub mod events;
+mod external_keys;
 pub mod extract;
 mod health;
 pub mod idempotency;
@@ -65,6 +66,8 @@ pub struct HttpConfig {
     pub public_url: String,
     /// When a relay publishes the log: how long it may stall before `/readyz` says 503.
     pub relay_stall: Option<std::time::Duration>,
+    /// Where external VAN keys are checked before they are stored (unset: not checked).
+    pub van_api_url: Option<String>,
 }
 
 /// What every handler can reach.
@@ -104,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspace_secrets::router())
         .merge(instances::router())
         .merge(audit_logs::router())
+        .merge(external_keys::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     api_router

@@ -156,6 +156,11 @@ pub enum WorkspaceCommand {
     RemoveMember {
         user_id: Uuid,
     },
+    /// A third-party credential, sealed by the caller (see [`super::external_keys`]).
+    AddExternalKey(Box<super::external_keys::NewExternalKey>),
+    DeleteExternalKey {
+        external_key_id: Uuid,
+    },
     /// A new signing secret of version `secret_version + 1`, sealed by the caller.
     IssueSecret {
         version: i32,
@@ -370,6 +375,10 @@ impl Aggregate for Workspace {
             _ if self.archived => {
                 Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"))
             }
+            WorkspaceCommand::AddExternalKey(new) => super::external_keys::add(self, *new),
+            WorkspaceCommand::DeleteExternalKey { external_key_id } => {
+                super::external_keys::delete(self, external_key_id)
+            }
             WorkspaceCommand::IssueSecret { version, sealed_secret, grace_period, now } => {
                 if version != self.secret_version + 1 {
                     return Err(DomainError::conflict("concurrent_rotation", "the secret was rotated concurrently"));
@@ -499,7 +508,7 @@ fn holds_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-fn settings(value: serde_json::Value) -> Result<serde_json::Value, DomainError> {
+pub(super) fn settings(value: serde_json::Value) -> Result<serde_json::Value, DomainError> {
     if holds_nul(&value) {
         return Err(DomainError::invalid("settings", "format", "settings must not contain NUL characters"));
     }

@@ -111,6 +111,7 @@ fn bodies(doc: &mut Value) {
             json!({"minimum": 1, "maximum": organization::MAX_KEY_LIFETIME_DAYS}),
         ),
     ];
+    let rules = rules.into_iter().chain(crate::http::external_keys::constraints());
     for (component, property, rule) in rules {
         if let Some(schema) = doc.pointer_mut(&format!("/components/schemas/{component}/properties/{property}")) {
             merge(schema, rule);
