@@ -22,7 +22,10 @@ use super::sql::{Filter, contains_pattern, text_filter};
 use crate::app::interaction_keys as app;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(count_keys)).routes(routes!(delete_key))
+    OpenApiRouter::new()
+        .routes(routes!(create_interaction_key, list_interaction_keys))
+        .routes(routes!(count_interaction_keys))
+        .routes(routes!(delete_interaction_key))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -164,7 +167,7 @@ async fn find(state: &AppState, workspace_id: Uuid, id: Uuid) -> Result<Interact
 #[utoipa::path(post, path = "/v1/workspaces/{id}/interaction-keys", tag = "interaction keys",
     params(("id" = Uuid, Path)), request_body = CreateInteractionKey,
     responses((status = 201, description = "Created", body = InteractionKeyView), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn create_key(
+async fn create_interaction_key(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(workspace_id): Path<Uuid>,
@@ -193,7 +196,7 @@ async fn create_key(
 #[utoipa::path(get, path = "/v1/workspaces/{id}/interaction-keys", tag = "interaction keys",
     params(("id" = Uuid, Path), InteractionKeyQuery),
     responses((status = 200, description = "OK", body = Page<InteractionKeyView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn list_keys(
+async fn list_interaction_keys(
     State(state): State<AppState>,
     ctx: Ctx,
     uri: Uri,
@@ -222,7 +225,7 @@ async fn list_keys(
 #[utoipa::path(get, path = "/v1/workspaces/{id}/interaction-keys/count", tag = "interaction keys",
     params(("id" = Uuid, Path), InteractionKeyQuery),
     responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn count_keys(
+async fn count_interaction_keys(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(workspace_id): Path<Uuid>,
@@ -243,7 +246,7 @@ async fn count_keys(
 #[utoipa::path(delete, path = "/v1/workspaces/{id}/interaction-keys/{key_id}", tag = "interaction keys",
     params(("id" = Uuid, Path), ("key_id" = Uuid, Path)),
     responses((status = 204, description = "No content"), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn delete_key(
+async fn delete_interaction_key(
     State(state): State<AppState>,
     ctx: Ctx,
     Path((workspace_id, key_id)): Path<(Uuid, Uuid)>,
