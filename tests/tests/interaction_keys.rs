@@ -353,3 +353,72 @@ async fn the_interaction_key_quota_counts_live_keys_and_refuses_one_more() {
     // The deleted workspace's keys are gone with it.
     refused(admin.get(&keys(&other)).await, 404, "not_found");
 }
+
+#[tokio::test]
+async fn keys_stay_within_their_organization_workspace_and_grant() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let sibling = workspace(admin, "Sibling").await;
+    let external = external_key(admin, &ws).await;
+    let sibling_external = external_key(admin, &sibling).await;
+    let to =
+        |external: &str| json!({"name": "k", "destination": {"type": "external_key", "external_key_id": external}});
+    let key = admin.post(&keys(&ws), to(&external)).await.expect(201).body["id"].as_str().unwrap().to_owned();
+
+    // Another organization sees nothing of the workspace, and cannot route to its external key.
+    let (_, stranger) = organization(&stack.operator, "globex").await;
+    let foreign = workspace(&stranger, "Theirs").await;
+    refused(stranger.get(&keys(&ws)).await, 404, "not_found");
+    refused(stranger.get(&format!("{}/count", keys(&ws))).await, 404, "not_found");
+    refused(stranger.post(&keys(&ws), to(&external)).await, 404, "not_found");
+    refused(stranger.delete(&format!("{}/{key}", keys(&ws))).await, 404, "not_found");
+    refused(stranger.post(&keys(&foreign), to(&external)).await, 422, "validation_failed");
+    // Nor can a sibling workspace of the same organization.
+    refused(admin.post(&keys(&ws), to(&sibling_external)).await, 422, "validation_failed");
+    // A key is deleted through its own workspace only.
+    refused(admin.delete(&format!("{}/{key}", keys(&sibling))).await, 404, "not_found");
+
+    // A key restricted to the sibling workspace sees only it.
+    let restricted = admin
+        .post("/v1/api-keys", json!({"name": "sibling only", "scopes": ["*"], "workspace_ids": [sibling]}))
+        .await
+        .expect(201);
+    let restricted = admin.with_key(restricted.body["secret"].as_str().unwrap());
+    refused(restricted.get(&keys(&ws)).await, 404, "not_found");
+    refused(restricted.post(&keys(&ws), to(&external)).await, 404, "not_found");
+    refused(restricted.delete(&format!("{}/{key}", keys(&ws))).await, 404, "not_found");
+    restricted.post(&keys(&sibling), to(&sibling_external)).await.expect(201);
+
+    // Scopes: reading and writing are separate grants.
+    let reader = admin.post("/v1/api-keys", json!({"name": "reader", "scopes": ["interaction_keys:read"]})).await;
+    let reader = admin.with_key(reader.expect(201).body["secret"].as_str().unwrap());
+    reader.get(&keys(&ws)).await.expect(200);
+    reader.post(&keys(&ws), to(&external)).await.expect(403);
+    reader.delete(&format!("{}/{key}", keys(&ws))).await.expect(403);
+    let other = admin.post("/v1/api-keys", json!({"name": "other", "scopes": ["workspaces:read"]})).await;
+    let other = admin.with_key(other.expect(201).body["secret"].as_str().unwrap());
+    other.get(&keys(&ws)).await.expect(403);
+    assert_eq!(count(admin, &ws, "").await, 1, "none of the refused creates happened");
+
+    // An archived workspace gets no new key until restored.
+    admin.post(&format!("/v1/workspaces/{ws}/archive"), json!({})).await.expect(200);
+    refused(admin.post(&keys(&ws), to(&external)).await, 409, "workspace_archived");
+}
+
+#[tokio::test]
+async fn a_replayed_create_gives_the_same_key_without_its_secret() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let external = external_key(admin, &ws).await;
+    let body = json!({"name": "k", "destination": {"type": "external_key", "external_key_id": external}});
+    let first = admin.send(reqwest::Method::POST, &keys(&ws), Some(&body), &[("Idempotency-Key", "ik-1")]).await;
+    let first = first.expect(201);
+    assert!(first.body["secret"].as_str().is_some_and(|s| s.starts_with("ik_")));
+    let again = admin.send(reqwest::Method::POST, &keys(&ws), Some(&body), &[("Idempotency-Key", "ik-1")]).await;
+    let again = again.expect(201);
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert_eq!(again.body["secret"], Value::Null);
+    assert_eq!(count(admin, &ws, "").await, 1);
+}
