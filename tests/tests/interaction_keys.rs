@@ -422,3 +422,40 @@ async fn a_replayed_create_gives_the_same_key_without_its_secret() {
     assert_eq!(again.body["secret"], Value::Null);
     assert_eq!(count(admin, &ws, "").await, 1);
 }
+
+/// Whether the data key of key `id`'s withheld secret is still held (None: there is none).
+async fn withheld_key_held(db: &TestDatabase, id: &str) -> Option<bool> {
+    let client = db.connect().await;
+    let row = client
+        .query_opt(
+            "SELECT sealed_data_key IS NOT NULL AND destroyed_at IS NULL AS held FROM withheld_secret_keys \
+             WHERE interaction_key_id = $1",
+            &[&id.parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap();
+    row.map(|row| row.get("held"))
+}
+
+#[tokio::test]
+async fn revoking_a_withheld_key_or_deleting_its_workspace_destroys_the_data_key_of_its_secret() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let source = app(&stack, "Canvass Pro", "source", "dev@canvass.test").await;
+    let destination = app(&stack, "Mobilize", "destination", "partners@mobilize.test").await;
+    let body = json!({"name": "k", "source_app_id": source, "destination": {"type": "app", "app_id": destination}});
+    let ws = workspace(admin, "Campaign").await;
+    let revoked = admin.post(&keys(&ws), body.clone()).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let kept = admin.post(&keys(&ws), body.clone()).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let doomed = workspace(admin, "Doomed").await;
+    let in_doomed = admin.post(&keys(&doomed), body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    for id in [&revoked, &kept, &in_doomed] {
+        assert_eq!(withheld_key_held(&stack.db, id).await, Some(true));
+    }
+
+    admin.delete(&format!("{}/{revoked}", keys(&ws))).await.expect(204);
+    admin.delete(&format!("/v1/workspaces/{doomed}")).await.expect(204);
+    assert_eq!(withheld_key_held(&stack.db, &revoked).await, Some(false), "revoked with its key");
+    assert_eq!(withheld_key_held(&stack.db, &in_doomed).await, Some(false), "shredded with its workspace");
+    assert_eq!(withheld_key_held(&stack.db, &kept).await, Some(true), "another key's is untouched");
+}
