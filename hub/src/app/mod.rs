@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod external_keys;
+pub mod interaction_keys;
 pub mod load;
 pub mod organizations;
 pub mod placement;

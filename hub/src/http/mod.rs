@@ -17,6 +17,7 @@ pub mod extract;
 mod health;
 pub mod idempotency;
 pub mod instances;
+mod interaction_keys;
 mod invitations;
 pub mod key_cache;
 pub mod lists;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .merge(instances::router())
         .merge(audit_logs::router())
         .merge(external_keys::router())
+        .merge(interaction_keys::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     api_router

@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod external_keys;
 pub mod grant;
+pub mod interaction_keys;
 pub mod organization;
 #[cfg(test)]
 mod testing;

@@ -168,6 +168,8 @@ pub enum WorkspaceCommand {
         grace_period: chrono::Duration,
         now: DateTime<Utc>,
     },
+    /// A command on the workspace's Interactions API keys (see [`super::interaction_keys`]).
+    InteractionKey(super::interaction_keys::InteractionKeyCommand),
 }
 
 /// Longest grace period of a secret rotation.
@@ -368,6 +370,8 @@ impl Aggregate for Workspace {
                 }
                 Ok(vec![WorkspaceEvent::MemberRemoved(MemberRemoved { user_id })])
             }
+            // Its own rules say what an archived workspace allows.
+            WorkspaceCommand::InteractionKey(command) => super::interaction_keys::decide(self, command),
             _ if self.archived => {
                 Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"))
             }

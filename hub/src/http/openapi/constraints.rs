@@ -98,6 +98,7 @@ fn bodies(doc: &mut Value) {
         ("UpdateWorkspace", "settings", settings),
         ("UpdateWorkspace", "webhook_uris", webhook_uris),
         ("UpdateWorkspace", "public_keys", public_keys),
+        ("CreateInteractionKey", "name", name(workspace::MAX_NAME_LENGTH)),
         ("PublicKey", "id", name(100)),
         ("PublicKey", "key", json!({"pattern": workspace::PUBLIC_KEY_PATTERN})),
         (
