@@ -427,3 +427,75 @@ async fn the_openapi_document_declares_the_external_key_routes_and_their_constra
     let text = doc.to_string();
     assert!(text.contains("\"van\""), "the providers are enumerated");
 }
+
+#[tokio::test]
+async fn deleting_an_external_key_revokes_the_interaction_keys_routed_to_it_in_the_same_commit() {
+    let stack = stack(&[]).await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let add = |name: &str| json!({"provider": "van", "name": name, "api_key": CREDENTIAL});
+    let doomed = admin.post(&keys(&ws), add("doomed")).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let kept = admin.post(&keys(&ws), add("kept")).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let interaction_keys = format!("/v1/workspaces/{ws}/interaction-keys");
+    let route = |name: &str, external: &str| json!({"name": name, "destination": {"type": "external_key", "external_key_id": external}});
+    let mut ids = Vec::new();
+    for (name, external) in [("first", &doomed), ("second", &doomed), ("elsewhere", &kept), ("gone", &doomed)] {
+        let created = admin.post(&interaction_keys, route(name, external)).await.expect(201);
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    admin.delete(&format!("{interaction_keys}/{}", ids[3])).await.expect(204);
+
+    admin.delete(&format!("{}/{doomed}", keys(&ws))).await.expect(204);
+    let status = |id: &str| {
+        let path = format!("{interaction_keys}?page_size=100");
+        let id = id.to_owned();
+        async move {
+            let listed = admin.get(&path).await.expect(200).body;
+            let item = listed["items"].as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).cloned();
+            item.unwrap()["status"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(status(&ids[0]).await, "revoked");
+    assert_eq!(status(&ids[1]).await, "revoked");
+    assert_eq!(status(&ids[2]).await, "active", "a key routed to another external key stays");
+
+    // One commit: the revocations (of the live keys only) right before the deletion.
+    let feed = stack.operator.get(&format!("/v1/events?stream_id=workspace-{ws}&limit=1000")).await.expect(200).body;
+    let events = feed["items"].as_array().unwrap();
+    let tail: Vec<(&str, &Value)> =
+        events[events.len() - 3..].iter().map(|e| (e["event_type"].as_str().unwrap(), &e["data"])).collect();
+    assert_eq!(tail[2], ("ExternalKeyDeleted", &json!({"external_key_id": doomed})));
+    let mut revoked: Vec<&str> = tail[..2]
+        .iter()
+        .map(|(kind, data)| {
+            assert_eq!((*kind, &data["reason"]), ("InteractionKeyRevoked", &json!("destination_deleted")));
+            data["interaction_key_id"].as_str().unwrap()
+        })
+        .collect();
+    revoked.sort_unstable();
+    let mut expected = [ids[0].as_str(), ids[1].as_str()];
+    expected.sort_unstable();
+    assert_eq!(revoked, expected);
+    let positions: Vec<i64> = events[events.len() - 3..].iter().map(|e| e["position"].as_i64().unwrap()).collect();
+    assert_eq!(positions, [positions[0], positions[0] + 1, positions[0] + 2], "{positions:?}");
+
+    // The instance follows: the keys are revoked and the external key is gone from its state.
+    let client = stack.db.connect().await;
+    let ws: Uuid = ws.parse().unwrap();
+    wait_until("the instance to apply the deletion", Duration::from_secs(30), || {
+        let client = &client;
+        let (doomed, first) = (doomed.clone(), ids[0].clone());
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT state->'external_keys' ? $2, (state->'interaction_keys'->$3->>'revoked')::boolean \
+                       FROM instance.workspaces WHERE id = $1",
+                    &[&ws, &doomed, &first],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, Option<bool>>(0) == Some(false) && row.get::<_, Option<bool>>(1) == Some(true)).then_some(())
+        }
+    })
+    .await;
+}
