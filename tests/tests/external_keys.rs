@@ -67,7 +67,8 @@ async fn count(api: &Api, workspace: &str) -> i64 {
 
 #[tokio::test]
 async fn external_keys_are_added_listed_counted_and_deleted_without_the_credential_ever_showing() {
-    let stack = stack(&[]).await;
+    // Every log line, debug included, is searched for the credential.
+    let stack = stack(&[("RUST_LOG", "debug")]).await;
     let admin = &stack.admin;
     let ws = workspace(admin, "Campaign").await;
     let mut bodies = String::new();
@@ -136,6 +137,7 @@ async fn external_keys_are_added_listed_counted_and_deleted_without_the_credenti
     assert!(bodies.contains("sealed_api_key"), "the events were read");
     assert!(!bodies.contains(CREDENTIAL) && !bodies.contains("van-plain-credential"), "the credential leaked");
     let logs = stack.hub.logs();
+    assert!(logs.contains("DEBUG"), "the hub logs at debug level");
     assert!(!logs.contains("van-plain-credential"), "the hub logged the credential:\n{logs}");
 }
 
@@ -279,7 +281,7 @@ async fn stand_in_van() -> (String, Arc<Mutex<Vec<String>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_van_configured_a_key_is_stored_only_once_van_accepts_it() {
     let (van, asked) = stand_in_van().await;
-    let stack = stack(&[("VAN_API_URL", van.as_str())]).await;
+    let stack = stack(&[("VAN_API_URL", van.as_str()), ("RUST_LOG", "debug")]).await;
     let admin = &stack.admin;
     let ws = workspace(admin, "Campaign").await;
     let add = |api_key: &str, settings: Value| json!({"provider": "van", "name": "VAN", "api_key": api_key, "settings": settings});
