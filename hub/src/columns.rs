@@ -85,4 +85,10 @@ pub enum OutboxStatus {
 pub enum EmailKind {
     #[postgres(name = "invitation")]
     Invitation,
+    /// To a workspace's owners: a key was generated for a source app.
+    #[postgres(name = "interaction_key_generated")]
+    InteractionKeyGenerated,
+    /// To a destination app's contact: a new key is routed to the app.
+    #[postgres(name = "interaction_key_routed")]
+    InteractionKeyRouted,
 }

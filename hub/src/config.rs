@@ -131,6 +131,12 @@ pub struct ConfigArgs {
         global = true
     )]
     relay_stall: Duration,
+    /// The VAN API (e.g. `https://api.securevan.com`): when set, a VAN external key is
+    /// checked with `GET <VAN_API_URL>/v4/apiKeyProfiles` (HTTP Basic, the application name
+    /// and the key) before it is stored; unset, keys are stored unchecked. This build's
+    /// client speaks plain HTTP only: reach an https API through an egress proxy.
+    #[arg(long = "van-api-url", env = "VAN_API_URL", value_name = "VAN_API_URL", global = true)]
+    van_api_url: Option<String>,
     #[command(flatten)]
     session_limits: instance::db::SessionLimits,
     #[command(flatten)]
@@ -184,6 +190,9 @@ pub struct Config {
     /// `WEBHOOK_RETRY_SCHEDULE`, `WEBHOOK_ALLOW_PRIVATE`: how the embedded instance of a
     /// single-node hub delivers webhooks.
     pub webhooks: Webhooks,
+    /// `VAN_API_URL`: where VAN external keys are checked before they are stored (unset:
+    /// unchecked). An `http://` URL.
+    pub van_api_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +232,15 @@ impl Config {
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             return Err(ConfigError::Invalid { name: "HUB_PUBLIC_URL", reason: "must be an http(s) URL".into() });
         }
+        let van_api_url = args.van_api_url.filter(|u| !u.trim().is_empty());
+        if let Some(url) = &van_api_url
+            && !url.starts_with("http://")
+        {
+            return Err(ConfigError::Invalid {
+                name: "VAN_API_URL",
+                reason: "must be an http:// URL (this build has no TLS client: use an egress proxy for https)".into(),
+            });
+        }
         Ok(Self {
             database_url,
             migration_database_url: given(args.migration_database_url),
@@ -241,6 +259,7 @@ impl Config {
             session_limits: args.session_limits,
             stream_limits: args.stream_limits,
             webhooks: args.webhooks,
+            van_api_url: van_api_url.map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
 
@@ -339,6 +358,17 @@ mod tests {
         assert_eq!(config.relay_stall, Duration::from_secs(7));
         let error = parse(&["--database-url=postgres://hub@localhost/hub", "--relay-stall-seconds=0"]).unwrap_err();
         assert!(error.contains("HUB_RELAY_STALL_SECONDS"), "{error}");
+    }
+
+    #[test]
+    fn the_van_api_url_is_optional_and_must_be_plain_http() {
+        let url = "--database-url=postgres://hub@localhost/hub";
+        assert_eq!(parse(&[url]).unwrap().van_api_url, None);
+        assert_eq!(parse(&[url, "--van-api-url="]).unwrap().van_api_url, None);
+        let config = parse(&[url, "--van-api-url=http://van-proxy.internal:8080/"]).unwrap();
+        assert_eq!(config.van_api_url.as_deref(), Some("http://van-proxy.internal:8080"));
+        let error = parse(&[url, "--van-api-url=https://api.securevan.com"]).unwrap_err();
+        assert!(error.contains("VAN_API_URL"), "{error}");
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl Application {
                 default_instance_id: (mode == Mode::SingleNode).then(|| EMBEDDED_INSTANCE_ID.to_owned()),
                 public_url: config.public_url.clone(),
                 relay_stall: (config.nats_url.is_some() && mode == Mode::MultiInstance).then_some(config.relay_stall),
+                van_api_url: config.van_api_url.clone(),
             }),
             auth: Arc::new(Authenticator::new(KeyHasher::new(&pepper), config.operator_key.as_ref())),
             rate_limiter: Arc::default(),

@@ -50,6 +50,11 @@ pub fn secret_context(workspace_id: uuid::Uuid, version: i32) -> String {
     format!("admin-api/workspace-secret/{workspace_id}/{version}")
 }
 
+/// The context of an external key's credential (under its workspace's data key).
+pub fn external_key_context(workspace_id: uuid::Uuid, external_key_id: uuid::Uuid) -> String {
+    format!("admin-api/external-key/{workspace_id}/{external_key_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -253,6 +253,11 @@ async fn load(db: &TestDatabase) -> hub::http::lists::Subjects {
                       CASE WHEN n % 200 = 0 THEN '{workspace}'::uuid WHEN n % 3 = 0 THEN NULL ELSE gen_random_uuid() END,
                       'workspace', gen_random_uuid(), '{{}}', 'req-' || n
                  FROM generate_series(1, 100000) n;
+             INSERT INTO external_keys (id, workspace_id, organization_id, provider, name, key_hint, settings,
+                                        created_at)
+               SELECT gen_random_uuid(), CASE WHEN n % 200 = 0 THEN '{workspace}'::uuid ELSE gen_random_uuid() END,
+                      '{org}', 'van', 'ext-' || n, 'x9Zq', '{{}}', now() - n * interval '1 second'
+                 FROM generate_series(1, 20000) n;
              RESET session_replication_role;"
         ))
         .await
@@ -283,7 +288,9 @@ async fn no_list_or_count_statement_reads_a_large_table_from_end_to_end() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for table in ["workspaces", "users", "api_keys", "api_key_usage", "members", "invitations", "audit_log"] {
+    for table in
+        ["workspaces", "users", "api_keys", "api_key_usage", "members", "invitations", "audit_log", "external_keys"]
+    {
         assert!(large.iter().any(|t| t == table), "{table} is loaded large: {large:?}");
     }
     let statements = hub::http::lists::statements(&subjects);

@@ -3,6 +3,8 @@
 //! here own the retry and `If-Match` policy.
 
 pub mod cache;
+pub mod external_keys;
+pub mod interaction_keys;
 pub mod load;
 pub mod organizations;
 pub mod placement;

@@ -252,7 +252,7 @@ async fn organization(state: &AppState, principal: &Principal, requested: Option
 }
 
 /// The workspace, if the principal may see it (else 404).
-async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<Loaded<Workspace>, ApiError> {
+pub(crate) async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<Loaded<Workspace>, ApiError> {
     let workspace = load::load::<Workspace>(&state.store, id).await?;
     let w = &workspace.state;
     if !w.exists || w.deleted || !principal.sees_organization(w.organization_id) {

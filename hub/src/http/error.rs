@@ -98,6 +98,9 @@ pub enum ApiError {
     TooManyFailedAuthentications { retry_after_seconds: u64 },
     #[error("service unavailable")]
     Unavailable,
+    /// A third party the request needed did not answer, or not usefully.
+    #[error("{detail}")]
+    BadGateway { code: &'static str, detail: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -140,6 +143,7 @@ impl ApiError {
             Self::Validation { .. } | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -153,7 +157,8 @@ impl ApiError {
             | Self::Denied { code, .. }
             | Self::Conflict { code, .. }
             | Self::Gone { code, .. }
-            | Self::Unprocessable { code, .. } => code,
+            | Self::Unprocessable { code, .. }
+            | Self::BadGateway { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::EventTooLarge(_) => "event_too_large",

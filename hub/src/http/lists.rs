@@ -9,7 +9,7 @@ use super::auth::{KeyPrincipal, Principal};
 use super::cursor::{KeyValue, Keyset, Listing, SortKind};
 use super::pagination::Paging;
 use super::sql::Filter;
-use super::{api_keys, audit_logs, invitations, members, organizations, users, workspaces};
+use super::{api_keys, audit_logs, external_keys, invitations, members, organizations, users, workspaces};
 
 /// One statement with its parameters.
 pub struct Statement {
@@ -168,6 +168,13 @@ pub fn statements(subjects: &Subjects) -> Vec<Statement> {
             push(format!("invitations {filters}"), Ok(invitations::list_sql(ws, &query, &listing)));
         }
         push(format!("invitations/count {filters}"), Ok(invitations::count_sql(ws, &query)));
+    }
+    for filters in ["", "provider=van", "sort_order=desc"] {
+        let Ok(query) = serde_urlencoded::from_str::<external_keys::ExternalKeyQuery>(filters) else { continue };
+        for listing in listings(query.keyset()) {
+            push(format!("external-keys {filters}"), Ok(external_keys::list_sql(ws, &query, &listing)));
+        }
+        push(format!("external-keys/count {filters}"), Ok(external_keys::count_sql(ws, &query)));
     }
     out
 }

@@ -12,10 +12,12 @@ pub mod context;
 pub mod cursor;
 pub mod error;
 pub mod events;
+mod external_keys;
 pub mod extract;
 mod health;
 pub mod idempotency;
 pub mod instances;
+mod interaction_keys;
 mod invitations;
 pub mod key_cache;
 pub mod lists;
@@ -65,6 +67,8 @@ pub struct HttpConfig {
     pub public_url: String,
     /// When a relay publishes the log: how long it may stall before `/readyz` says 503.
     pub relay_stall: Option<std::time::Duration>,
+    /// Where external VAN keys are checked before they are stored (unset: not checked).
+    pub van_api_url: Option<String>,
 }
 
 /// What every handler can reach.
@@ -104,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .merge(workspace_secrets::router())
         .merge(instances::router())
         .merge(audit_logs::router())
+        .merge(external_keys::router())
+        .merge(interaction_keys::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     api_router

@@ -2,7 +2,9 @@
 //! sets fields. No I/O: the hub loads state, calls `decide`, and appends the events.
 
 pub mod api_key;
+pub mod external_keys;
 pub mod grant;
+pub mod interaction_keys;
 pub mod organization;
 #[cfg(test)]
 mod testing;

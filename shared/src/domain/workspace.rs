@@ -156,6 +156,11 @@ pub enum WorkspaceCommand {
     RemoveMember {
         user_id: Uuid,
     },
+    /// A third-party credential, sealed by the caller (see [`super::external_keys`]).
+    AddExternalKey(Box<super::external_keys::NewExternalKey>),
+    DeleteExternalKey {
+        external_key_id: Uuid,
+    },
     /// A new signing secret of version `secret_version + 1`, sealed by the caller.
     IssueSecret {
         version: i32,
@@ -163,6 +168,8 @@ pub enum WorkspaceCommand {
         grace_period: chrono::Duration,
         now: DateTime<Utc>,
     },
+    /// A command on the workspace's Interactions API keys (see [`super::interaction_keys`]).
+    InteractionKey(super::interaction_keys::InteractionKeyCommand),
 }
 
 /// Longest grace period of a secret rotation.
@@ -363,8 +370,14 @@ impl Aggregate for Workspace {
                 }
                 Ok(vec![WorkspaceEvent::MemberRemoved(MemberRemoved { user_id })])
             }
+            // Its own rules say what an archived workspace allows.
+            WorkspaceCommand::InteractionKey(command) => super::interaction_keys::decide(self, command),
             _ if self.archived => {
                 Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"))
+            }
+            WorkspaceCommand::AddExternalKey(new) => super::external_keys::add(self, *new),
+            WorkspaceCommand::DeleteExternalKey { external_key_id } => {
+                super::external_keys::delete(self, external_key_id)
             }
             WorkspaceCommand::IssueSecret { version, sealed_secret, grace_period, now } => {
                 if version != self.secret_version + 1 {
@@ -495,7 +508,7 @@ fn holds_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-fn settings(value: serde_json::Value) -> Result<serde_json::Value, DomainError> {
+pub(super) fn settings(value: serde_json::Value) -> Result<serde_json::Value, DomainError> {
     if holds_nul(&value) {
         return Err(DomainError::invalid("settings", "format", "settings must not contain NUL characters"));
     }

@@ -98,6 +98,7 @@ fn bodies(doc: &mut Value) {
         ("UpdateWorkspace", "settings", settings),
         ("UpdateWorkspace", "webhook_uris", webhook_uris),
         ("UpdateWorkspace", "public_keys", public_keys),
+        ("CreateInteractionKey", "name", name(workspace::MAX_NAME_LENGTH)),
         ("PublicKey", "id", name(100)),
         ("PublicKey", "key", json!({"pattern": workspace::PUBLIC_KEY_PATTERN})),
         (
@@ -111,6 +112,7 @@ fn bodies(doc: &mut Value) {
             json!({"minimum": 1, "maximum": organization::MAX_KEY_LIFETIME_DAYS}),
         ),
     ];
+    let rules = rules.into_iter().chain(crate::http::external_keys::constraints());
     for (component, property, rule) in rules {
         if let Some(schema) = doc.pointer_mut(&format!("/components/schemas/{component}/properties/{property}")) {
             merge(schema, rule);
