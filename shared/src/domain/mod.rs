@@ -2,7 +2,9 @@
 //! sets fields. No I/O: the hub loads state, calls `decide`, and appends the events.
 
 pub mod api_key;
+pub mod app;
 pub mod grant;
+pub mod interaction_key_revocation;
 pub mod organization;
 #[cfg(test)]
 mod testing;

@@ -163,6 +163,11 @@ pub enum WorkspaceCommand {
         grace_period: chrono::Duration,
         now: DateTime<Utc>,
     },
+    /// Partner app `app_id` was deleted: every key provisioned to it or routed to it is
+    /// revoked (see `interaction_key_revocation`).
+    RevokeAppKeys {
+        app_id: Uuid,
+    },
 }
 
 /// Longest grace period of a secret rotation.
@@ -309,11 +314,14 @@ impl Aggregate for Workspace {
                 public_keys: public_keys(new.public_keys.unwrap_or_default())?,
             })]);
         }
+        if let WorkspaceCommand::RevokeAppKeys { app_id } = command {
+            return Ok(self.revoke_app_keys(app_id));
+        }
         if !self.exists || self.deleted {
             return Err(DomainError::NotFound("workspace"));
         }
         match command {
-            WorkspaceCommand::Create(_) => unreachable!("handled above"),
+            WorkspaceCommand::Create(_) | WorkspaceCommand::RevokeAppKeys { .. } => unreachable!("handled above"),
             WorkspaceCommand::Archive if self.archived => Ok(vec![]),
             WorkspaceCommand::Archive => Ok(vec![WorkspaceEvent::WorkspaceArchived {}]),
             WorkspaceCommand::Restore if !self.archived => Ok(vec![]),
