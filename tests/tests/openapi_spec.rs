@@ -69,6 +69,13 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/v1/workspaces/{id}/members/{user_id}"),
     ("get", "/v1/audit-logs"),
     ("get", "/v1/audit-logs/count"),
+    ("post", "/v1/apps"),
+    ("get", "/v1/apps"),
+    ("get", "/v1/apps/count"),
+    ("get", "/v1/apps/{id}"),
+    ("delete", "/v1/apps/{id}"),
+    ("get", "/v1/partner/interaction-keys"),
+    ("get", "/v1/partner/interaction-keys/count"),
 ];
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];

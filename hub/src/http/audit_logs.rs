@@ -60,7 +60,8 @@ pub struct AuditLogEntry {
     pub event_type: String,
     pub recorded_at: DateTime<Utc>,
     pub actor: AuditActor,
-    pub organization_id: Uuid,
+    /// Null for an event of no organization (a partner app's, shown to the operator only).
+    pub organization_id: Option<Uuid>,
     /// Null for an event of the organization as a whole.
     pub workspace_id: Option<Uuid>,
     pub resource: AuditResource,
