@@ -106,7 +106,7 @@ pub async fn delete_organization(
 
 /// Plans and commits; a concurrent change to any stream makes it plan again on the new
 /// state (the plan answers 412 when the version the client pinned is gone).
-async fn run<F, Fut>(store: &EventStore, metadata: &Metadata, plan: F) -> Result<(), ApiError>
+pub(crate) async fn run<F, Fut>(store: &EventStore, metadata: &Metadata, plan: F) -> Result<(), ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Commit, ApiError>>,
@@ -146,13 +146,13 @@ async fn restricted_keys(store: &EventStore, workspace_ids: &[Uuid]) -> Result<V
 }
 
 /// Each aggregate with its id and stream version, in the order of `ids`.
-async fn load_many<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(Uuid, A, i64)>, ApiError> {
+pub(crate) async fn load_many<A: Aggregate>(store: &EventStore, ids: &[Uuid]) -> Result<Vec<(Uuid, A, i64)>, ApiError> {
     let loaded = load_all::<A>(store, ids).await?;
     Ok(ids.iter().zip(loaded).map(|(id, (state, version))| (*id, state, version)).collect())
 }
 
 /// Adds each aggregate's events to `appends`, expecting the version it was loaded at.
-fn decide_each<A: Aggregate>(
+pub(crate) fn decide_each<A: Aggregate>(
     loaded: &[(Uuid, A, i64)],
     decide: impl Fn(&A) -> Result<Vec<A::Event>, DomainError>,
     metadata: &Metadata,

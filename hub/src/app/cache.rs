@@ -54,6 +54,10 @@ impl Cached for shared::domain::user::User {
     const STATE_VERSION: i32 = 1;
 }
 
+impl Cached for shared::domain::app::App {
+    const STATE_VERSION: i32 = 1;
+}
+
 /// An aggregate's state at a version, with the times the API shows for it.
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {

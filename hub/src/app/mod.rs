@@ -2,6 +2,7 @@
 //! typed result the HTTP layer renders. Handlers parse, call and render; the functions
 //! here own the retry and `If-Match` policy.
 
+pub mod apps;
 pub mod cache;
 pub mod external_keys;
 pub mod interaction_keys;

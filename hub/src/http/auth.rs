@@ -1,4 +1,11 @@
-//! Who is calling: the operator key or an organization's admin key.
+//! Who is calling: the operator key, an organization's admin key or a technology partner
+//! app's key.
+//!
+//! An app key authenticates on `/v1/partner/*` only, and only an app key does there:
+//! elsewhere it is refused with 401 before any lookup, as is every principal but an app by
+//! the [`AppPrincipal`] extractor of the partner routes (403 for the operator and admin
+//! keys, whose credentials are valid but not an app's). Handlers of every other route take
+//! a [`Principal`], which refuses an app.
 //!
 //! The `authenticate` middleware resolves the `Authorization` header once per request
 //! (Bearer, or Basic with the key as username and an empty password), applies the
@@ -22,6 +29,7 @@ use chrono::Utc;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use shared::domain::api_key::Grantor;
+use shared::events::app::AppKind;
 use shared::keys::{KeyHasher, KeyKind, constant_time_eq};
 use shared::metadata::{Actor, ActorType};
 use shared::scope::{Scope, Scopes};
@@ -29,12 +37,24 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::key_cache::{KeyCache, KeyRecord};
+use super::key_cache::{AppRecord, KeyCache, KeyRecord};
+
+/// Where an app key authenticates, and nothing else does.
+pub const PARTNER_PREFIX: &str = "/v1/partner/";
 
 #[derive(Debug, Clone)]
 pub enum Principal {
     Operator,
     Key(KeyPrincipal),
+    /// Present only on `/v1/partner/*`, whose handlers take an [`AppPrincipal`].
+    App(AppPrincipal),
+}
+
+/// A technology partner app, authenticated by its app key.
+#[derive(Debug, Clone, Copy)]
+pub struct AppPrincipal {
+    pub id: Uuid,
+    pub kind: AppKind,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +80,7 @@ impl Principal {
             Self::Operator => Ok(()),
             Self::Key(key) if key.scopes.grants(scope) => Ok(()),
             Self::Key(_) => Err(ApiError::Forbidden(format!("this key lacks the `{}` scope", scope.as_str()))),
+            Self::App(_) => Err(ApiError::Forbidden("a partner app key holds no admin scope".into())),
         }
     }
 
@@ -74,15 +95,17 @@ impl Principal {
     pub fn require_operator(&self) -> Result<(), ApiError> {
         match self {
             Self::Operator => Ok(()),
-            Self::Key(_) => Err(ApiError::Forbidden("only the operator may do this".into())),
+            Self::Key(_) | Self::App(_) => Err(ApiError::Forbidden("only the operator may do this".into())),
         }
     }
 
-    /// The organization the principal belongs to (`None` for the operator).
+    /// The organization the principal belongs to (`None` for the operator). An app belongs
+    /// to none: the nil id, which no organization has, so it sees no organization's rows.
     pub fn organization_id(&self) -> Option<Uuid> {
         match self {
             Self::Operator => None,
             Self::Key(key) => Some(key.organization_id),
+            Self::App(_) => Some(Uuid::nil()),
         }
     }
 
@@ -96,12 +119,22 @@ impl Principal {
         match self {
             Self::Operator => None,
             Self::Key(key) => key.workspace_ids.as_deref(),
+            Self::App(_) => Some(&[]),
         }
     }
 
     pub fn grantor(&self) -> Grantor {
         match self {
             Self::Operator => Grantor::operator(),
+            Self::App(_) => Grantor {
+                operator: false,
+                scopes: Scopes::default(),
+                workspace_ids: Some(Vec::new()),
+                owner_user_id: None,
+                allowed_ips: Vec::new(),
+                expires_at: None,
+                retiring: false,
+            },
             Self::Key(key) => Grantor {
                 operator: false,
                 scopes: key.scopes.clone(),
@@ -118,6 +151,7 @@ impl Principal {
         let (kind, id) = match self {
             Self::Operator => (ActorType::Operator, None),
             Self::Key(key) => (ActorType::ApiKey, Some(key.id.to_string())),
+            Self::App(app) => (ActorType::App, Some(app.id.to_string())),
         };
         Actor { kind, id, ip: ip.map(|ip| ip.to_string()) }
     }
@@ -127,6 +161,7 @@ impl Principal {
         match self {
             Self::Operator => subject_of(ActorType::Operator, None),
             Self::Key(key) => subject_of(ActorType::ApiKey, Some(&key.id.to_string())),
+            Self::App(app) => subject_of(ActorType::App, Some(&app.id.to_string())),
         }
     }
 }
@@ -135,6 +170,7 @@ impl Principal {
 pub fn subject_of(kind: ActorType, id: Option<&str>) -> String {
     match (kind, id) {
         (ActorType::Operator, _) => "operator".to_owned(),
+        (ActorType::App, Some(id)) => format!("app:{id}"),
         (_, Some(id)) => format!("key:{id}"),
         (_, None) => "anonymous".to_owned(),
     }
@@ -173,6 +209,9 @@ impl Authenticator {
             && constant_time_eq(operator, &presented)
         {
             return Ok(Principal::Operator);
+        }
+        if is_app_key(secret) {
+            return self.authenticate_app(state, secret, presented).await;
         }
         // Typos and garbage fail here, before any database lookup.
         shared::keys::parse(KeyKind::Admin, secret).map_err(|_| ApiError::Unauthorized("invalid API key"))?;
@@ -242,6 +281,43 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// A partner app key: its format, then its app (cached as admin keys are).
+    async fn authenticate_app(
+        &self,
+        state: &AppState,
+        secret: &str,
+        presented: Vec<u8>,
+    ) -> Result<Principal, ApiError> {
+        shared::keys::parse(KeyKind::PartnerApp, secret).map_err(|_| ApiError::Unauthorized("invalid app key"))?;
+        let record = match self.keys.get_app(&presented) {
+            Some(record) => record,
+            None => {
+                let epoch = self.keys.epoch();
+                let client = state.pool.get().await?;
+                let statement = client.prepare_cached(super::key_cache::APP_LOOKUP).await?;
+                let row = client
+                    .query_opt(&statement, &[&presented])
+                    .await?
+                    .ok_or(ApiError::Unauthorized("invalid app key"))?;
+                let record = AppRecord::from_row(&row)?;
+                self.keys.put_app(presented, record.clone(), epoch);
+                record
+            }
+        };
+        if record.revoked {
+            return Err(ApiError::Unauthorized("this app is revoked"));
+        }
+        Ok(Principal::App(AppPrincipal { id: record.id, kind: record.kind }))
+    }
+}
+
+/// Whether `secret` has the shape of a partner app key (its prefix; the rest is checked
+/// on lookup).
+fn is_app_key(secret: &str) -> bool {
+    secret.starts_with(KeyKind::PartnerApp.prefix()) && secret[KeyKind::PartnerApp.prefix().len()..].starts_with('_')
+}
+
 /// The key presented in `Authorization`, if any.
 fn credentials(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
     let value = headers.get(header::AUTHORIZATION)?;
@@ -293,9 +369,14 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
             return ApiError::TooManyFailedAuthentications { retry_after_seconds: gate.reset_seconds }.into_response();
         }
     }
+    let partner_route = request.uri().path().starts_with(PARTNER_PREFIX);
     let outcome = match presented {
         Ok(_) if operator => Ok(Principal::Operator),
         Err(error) => Err(error),
+        // Never looked up where it cannot authenticate.
+        Ok(secret) if is_app_key(&secret) && !partner_route => {
+            Err(ApiError::Unauthorized("a partner app key authenticates on /v1/partner/* only"))
+        }
         Ok(secret) => state.auth.authenticate(&state, &secret, ip).await,
     };
     let principal = match outcome {
@@ -310,7 +391,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     };
     let limit = match &principal {
         Principal::Key(key) => key.rate_limit_per_minute.unwrap_or(state.config.rate_limit_per_minute),
-        Principal::Operator => state.config.rate_limit_per_minute,
+        Principal::Operator | Principal::App(_) => state.config.rate_limit_per_minute,
     };
     let decision = state.rate_limiter.check(&principal.subject(), limit);
     if let Principal::Key(key) = &principal {
@@ -330,12 +411,37 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(principal.clone());
+        match parts.extensions.get::<Principal>() {
+            // Only the partner routes take an app, through `AppPrincipal`.
+            Some(Principal::App(_)) => {
+                Err(ApiError::Unauthorized("a partner app key authenticates on /v1/partner/* only"))
+            }
+            Some(principal) => Ok(principal.clone()),
+            None => Err(auth_failure(parts)),
         }
-        match parts.extensions.get::<AuthFailure>() {
-            Some(failure) if failure.status == StatusCode::UNAUTHORIZED => Err(ApiError::Unauthorized(failure.message)),
-            _ => Err(ApiError::Unauthorized("missing credentials: send `Authorization: Bearer <key>`")),
+    }
+}
+
+/// Why a request carries no principal: its failed authentication, or no credentials.
+fn auth_failure(parts: &Parts) -> ApiError {
+    match parts.extensions.get::<AuthFailure>() {
+        Some(failure) if failure.status == StatusCode::UNAUTHORIZED => ApiError::Unauthorized(failure.message),
+        _ => ApiError::Unauthorized("missing credentials: send `Authorization: Bearer <key>`"),
+    }
+}
+
+/// The partner app calling a `/v1/partner/*` route. The operator and admin keys are not
+/// apps: 403.
+impl FromRequestParts<AppState> for AppPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::App(app)) => Ok(*app),
+            Some(_) => Err(ApiError::Forbidden(
+                "this route takes a partner app key; the operator and admin keys are not apps".into(),
+            )),
+            None => Err(auth_failure(parts)),
         }
     }
 }

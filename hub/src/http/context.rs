@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use shared::Metadata;
 
 use super::AppState;
-use super::auth::{ClientIp, Principal};
+use super::auth::{AppPrincipal, ClientIp, Principal};
 use super::conditional;
 use super::error::ApiError;
 use super::middleware::RequestId;
@@ -33,6 +33,30 @@ impl FromRequestParts<AppState> for Ctx {
         }
         .bounded();
         Ok(Self { principal, metadata, if_match: conditional::if_match(&parts.headers) })
+    }
+}
+
+/// What a partner route's command handler needs: the app calling (only an app key passes,
+/// see [`AppPrincipal`]) and the metadata of the events it causes.
+pub struct AppCtx {
+    pub app: AppPrincipal,
+    pub metadata: Metadata,
+}
+
+impl FromRequestParts<AppState> for AppCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let app = AppPrincipal::from_request_parts(parts, state).await?;
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await.unwrap_or(ClientIp(None));
+        let metadata = Metadata {
+            actor: Principal::App(app).actor(ip),
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            idempotency_key: header(parts, "idempotency-key"),
+            traceparent: shared::telemetry::current_traceparent().or_else(|| header(parts, "traceparent")),
+        }
+        .bounded();
+        Ok(Self { app, metadata })
     }
 }
 

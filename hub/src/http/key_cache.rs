@@ -1,5 +1,5 @@
-//! Admin keys as last read from the database, by the hash of the presented secret, so
-//! authenticating a known key costs no query.
+//! Admin keys and partner app keys as last read from the database, by the hash of the
+//! presented secret, so authenticating a known key costs no query.
 //!
 //! What a record holds changes only through events (of the key, its organization or its
 //! owner), and every hub sees every event: its own commits before their callers are
@@ -63,6 +63,24 @@ impl KeyRecord {
     }
 }
 
+/// A partner app key's row: what authentication needs (an app's key changes only by the
+/// events of its own stream).
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    pub id: Uuid,
+    pub kind: shared::events::app::AppKind,
+    pub revoked: bool,
+}
+
+/// The query an app key's cache miss runs.
+pub const APP_LOOKUP: &str = "SELECT id, kind, revoked_at IS NOT NULL AS revoked FROM apps WHERE key_hash = $1";
+
+impl AppRecord {
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self { id: row.try_get("id")?, kind: row.try_get("kind")?, revoked: row.try_get("revoked")? })
+    }
+}
+
 /// The query a cache miss runs (columns named for [`KeyRecord::from_row`]).
 pub const LOOKUP: &str = "SELECT k.id, k.organization_id, k.scopes, k.workspace_ids, k.expires_at, k.allowed_ips, \
      k.revoked_at IS NOT NULL AS revoked, k.key_hash, k.previous_expires_at, o.status::text AS organization_status, \
@@ -75,6 +93,7 @@ pub const LOOKUP: &str = "SELECT k.id, k.organization_id, k.scopes, k.workspace_
 #[derive(Default)]
 pub struct KeyCache {
     records: Mutex<HashMap<Vec<u8>, (KeyRecord, Instant)>>,
+    apps: Mutex<HashMap<Vec<u8>, (AppRecord, Instant)>>,
     /// Counts invalidations: a lookup that raced one does not store what it read.
     epoch: AtomicU64,
 }
@@ -88,6 +107,27 @@ impl KeyCache {
         let records = self.records();
         let (record, at) = records.get(presented_hash)?;
         (at.elapsed() < MAX_AGE).then(|| record.clone())
+    }
+
+    pub fn get_app(&self, presented_hash: &[u8]) -> Option<AppRecord> {
+        let apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (record, at) = apps.get(presented_hash)?;
+        (at.elapsed() < MAX_AGE).then(|| record.clone())
+    }
+
+    /// As [`KeyCache::put`], for an app key.
+    pub fn put_app(&self, presented_hash: Vec<u8>, record: AppRecord, epoch: u64) {
+        let mut apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if apps.len() >= CAPACITY {
+            apps.retain(|_, (_, at)| at.elapsed() < MAX_AGE);
+            if apps.len() >= CAPACITY {
+                apps.clear();
+            }
+        }
+        apps.insert(presented_hash, (record, Instant::now()));
     }
 
     /// Taken before a lookup, handed to [`KeyCache::put`] after it.
@@ -114,10 +154,16 @@ impl KeyCache {
     /// An event of `stream_id` happened: drop what it may have changed.
     pub fn invalidate(&self, stream_id: &str) {
         let Some((category, id)) = stream_id.split_once('-') else { return };
-        if !matches!(category, "key" | "org" | "user") {
+        if !matches!(category, "key" | "org" | "user" | "app") {
             return;
         }
         let Ok(id) = id.parse::<Uuid>() else { return };
+        if category == "app" {
+            let mut apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            apps.retain(|_, (record, _)| record.id != id);
+            return;
+        }
         let mut records = self.records();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         records.retain(|_, (record, _)| !record.concerns(id));

@@ -5,6 +5,7 @@
 //! authenticate (+ rate limit) → idempotency → the resource routers.
 
 mod api_keys;
+mod apps;
 mod audit_logs;
 pub mod auth;
 mod conditional;
@@ -27,6 +28,8 @@ mod middleware;
 pub mod openapi;
 mod organizations;
 pub mod pagination;
+mod partner;
+mod partner_claim;
 pub mod rate_limit;
 mod settings;
 pub(crate) mod sql;
@@ -110,6 +113,9 @@ pub fn router(state: AppState) -> Router {
         .merge(audit_logs::router())
         .merge(external_keys::router())
         .merge(interaction_keys::router())
+        .merge(apps::router())
+        .merge(partner::router())
+        .merge(partner_claim::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     api_router

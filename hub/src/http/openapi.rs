@@ -29,7 +29,9 @@ use utoipa::OpenApi;
         (name = "api keys", description = "Admin API keys"),
         (name = "workspaces", description = "The workspace tree"),
         (name = "settings", description = "Organization settings"),
-        (name = "users", description = "Users, invitations and workspace members")
+        (name = "users", description = "Users, invitations and workspace members"),
+        (name = "apps", description = "Technology partner apps (operator)"),
+        (name = "partner", description = "What a technology partner app sees, with its app key (`pak_...`); no other key is accepted here")
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("basic" = []))

@@ -2,8 +2,10 @@
 //! sets fields. No I/O: the hub loads state, calls `decide`, and appends the events.
 
 pub mod api_key;
+pub mod app;
 pub mod external_keys;
 pub mod grant;
+pub mod interaction_key_revocation;
 pub mod interaction_keys;
 pub mod organization;
 #[cfg(test)]

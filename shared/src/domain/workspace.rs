@@ -170,6 +170,11 @@ pub enum WorkspaceCommand {
     },
     /// A command on the workspace's Interactions API keys (see [`super::interaction_keys`]).
     InteractionKey(super::interaction_keys::InteractionKeyCommand),
+    /// Partner app `app_id` was deleted: every key provisioned to it or routed to it is
+    /// revoked (see `interaction_key_revocation`).
+    RevokeAppKeys {
+        app_id: Uuid,
+    },
 }
 
 /// Longest grace period of a secret rotation.
@@ -316,11 +321,14 @@ impl Aggregate for Workspace {
                 public_keys: public_keys(new.public_keys.unwrap_or_default())?,
             })]);
         }
+        if let WorkspaceCommand::RevokeAppKeys { app_id } = command {
+            return Ok(self.revoke_app_keys(app_id));
+        }
         if !self.exists || self.deleted {
             return Err(DomainError::NotFound("workspace"));
         }
         match command {
-            WorkspaceCommand::Create(_) => unreachable!("handled above"),
+            WorkspaceCommand::Create(_) | WorkspaceCommand::RevokeAppKeys { .. } => unreachable!("handled above"),
             WorkspaceCommand::Archive if self.archived => Ok(vec![]),
             WorkspaceCommand::Archive => Ok(vec![WorkspaceEvent::WorkspaceArchived {}]),
             WorkspaceCommand::Restore if !self.archived => Ok(vec![]),

@@ -71,6 +71,8 @@ fn bodies(doc: &mut Value) {
         ("UpdateOrganization", "name", name(MAX_NAME_CHARS)),
         ("UpdateOrganization", "email", email.clone()),
         ("UpdateOrganization", "plan", token),
+        ("CreateApp", "name", name(MAX_NAME_CHARS)),
+        ("CreateApp", "contact_email", email.clone()),
         ("CreateApiKey", "name", name(MAX_NAME_CHARS)),
         ("CreateApiKey", "workspace_ids", json!({"maxItems": api_key::MAX_LIST_ENTRIES})),
         ("CreateApiKey", "allowed_ips", json!({"maxItems": api_key::MAX_LIST_ENTRIES})),

@@ -1,0 +1,213 @@
+//! Technology partner apps: the operator registers and deletes them (`/v1/apps`), and an
+//! app's key authenticates on `/v1/partner/*` only, where it sees the interaction keys
+//! provisioned to it or routed to it.
+
+use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase};
+use serde_json::{Value, json};
+
+struct Stack {
+    hub: HubProcess,
+    operator: Api,
+}
+
+async fn stack() -> Stack {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    Stack { hub, operator }
+}
+
+/// Creates an organization and an all-scopes admin key for it.
+async fn organization(operator: &Api, name: &str) -> (String, Api) {
+    let org = operator
+        .post("/v1/organizations", json!({"name": name, "email": format!("ops@{name}.test"), "plan": "pro"}))
+        .await
+        .expect(201);
+    let org_id = org.body["id"].as_str().unwrap().to_owned();
+    let key = operator
+        .post("/v1/api-keys", json!({"name": "admin", "scopes": ["*"], "organization_id": org_id}))
+        .await
+        .expect(201);
+    (org_id, operator.with_key(key.body["secret"].as_str().unwrap()))
+}
+
+/// Registers an app; returns its view (with the secret).
+async fn register(operator: &Api, name: &str, kind: &str) -> Value {
+    operator
+        .post(
+            "/v1/apps",
+            json!({"name": name, "kind": kind, "contact_email": format!("dev@{}.test", name.to_lowercase())}),
+        )
+        .await
+        .expect(201)
+        .body
+}
+
+#[track_caller]
+fn assert_problem(reply: &e2e::Reply, status: u16) {
+    assert_eq!(reply.status.as_u16(), status, "body: {}", reply.text);
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"), "body: {}", reply.text);
+    assert!(reply.body["code"].is_string(), "a stable code: {}", reply.text);
+}
+
+#[tokio::test]
+async fn the_operator_registers_apps_of_both_kinds_and_each_key_is_shown_once() {
+    let stack = stack().await;
+    let reply = stack
+        .operator
+        .post("/v1/apps", json!({"name": " Acme CRM ", "kind": "source", "contact_email": "dev@ACME.test"}))
+        .await
+        .expect(201);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let source = reply.body.clone();
+    let secret = source["secret"].as_str().unwrap();
+    assert!(secret.starts_with("pak_"), "{secret}");
+    assert_eq!(source["name"], "Acme CRM");
+    assert_eq!(source["kind"], "source");
+    assert_eq!(source["contact_email"], "dev@acme.test");
+    assert_eq!(source["status"], "active");
+    assert_eq!(source["partial_key_hint"], format!("pak_...{}", &secret[secret.len() - 4..]));
+    assert!(source["created_at"].is_string());
+    let id = source["id"].as_str().unwrap();
+    assert_eq!(reply.header("location"), Some(format!("/v1/apps/{id}").as_str()));
+
+    let destination = register(&stack.operator, "Ledger", "destination").await;
+    assert_eq!(destination["kind"], "destination");
+    assert_ne!(destination["secret"], source["secret"]);
+
+    let got = stack.operator.get(&format!("/v1/apps/{id}")).await.expect(200);
+    assert!(got.body.get("secret").is_none(), "a GET never shows the key: {}", got.text);
+    assert_eq!(got.body["name"], "Acme CRM");
+    assert_eq!(got.body["partial_key_hint"], source["partial_key_hint"]);
+
+    let list = stack.operator.get("/v1/apps?sort_by=name").await.expect(200);
+    let names: Vec<&str> = list.body["items"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Acme CRM", "Ledger"]);
+    assert!(!list.text.contains(secret), "no secret in a list");
+    assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 2);
+    assert_eq!(stack.operator.get("/v1/apps/count?kind=destination").await.expect(200).body["count"], 1);
+    let page = stack.operator.get("/v1/apps?page_size=1").await.expect(200).body;
+    let cursor = page["pagination"]["next_cursor"].as_str().unwrap().to_owned();
+    let next = stack.operator.get(&format!("/v1/apps?page_size=1&cursor={cursor}")).await.expect(200).body;
+    assert_eq!(next["items"][0]["name"], "Ledger");
+}
+
+#[tokio::test]
+async fn bad_app_registrations_are_problems() {
+    let stack = stack().await;
+    let bodies = [
+        json!({"name": "A", "kind": "sink", "contact_email": "dev@a.test"}),
+        json!({"name": "A", "contact_email": "dev@a.test"}),
+        json!({"kind": "source", "contact_email": "dev@a.test"}),
+        json!({"name": "A", "kind": "source"}),
+        json!({"name": "A", "kind": "source", "contact_email": "not an email"}),
+        json!({"name": "x".repeat(201), "kind": "source", "contact_email": "dev@a.test"}),
+        json!({"name": "  ", "kind": "source", "contact_email": "dev@a.test"}),
+        json!({"name": "A", "kind": "source", "contact_email": "dev@a.test", "secret": "mine"}),
+    ];
+    for body in bodies {
+        let reply = stack.operator.post("/v1/apps", body.clone()).await;
+        assert!(reply.status.is_client_error(), "{body}: {}", reply.text);
+        assert_problem(&reply, reply.status.as_u16());
+    }
+    assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 0);
+    assert_problem(&stack.operator.get(&format!("/v1/apps/{}", uuid::Uuid::now_v7())).await, 404);
+    assert_problem(&stack.operator.delete(&format!("/v1/apps/{}", uuid::Uuid::now_v7())).await, 404);
+}
+
+#[tokio::test]
+async fn only_the_operator_manages_apps() {
+    let stack = stack().await;
+    let (_, admin) = organization(&stack.operator, "acme").await;
+    let body = json!({"name": "A", "kind": "source", "contact_email": "dev@a.test"});
+    assert_problem(&admin.post("/v1/apps", body).await, 403);
+    let app = register(&stack.operator, "Acme", "source").await;
+    let id = app["id"].as_str().unwrap();
+    assert_problem(&admin.get("/v1/apps").await, 403);
+    assert_problem(&admin.get("/v1/apps/count").await, 403);
+    assert_problem(&admin.get(&format!("/v1/apps/{id}")).await, 403);
+    assert_problem(&admin.delete(&format!("/v1/apps/{id}")).await, 403);
+    assert_problem(&stack.operator.anonymous().get("/v1/apps").await, 401);
+    assert_eq!(stack.operator.get(&format!("/v1/apps/{id}")).await.expect(200).body["status"], "active");
+}
+
+#[tokio::test]
+async fn an_app_key_works_on_the_partner_routes_only_and_no_other_key_does() {
+    let stack = stack().await;
+    let (_, admin) = organization(&stack.operator, "acme").await;
+    let app = register(&stack.operator, "Acme", "destination").await;
+    let partner = stack.operator.with_key(app["secret"].as_str().unwrap());
+
+    let list = partner.get("/v1/partner/interaction-keys").await.expect(200).body;
+    assert_eq!(list["items"], json!([]));
+    assert_eq!(partner.get("/v1/partner/interaction-keys/count").await.expect(200).body["count"], 0);
+
+    // Anywhere else the app key does not authenticate.
+    for path in ["/v1/workspaces", "/v1/api-keys", "/v1/apps", "/v1/organizations", "/v1/audit-logs"] {
+        assert_problem(&partner.get(path).await, 401);
+    }
+    assert_problem(
+        &partner.post("/v1/apps", json!({"name": "B", "kind": "source", "contact_email": "d@b.test"})).await,
+        401,
+    );
+
+    // The operator and admin keys are not apps; no key at all, or a garbled app key, is 401.
+    assert_problem(&stack.operator.get("/v1/partner/interaction-keys").await, 403);
+    assert_problem(&admin.get("/v1/partner/interaction-keys").await, 403);
+    assert_problem(&admin.get("/v1/partner/interaction-keys/count").await, 403);
+    assert_problem(&stack.operator.anonymous().get("/v1/partner/interaction-keys").await, 401);
+    let secret = app["secret"].as_str().unwrap();
+    let garbled = format!("{}{}", &secret[..secret.len() - 1], if secret.ends_with('a') { 'b' } else { 'a' });
+    assert_problem(&partner.with_key(&garbled).get("/v1/partner/interaction-keys").await, 401);
+    // A well-formed key no app has.
+    let other = register(&stack.operator, "Other", "source").await;
+    stack.operator.delete(&format!("/v1/apps/{}", other["id"].as_str().unwrap())).await.expect(204);
+    assert_problem(&partner.with_key(other["secret"].as_str().unwrap()).get("/v1/partner/interaction-keys").await, 401);
+}
+
+#[tokio::test]
+async fn a_deleted_app_is_revoked_and_its_key_fails_from_the_next_request() {
+    let stack = stack().await;
+    let app = register(&stack.operator, "Acme", "source").await;
+    let id = app["id"].as_str().unwrap();
+    let partner = stack.operator.with_key(app["secret"].as_str().unwrap());
+    partner.get("/v1/partner/interaction-keys").await.expect(200);
+
+    stack.operator.delete(&format!("/v1/apps/{id}")).await.expect(204);
+    assert_problem(&partner.get("/v1/partner/interaction-keys").await, 401);
+    let got = stack.operator.get(&format!("/v1/apps/{id}")).await.expect(200).body;
+    assert_eq!(got["status"], "revoked");
+    assert_eq!(stack.operator.get("/v1/apps/count?status=revoked").await.expect(200).body["count"], 1);
+    assert_eq!(stack.operator.get("/v1/apps/count?status=active").await.expect(200).body["count"], 0);
+    // Deleting again changes nothing.
+    stack.operator.delete(&format!("/v1/apps/{id}")).await.expect(204);
+    assert_problem(&partner.get("/v1/partner/interaction-keys").await, 401);
+}
+
+#[tokio::test]
+async fn an_app_key_is_never_in_events_audit_entries_logs_or_reads() {
+    let stack = stack().await;
+    let app = register(&stack.operator, "Acme", "source").await;
+    let id = app["id"].as_str().unwrap();
+    let secret = app["secret"].as_str().unwrap();
+    let partner = stack.operator.with_key(secret);
+    partner.get("/v1/partner/interaction-keys").await.expect(200);
+    partner.get("/v1/workspaces").await;
+    stack.operator.delete(&format!("/v1/apps/{id}")).await.expect(204);
+    partner.get("/v1/partner/interaction-keys").await;
+
+    let events = stack.operator.get("/v1/events?after=0&limit=1000").await.expect(200);
+    assert!(events.text.contains("AppRegistered") && events.text.contains("AppRevoked"), "{}", events.text);
+    let audit = stack.operator.get("/v1/audit-logs?page_size=100").await.expect(200);
+    assert!(audit.text.contains("AppRegistered"), "{}", audit.text);
+    let reads = [
+        stack.operator.get("/v1/apps").await.text,
+        stack.operator.get(&format!("/v1/apps/{id}")).await.text,
+        events.text,
+        audit.text,
+        stack.hub.logs(),
+    ];
+    for text in reads {
+        assert!(!text.contains(secret), "the app key leaked: {text}");
+    }
+}
