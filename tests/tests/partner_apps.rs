@@ -388,3 +388,16 @@ async fn deleting_an_app_revokes_the_keys_provisioned_or_routed_to_it_and_no_oth
     let audit = stack.operator.get("/v1/audit-logs?event_type=AppRevoked").await.expect(200).body;
     assert_eq!(audit["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_replayed_registration_registers_one_app_and_shows_its_key_only_the_first_time() {
+    let stack = stack().await;
+    let body = json!({"name": "Acme", "kind": "source", "contact_email": "dev@acme.test"});
+    let headers = [("idempotency-key", "register-acme")];
+    let first = stack.operator.send(reqwest::Method::POST, "/v1/apps", Some(&body), &headers).await.expect(201);
+    let again = stack.operator.send(reqwest::Method::POST, "/v1/apps", Some(&body), &headers).await.expect(201);
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert!(first.body["secret"].as_str().unwrap().starts_with("pak_"));
+    assert_eq!(again.body["secret"], Value::Null, "a replay never shows the key again");
+    assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 1);
+}
