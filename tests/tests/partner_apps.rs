@@ -211,3 +211,193 @@ async fn an_app_key_is_never_in_events_audit_entries_logs_or_reads() {
         assert!(!text.contains(secret), "the app key leaked: {text}");
     }
 }
+
+#[tokio::test]
+async fn an_app_key_has_a_rate_limit_and_bad_app_keys_count_as_failed_authentications() {
+    let db = TestDatabase::new().await;
+    let env = [("HUB_RATE_LIMIT_PER_MINUTE", "3"), ("HUB_AUTH_FAILURES_PER_MINUTE", "2")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let app = register(&operator, "Acme", "source").await;
+    let partner = operator.with_key(app["secret"].as_str().unwrap());
+    for _ in 0..3 {
+        partner.get("/v1/partner/interaction-keys/count").await.expect(200);
+    }
+    let limited = partner.get("/v1/partner/interaction-keys/count").await;
+    assert_problem(&limited, 429);
+    assert_eq!(limited.body["code"], "rate_limited");
+
+    // Well-formed app keys no app holds: past the failures allowed, the address is refused
+    // before any lookup, the real key included; the operator key is never locked out.
+    let unknown = e2e_app_key();
+    for _ in 0..2 {
+        assert_problem(&partner.with_key(&unknown).get("/v1/partner/interaction-keys").await, 401);
+    }
+    assert_problem(&partner.with_key(&unknown).get("/v1/partner/interaction-keys").await, 429);
+    operator.get("/v1/apps/count").await.expect(200);
+}
+
+/// A key of the app key format (prefix, 40 random characters, checksum) that no app holds.
+fn e2e_app_key() -> String {
+    shared::keys::GeneratedKey::generate(shared::keys::KeyKind::PartnerApp).expose().to_owned()
+}
+
+async fn workspace(api: &Api, name: &str) -> String {
+    let reply = api.post("/v1/workspaces", json!({"name": name})).await.expect(201);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates an interaction key in `workspace` routed to app `destination`, provisioned to
+/// app `source` if named; returns its id.
+async fn interaction_key(api: &Api, workspace: &str, name: &str, destination: &str, source: Option<&str>) -> String {
+    let mut body = json!({"name": name, "destination": {"type": "app", "app_id": destination}});
+    if let Some(source) = source {
+        body["source_app_id"] = json!(source);
+    }
+    let reply = api.post(&format!("/v1/workspaces/{workspace}/interaction-keys"), body).await.expect(201);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+fn id_of(app: &Value) -> &str {
+    app["id"].as_str().unwrap()
+}
+
+/// The partner list's items, by key id.
+async fn partner_keys(stack: &Stack, app: &Value) -> Vec<Value> {
+    let partner = stack.operator.with_key(app["secret"].as_str().unwrap());
+    let page = partner.get("/v1/partner/interaction-keys?page_size=100").await.expect(200).body;
+    page["items"].as_array().unwrap().clone()
+}
+
+fn ids(items: &[Value]) -> Vec<&str> {
+    items.iter().map(|k| k["id"].as_str().unwrap()).collect()
+}
+
+/// Each key's status in its workspace's admin list.
+async fn admin_statuses(admin: &Api, workspace: &str) -> std::collections::BTreeMap<String, String> {
+    let page = admin.get(&format!("/v1/workspaces/{workspace}/interaction-keys?page_size=100")).await.expect(200).body;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_owned(), k["status"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_app_lists_the_keys_provisioned_or_routed_to_it_and_never_another_apps() {
+    let stack = stack().await;
+    let (org, admin) = organization(&stack.operator, "acme").await;
+    let (other_org, other_admin) = organization(&stack.operator, "globex").await;
+    let field = workspace(&admin, "Field").await;
+    let phones = workspace(&other_admin, "Phones").await;
+    let source = register(&stack.operator, "Canvass", "source").await;
+    let destination = register(&stack.operator, "Ledger", "destination").await;
+    let other = register(&stack.operator, "Other", "destination").await;
+
+    let door = interaction_key(&admin, &field, "Door knocks", id_of(&destination), Some(id_of(&source))).await;
+    let bank = interaction_key(&other_admin, &phones, "Phone bank", id_of(&destination), None).await;
+    let mail = interaction_key(&admin, &field, "Mail", id_of(&other), None).await;
+
+    let provisioned = partner_keys(&stack, &source).await;
+    assert_eq!(ids(&provisioned), [door.as_str()]);
+    let key = &provisioned[0];
+    assert_eq!(key["name"], "Door knocks");
+    assert_eq!(key["workspace"], json!({"id": field, "name": "Field"}));
+    assert_eq!(key["organization"], json!({"id": org, "name": "acme"}));
+    assert_eq!(key["status"], "active");
+    assert_eq!(key["secret_retrieved"], false);
+    assert!(key["created_at"].is_string());
+    let fields: Vec<&String> = key.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["created_at", "id", "name", "organization", "secret_retrieved", "status", "workspace"]);
+
+    let routed = partner_keys(&stack, &destination).await;
+    assert_eq!(ids(&routed), [door.as_str(), bank.as_str()]);
+    assert_eq!(routed[1]["organization"], json!({"id": other_org, "name": "globex"}));
+    assert_eq!(routed[1]["workspace"], json!({"id": phones, "name": "Phones"}));
+    assert_eq!(routed[1]["secret_retrieved"], Value::Null, "no source app: null");
+    assert_eq!(ids(&partner_keys(&stack, &other).await), [mail.as_str()]);
+
+    let partner = stack.operator.with_key(destination["secret"].as_str().unwrap());
+    assert_eq!(partner.get("/v1/partner/interaction-keys/count").await.expect(200).body["count"], 2);
+    assert_eq!(partner.get("/v1/partner/interaction-keys/count?status=revoked").await.expect(200).body["count"], 0);
+    let first = partner.get("/v1/partner/interaction-keys?page_size=1").await.expect(200).body;
+    assert_eq!(ids(first["items"].as_array().unwrap()), [door.as_str()]);
+    let cursor = first["pagination"]["next_cursor"].as_str().unwrap().to_owned();
+    let next = partner.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await.expect(200);
+    assert_eq!(ids(next.body["items"].as_array().unwrap()), [bank.as_str()]);
+    // No route reads one key by its id, another app's or its own.
+    assert_problem(&partner.get(&format!("/v1/partner/interaction-keys/{mail}")).await, 404);
+    assert_problem(&partner.get(&format!("/v1/partner/interaction-keys/{door}")).await, 404);
+}
+
+#[tokio::test]
+async fn deleting_an_app_revokes_the_keys_provisioned_or_routed_to_it_and_no_other() {
+    let stack = stack().await;
+    let (_, admin) = organization(&stack.operator, "acme").await;
+    let field = workspace(&admin, "Field").await;
+    let phones = workspace(&admin, "Phones").await;
+    let source = register(&stack.operator, "Canvass", "source").await;
+    let destination = register(&stack.operator, "Ledger", "destination").await;
+    let other = register(&stack.operator, "Other", "destination").await;
+
+    let door = interaction_key(&admin, &field, "Door knocks", id_of(&other), Some(id_of(&source))).await;
+    let bank = interaction_key(&admin, &phones, "Phone bank", id_of(&destination), None).await;
+    let routed = interaction_key(&admin, &field, "Routed", id_of(&destination), None).await;
+    let mail = interaction_key(&admin, &field, "Mail", id_of(&other), None).await;
+
+    stack.operator.delete(&format!("/v1/apps/{}", id_of(&source))).await.expect(204);
+    let statuses = admin_statuses(&admin, &field).await;
+    assert_eq!(statuses[&door], "revoked", "provisioned to the deleted source app");
+    assert_eq!((statuses[&routed].as_str(), statuses[&mail].as_str()), ("active", "active"));
+    // The destination app still lists the key, revoked.
+    let listed = partner_keys(&stack, &other).await;
+    let door_item = listed.iter().find(|k| k["id"] == door.as_str()).unwrap();
+    assert_eq!(door_item["status"], "revoked");
+    assert_eq!(listed.iter().find(|k| k["id"] == mail.as_str()).unwrap()["status"], "active");
+
+    stack.operator.delete(&format!("/v1/apps/{}", id_of(&destination))).await.expect(204);
+    assert_eq!(admin_statuses(&admin, &phones).await[&bank], "revoked");
+    let statuses = admin_statuses(&admin, &field).await;
+    assert_eq!((statuses[&routed].as_str(), statuses[&mail].as_str()), ("revoked", "active"));
+    let partner = stack.operator.with_key(other["secret"].as_str().unwrap());
+    assert_eq!(partner.get("/v1/partner/interaction-keys/count?status=active").await.expect(200).body["count"], 1);
+
+    // One revocation per key, each in its workspace's stream, saying why.
+    let events = stack.operator.get("/v1/events?after=0&limit=1000").await.expect(200).body;
+    let revoked: Vec<(&str, &str, &str)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "InteractionKeyRevoked")
+        .map(|e| {
+            (
+                e["stream_id"].as_str().unwrap(),
+                e["data"]["interaction_key_id"].as_str().unwrap(),
+                e["data"]["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let field_stream = format!("workspace-{field}");
+    let phones_stream = format!("workspace-{phones}");
+    assert_eq!(revoked.len(), 3, "{revoked:?}");
+    assert!(revoked.contains(&(field_stream.as_str(), door.as_str(), "app_deleted")), "{revoked:?}");
+    assert!(revoked.contains(&(phones_stream.as_str(), bank.as_str(), "app_deleted")), "{revoked:?}");
+    assert!(revoked.contains(&(field_stream.as_str(), routed.as_str(), "app_deleted")), "{revoked:?}");
+    // The apps' revocations are audited for the operator.
+    let audit = stack.operator.get("/v1/audit-logs?event_type=AppRevoked").await.expect(200).body;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replayed_registration_registers_one_app_and_shows_its_key_only_the_first_time() {
+    let stack = stack().await;
+    let body = json!({"name": "Acme", "kind": "source", "contact_email": "dev@acme.test"});
+    let headers = [("idempotency-key", "register-acme")];
+    let first = stack.operator.send(reqwest::Method::POST, "/v1/apps", Some(&body), &headers).await.expect(201);
+    let again = stack.operator.send(reqwest::Method::POST, "/v1/apps", Some(&body), &headers).await.expect(201);
+    assert_eq!(again.body["id"], first.body["id"]);
+    assert!(first.body["secret"].as_str().unwrap().starts_with("pak_"));
+    assert_eq!(again.body["secret"], Value::Null, "a replay never shows the key again");
+    assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 1);
+}
