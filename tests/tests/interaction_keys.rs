@@ -523,3 +523,27 @@ async fn the_source_app_claims_the_secret_once_and_it_cannot_be_recovered_afterw
     let reply = source_api.post(&claim(&revoked), json!({})).await;
     assert_eq!(reply.status.as_u16(), 410, "{}", reply.text);
 }
+
+#[tokio::test]
+async fn a_deleted_app_takes_its_keys_out_of_service_and_out_of_the_quota() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    stack
+        .operator
+        .patch(&format!("/v1/organizations/{}", stack.org), json!({"quotas": {"interaction_keys": 1}}))
+        .await
+        .expect(200);
+    let ws = workspace(admin, "Campaign").await;
+    let destination = app(&stack, "Mobilize", "destination", "partners@mobilize.test").await;
+    let to_app = |app: &str| json!({"name": "k", "destination": {"type": "app", "app_id": app}});
+    admin.post(&keys(&ws), to_app(&destination)).await.expect(201);
+    refused(admin.post(&keys(&ws), to_app(&destination)).await, 409, "quota_exceeded");
+
+    stack.operator.delete(&format!("/v1/apps/{destination}")).await.expect(204);
+    let listed = admin.get(&keys(&ws)).await.expect(200);
+    assert_eq!(listed.body["items"][0]["status"], "revoked", "{}", listed.text);
+    // A deleted app is no destination any more; another one now fits in the quota.
+    refused(admin.post(&keys(&ws), to_app(&destination)).await, 422, "validation_failed");
+    let other = app(&stack, "Other", "destination", "partners@other.test").await;
+    admin.post(&keys(&ws), to_app(&other)).await.expect(201);
+}
