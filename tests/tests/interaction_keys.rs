@@ -522,6 +522,26 @@ async fn the_source_app_claims_the_secret_once_and_it_cannot_be_recovered_afterw
     admin.delete(&format!("{}/{revoked}", keys(&ws))).await.expect(204);
     let reply = source_api.post(&claim(&revoked), json!({})).await;
     assert_eq!(reply.status.as_u16(), 410, "{}", reply.text);
+
+    // Replaying the whole log rebuilds the read models (and the quota's counter), never the
+    // destroyed data key.
+    let used = || async {
+        let client = stack.db.connect().await;
+        let row = client
+            .query_one(
+                "SELECT used_interaction_keys FROM organizations WHERE id = $1",
+                &[&stack.org.parse::<Uuid>().unwrap()],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i32>(0)
+    };
+    assert_eq!(used().await, 1, "the claimed key counts, the revoked one does not");
+    let out = e2e::binaries::hub_command(&stack.db.url, &["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(used().await, 1);
+    assert_eq!(withheld_key_held(&stack.db, &id).await, Some(false), "a replay brings no data key back");
+    refused(source_api.post(&claim(&id), json!({})).await, 410, "secret_already_retrieved");
 }
 
 #[tokio::test]
