@@ -567,3 +567,33 @@ async fn a_deleted_app_takes_its_keys_out_of_service_and_out_of_the_quota() {
     let other = app(&stack, "Other", "destination", "partners@other.test").await;
     admin.post(&keys(&ws), to_app(&other)).await.expect(201);
 }
+
+#[tokio::test]
+async fn the_list_pages_by_cursor_and_filters_by_name_and_status() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let external = external_key(admin, &ws).await;
+    let mut ids = Vec::new();
+    for name in ["Alpha", "Beta", "Gamma"] {
+        let body = json!({"name": name, "destination": {"type": "external_key", "external_key_id": external}});
+        ids.push(admin.post(&keys(&ws), body).await.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    let first = admin.get(&format!("{}?page_size=2&sort_by=name&sort_order=asc", keys(&ws))).await.expect(200);
+    let names: Vec<&str> =
+        first.body["items"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Alpha", "Beta"]);
+    let cursor = first.body["pagination"]["next_cursor"].as_str().expect("a cursor to the next page");
+    let next =
+        admin.get(&format!("{}?page_size=2&sort_by=name&sort_order=asc&cursor={cursor}", keys(&ws))).await.expect(200);
+    assert_eq!(next.body["items"][0]["name"], "Gamma");
+    assert!(next.body["pagination"].get("next_cursor").is_none_or(Value::is_null), "{}", next.text);
+
+    admin.delete(&format!("{}/{}", keys(&ws), ids[1])).await.expect(204);
+    let found = admin.get(&format!("{}?name=AMM", keys(&ws))).await.expect(200);
+    assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found.body["items"][0]["name"], "Gamma");
+    assert_eq!(count(admin, &ws, "?status=revoked").await, 1);
+    assert_eq!(count(admin, &ws, "?status=active").await, 2);
+    assert_eq!(count(admin, &ws, "?status=expired").await, 0);
+}
