@@ -522,4 +522,78 @@ async fn the_source_app_claims_the_secret_once_and_it_cannot_be_recovered_afterw
     admin.delete(&format!("{}/{revoked}", keys(&ws))).await.expect(204);
     let reply = source_api.post(&claim(&revoked), json!({})).await;
     assert_eq!(reply.status.as_u16(), 410, "{}", reply.text);
+
+    // Replaying the whole log rebuilds the read models (and the quota's counter), never the
+    // destroyed data key.
+    let used = || async {
+        let client = stack.db.connect().await;
+        let row = client
+            .query_one(
+                "SELECT used_interaction_keys FROM organizations WHERE id = $1",
+                &[&stack.org.parse::<Uuid>().unwrap()],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i32>(0)
+    };
+    assert_eq!(used().await, 1, "the claimed key counts, the revoked one does not");
+    let out = e2e::binaries::hub_command(&stack.db.url, &["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(used().await, 1);
+    assert_eq!(withheld_key_held(&stack.db, &id).await, Some(false), "a replay brings no data key back");
+    refused(source_api.post(&claim(&id), json!({})).await, 410, "secret_already_retrieved");
+}
+
+#[tokio::test]
+async fn a_deleted_app_takes_its_keys_out_of_service_and_out_of_the_quota() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    stack
+        .operator
+        .patch(&format!("/v1/organizations/{}", stack.org), json!({"quotas": {"interaction_keys": 1}}))
+        .await
+        .expect(200);
+    let ws = workspace(admin, "Campaign").await;
+    let destination = app(&stack, "Mobilize", "destination", "partners@mobilize.test").await;
+    let to_app = |app: &str| json!({"name": "k", "destination": {"type": "app", "app_id": app}});
+    admin.post(&keys(&ws), to_app(&destination)).await.expect(201);
+    refused(admin.post(&keys(&ws), to_app(&destination)).await, 409, "quota_exceeded");
+
+    stack.operator.delete(&format!("/v1/apps/{destination}")).await.expect(204);
+    let listed = admin.get(&keys(&ws)).await.expect(200);
+    assert_eq!(listed.body["items"][0]["status"], "revoked", "{}", listed.text);
+    // A deleted app is no destination any more; another one now fits in the quota.
+    refused(admin.post(&keys(&ws), to_app(&destination)).await, 422, "validation_failed");
+    let other = app(&stack, "Other", "destination", "partners@other.test").await;
+    admin.post(&keys(&ws), to_app(&other)).await.expect(201);
+}
+
+#[tokio::test]
+async fn the_list_pages_by_cursor_and_filters_by_name_and_status() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let external = external_key(admin, &ws).await;
+    let mut ids = Vec::new();
+    for name in ["Alpha", "Beta", "Gamma"] {
+        let body = json!({"name": name, "destination": {"type": "external_key", "external_key_id": external}});
+        ids.push(admin.post(&keys(&ws), body).await.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    let first = admin.get(&format!("{}?page_size=2&sort_by=name&sort_order=asc", keys(&ws))).await.expect(200);
+    let names: Vec<&str> =
+        first.body["items"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Alpha", "Beta"]);
+    let cursor = first.body["pagination"]["next_cursor"].as_str().expect("a cursor to the next page");
+    let next =
+        admin.get(&format!("{}?page_size=2&sort_by=name&sort_order=asc&cursor={cursor}", keys(&ws))).await.expect(200);
+    assert_eq!(next.body["items"][0]["name"], "Gamma");
+    assert!(next.body["pagination"].get("next_cursor").is_none_or(Value::is_null), "{}", next.text);
+
+    admin.delete(&format!("{}/{}", keys(&ws), ids[1])).await.expect(204);
+    let found = admin.get(&format!("{}?name=AMM", keys(&ws))).await.expect(200);
+    assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found.body["items"][0]["name"], "Gamma");
+    assert_eq!(count(admin, &ws, "?status=revoked").await, 1);
+    assert_eq!(count(admin, &ws, "?status=active").await, 2);
+    assert_eq!(count(admin, &ws, "?status=expired").await, 0);
 }
