@@ -234,9 +234,13 @@ impl Config {
         }
         let van_api_url = args.van_api_url.filter(|u| !u.trim().is_empty());
         if let Some(url) = &van_api_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && !(url.starts_with("https://") || is_loopback_http(url))
         {
-            return Err(ConfigError::Invalid { name: "VAN_API_URL", reason: "must be an http(s) URL".into() });
+            return Err(ConfigError::Invalid {
+                name: "VAN_API_URL",
+                reason: "must be an https:// URL (plain http:// only to a loopback address): it carries credentials"
+                    .into(),
+            });
         }
         Ok(Self {
             database_url,
@@ -302,6 +306,19 @@ impl Config {
     }
 }
 
+/// An `http://` URL whose host is this machine's loopback (where credentials never
+/// leave the machine in cleartext).
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,12 +375,17 @@ mod tests {
     }
 
     #[test]
-    fn the_van_api_url_is_optional_and_must_be_http_or_https() {
+    fn the_van_api_url_is_optional_and_https_unless_it_is_on_this_machine() {
         let url = "--database-url=postgres://hub@localhost/hub";
         assert_eq!(parse(&[url]).unwrap().van_api_url, None);
         assert_eq!(parse(&[url, "--van-api-url="]).unwrap().van_api_url, None);
-        let config = parse(&[url, "--van-api-url=http://van-proxy.internal:8080/"]).unwrap();
-        assert_eq!(config.van_api_url.as_deref(), Some("http://van-proxy.internal:8080"));
+        let config = parse(&[url, "--van-api-url=http://127.0.0.1:8080/"]).unwrap();
+        assert_eq!(config.van_api_url.as_deref(), Some("http://127.0.0.1:8080"));
+        assert!(parse(&[url, "--van-api-url=http://localhost/van"]).is_ok());
+        for cleartext in ["http://van-proxy.internal:8080/", "http://127.0.0.1.example.test/", "http://localhostx/"] {
+            let error = parse(&[url, &format!("--van-api-url={cleartext}")]).unwrap_err();
+            assert!(error.contains("VAN_API_URL"), "{cleartext}: {error}");
+        }
         let config = parse(&[url, "--van-api-url=https://api.securevan.com"]).unwrap();
         assert_eq!(config.van_api_url.as_deref(), Some("https://api.securevan.com"));
         let error = parse(&[url, "--van-api-url=ftp://api.securevan.com"]).unwrap_err();

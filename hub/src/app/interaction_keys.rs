@@ -160,11 +160,19 @@ pub async fn claim_secret(
 ) -> Result<SecretString, ApiError> {
     let not_found = || ApiError::NotFound("interaction key");
     let client = state.pool.get().await?;
-    let workspace_id: Uuid = client
-        .query_opt("SELECT workspace_id FROM interaction_keys WHERE id = $1", &[&key_id])
+    let row = client
+        .query_opt(
+            "SELECT workspace_id, revoked_at IS NOT NULL AS revoked, source_app_id FROM interaction_keys WHERE id = $1",
+            &[&key_id],
+        )
         .await?
-        .ok_or_else(not_found)?
-        .try_get("workspace_id")?;
+        .ok_or_else(not_found)?;
+    let workspace_id: Uuid = row.try_get("workspace_id")?;
+    // A revoked key has left the workspace's state; the read model still knows it, and
+    // its source app learns why there is nothing to claim.
+    if row.try_get::<_, bool>("revoked")? && row.try_get::<_, Option<Uuid>>("source_app_id")? == Some(app_id) {
+        return Err(ApiError::Gone { code: "key_revoked", detail: "this key was revoked".into() });
+    }
     let workspace = load::load::<Workspace>(&state.store, workspace_id).await?;
     let command =
         WorkspaceCommand::InteractionKey(InteractionKeyCommand::ClaimSecret { interaction_key_id: key_id, app_id, ip });

@@ -3,7 +3,7 @@
 //! last 4 characters only.
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -147,11 +147,8 @@ async fn create_external_key(
     let client = state.pool.get().await?;
     let row = client.query_one(&format!("{SELECT} WHERE e.id = $1"), &[&id]).await?;
     let view = ExternalKeyView::from_row(&row)?;
-    let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
-    if let Ok(location) = format!("/v1/workspaces/{workspace_id}/external-keys/{id}").parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    // No `Location`: an external key has no resource of its own to GET (the list shows it).
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
 /// A workspace's external keys (never their credentials).

@@ -182,13 +182,9 @@ async fn create_interaction_key(
     let created = app::create(&state, &ctx, workspace_id, request).await?;
     let mut view = find(&state, workspace_id, created.id).await?;
     view.secret = Some(created.secret.map(|key| key.expose().to_owned()));
-    let location = format!("/v1/workspaces/{workspace_id}/interaction-keys/{}", created.id);
+    // No `Location`: an interaction key has no resource of its own to GET (the list shows it).
     let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(value) = location.parse() {
-        headers.insert(header::LOCATION, value);
-    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

@@ -106,7 +106,7 @@ pub(super) fn delete(workspace: &Workspace, external_key_id: Uuid) -> Result<Vec
     let mut events: Vec<WorkspaceEvent> = workspace
         .interaction_keys
         .iter()
-        .filter(|(_, key)| !key.revoked && key.destination == destination)
+        .filter(|(_, key)| key.destination == destination)
         .map(|(id, _)| {
             WorkspaceEvent::InteractionKeyRevoked(InteractionKeyRevoked {
                 interaction_key_id: *id,
@@ -287,6 +287,7 @@ mod tests {
             WorkspaceEvent::ExternalKeyDeleted(ExternalKeyDeleted { external_key_id: Uuid::from_u128(1) }),
         ]);
         assert!(!state.external_keys.contains_key(&Uuid::from_u128(1)));
-        assert!(!state.interaction_keys[&Uuid::from_u128(11)].revoked, "a key routed elsewhere stays");
+        assert!(state.interaction_keys.contains_key(&Uuid::from_u128(11)), "a key routed elsewhere stays");
+        assert!(!state.interaction_keys.contains_key(&Uuid::from_u128(10)), "a revoked key leaves the state");
     }
 }

@@ -16,9 +16,7 @@ impl Workspace {
         }
         self.interaction_keys
             .iter()
-            .filter(|(_, key)| {
-                !key.revoked && (key.source_app_id == Some(app_id) || key.destination == Destination::App { app_id })
-            })
+            .filter(|(_, key)| key.source_app_id == Some(app_id) || key.destination == Destination::App { app_id })
             .map(|(id, _)| {
                 WorkspaceEvent::InteractionKeyRevoked(InteractionKeyRevoked {
                     interaction_key_id: *id,
@@ -84,7 +82,7 @@ mod tests {
         let state = given::<Workspace>(history.clone())
             .when(WorkspaceCommand::RevokeAppKeys { app_id: app })
             .then([revoked(ids[0]), revoked(ids[1])]);
-        assert!(state.interaction_keys[&ids[0]].revoked && !state.interaction_keys[&ids[2]].revoked);
+        assert!(!state.interaction_keys.contains_key(&ids[0]) && state.interaction_keys.contains_key(&ids[2]));
         // Again: nothing left to revoke.
         let mut again = history.to_vec();
         again.extend([revoked(ids[0]), revoked(ids[1])]);

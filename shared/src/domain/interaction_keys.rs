@@ -36,7 +36,8 @@ pub struct NewInteractionKey {
 #[derive(Debug, Clone)]
 pub enum InteractionKeyCommand {
     Create(Box<NewInteractionKey>),
-    /// `DELETE .../interaction-keys/{id}`: revoking a revoked key changes nothing.
+    /// `DELETE .../interaction-keys/{id}`: a revoked key is gone from the state, so a
+    /// second delete finds nothing (404).
     Delete {
         interaction_key_id: Uuid,
     },
@@ -56,10 +57,8 @@ pub(super) fn decide(
     match command {
         InteractionKeyCommand::Create(new) => create(workspace, *new),
         InteractionKeyCommand::Delete { interaction_key_id } => {
-            let key =
-                workspace.interaction_keys.get(&interaction_key_id).ok_or(DomainError::NotFound("interaction key"))?;
-            if key.revoked {
-                return Ok(vec![]);
+            if !workspace.interaction_keys.contains_key(&interaction_key_id) {
+                return Err(DomainError::NotFound("interaction key"));
             }
             Ok(vec![WorkspaceEvent::InteractionKeyRevoked(InteractionKeyRevoked {
                 interaction_key_id,
@@ -85,7 +84,7 @@ pub(super) fn decide(
                     detail: "this key's secret was already retrieved".into(),
                 });
             }
-            if key.revoked || key.sealed_secret.is_none() {
+            if key.sealed_secret.is_none() {
                 return Err(DomainError::Gone { code: "key_revoked", detail: "this key was revoked".into() });
             }
             Ok(vec![WorkspaceEvent::InteractionKeySecretClaimed(InteractionKeySecretClaimed {
@@ -97,9 +96,20 @@ pub(super) fn decide(
     }
 }
 
+/// Live interaction keys a workspace may hold: its whole state travels to the hub's cache
+/// and to its instance with every event, so it stays bounded (the organization's
+/// `interaction_keys` quota bounds the keys of all its workspaces together).
+pub const MAX_INTERACTION_KEYS: usize = 1_000;
+
 fn create(workspace: &Workspace, new: NewInteractionKey) -> Result<Vec<WorkspaceEvent>, DomainError> {
     if workspace.archived {
         return Err(DomainError::conflict("workspace_archived", "restore the workspace before changing it"));
+    }
+    if workspace.interaction_keys.len() >= MAX_INTERACTION_KEYS {
+        return Err(DomainError::conflict(
+            "too_many_interaction_keys",
+            format!("a workspace holds at most {MAX_INTERACTION_KEYS} live interaction keys; delete one first"),
+        ));
     }
     if workspace.interaction_keys.contains_key(&new.id) {
         return Err(DomainError::conflict("already_exists", "the interaction key already exists"));
@@ -297,7 +307,8 @@ mod tests {
             reason: InteractionKeyRevocation::Deleted,
         });
         given::<Workspace>(with([created(to_app, None)])).when(delete(KEY)).then([revoked.clone()]);
-        given::<Workspace>(with([created(to_app, None), revoked])).when(delete(KEY)).then([]);
+        let gone = given::<Workspace>(with([created(to_app, None), revoked.clone()]));
+        gone.when(delete(KEY)).then_error(|e| *e == DomainError::NotFound("interaction key"));
         given::<Workspace>(workspace())
             .when(delete(KEY))
             .then_error(|e| *e == DomainError::NotFound("interaction key"));
@@ -333,14 +344,40 @@ mod tests {
     }
 
     #[test]
-    fn a_revoked_key_secret_cannot_be_claimed() {
+    fn a_workspace_holds_a_bounded_number_of_live_keys() {
+        let to_app = Destination::App { app_id: DESTINATION };
+        let mut history = workspace();
+        for n in 0..MAX_INTERACTION_KEYS as u128 {
+            let mut event = created(to_app, None);
+            if let WorkspaceEvent::InteractionKeyCreated(created) = &mut event {
+                created.interaction_key_id = Uuid::from_u128(10_000 + n);
+            }
+            history.push(event);
+        }
+        let full = given::<Workspace>(history.clone());
+        assert!(!full.state_decides(create(new(to_app, None))), "one more than the bound");
+        given::<Workspace>(history.clone())
+            .when(create(new(to_app, None)))
+            .then_error(|e| matches!(e, DomainError::Conflict { code: "too_many_interaction_keys", .. }));
+        // A deleted key frees its place.
+        history.push(WorkspaceEvent::InteractionKeyRevoked(InteractionKeyRevoked {
+            interaction_key_id: Uuid::from_u128(10_000),
+            reason: InteractionKeyRevocation::Deleted,
+        }));
+        assert!(given::<Workspace>(history).state_decides(create(new(to_app, None))));
+    }
+
+    #[test]
+    fn a_revoked_key_leaves_the_state_and_its_secret_cannot_be_claimed() {
         let to_app = Destination::App { app_id: DESTINATION };
         let revoked = WorkspaceEvent::InteractionKeyRevoked(InteractionKeyRevoked {
             interaction_key_id: KEY,
             reason: InteractionKeyRevocation::AppDeleted,
         });
+        let state = given::<Workspace>(with([created(to_app, Some(SOURCE)), revoked.clone()])).state();
+        assert!(state.interaction_keys.is_empty(), "nothing of a revoked key stays in the state");
         given::<Workspace>(with([created(to_app, Some(SOURCE)), revoked]))
             .when(claim(SOURCE))
-            .then_error(|e| matches!(e, DomainError::Gone { code: "key_revoked", .. }));
+            .then_error(|e| *e == DomainError::NotFound("interaction key"));
     }
 }

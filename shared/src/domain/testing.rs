@@ -20,6 +20,11 @@ pub struct When<A: Aggregate> {
 }
 
 impl<A: Aggregate> Given<A> {
+    /// The state the events left.
+    pub fn state(self) -> A {
+        self.state
+    }
+
     /// Whether the command is accepted (for cases where the exact events do not matter).
     pub fn state_decides(&self, command: A::Command) -> bool {
         self.state.decide(command).is_ok()

@@ -36,7 +36,9 @@ pub struct Workspace {
     /// Third-party credentials, by id (deleted ones removed).
     #[serde(default)]
     pub external_keys: BTreeMap<Uuid, ExternalKey>,
-    /// Interactions API keys, by id (revoked ones kept, with their status).
+    /// Live Interactions API keys, by id: a revoked key leaves the state (its row in the
+    /// hub's read model keeps it listed as revoked), so neither the hub's cache nor an
+    /// instance's copy of the state grows with keys created and deleted over time.
     #[serde(default)]
     pub interaction_keys: BTreeMap<Uuid, InteractionKey>,
 }
@@ -63,7 +65,6 @@ pub struct InteractionKey {
     /// With a source app: the unclaimed secret, sealed under its own data key.
     pub sealed_secret: Option<String>,
     pub secret_claimed: bool,
-    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -281,7 +282,6 @@ impl Aggregate for Workspace {
                         expires_at: e.expires_at,
                         sealed_secret: e.sealed_secret.clone(),
                         secret_claimed: false,
-                        revoked: false,
                     },
                 );
             }
@@ -292,10 +292,7 @@ impl Aggregate for Workspace {
                 }
             }
             WorkspaceEvent::InteractionKeyRevoked(e) => {
-                if let Some(key) = self.interaction_keys.get_mut(&e.interaction_key_id) {
-                    key.revoked = true;
-                    key.sealed_secret = None;
-                }
+                self.interaction_keys.remove(&e.interaction_key_id);
             }
         }
     }
