@@ -131,6 +131,7 @@ async fn accept(state: &RuntimeState, headers: &HeaderMap, body: Body) -> Result
     {
         let tx = client.transaction().await.map_err(|_| unavailable())?;
         let found = lookup(&tx, &hash).await.map_err(|_| unavailable())?;
+        tx.commit().await.map_err(|_| unavailable())?;
         usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
     }
     drop(client);

@@ -1,4 +1,5 @@
-//! The instance's runtime API: `GET /v1/runtime/workspace` with a workspace access token.
+//! The instance's runtime API: `GET /v1/runtime/workspace` with a workspace access token,
+//! and `POST /v1/interactions` with an interaction key (see [`crate::ingest`]).
 //!
 //! A token names its workspace (`sub`) and the secret version that signed it (`kid`). The
 //! instance opens that secret, sealed in its materialized state, with the workspace's data

@@ -364,3 +364,31 @@ async fn the_openapi_document_of_an_instance_declares_the_interactions_route_and
     let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(required.contains(&"type") && required.contains(&"payload"), "{schema}");
 }
+
+#[tokio::test]
+async fn failed_interaction_keys_are_throttled_per_address_and_every_answer_is_counted_by_route() {
+    let nats = NatsServer::start().unwrap();
+    let hub_db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&hub_db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let instance_db = PgServer::shared().empty_database().await;
+    let throttle = ("HUB_AUTH_FAILURES_PER_MINUTE", "3");
+    let instance =
+        HubProcess::instance_with_env("alpha", &instance_db.url, &nats.url(), &hub.url(""), &[throttle]).await;
+    let api = Api::new(&instance.url(""), Some("ik_garbage"));
+    for _ in 0..3 {
+        refused(&api.post("/v1/interactions", interaction()).await, 401, "unauthorized");
+    }
+    let reply = api.post("/v1/interactions", interaction()).await;
+    refused(&reply, 429, "too_many_failed_authentications");
+    assert!(reply.header("retry-after").is_some());
+
+    let metrics = reqwest::get(instance.url("/metrics")).await.unwrap().text().await.unwrap();
+    let counted = |status: &str| {
+        metrics.lines().any(|line| {
+            line.starts_with("http_requests_total{")
+                && line.contains("route=\"/v1/interactions\"")
+                && line.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(counted("401") && counted("429"), "{metrics}");
+}
