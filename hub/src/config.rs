@@ -267,7 +267,7 @@ impl Config {
     /// The pepper that keys the hashes of every key the hub hands out.
     pub fn key_pepper(&self) -> Result<Vec<u8>, ConfigError> {
         let master = self.master_key.as_ref().ok_or(ConfigError::Missing("HUB_MASTER_KEY"))?;
-        Ok(shared::keys::KeyHasher::new(master.expose_secret()).hash("admin-api/key-pepper/v1"))
+        Ok(shared::keys::key_pepper(master.expose_secret()))
     }
 
     /// The owning role's connection: `HUB_MIGRATION_DATABASE_URL`, else `DATABASE_URL`.

@@ -71,6 +71,8 @@ pub async fn apply_batch_with_keys(
         position: i64,
         hash: Vec<u8>,
         state: Workspace,
+        /// The state as loaded, to write only the interaction keys that changed.
+        before: Workspace,
         dirty: bool,
     }
     let tx = client.transaction().await?;
@@ -97,6 +99,7 @@ pub async fn apply_batch_with_keys(
                 version: row.get("stream_version"),
                 position: row.get("position"),
                 hash: row.get("event_hash"),
+                before: state.clone(),
                 state,
                 dirty: false,
             },
@@ -120,6 +123,7 @@ pub async fn apply_batch_with_keys(
             position: 0,
             hash: Vec::new(),
             state: Workspace::default(),
+            before: Workspace::default(),
             dirty: false,
         });
         let outcome = if event.stream_version <= entry.version {
@@ -155,6 +159,7 @@ pub async fn apply_batch_with_keys(
             &[id, &entry.version, &entry.position, &entry.hash, &state],
         )
         .await?;
+        crate::interaction_keys::sync(&tx, *id, &entry.before, &entry.state).await?;
     }
     for (id, sealed) in keys {
         let deleted = entries.get(id).is_some_and(|e| e.state.deleted);
@@ -171,6 +176,8 @@ pub async fn apply_batch_with_keys(
     let deleted: Vec<Uuid> = entries.iter().filter(|(_, e)| e.dirty && e.state.deleted).map(|(id, _)| *id).collect();
     if !deleted.is_empty() {
         tx.execute("DELETE FROM data_keys WHERE workspace_id = ANY($1)", &[&deleted]).await?;
+        // Its interactions (and their deliveries) go with it.
+        tx.execute("DELETE FROM interactions WHERE workspace_id = ANY($1)", &[&deleted]).await?;
     }
     let mut position = None;
     if applied_position > 0 {
@@ -215,6 +222,9 @@ pub async fn digest(client: &Client) -> Result<String, tokio_postgres::Error> {
         let (id, version, state): (Uuid, i64, Option<String>) =
             (row.get("id"), row.get("stream_version"), row.get("state"));
         hasher.update(format!("{id}|{version}|{}\n", state.unwrap_or_default()));
+    }
+    for line in crate::interaction_keys::digest_lines(client).await? {
+        hasher.update(line);
     }
     Ok(hex::encode(hasher.finalize()))
 }

@@ -10,6 +10,8 @@ pub mod consumer;
 pub mod db;
 pub mod embedded;
 pub mod feed;
+pub mod ingest;
+pub mod interaction_keys;
 pub mod keyring;
 pub mod link;
 pub mod migrate;

@@ -22,9 +22,10 @@ pub struct Problem {
     info(
         title = "Instance runtime API",
         description = "What a worker instance serves of the workspaces placed on it, to holders of a workspace \
-            access token (`POST /v1/workspaces/{id}/access-token` on the hub). Every response carries `Request-Id`."
+            access token (`POST /v1/workspaces/{id}/access-token` on the hub), and the interactions posted with an \
+            interaction key. Every response carries `Request-Id`."
     ),
-    paths(crate::runtime::workspace),
+    paths(crate::runtime::workspace, crate::ingest::interactions),
     tags((name = "runtime", description = "The data plane")),
     modifiers(&Bearer)
 )]
@@ -37,6 +38,8 @@ impl utoipa::Modify for Bearer {
         use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        // Interaction keys may also come as the username of Basic, with an empty password.
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
     }
 }
 

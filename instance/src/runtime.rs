@@ -1,4 +1,5 @@
-//! The instance's runtime API: `GET /v1/runtime/workspace` with a workspace access token.
+//! The instance's runtime API: `GET /v1/runtime/workspace` with a workspace access token,
+//! and `POST /v1/interactions` with an interaction key (see [`crate::ingest`]).
 //!
 //! A token names its workspace (`sub`) and the secret version that signed it (`kid`). The
 //! instance opens that secret, sealed in its materialized state, with the workspace's data
@@ -51,6 +52,8 @@ pub struct RuntimeState {
     /// Failed authentications per client address.
     failures: Windows,
     auth_failures_per_minute: u32,
+    /// Hashes presented interaction keys like the hub (its pepper derives from the master key).
+    pub(crate) key_hasher: Option<shared::keys::KeyHasher>,
 }
 
 impl RuntimeState {
@@ -60,9 +63,12 @@ impl RuntimeState {
         master_key: Option<MasterKey>,
         auth_failures_per_minute: u32,
     ) -> Self {
+        let key_hasher =
+            master_key.as_ref().map(|key| shared::keys::KeyHasher::new(&shared::keys::key_pepper(key.expose_secret())));
         Self {
             pool,
             keyring,
+            key_hasher,
             master_key,
             data_keys: Mutex::default(),
             failures: Windows::default(),
@@ -90,7 +96,7 @@ impl RuntimeState {
     }
 }
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     let mut response = shared::problem::response(status, code, detail);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
@@ -98,7 +104,7 @@ fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     response
 }
 
-fn unauthorized(detail: &str) -> Response {
+pub(crate) fn unauthorized(detail: &str) -> Response {
     problem(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
@@ -109,6 +115,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(state: Arc<RuntimeState>) -> Router {
     Router::new()
         .route("/v1/runtime/workspace", get(workspace))
+        .route("/v1/interactions", axum::routing::post(crate::ingest::interactions))
         .layer(axum::middleware::from_fn_with_state(state.clone(), throttle))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(panic_response))

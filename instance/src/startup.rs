@@ -192,7 +192,11 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
     let mut client = config.connect().await.context("connecting to the instance database")?;
     crate::migrate::run(&mut client).await?;
     let feed = HubFeed::new(&config)?;
-    client.batch_execute("TRUNCATE workspaces, data_keys; UPDATE instance_state SET applied_position = 0").await?;
+    client
+        .batch_execute(
+            "TRUNCATE workspaces, data_keys, interaction_keys; UPDATE instance_state SET applied_position = 0",
+        )
+        .await?;
     let mut owned = std::collections::HashSet::new();
     let mut after = 0;
     let mut applied = 0;

@@ -152,6 +152,12 @@ impl KeyHasher {
     }
 }
 
+/// The pepper of every key hash, derived from the master key: the hub hashes the keys it
+/// hands out with it, and instances check interaction keys against the same hashes.
+pub fn key_pepper(master_key: &[u8]) -> Vec<u8> {
+    KeyHasher::new(master_key).hash("admin-api/key-pepper/v1")
+}
+
 /// Constant-time equality of two byte strings (of possibly different lengths).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()

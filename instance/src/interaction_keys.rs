@@ -1,0 +1,158 @@
+//! The interaction keys of the workspaces this instance serves, in a table keyed by the
+//! key's peppered hash (`interaction_keys`), so `POST /v1/interactions` authenticates with
+//! one index lookup and no call to the hub.
+//!
+//! The table is derived from the workspace state the events fold into: [`sync`] runs in the
+//! transaction that applies the events, writing what changed between the state before and
+//! after. It holds the hash, the workspace, the expiry and whether the key is revoked;
+//! never the secret, plain or sealed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use shared::domain::workspace::{InteractionKey, Workspace};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+/// What the table keeps of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    key_hash: Vec<u8>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked: bool,
+}
+
+fn row(key: &InteractionKey) -> Option<Row> {
+    // A hash that is not hex cannot match any presented key: it is left out.
+    let key_hash = hex::decode(&key.key_hash).ok()?;
+    Some(Row { key_hash, expires_at: key.expires_at, revoked: key.revoked })
+}
+
+fn rows(state: &Workspace) -> BTreeMap<Uuid, Row> {
+    if state.deleted {
+        return BTreeMap::new();
+    }
+    state.interaction_keys.iter().filter_map(|(id, key)| Some((*id, row(key)?))).collect()
+}
+
+/// Writes the keys of `workspace` that differ between `before` and `after` (a deleted
+/// workspace has none left).
+pub async fn sync(
+    tx: &Transaction<'_>,
+    workspace: Uuid,
+    before: &Workspace,
+    after: &Workspace,
+) -> Result<(), tokio_postgres::Error> {
+    let (old, new) = (rows(before), rows(after));
+    if after.deleted {
+        tx.execute("DELETE FROM interaction_keys WHERE workspace_id = $1", &[&workspace]).await?;
+        return Ok(());
+    }
+    for (id, row) in &old {
+        if new.get(id).is_none_or(|r| r.key_hash != row.key_hash) {
+            tx.execute("DELETE FROM interaction_keys WHERE id = $1", &[id]).await?;
+        }
+    }
+    for (id, row) in new.iter().filter(|(id, row)| old.get(id) != Some(row)) {
+        tx.execute(
+            "INSERT INTO interaction_keys (key_hash, id, workspace_id, expires_at, revoked) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET key_hash = $1, workspace_id = $3, expires_at = $4, revoked = $5",
+            &[&row.key_hash, id, &workspace, &row.expires_at, &row.revoked],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The key a presented secret hashes to, with what decides whether it may be used now.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: Uuid,
+    pub key_hash: Vec<u8>,
+    pub workspace_id: Uuid,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+    pub archived: bool,
+    pub webhook_uris: Vec<String>,
+}
+
+/// Looks a key up by its hash, with its workspace's state, the workspace row locked
+/// against concurrent applies until `tx` ends (so the deliveries written in `tx` go to the
+/// webhook URIs of that moment). `None` when no live workspace of this instance holds it.
+pub async fn lookup(tx: &Transaction<'_>, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, k.revoked, \
+             coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
+             FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL \
+             WHERE k.key_hash = $1 FOR SHARE OF w",
+            &[&key_hash],
+        )
+        .await?;
+    Ok(row.map(|row| {
+        let uris: Option<serde_json::Value> = row.get("webhook_uris");
+        Found {
+            id: row.get("id"),
+            key_hash: row.get("key_hash"),
+            workspace_id: row.get("workspace_id"),
+            expires_at: row.get("expires_at"),
+            revoked: row.get("revoked"),
+            archived: row.get("archived"),
+            webhook_uris: uris.and_then(|u| serde_json::from_value(u).ok()).unwrap_or_default(),
+        }
+    }))
+}
+
+/// The lines the digest of the materialized state takes from this table, in key order.
+pub async fn digest_lines(client: &tokio_postgres::Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT key_hash, id, workspace_id, expires_at, revoked FROM interaction_keys ORDER BY key_hash", &[])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let (hash, id, workspace, expires_at, revoked): (Vec<u8>, Uuid, Uuid, Option<DateTime<Utc>>, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            format!(
+                "ik|{}|{id}|{workspace}|{}|{revoked}\n",
+                hex::encode(hash),
+                expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::events::workspace::Destination;
+
+    fn key(hash: &str, revoked: bool) -> InteractionKey {
+        InteractionKey {
+            name: "k".into(),
+            destination: Destination::App { app_id: Uuid::nil() },
+            source_app_id: None,
+            key_hash: hash.into(),
+            partial_key_hint: "ik_...abcd".into(),
+            expires_at: None,
+            sealed_secret: Some("sealed".into()),
+            secret_claimed: false,
+            revoked,
+        }
+    }
+
+    #[test]
+    fn the_rows_of_a_state_hold_hashes_and_status_and_none_of_a_deleted_workspace() {
+        let mut state = Workspace::default();
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        state.interaction_keys.insert(a, key("0a0b", false));
+        state.interaction_keys.insert(b, key("ff", true));
+        state.interaction_keys.insert(c, key("not hex", false));
+        let rows = rows(&state);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[&a], Row { key_hash: vec![10, 11], expires_at: None, revoked: false });
+        assert!(rows[&b].revoked);
+        state.deleted = true;
+        assert!(super::rows(&state).is_empty());
+    }
+}
