@@ -167,15 +167,12 @@ async fn accept(state: &RuntimeState, headers: &HeaderMap, body: Body) -> Result
     Ok(id)
 }
 
-/// The key, when it may be used now: 401 when unknown, revoked or expired, 403 when its
-/// workspace is archived.
+/// The key, when it may be used now: 401 when unknown (a revoked key has no row) or
+/// expired, 403 when its workspace is archived.
 fn usable<'a>(found: Option<&'a Found>, hash: &[u8]) -> Result<&'a Found, Refused> {
     let key = found
         .filter(|k| keys::constant_time_eq(&k.key_hash, hash))
         .ok_or_else(|| refused_key("unknown interaction key"))?;
-    if key.revoked {
-        return Err(refused_key("the interaction key is revoked"));
-    }
     if key.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(refused_key("the interaction key has expired"));
     }
@@ -268,7 +265,21 @@ pub fn parse(bytes: &[u8]) -> Result<NewInteraction, Refused> {
     {
         return Err(invalid("`type` must be 1-100 characters of [a-z0-9._-]"));
     }
+    if holds_nul(&interaction.payload) {
+        // PostgreSQL's jsonb cannot store U+0000; refused here rather than by the database.
+        return Err(invalid("`payload` may not contain the character U+0000"));
+    }
     Ok(interaction)
+}
+
+/// Whether any string or object key of `value` contains U+0000.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(fields) => fields.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +311,8 @@ mod tests {
             StatusCode::UNPROCESSABLE_ENTITY
         );
         assert_eq!(status(r#"{"type": "x", "type": "y", "payload": 1}"#), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(r#"{"type": "x", "payload": ["a\u0000"]}"#), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(r#"{"type": "x", "payload": {"k\u0000": 1}}"#), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]

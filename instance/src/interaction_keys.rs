@@ -4,8 +4,8 @@
 //!
 //! The table is derived from the workspace state the events fold into: [`sync`] runs in the
 //! transaction that applies the events, writing what changed between the state before and
-//! after. It holds the hash, the workspace, the expiry and whether the key is revoked;
-//! never the secret, plain or sealed.
+//! after. It holds the hash, the workspace and the expiry of each live key (a revoked key
+//! leaves the state, and its row goes); never the secret, plain or sealed.
 
 use std::collections::BTreeMap;
 
@@ -19,13 +19,12 @@ use uuid::Uuid;
 struct Row {
     key_hash: Vec<u8>,
     expires_at: Option<DateTime<Utc>>,
-    revoked: bool,
 }
 
 fn row(key: &InteractionKey) -> Option<Row> {
     // A hash that is not hex cannot match any presented key: it is left out.
     let key_hash = hex::decode(&key.key_hash).ok()?;
-    Some(Row { key_hash, expires_at: key.expires_at, revoked: key.revoked })
+    Some(Row { key_hash, expires_at: key.expires_at })
 }
 
 fn rows(state: &Workspace) -> BTreeMap<Uuid, Row> {
@@ -55,9 +54,9 @@ pub async fn sync(
     }
     for (id, row) in new.iter().filter(|(id, row)| old.get(id) != Some(row)) {
         tx.execute(
-            "INSERT INTO interaction_keys (key_hash, id, workspace_id, expires_at, revoked) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET key_hash = $1, workspace_id = $3, expires_at = $4, revoked = $5",
-            &[&row.key_hash, id, &workspace, &row.expires_at, &row.revoked],
+            "INSERT INTO interaction_keys (key_hash, id, workspace_id, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET key_hash = $1, workspace_id = $3, expires_at = $4",
+            &[&row.key_hash, id, &workspace, &row.expires_at],
         )
         .await?;
     }
@@ -71,7 +70,6 @@ pub struct Found {
     pub key_hash: Vec<u8>,
     pub workspace_id: Uuid,
     pub expires_at: Option<DateTime<Utc>>,
-    pub revoked: bool,
     pub archived: bool,
     pub webhook_uris: Vec<String>,
 }
@@ -82,7 +80,7 @@ pub struct Found {
 pub async fn lookup(tx: &Transaction<'_>, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
     let row = tx
         .query_opt(
-            "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, k.revoked, \
+            "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
              coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
              FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL \
              WHERE k.key_hash = $1 FOR SHARE OF w",
@@ -96,7 +94,6 @@ pub async fn lookup(tx: &Transaction<'_>, key_hash: &[u8]) -> Result<Option<Foun
             key_hash: row.get("key_hash"),
             workspace_id: row.get("workspace_id"),
             expires_at: row.get("expires_at"),
-            revoked: row.get("revoked"),
             archived: row.get("archived"),
             webhook_uris: uris.and_then(|u| serde_json::from_value(u).ok()).unwrap_or_default(),
         }
@@ -106,15 +103,15 @@ pub async fn lookup(tx: &Transaction<'_>, key_hash: &[u8]) -> Result<Option<Foun
 /// The lines the digest of the materialized state takes from this table, in key order.
 pub async fn digest_lines(client: &tokio_postgres::Client) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client
-        .query("SELECT key_hash, id, workspace_id, expires_at, revoked FROM interaction_keys ORDER BY key_hash", &[])
+        .query("SELECT key_hash, id, workspace_id, expires_at FROM interaction_keys ORDER BY key_hash", &[])
         .await?;
     Ok(rows
         .iter()
         .map(|row| {
-            let (hash, id, workspace, expires_at, revoked): (Vec<u8>, Uuid, Uuid, Option<DateTime<Utc>>, bool) =
-                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            let (hash, id, workspace, expires_at): (Vec<u8>, Uuid, Uuid, Option<DateTime<Utc>>) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
             format!(
-                "ik|{}|{id}|{workspace}|{}|{revoked}\n",
+                "ik|{}|{id}|{workspace}|{}\n",
                 hex::encode(hash),
                 expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
             )
@@ -127,7 +124,7 @@ mod tests {
     use super::*;
     use shared::events::workspace::Destination;
 
-    fn key(hash: &str, revoked: bool) -> InteractionKey {
+    fn key(hash: &str) -> InteractionKey {
         InteractionKey {
             name: "k".into(),
             destination: Destination::App { app_id: Uuid::nil() },
@@ -137,21 +134,20 @@ mod tests {
             expires_at: None,
             sealed_secret: Some("sealed".into()),
             secret_claimed: false,
-            revoked,
         }
     }
 
     #[test]
-    fn the_rows_of_a_state_hold_hashes_and_status_and_none_of_a_deleted_workspace() {
+    fn the_rows_of_a_state_hold_hashes_and_none_of_a_deleted_workspace() {
         let mut state = Workspace::default();
         let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        state.interaction_keys.insert(a, key("0a0b", false));
-        state.interaction_keys.insert(b, key("ff", true));
-        state.interaction_keys.insert(c, key("not hex", false));
+        state.interaction_keys.insert(a, key("0a0b"));
+        state.interaction_keys.insert(b, key("ff"));
+        state.interaction_keys.insert(c, key("not hex"));
         let rows = rows(&state);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[&a], Row { key_hash: vec![10, 11], expires_at: None, revoked: false });
-        assert!(rows[&b].revoked);
+        assert_eq!(rows[&a], Row { key_hash: vec![10, 11], expires_at: None });
+        assert_eq!(rows[&b].key_hash, vec![255]);
         state.deleted = true;
         assert!(super::rows(&state).is_empty());
     }

@@ -1,13 +1,12 @@
 -- The interaction keys of the workspaces this instance serves, keyed by the key's peppered
 -- hash so `POST /v1/interactions` finds its key with one index lookup. Written from the
 -- workspace's events in the transaction that applies them; never a secret, plain or sealed.
--- A revoked key stays (with `revoked`) until its workspace is deleted.
+-- A revoked key leaves the workspace's state, and its row goes with it.
 CREATE TABLE interaction_keys (
     key_hash      bytea PRIMARY KEY,
     id            uuid NOT NULL UNIQUE,
     workspace_id  uuid NOT NULL,
-    expires_at    timestamptz,
-    revoked       boolean NOT NULL DEFAULT false
+    expires_at    timestamptz
 );
 CREATE INDEX interaction_keys_workspace ON interaction_keys (workspace_id);
 
