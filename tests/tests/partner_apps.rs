@@ -326,6 +326,11 @@ async fn an_app_lists_the_keys_provisioned_or_routed_to_it_and_never_another_app
     let cursor = first["pagination"]["next_cursor"].as_str().unwrap().to_owned();
     let next = partner.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await.expect(200);
     assert_eq!(ids(next.body["items"].as_array().unwrap()), [bank.as_str()]);
+    // Another app's cursor is not this app's.
+    let source_key = stack.operator.with_key(source["secret"].as_str().unwrap());
+    let foreign = source_key.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await;
+    assert_problem(&foreign, 422);
+    assert_eq!(foreign.body["code"], "cursor_mismatch");
     // No route reads one key by its id, another app's or its own.
     assert_problem(&partner.get(&format!("/v1/partner/interaction-keys/{mail}")).await, 404);
     assert_problem(&partner.get(&format!("/v1/partner/interaction-keys/{door}")).await, 404);
