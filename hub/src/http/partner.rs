@@ -120,7 +120,8 @@ fn keyset(query: &PartnerKeyQuery) -> Keyset {
     Keyset { sort: "k.created_at", kind: SortKind::Time, id: "k.id", order: query.sort_order.unwrap_or_default() }
 }
 
-/// List the interaction keys provisioned to this app or routed to it (app key only).
+/// List the interaction keys provisioned to this app or routed to it (app key only), oldest
+/// first; a revoked key stays listed as `revoked`, a deleted workspace's keys are gone.
 #[utoipa::path(get, path = "/v1/partner/interaction-keys", tag = "partner", params(PartnerKeyQuery),
     responses((status = 200, description = "OK", body = Page<PartnerInteractionKey>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn list_interaction_keys(
