@@ -122,9 +122,15 @@ where
             // Planning again checks the pinned version: a change elsewhere (a key rotated
             // meanwhile) is no reason for a 412.
             Err(AppendError::Conflict { .. }) => continue,
-            // A key restricted to a deleted workspace, or a workspace or key of the deleted
-            // organization, was created meanwhile: plan again.
-            Err(error) if matches!(error.constraint(), Some("api_keys_workspaces_live" | "organizations_live")) => {
+            // A key restricted to a deleted workspace, a workspace or key of the deleted
+            // organization, or an interaction key of the deleted app was created meanwhile:
+            // plan again.
+            Err(error)
+                if matches!(
+                    error.constraint(),
+                    Some("api_keys_workspaces_live" | "organizations_live" | "apps_live")
+                ) =>
+            {
                 continue;
             }
             Err(error) => return Err(error.into()),

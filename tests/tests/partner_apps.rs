@@ -406,3 +406,40 @@ async fn a_replayed_registration_registers_one_app_and_shows_its_key_only_the_fi
     assert_eq!(again.body["secret"], Value::Null, "a replay never shows the key again");
     assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 1);
 }
+
+/// The rule the append transaction enforces (V20), so that an app deleted while a key is
+/// created for it never leaves that key live: tried here on the read models directly, as a
+/// commit that raced would meet it.
+#[tokio::test]
+async fn no_commit_leaves_a_live_interaction_key_of_a_revoked_app() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (org, admin) = organization(&operator, "acme").await;
+    let field = workspace(&admin, "Field").await;
+    let routed = register(&operator, "Ledger", "destination").await;
+    let revoked = register(&operator, "Gone", "destination").await;
+    interaction_key(&admin, &field, "Phone bank", id_of(&routed), None).await;
+    operator.delete(&format!("/v1/apps/{}", id_of(&revoked))).await.expect(204);
+    let client = db.connect().await;
+
+    let app: uuid::Uuid = id_of(&routed).parse().unwrap();
+    let error = client.execute("UPDATE apps SET revoked_at = now() WHERE id = $1", &[&app]).await.unwrap_err();
+    assert_eq!(error.as_db_error().and_then(|e| e.constraint()), Some("apps_live"), "{error}");
+
+    let (workspace_id, organization_id): (uuid::Uuid, uuid::Uuid) = (field.parse().unwrap(), org.parse().unwrap());
+    let gone: uuid::Uuid = id_of(&revoked).parse().unwrap();
+    let error = client
+        .execute(
+            "INSERT INTO interaction_keys (id, workspace_id, organization_id, name, destination, \
+             destination_app_id, key_hash, partial_key_hint, created_at, updated_at) \
+             VALUES (gen_random_uuid(), $1, $2, 'late', jsonb_build_object('type', 'app', 'app_id', $3::uuid), \
+             $3, '\\x00', 'ik_...abcd', now(), now())",
+            &[&workspace_id, &organization_id, &gone],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.as_db_error().and_then(|e| e.constraint()), Some("apps_live"), "{error}");
+    // Deleting the app revokes its key in the same commit, which the rule accepts.
+    operator.delete(&format!("/v1/apps/{app}")).await.expect(204);
+}

@@ -246,6 +246,9 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             code: "organization_deleted",
             detail: "the organization is being deleted or was deleted".into(),
         }),
+        "apps_live" => {
+            Some(ApiError::Conflict { code: "app_revoked", detail: "the partner app was deleted concurrently".into() })
+        }
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),
