@@ -407,7 +407,7 @@ async fn a_replayed_registration_registers_one_app_and_shows_its_key_only_the_fi
     assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 1);
 }
 
-/// The rule the append transaction enforces (V20), so that an app deleted while a key is
+/// The rule the append transaction enforces (V22), so that an app deleted while a key is
 /// created for it never leaves that key live: tried here on the read models directly, as a
 /// commit that raced would meet it.
 #[tokio::test]

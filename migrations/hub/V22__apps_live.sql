@@ -1,7 +1,3 @@
--- An app's version is its stream's version, a bigint like every other read model's
--- (`integer` refused the writer's value, so no app could be registered).
-ALTER TABLE apps ALTER COLUMN version TYPE bigint;
-
 -- No live interaction key is provisioned to or routed to a revoked app, checked at commit
 -- inside the append transaction (appends are serialized by the log-head lock, so the check
 -- cannot race): a key created for an app that was being deleted is refused, and an app
