@@ -133,8 +133,8 @@ pub struct ConfigArgs {
     relay_stall: Duration,
     /// The VAN API (e.g. `https://api.securevan.com`): when set, a VAN external key is
     /// checked with `GET <VAN_API_URL>/v4/apiKeyProfiles` (HTTP Basic, the application name
-    /// and the key) before it is stored; unset, keys are stored unchecked. This build's
-    /// client speaks plain HTTP only: reach an https API through an egress proxy.
+    /// and the key) before it is stored; unset, keys are stored unchecked. An `https://`
+    /// URL is verified against the Mozilla root certificates (webpki-roots).
     #[arg(long = "van-api-url", env = "VAN_API_URL", value_name = "VAN_API_URL", global = true)]
     van_api_url: Option<String>,
     #[command(flatten)]
@@ -191,7 +191,7 @@ pub struct Config {
     /// single-node hub delivers webhooks.
     pub webhooks: Webhooks,
     /// `VAN_API_URL`: where VAN external keys are checked before they are stored (unset:
-    /// unchecked). An `http://` URL.
+    /// unchecked). An `http://` or `https://` URL.
     pub van_api_url: Option<String>,
 }
 
@@ -234,12 +234,9 @@ impl Config {
         }
         let van_api_url = args.van_api_url.filter(|u| !u.trim().is_empty());
         if let Some(url) = &van_api_url
-            && !url.starts_with("http://")
+            && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError::Invalid {
-                name: "VAN_API_URL",
-                reason: "must be an http:// URL (this build has no TLS client: use an egress proxy for https)".into(),
-            });
+            return Err(ConfigError::Invalid { name: "VAN_API_URL", reason: "must be an http(s) URL".into() });
         }
         Ok(Self {
             database_url,
@@ -358,6 +355,19 @@ mod tests {
         assert_eq!(config.relay_stall, Duration::from_secs(7));
         let error = parse(&["--database-url=postgres://hub@localhost/hub", "--relay-stall-seconds=0"]).unwrap_err();
         assert!(error.contains("HUB_RELAY_STALL_SECONDS"), "{error}");
+    }
+
+    #[test]
+    fn the_van_api_url_is_optional_and_must_be_http_or_https() {
+        let url = "--database-url=postgres://hub@localhost/hub";
+        assert_eq!(parse(&[url]).unwrap().van_api_url, None);
+        assert_eq!(parse(&[url, "--van-api-url="]).unwrap().van_api_url, None);
+        let config = parse(&[url, "--van-api-url=http://van-proxy.internal:8080/"]).unwrap();
+        assert_eq!(config.van_api_url.as_deref(), Some("http://van-proxy.internal:8080"));
+        let config = parse(&[url, "--van-api-url=https://api.securevan.com"]).unwrap();
+        assert_eq!(config.van_api_url.as_deref(), Some("https://api.securevan.com"));
+        let error = parse(&[url, "--van-api-url=ftp://api.securevan.com"]).unwrap_err();
+        assert!(error.contains("VAN_API_URL"), "{error}");
     }
 
     #[test]

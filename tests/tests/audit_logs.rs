@@ -136,6 +136,61 @@ async fn every_event_type_is_audited_with_its_actor_address_and_request_and_with
         .expect(200);
     secrets.push(secret(&rotated));
 
+    // The Interactions API: partner apps (of no organization), an external key, and
+    // interaction keys: routed to it, and one provisioned to a source app that claims it.
+    let app = |name: &'static str, kind: &'static str| {
+        let operator = &operator;
+        async move {
+            let body = json!({"name": name, "kind": kind, "contact_email": format!("{kind}@partner.test")});
+            operator.call(Method::POST, "/v1/apps", Some(body)).await.expect(201)
+        }
+    };
+    let source = app("Source CRM", "source").await;
+    let destination = app("Phone bank", "destination").await;
+    secrets.extend([secret(&source), secret(&destination)]);
+    let source_app = Caller { api: operator_api.with_key(&secret(&source)) };
+    let (source, destination) = (id(&source), id(&destination));
+    let van_credential = "van-credential-audit-0001".to_owned();
+    let external = admin
+        .call(
+            Method::POST,
+            &format!("/v1/workspaces/{root}/external-keys"),
+            Some(json!({"provider": "van", "name": "VAN", "api_key": van_credential})),
+        )
+        .await
+        .expect(201);
+    secrets.push(van_credential);
+    let external = id(&external);
+    let interaction_keys = format!("/v1/workspaces/{root}/interaction-keys");
+    let routed = admin
+        .call(
+            Method::POST,
+            &interaction_keys,
+            Some(json!({"name": "To VAN", "destination": {"type": "external_key", "external_key_id": external}})),
+        )
+        .await
+        .expect(201);
+    secrets.push(secret(&routed));
+    let provisioned = admin
+        .call(
+            Method::POST,
+            &interaction_keys,
+            Some(json!({"name": "From the CRM", "destination": {"type": "app", "app_id": destination},
+                "source_app_id": source})),
+        )
+        .await
+        .expect(201);
+    let claimed = source_app
+        .call(Method::POST, &format!("/v1/partner/interaction-keys/{}/secret", id(&provisioned)), None)
+        .await
+        .expect(200);
+    secrets.push(secret(&claimed));
+    admin.call(Method::DELETE, &format!("{interaction_keys}/{}", id(&routed)), None).await.expect(204);
+    admin.call(Method::DELETE, &format!("/v1/workspaces/{root}/external-keys/{external}"), None).await.expect(204);
+    // Revokes the app's key and the interaction key routed to it.
+    operator.call(Method::DELETE, &format!("/v1/apps/{destination}"), None).await.expect(204);
+    assert_eq!(app_entries_shown(&admin).await, 0, "an organization's key sees no partner app's entries");
+
     // Invitations: one accepted (a new user and a member), one declined, one revoked.
     let invite = |email: &'static str| {
         let admin = &admin;
@@ -172,10 +227,26 @@ async fn every_event_type_is_audited_with_its_actor_address_and_request_and_with
     admin.call(Method::DELETE, &format!("/v1/api-keys/{key_id}"), None).await.expect(204);
     operator.call(Method::DELETE, &org_path, None).await.expect(204);
 
-    let (entries, texts) = whole_log(&operator_api, &org).await;
-    let events: i64 = db.connect().await.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
-    assert_eq!(entries.len() as i64, events, "one entry per event of the log (all of them this organization's)");
-    let seen: BTreeSet<&str> = entries.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let (entries, mut texts) = whole_log(&operator_api, &org).await;
+    let client = db.connect().await;
+    let events: i64 =
+        client.query_one("SELECT count(*) FROM events WHERE stream_id NOT LIKE 'app-%'", &[]).await.unwrap().get(0);
+    assert_eq!(entries.len() as i64, events, "one entry per event of an organization (all of them this one's)");
+    // A partner app belongs to no organization: its entries are the operator's alone.
+    let app_entries = operator_api.get("/v1/audit-logs?event_type=AppRegistered&sort_order=asc").await.expect(200);
+    let revoked_apps = operator_api.get("/v1/audit-logs?event_type=AppRevoked").await.expect(200);
+    texts.push_str(&app_entries.text);
+    texts.push_str(&revoked_apps.text);
+    let app_entries: Vec<Value> =
+        [app_entries, revoked_apps].iter().flat_map(|page| page.body["items"].as_array().unwrap().clone()).collect();
+    assert_eq!(app_entries.len(), 3, "two registrations and a revocation: {app_entries:?}");
+    for entry in &app_entries {
+        assert!(entry["organization_id"].is_null(), "{entry}");
+        assert_eq!(entry["actor"]["type"], "operator", "{entry}");
+        assert_eq!(entry["resource"]["type"], "app", "{entry}");
+    }
+    assert_eq!(app_entries[0]["data"]["key_hash"], "[redacted]");
+    let seen: BTreeSet<&str> = entries.iter().chain(&app_entries).map(|e| e["event_type"].as_str().unwrap()).collect();
     let all: BTreeSet<&str> = EVENT_TYPES.into_iter().collect();
     assert_eq!(seen, all, "every event type of the domain is audited");
 
@@ -188,7 +259,7 @@ async fn every_event_type_is_audited_with_its_actor_address_and_request_and_with
         let request_id = entry["request_id"].as_str().unwrap_or_else(|| panic!("a request id: {text}"));
         assert!(request_id.starts_with("audit-test-"), "{text}");
         let actor = entry["actor"]["type"].as_str().unwrap();
-        assert!(["operator", "api_key", "user"].contains(&actor), "{text}");
+        assert!(["operator", "api_key", "user", "app"].contains(&actor), "{text}");
         if actor == "api_key" {
             assert_eq!(entry["actor"]["id"], admin_id.as_str(), "{text}");
         }
@@ -216,11 +287,22 @@ async fn every_event_type_is_audited_with_its_actor_address_and_request_and_with
     assert!(by_type["WorkspaceSecretIssued"].iter().all(|e| e["data"]["sealed_secret"] == "[redacted]"));
     assert!(by_type["InvitationCreated"].iter().all(|e| e["data"]["token_hash"] == "[redacted]"));
 
+    assert_eq!(first("InteractionKeySecretClaimed")["actor"], json!({"type": "app", "id": source, "ip": "127.0.0.1"}));
+    assert_eq!(
+        first("InteractionKeySecretClaimed")["resource"],
+        json!({"type": "interaction_key", "id": id(&provisioned)})
+    );
+    assert_eq!(first("ExternalKeyAdded")["data"]["sealed_api_key"], "[redacted]");
+    assert_eq!(first("ExternalKeyAdded")["resource"], json!({"type": "external_key", "id": external}));
+    let reasons: BTreeSet<&str> =
+        by_type["InteractionKeyRevoked"].iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
+    assert!(reasons.is_superset(&BTreeSet::from(["deleted", "app_deleted"])), "{reasons:?}");
+
     // No secret, and no hash or sealed form of one, anywhere in the audit log's bodies.
-    let client = db.connect().await;
-    for field in ["key_hash", "token_hash", "sealed_secret"] {
-        let rows =
-            client.query(&format!("SELECT data->>'{field}' FROM events WHERE data ? '{field}'"), &[]).await.unwrap();
+    for field in ["key_hash", "token_hash", "sealed_secret", "sealed_api_key"] {
+        // (A key with no source app has a null `sealed_secret`: nothing withheld.)
+        let sql = format!("SELECT data->>'{field}' FROM events WHERE data->>'{field}' IS NOT NULL");
+        let rows = client.query(&sql, &[]).await.unwrap();
         assert!(!rows.is_empty(), "the walk recorded a {field}");
         secrets.extend(rows.iter().map(|r| r.get::<_, String>(0)));
     }
@@ -232,6 +314,16 @@ async fn every_event_type_is_audited_with_its_actor_address_and_request_and_with
     let out = e2e::binaries::hub_command(&db.url, &["projections", "rebuild"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(whole_log(&operator_api, &org).await.0, entries, "a rebuild reproduces the audit log");
+}
+
+/// How many partner app entries `caller` is shown.
+async fn app_entries_shown(caller: &Caller) -> usize {
+    let mut shown = 0;
+    for event_type in ["AppRegistered", "AppRevoked"] {
+        let page = caller.call(Method::GET, &format!("/v1/audit-logs?event_type={event_type}"), None).await.expect(200);
+        shown += page.body["items"].as_array().unwrap().len();
+    }
+    shown
 }
 
 struct Org {

@@ -67,7 +67,8 @@ async fn count(api: &Api, workspace: &str) -> i64 {
 
 #[tokio::test]
 async fn external_keys_are_added_listed_counted_and_deleted_without_the_credential_ever_showing() {
-    let stack = stack(&[]).await;
+    // Every log line, debug included, is searched for the credential.
+    let stack = stack(&[("RUST_LOG", "debug")]).await;
     let admin = &stack.admin;
     let ws = workspace(admin, "Campaign").await;
     let mut bodies = String::new();
@@ -88,9 +89,13 @@ async fn external_keys_are_added_listed_counted_and_deleted_without_the_credenti
     assert_eq!(created.body["workspace_id"], ws.as_str());
     assert!(created.body["created_at"].is_string(), "{}", created.text);
     assert_eq!(created.header("location"), Some(format!("{}/{id}", keys(&ws)).as_str()));
-    let second =
-        admin.post(&keys(&ws), json!({"provider": "van", "name": "Second", "api_key": "other-key-0042"})).await;
-    let second = second.expect(201).body["id"].as_str().unwrap().to_owned();
+    // A retried create (same Idempotency-Key) answers the first response and stores one key.
+    let second_body = json!({"provider": "van", "name": "Second", "api_key": "other-key-0042"});
+    let retry = [("idempotency-key", "add-second-key")];
+    let second = admin.send(reqwest::Method::POST, &keys(&ws), Some(&second_body), &retry).await.expect(201);
+    let again = admin.send(reqwest::Method::POST, &keys(&ws), Some(&second_body), &retry).await.expect(201);
+    assert_eq!(again.body, second.body);
+    let second = second.body["id"].as_str().unwrap().to_owned();
 
     let listed = admin.get(&format!("{}?sort_order=asc", keys(&ws))).await.expect(200);
     bodies.push_str(&listed.text);
@@ -132,6 +137,7 @@ async fn external_keys_are_added_listed_counted_and_deleted_without_the_credenti
     assert!(bodies.contains("sealed_api_key"), "the events were read");
     assert!(!bodies.contains(CREDENTIAL) && !bodies.contains("van-plain-credential"), "the credential leaked");
     let logs = stack.hub.logs();
+    assert!(logs.contains("DEBUG"), "the hub logs at debug level");
     assert!(!logs.contains("van-plain-credential"), "the hub logged the credential:\n{logs}");
 }
 
@@ -275,7 +281,7 @@ async fn stand_in_van() -> (String, Arc<Mutex<Vec<String>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_van_configured_a_key_is_stored_only_once_van_accepts_it() {
     let (van, asked) = stand_in_van().await;
-    let stack = stack(&[("VAN_API_URL", van.as_str())]).await;
+    let stack = stack(&[("VAN_API_URL", van.as_str()), ("RUST_LOG", "debug")]).await;
     let admin = &stack.admin;
     let ws = workspace(admin, "Campaign").await;
     let add = |api_key: &str, settings: Value| json!({"provider": "van", "name": "VAN", "api_key": api_key, "settings": settings});
@@ -395,4 +401,103 @@ async fn once_its_workspace_is_deleted_a_credential_in_the_log_can_no_longer_be_
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_the_external_key_routes_and_their_constraints() {
+    let stack = stack(&[]).await;
+    let doc = stack.admin.anonymous().get("/openapi.json").await.expect(200).body;
+    for (path, methods) in [
+        ("/v1/workspaces/{id}/external-keys", &["get", "post"][..]),
+        ("/v1/workspaces/{id}/external-keys/count", &["get"]),
+        ("/v1/workspaces/{id}/external-keys/{key_id}", &["delete"]),
+    ] {
+        for method in methods {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing");
+        }
+    }
+    let create = &doc["components"]["schemas"]["CreateExternalKey"];
+    assert_eq!(create["additionalProperties"], false, "{create}");
+    let required: Vec<&str> = create["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for field in ["provider", "name", "api_key"] {
+        assert!(required.contains(&field), "{field} is not required: {create}");
+    }
+    let properties = &create["properties"];
+    assert_eq!(properties["api_key"]["pattern"], shared::domain::external_keys::API_KEY_PATTERN);
+    assert_eq!(properties["name"]["minLength"], 1);
+    assert_eq!(properties["name"]["pattern"], shared::domain::values::name_pattern(100));
+    let text = doc.to_string();
+    assert!(text.contains("\"van\""), "the providers are enumerated");
+}
+
+#[tokio::test]
+async fn deleting_an_external_key_revokes_the_interaction_keys_routed_to_it_in_the_same_commit() {
+    let stack = stack(&[]).await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let add = |name: &str| json!({"provider": "van", "name": name, "api_key": CREDENTIAL});
+    let doomed = admin.post(&keys(&ws), add("doomed")).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let kept = admin.post(&keys(&ws), add("kept")).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    let interaction_keys = format!("/v1/workspaces/{ws}/interaction-keys");
+    let route = |name: &str, external: &str| json!({"name": name, "destination": {"type": "external_key", "external_key_id": external}});
+    let mut ids = Vec::new();
+    for (name, external) in [("first", &doomed), ("second", &doomed), ("elsewhere", &kept), ("gone", &doomed)] {
+        let created = admin.post(&interaction_keys, route(name, external)).await.expect(201);
+        ids.push(created.body["id"].as_str().unwrap().to_owned());
+    }
+    admin.delete(&format!("{interaction_keys}/{}", ids[3])).await.expect(204);
+
+    admin.delete(&format!("{}/{doomed}", keys(&ws))).await.expect(204);
+    let status = |id: &str| {
+        let path = format!("{interaction_keys}?page_size=100");
+        let id = id.to_owned();
+        async move {
+            let listed = admin.get(&path).await.expect(200).body;
+            let item = listed["items"].as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).cloned();
+            item.unwrap()["status"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(status(&ids[0]).await, "revoked");
+    assert_eq!(status(&ids[1]).await, "revoked");
+    assert_eq!(status(&ids[2]).await, "active", "a key routed to another external key stays");
+
+    // One commit: the revocations (of the live keys only) right before the deletion.
+    let feed = stack.operator.get(&format!("/v1/events?stream_id=workspace-{ws}&limit=1000")).await.expect(200).body;
+    let events = feed["items"].as_array().unwrap();
+    let tail: Vec<(&str, &Value)> =
+        events[events.len() - 3..].iter().map(|e| (e["event_type"].as_str().unwrap(), &e["data"])).collect();
+    assert_eq!(tail[2], ("ExternalKeyDeleted", &json!({"external_key_id": doomed})));
+    let mut revoked: Vec<&str> = tail[..2]
+        .iter()
+        .map(|(kind, data)| {
+            assert_eq!((*kind, &data["reason"]), ("InteractionKeyRevoked", &json!("destination_deleted")));
+            data["interaction_key_id"].as_str().unwrap()
+        })
+        .collect();
+    revoked.sort_unstable();
+    let mut expected = [ids[0].as_str(), ids[1].as_str()];
+    expected.sort_unstable();
+    assert_eq!(revoked, expected);
+    let positions: Vec<i64> = events[events.len() - 3..].iter().map(|e| e["position"].as_i64().unwrap()).collect();
+    assert_eq!(positions, [positions[0], positions[0] + 1, positions[0] + 2], "{positions:?}");
+
+    // The instance follows: the keys are revoked and the external key is gone from its state.
+    let client = stack.db.connect().await;
+    let ws: Uuid = ws.parse().unwrap();
+    wait_until("the instance to apply the deletion", Duration::from_secs(30), || {
+        let client = &client;
+        let (doomed, first) = (doomed.clone(), ids[0].clone());
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT state->'external_keys' ? $2, (state->'interaction_keys'->$3->>'revoked')::boolean \
+                       FROM instance.workspaces WHERE id = $1",
+                    &[&ws, &doomed, &first],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, Option<bool>>(0) == Some(false) && row.get::<_, Option<bool>>(1) == Some(true)).then_some(())
+        }
+    })
+    .await;
 }

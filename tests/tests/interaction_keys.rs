@@ -63,19 +63,19 @@ async fn external_key(api: &Api, workspace: &str) -> String {
     reply.body["id"].as_str().unwrap().to_owned()
 }
 
-/// A partner app of `kind`, as its registration leaves it in the `apps` read model.
-async fn app(stack: &Stack, name: &str, kind: &str, contact: &str) -> String {
-    let id = Uuid::now_v7();
-    let client = stack.db.connect().await;
-    client
-        .execute(
-            "INSERT INTO apps (id, name, kind, contact_email, key_hash, partial_key_hint, version, created_at, \
-             updated_at) VALUES ($1, $2, $3::text::app_kind, $4, $5, 'pak_...abcd', 1, now(), now())",
-            &[&id, &name, &kind, &contact, &id.as_bytes().to_vec()],
-        )
+/// Registers a partner app of `kind`; its id and an API client holding its app key.
+async fn register(stack: &Stack, name: &str, kind: &str, contact: &str) -> (String, Api) {
+    let reply = stack
+        .operator
+        .post("/v1/apps", json!({"name": name, "kind": kind, "contact_email": contact}))
         .await
-        .expect("register the app");
-    id.to_string()
+        .expect(201);
+    let id = reply.body["id"].as_str().unwrap().to_owned();
+    (id, stack.operator.with_key(reply.body["secret"].as_str().unwrap()))
+}
+
+async fn app(stack: &Stack, name: &str, kind: &str, contact: &str) -> String {
+    register(stack, name, kind, contact).await.0
 }
 
 fn keys(workspace: &str) -> String {
@@ -458,4 +458,142 @@ async fn revoking_a_withheld_key_or_deleting_its_workspace_destroys_the_data_key
     assert_eq!(withheld_key_held(&stack.db, &revoked).await, Some(false), "revoked with its key");
     assert_eq!(withheld_key_held(&stack.db, &in_doomed).await, Some(false), "shredded with its workspace");
     assert_eq!(withheld_key_held(&stack.db, &kept).await, Some(true), "another key's is untouched");
+}
+
+fn claim(id: &str) -> String {
+    format!("/v1/partner/interaction-keys/{id}/secret")
+}
+
+#[tokio::test]
+async fn the_source_app_claims_the_secret_once_and_it_cannot_be_recovered_afterwards() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Field").await;
+    let (source, source_api) = register(&stack, "Canvass Pro", "source", "dev@canvass.test").await;
+    let (destination, destination_api) = register(&stack, "Mobilize", "destination", "partners@mobilize.test").await;
+    let (_, other_source_api) = register(&stack, "Other", "source", "dev@other.test").await;
+    let body = json!({"name": "Door knocks", "source_app_id": source,
+                      "destination": {"type": "app", "app_id": destination}});
+    let created = admin.post(&keys(&ws), body.clone()).await.expect(201).body;
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Only the source app may take it: the destination is told no, any other app finds nothing.
+    refused(destination_api.post(&claim(&id), json!({})).await, 403, "forbidden");
+    refused(other_source_api.post(&claim(&id), json!({})).await, 404, "not_found");
+    refused(source_api.post(&claim(&Uuid::now_v7().to_string()), json!({})).await, 404, "not_found");
+    // The operator and admin keys are not apps.
+    refused(admin.post(&claim(&id), json!({})).await, 403, "forbidden");
+    refused(stack.operator.post(&claim(&id), json!({})).await, 403, "forbidden");
+
+    let claimed = source_api.post(&claim(&id), json!({})).await.expect(200);
+    assert_eq!(claimed.header("cache-control"), Some("no-store"));
+    let secret = claimed.body["secret"].as_str().expect("the secret").to_owned();
+    assert!(secret.starts_with("ik_"), "{secret}");
+    let hint = created["partial_key_hint"].as_str().unwrap();
+    assert!(secret.ends_with(&hint[hint.len() - 4..]), "the key of this hint: {hint}");
+    refused(source_api.post(&claim(&id), json!({})).await, 410, "secret_already_retrieved");
+
+    let listed = admin.get(&keys(&ws)).await.expect(200);
+    assert_eq!(listed.body["items"][0]["secret_retrieved"], true);
+    // The data key is gone: the sealed secret the log keeps can no longer be opened, by a
+    // replay or anything else.
+    assert_eq!(withheld_key_held(&stack.db, &id).await, Some(false));
+    let events: Value = serde_json::from_str(&events_text(&stack.operator).await).unwrap();
+    let events = events["items"].as_array().unwrap();
+    let sealed = events.iter().find(|e| e["event_type"] == "InteractionKeyCreated").unwrap()["data"]["sealed_secret"]
+        .as_str()
+        .unwrap();
+    assert!(!sealed.is_empty());
+    let claimed_event = events.iter().find(|e| e["event_type"] == "InteractionKeySecretClaimed").unwrap();
+    assert_eq!(claimed_event["data"]["app_id"], source.as_str());
+    assert_eq!(claimed_event["data"]["ip"], "127.0.0.1");
+
+    let everything = format!(
+        "{}{}{}{}",
+        serde_json::to_string(events).unwrap(),
+        admin.get("/v1/audit-logs?page_size=100").await.expect(200).text,
+        source_api.get("/v1/partner/interaction-keys").await.expect(200).text,
+        stack.hub.logs()
+    );
+    assert!(!everything.contains(&secret), "the secret is nowhere but in the claim's response");
+
+    // A revoked key's secret is gone too.
+    let revoked = admin.post(&keys(&ws), body).await.expect(201).body["id"].as_str().unwrap().to_owned();
+    admin.delete(&format!("{}/{revoked}", keys(&ws))).await.expect(204);
+    let reply = source_api.post(&claim(&revoked), json!({})).await;
+    assert_eq!(reply.status.as_u16(), 410, "{}", reply.text);
+
+    // Replaying the whole log rebuilds the read models (and the quota's counter), never the
+    // destroyed data key.
+    let used = || async {
+        let client = stack.db.connect().await;
+        let row = client
+            .query_one(
+                "SELECT used_interaction_keys FROM organizations WHERE id = $1",
+                &[&stack.org.parse::<Uuid>().unwrap()],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i32>(0)
+    };
+    assert_eq!(used().await, 1, "the claimed key counts, the revoked one does not");
+    let out = e2e::binaries::hub_command(&stack.db.url, &["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(used().await, 1);
+    assert_eq!(withheld_key_held(&stack.db, &id).await, Some(false), "a replay brings no data key back");
+    refused(source_api.post(&claim(&id), json!({})).await, 410, "secret_already_retrieved");
+}
+
+#[tokio::test]
+async fn a_deleted_app_takes_its_keys_out_of_service_and_out_of_the_quota() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    stack
+        .operator
+        .patch(&format!("/v1/organizations/{}", stack.org), json!({"quotas": {"interaction_keys": 1}}))
+        .await
+        .expect(200);
+    let ws = workspace(admin, "Campaign").await;
+    let destination = app(&stack, "Mobilize", "destination", "partners@mobilize.test").await;
+    let to_app = |app: &str| json!({"name": "k", "destination": {"type": "app", "app_id": app}});
+    admin.post(&keys(&ws), to_app(&destination)).await.expect(201);
+    refused(admin.post(&keys(&ws), to_app(&destination)).await, 409, "quota_exceeded");
+
+    stack.operator.delete(&format!("/v1/apps/{destination}")).await.expect(204);
+    let listed = admin.get(&keys(&ws)).await.expect(200);
+    assert_eq!(listed.body["items"][0]["status"], "revoked", "{}", listed.text);
+    // A deleted app is no destination any more; another one now fits in the quota.
+    refused(admin.post(&keys(&ws), to_app(&destination)).await, 422, "validation_failed");
+    let other = app(&stack, "Other", "destination", "partners@other.test").await;
+    admin.post(&keys(&ws), to_app(&other)).await.expect(201);
+}
+
+#[tokio::test]
+async fn the_list_pages_by_cursor_and_filters_by_name_and_status() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Campaign").await;
+    let external = external_key(admin, &ws).await;
+    let mut ids = Vec::new();
+    for name in ["Alpha", "Beta", "Gamma"] {
+        let body = json!({"name": name, "destination": {"type": "external_key", "external_key_id": external}});
+        ids.push(admin.post(&keys(&ws), body).await.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    let first = admin.get(&format!("{}?page_size=2&sort_by=name&sort_order=asc", keys(&ws))).await.expect(200);
+    let names: Vec<&str> =
+        first.body["items"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Alpha", "Beta"]);
+    let cursor = first.body["pagination"]["next_cursor"].as_str().expect("a cursor to the next page");
+    let next =
+        admin.get(&format!("{}?page_size=2&sort_by=name&sort_order=asc&cursor={cursor}", keys(&ws))).await.expect(200);
+    assert_eq!(next.body["items"][0]["name"], "Gamma");
+    assert!(next.body["pagination"].get("next_cursor").is_none_or(Value::is_null), "{}", next.text);
+
+    admin.delete(&format!("{}/{}", keys(&ws), ids[1])).await.expect(204);
+    let found = admin.get(&format!("{}?name=AMM", keys(&ws))).await.expect(200);
+    assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found.body["items"][0]["name"], "Gamma");
+    assert_eq!(count(admin, &ws, "?status=revoked").await, 1);
+    assert_eq!(count(admin, &ws, "?status=active").await, 2);
+    assert_eq!(count(admin, &ws, "?status=expired").await, 0);
 }

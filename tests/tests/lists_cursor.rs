@@ -244,6 +244,20 @@ async fn load(db: &TestDatabase) -> hub::http::lists::Subjects {
                       (ARRAY['pending', 'accepted'])[1 + n % 2]::invitation_status, sha256(('i' || n)::bytea),
                       now() + interval '1 day', now() - n * interval '1 second', now()
                  FROM generate_series(1, 50000) n;
+             INSERT INTO audit_log (position, id, event_type, recorded_at, actor_type, actor_id, actor_ip,
+                                    organization_id, workspace_id, resource_type, resource_id, data, request_id)
+               SELECT n, gen_random_uuid(),
+                      (ARRAY['WorkspaceCreated', 'WorkspaceUpdated', 'ApiKeyCreated', 'MemberAdded'])[1 + n % 4],
+                      now() - (200000 - n) * interval '1 second', 'api_key', 'k-' || (n % 100), '192.0.2.1',
+                      CASE WHEN n % 4 = 0 THEN gen_random_uuid() ELSE '{org}'::uuid END,
+                      CASE WHEN n % 200 = 0 THEN '{workspace}'::uuid WHEN n % 3 = 0 THEN NULL ELSE gen_random_uuid() END,
+                      'workspace', gen_random_uuid(), '{{}}', 'req-' || n
+                 FROM generate_series(1, 100000) n;
+             INSERT INTO external_keys (id, workspace_id, organization_id, provider, name, key_hint, settings,
+                                        created_at)
+               SELECT gen_random_uuid(), CASE WHEN n % 200 = 0 THEN '{workspace}'::uuid ELSE gen_random_uuid() END,
+                      '{org}', 'van', 'ext-' || n, 'x9Zq', '{{}}', now() - n * interval '1 second'
+                 FROM generate_series(1, 20000) n;
              RESET session_replication_role;"
         ))
         .await
@@ -274,7 +288,9 @@ async fn no_list_or_count_statement_reads_a_large_table_from_end_to_end() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for table in ["workspaces", "users", "api_keys", "api_key_usage", "members", "invitations"] {
+    for table in
+        ["workspaces", "users", "api_keys", "api_key_usage", "members", "invitations", "audit_log", "external_keys"]
+    {
         assert!(large.iter().any(|t| t == table), "{table} is loaded large: {large:?}");
     }
     let statements = hub::http::lists::statements(&subjects);
@@ -407,6 +423,10 @@ async fn every_list_walks_by_cursor_through_the_same_items_as_one_large_page() {
         (&admin, "/v1/workspaces?sort_by=name&sort_order=desc"),
         (&admin, &format!("/v1/workspaces/{ws}/invitations?sort_order=desc")),
         (&admin, &format!("/v1/workspaces/{ws}/invitations?status=pending")),
+        (&admin, "/v1/audit-logs?sort_order=desc"),
+        (&admin, "/v1/audit-logs?event_type=ApiKeyCreated"),
+        (&operator, "/v1/audit-logs?sort_order=asc"),
+        (&admin, &format!("/v1/audit-logs?workspace_id={ws}&sort_order=asc")),
     ];
     for (api, path) in lists {
         let whole = ids(&api.get(&format!("{path}&page_size=100")).await.expect(200).body);

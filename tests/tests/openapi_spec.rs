@@ -76,6 +76,11 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/v1/apps/{id}"),
     ("get", "/v1/partner/interaction-keys"),
     ("get", "/v1/partner/interaction-keys/count"),
+    ("post", "/v1/partner/interaction-keys/{id}/secret"),
+    ("post", "/v1/workspaces/{id}/interaction-keys"),
+    ("get", "/v1/workspaces/{id}/interaction-keys"),
+    ("get", "/v1/workspaces/{id}/interaction-keys/count"),
+    ("delete", "/v1/workspaces/{id}/interaction-keys/{key_id}"),
 ];
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];

@@ -15,7 +15,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::Principal;
 use super::context::Ctx;
+use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::Query;
 use super::pagination::{Count, Page, Paging, SortOrder};
@@ -44,8 +46,8 @@ pub struct AuditActor {
 /// What the event is about.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditResource {
-    /// `organization`, `workspace`, `api_key`, `user`, `invitation` or `member` (whose id
-    /// is the user's, in the entry's workspace).
+    /// `organization`, `workspace`, `api_key`, `user`, `invitation`, `member` (whose id
+    /// is the user's, in the entry's workspace), `external_key`, `interaction_key` or `app`.
     #[serde(rename = "type")]
     pub kind: String,
     pub id: Uuid,
@@ -60,7 +62,7 @@ pub struct AuditLogEntry {
     pub event_type: String,
     pub recorded_at: DateTime<Utc>,
     pub actor: AuditActor,
-    /// Null for an event of no organization (a partner app's, shown to the operator only).
+    /// Null for an event of a technology partner app (of no organization; the operator's).
     pub organization_id: Option<Uuid>,
     /// Null for an event of the organization as a whole.
     pub workspace_id: Option<Uuid>,
@@ -89,7 +91,7 @@ fn event_type_schema() -> utoipa::openapi::Object {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct AuditLogQuery {
+pub(crate) struct AuditLogQuery {
     /// The page to show, from 1 (the default).
     #[param(minimum = 1, maximum = 100_000)]
     page: Option<u32>,
@@ -116,6 +118,19 @@ pub struct AuditLogQuery {
     /// Entries of this organization. The operator sees every organization; a key only its
     /// own, so another organization's id gives no entries.
     organization_id: Option<Uuid>,
+    /// The `pagination.next_cursor` of the previous page (with the same filters and sort),
+    /// instead of `page`: the page after it, at the cost of the first page.
+    #[param(max_length = 2048)]
+    cursor: Option<String>,
+}
+
+impl AuditLogQuery {
+    /// The log's order: by position, newest first unless `sort_order=asc`.
+    pub(crate) fn keyset(&self) -> Keyset {
+        let AuditLogSort::Position = self.sort_by.unwrap_or_default();
+        let order = self.sort_order.unwrap_or(SortOrder::Desc);
+        Keyset { sort: "a.position", kind: SortKind::UniqueInteger, id: "a.id", order }
+    }
 }
 
 const SELECT: &str = "SELECT a.position, a.id, a.event_type, a.recorded_at, a.actor_type, a.actor_id, a.actor_ip, \
@@ -145,10 +160,9 @@ impl AuditLogEntry {
 
 /// The rows the principal may see that match the query's filters; every bad filter is a
 /// 422 naming it.
-fn filter(ctx: &Ctx, query: &AuditLogQuery) -> Result<Filter, ApiError> {
-    Paging::new(query.page, query.page_size)?;
+fn filter(principal: &Principal, query: &AuditLogQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
-    filter.visible_to(&ctx.principal, Table::AuditLog);
+    filter.visible_to(principal, Table::AuditLog);
     if let Some(organization_id) = query.organization_id {
         filter.bind("a.organization_id = $?", Box::new(organization_id));
     }
@@ -178,21 +192,20 @@ fn filter(ctx: &Ctx, query: &AuditLogQuery) -> Result<Filter, ApiError> {
     Ok(filter)
 }
 
-/// The one query of the list: the filtered rows in the order of `position` (the sort key:
-/// unique, and the order the events were recorded in), a page of them.
-async fn page(
-    state: &AppState,
-    mut filter: Filter,
-    order: SortOrder,
-    paging: Paging,
-) -> Result<Vec<AuditLogEntry>, ApiError> {
-    let (limit, offset) = paging.limit_offset();
-    let (limit, offset) = (filter.placeholder(Box::new(limit)), filter.placeholder(Box::new(offset)));
-    let sql =
-        format!("{SELECT} {} ORDER BY a.position {} LIMIT {limit} OFFSET {offset}", filter.where_sql(), order.sql());
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(rows.iter().map(AuditLogEntry::from_row).collect::<Result<_, _>>()?)
+/// The list query of a page of entries.
+pub(crate) fn list_sql(
+    principal: &Principal,
+    query: &AuditLogQuery,
+    listing: &Listing,
+) -> Result<(String, Filter), ApiError> {
+    let mut filter = filter(principal, query)?;
+    Ok((listing.sql(SELECT, &mut filter), filter))
+}
+
+/// The count query, over the filters' indexes.
+pub(crate) fn count_sql(principal: &Principal, query: &AuditLogQuery) -> Result<(String, Filter), ApiError> {
+    let filter = filter(principal, query)?;
+    Ok((format!("SELECT count(*) FROM audit_log a {}", filter.where_sql()), filter))
 }
 
 /// List audit log entries, newest first.
@@ -205,12 +218,19 @@ async fn list_audit_logs(
     Query(query): Query<AuditLogQuery>,
 ) -> Result<axum::Json<Page<AuditLogEntry>>, ApiError> {
     ctx.principal.require(Scope::AuditRead)?;
-    let filter = filter(&ctx, &query)?;
-    let paging = Paging::new(query.page, query.page_size)?;
-    let AuditLogSort::Position = query.sort_by.unwrap_or_default();
-    let order = query.sort_order.unwrap_or(SortOrder::Desc);
-    let items = page(&state, filter, order, paging).await?;
-    Ok(axum::Json(Page::new(items, paging, &uri)))
+    let listing = Listing::new(
+        &state.master_key,
+        &ctx.principal,
+        &uri,
+        query.page,
+        query.page_size,
+        query.cursor.as_deref(),
+        query.keyset(),
+    )?;
+    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
+    let client = state.pool.get().await?;
+    let rows = client.query(&sql, &filter.params()).await?;
+    Ok(axum::Json(listing.page(&rows, "id", AuditLogEntry::from_row, &uri)?))
 }
 
 /// Count audit log entries.
@@ -222,10 +242,11 @@ async fn count_audit_logs(
     Query(query): Query<AuditLogQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::AuditRead)?;
-    let filter = filter(&ctx, &query)?;
+    // The paging parameters count nothing, but out of range they are refused here too.
+    Paging::new(query.page, query.page_size)?;
+    let (sql, filter) = count_sql(&ctx.principal, &query)?;
     let client = state.pool.get().await?;
-    let row =
-        client.query_one(&format!("SELECT count(*) FROM audit_log a {}", filter.where_sql()), &filter.params()).await?;
+    let row = client.query_one(&sql, &filter.params()).await?;
     Ok(axum::Json(Count { count: row.try_get("count")? }))
 }
 

@@ -47,6 +47,9 @@ pub const CURSOR_KEY: &str = "cursor_key";
 pub enum SortKind {
     Text,
     Time,
+    /// A unique integer (the log's position): the id adds nothing to its order, and the
+    /// place after a cursor is the sort value alone, which an index on it finds directly.
+    UniqueInteger,
 }
 
 /// How a list is ordered: `sort` (an expression its indexes cover), then `id`.
@@ -64,6 +67,7 @@ pub struct Keyset {
 pub enum KeyValue {
     Text(String),
     Time(DateTime<Utc>),
+    Integer(i64),
 }
 
 /// What a cursor says (signed, then encoded).
@@ -130,7 +134,9 @@ impl Listing {
         }
         let kind_matches = matches!(
             (&position.key, keyset.kind),
-            (KeyValue::Text(_), SortKind::Text) | (KeyValue::Time(_), SortKind::Time)
+            (KeyValue::Text(_), SortKind::Text)
+                | (KeyValue::Time(_), SortKind::Time)
+                | (KeyValue::Integer(_), SortKind::UniqueInteger)
         );
         if !kind_matches {
             return Err(ApiError::Unprocessable {
@@ -173,6 +179,10 @@ impl Listing {
                 let (value, after) = (filter.placeholder(Box::new(*value)), filter.placeholder(Box::new(*after)));
                 filter.clause(&format!("({sort}, {id}) {past} ({value}::timestamptz, {after}::uuid)"));
             }
+            Some((KeyValue::Integer(value), _)) => {
+                let value = filter.placeholder(Box::new(*value));
+                filter.clause(&format!("{sort} {past} {value}::bigint"));
+            }
             None => {}
         }
         let (limit, offset) = self.paging.limit_offset();
@@ -183,8 +193,12 @@ impl Listing {
             format!(" OFFSET {}", filter.placeholder(Box::new(offset)))
         };
         let order = order.sql();
+        let tiebreak = match self.keyset.kind {
+            SortKind::UniqueInteger => String::new(),
+            SortKind::Text | SortKind::Time => format!(", {id} {order}"),
+        };
         format!(
-            "SELECT {sort} AS {CURSOR_KEY}, {columns} {} ORDER BY {sort} {order}, {id} {order} LIMIT {limit}{offset}",
+            "SELECT {sort} AS {CURSOR_KEY}, {columns} {} ORDER BY {sort} {order}{tiebreak} LIMIT {limit}{offset}",
             filter.where_sql()
         )
     }
@@ -203,6 +217,7 @@ impl Listing {
                 let key = match self.keyset.kind {
                     SortKind::Text => KeyValue::Text(last.try_get(CURSOR_KEY)?),
                     SortKind::Time => KeyValue::Time(last.try_get(CURSOR_KEY)?),
+                    SortKind::UniqueInteger => KeyValue::Integer(last.try_get(CURSOR_KEY)?),
                 };
                 let position = Position {
                     page: self.paging.page.saturating_add(1),

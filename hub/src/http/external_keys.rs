@@ -127,7 +127,7 @@ pub(in crate::http) fn constraints() -> Vec<(&'static str, &'static str, Value)>
 
 /// Add a third-party credential to a workspace. When the hub is configured with
 /// `VAN_API_URL`, a VAN key is first checked with VAN: a key VAN refuses is a 422
-/// `external_key_rejected`, VAN unreachable a 503 `provider_unavailable`.
+/// `external_key_rejected`, VAN unreachable (or failing) a 502 `provider_unavailable`.
 #[utoipa::path(post, path = "/v1/workspaces/{id}/external-keys", tag = "workspaces", params(("id" = Uuid, Path)),
     request_body = CreateExternalKey,
     responses((status = 201, description = "Created", body = ExternalKeyView),

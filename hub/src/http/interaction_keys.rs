@@ -23,8 +23,8 @@ use crate::app::interaction_keys as app;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create_interaction_key, list_interaction_keys))
-        .routes(routes!(count_interaction_keys))
+        .routes(routes!(create_interaction_key, list_workspace_interaction_keys))
+        .routes(routes!(count_workspace_interaction_keys))
         .routes(routes!(delete_interaction_key))
 }
 
@@ -196,7 +196,7 @@ async fn create_interaction_key(
 #[utoipa::path(get, path = "/v1/workspaces/{id}/interaction-keys", tag = "interaction keys",
     params(("id" = Uuid, Path), InteractionKeyQuery),
     responses((status = 200, description = "OK", body = Page<InteractionKeyView>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn list_interaction_keys(
+async fn list_workspace_interaction_keys(
     State(state): State<AppState>,
     ctx: Ctx,
     uri: Uri,
@@ -225,7 +225,7 @@ async fn list_interaction_keys(
 #[utoipa::path(get, path = "/v1/workspaces/{id}/interaction-keys/count", tag = "interaction keys",
     params(("id" = Uuid, Path), InteractionKeyQuery),
     responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn count_interaction_keys(
+async fn count_workspace_interaction_keys(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(workspace_id): Path<Uuid>,

@@ -9,7 +9,7 @@ use super::auth::{KeyPrincipal, Principal};
 use super::cursor::{KeyValue, Keyset, Listing, SortKind};
 use super::pagination::Paging;
 use super::sql::Filter;
-use super::{api_keys, invitations, members, organizations, users, workspaces};
+use super::{api_keys, audit_logs, external_keys, invitations, members, organizations, users, workspaces};
 
 /// One statement with its parameters.
 pub struct Statement {
@@ -118,6 +118,26 @@ pub fn statements(subjects: &Subjects) -> Vec<Statement> {
                 );
             }
         }
+        let audit_filters = [
+            String::new(),
+            format!("workspace_id={ws}"),
+            format!("actor_id={}", Uuid::nil()),
+            "event_type=WorkspaceCreated".to_owned(),
+            "from=2026-01-01T00:00:00Z".to_owned(),
+            format!("organization_id={}", subjects.organization_id),
+        ];
+        for filters in &audit_filters {
+            for order in orders {
+                let qs = format!("sort_order={order}&{filters}");
+                let Ok(query) = serde_urlencoded::from_str::<audit_logs::AuditLogQuery>(&qs) else { continue };
+                for listing in listings(query.keyset()) {
+                    push(format!("audit-logs {who} {qs}"), audit_logs::list_sql(principal, &query, &listing));
+                }
+            }
+            if let Ok(query) = serde_urlencoded::from_str(filters) {
+                push(format!("audit-logs/count {who} {filters}"), audit_logs::count_sql(principal, &query));
+            }
+        }
         for filters in ["", "name=org-1"] {
             for sort in ["created_at", "name"] {
                 for order in orders {
@@ -149,6 +169,13 @@ pub fn statements(subjects: &Subjects) -> Vec<Statement> {
         }
         push(format!("invitations/count {filters}"), Ok(invitations::count_sql(ws, &query)));
     }
+    for filters in ["", "provider=van", "sort_order=desc"] {
+        let Ok(query) = serde_urlencoded::from_str::<external_keys::ExternalKeyQuery>(filters) else { continue };
+        for listing in listings(query.keyset()) {
+            push(format!("external-keys {filters}"), Ok(external_keys::list_sql(ws, &query, &listing)));
+        }
+        push(format!("external-keys/count {filters}"), Ok(external_keys::count_sql(ws, &query)));
+    }
     out
 }
 
@@ -172,6 +199,7 @@ fn listings(keyset: Keyset) -> [Listing; 2] {
     let key = match keyset.kind {
         SortKind::Text => KeyValue::Text("m".into()),
         SortKind::Time => KeyValue::Time(chrono::Utc::now() - chrono::Duration::minutes(1)),
+        SortKind::UniqueInteger => KeyValue::Integer(1_000),
     };
     [
         Listing::at(keyset, paging, None),

@@ -29,6 +29,7 @@ pub mod openapi;
 mod organizations;
 pub mod pagination;
 mod partner;
+mod partner_claim;
 pub mod rate_limit;
 mod settings;
 pub(crate) mod sql;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .merge(interaction_keys::router())
         .merge(apps::router())
         .merge(partner::router())
+        .merge(partner_claim::router())
         .split_for_parts();
     let api = Arc::new(openapi::finish(api));
     api_router
