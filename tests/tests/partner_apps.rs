@@ -311,8 +311,14 @@ async fn an_app_lists_the_keys_provisioned_or_routed_to_it_and_never_another_app
     let fields: Vec<&String> = key.as_object().unwrap().keys().collect();
     assert_eq!(fields, ["created_at", "id", "name", "organization", "secret_retrieved", "status", "workspace"]);
 
+    // Once the source app has claimed the secret, both apps see it retrieved.
+    let source_key = stack.operator.with_key(source["secret"].as_str().unwrap());
+    source_key.post(&format!("/v1/partner/interaction-keys/{door}/secret"), json!({})).await.expect(200);
+    assert_eq!(partner_keys(&stack, &source).await[0]["secret_retrieved"], true);
+
     let routed = partner_keys(&stack, &destination).await;
     assert_eq!(ids(&routed), [door.as_str(), bank.as_str()]);
+    assert_eq!(routed[0]["secret_retrieved"], true);
     assert_eq!(routed[1]["organization"], json!({"id": other_org, "name": "globex"}));
     assert_eq!(routed[1]["workspace"], json!({"id": phones, "name": "Phones"}));
     assert_eq!(routed[1]["secret_retrieved"], Value::Null, "no source app: null");
@@ -327,7 +333,6 @@ async fn an_app_lists_the_keys_provisioned_or_routed_to_it_and_never_another_app
     let next = partner.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await.expect(200);
     assert_eq!(ids(next.body["items"].as_array().unwrap()), [bank.as_str()]);
     // Another app's cursor is not this app's.
-    let source_key = stack.operator.with_key(source["secret"].as_str().unwrap());
     let foreign = source_key.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await;
     assert_problem(&foreign, 422);
     assert_eq!(foreign.body["code"], "cursor_mismatch");
