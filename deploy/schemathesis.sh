@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs schemathesis (`--checks all`) against a started single-node hub: against the
 # instance's runtime API (its own document) with a workspace access token, then the hub's
-# `/openapi.json` with an organization's admin key and with the operator key. Exits
+# `/openapi.json` with an organization's admin key, a partner app's key (its routes) and
+# with the operator key. Exits
 # non-zero on any failure schemathesis reports.
 #   deploy/schemathesis.sh              the CI budget (SCHEMATHESIS_EXAMPLES cases per
 #                                       operation and phase, default 25)
@@ -101,6 +102,8 @@ settings_key=$(admin_of "schemathesis settings")
 runtime_key=$(admin_of "schemathesis runtime")
 workspace_id=$(api POST /v1/workspaces "$runtime_key" '{"name":"runtime"}' | json "['id']")
 token=$(api POST "/v1/workspaces/$workspace_id/access-token" "$runtime_key" '{}' | json "['access_token']")
+app_key=$(api POST /v1/apps "$operator_key" \
+    '{"name":"schemathesis","kind":"source","contact_email":"st@example.com"}' | json "['secret']")
 
 status=0
 run() { # label config schema-url key report [schemathesis options]
@@ -117,6 +120,10 @@ run() { # label config schema-url key report [schemathesis options]
 # of their own.
 run "instance runtime API, workspace token" schemathesis.toml "$base/v1/runtime/openapi.json" "$token" runtime
 run "hub, admin key" schemathesis.toml "$base/openapi.json" "$admin_key" admin --exclude-operation-id update_settings
+# The partner routes take an app key only (every other key gets 403 there); they create
+# nothing, so there are no links to follow: no stateful phase.
+run "hub, partner app key" schemathesis.toml "$base/openapi.json" "$app_key" partner \
+    --include-path-regex '^/v1/partner/' --phases examples,coverage,fuzzing
 run "hub, operator key" schemathesis-operator.toml "$base/openapi.json" "$operator_key" operator
 # One operation alone has no links to follow: no stateful phase.
 run "hub, admin key, PATCH /v1/settings" schemathesis.toml "$base/openapi.json" "$settings_key" settings \

@@ -123,12 +123,12 @@ where
             // meanwhile) is no reason for a 412.
             Err(AppendError::Conflict { .. }) => continue,
             // A key restricted to a deleted workspace, a workspace or key of the deleted
-            // organization, or an interaction key of the deleted app was created
-            // meanwhile: plan again.
+            // organization, or an interaction key of the deleted app was created meanwhile:
+            // plan again.
             Err(error)
                 if matches!(
                     error.constraint(),
-                    Some("api_keys_workspaces_live" | "organizations_live" | "apps_keys_revoked")
+                    Some("api_keys_workspaces_live" | "organizations_live" | "apps_live")
                 ) =>
             {
                 continue;

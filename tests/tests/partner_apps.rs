@@ -311,8 +311,14 @@ async fn an_app_lists_the_keys_provisioned_or_routed_to_it_and_never_another_app
     let fields: Vec<&String> = key.as_object().unwrap().keys().collect();
     assert_eq!(fields, ["created_at", "id", "name", "organization", "secret_retrieved", "status", "workspace"]);
 
+    // Once the source app has claimed the secret, both apps see it retrieved.
+    let source_key = stack.operator.with_key(source["secret"].as_str().unwrap());
+    source_key.post(&format!("/v1/partner/interaction-keys/{door}/secret"), json!({})).await.expect(200);
+    assert_eq!(partner_keys(&stack, &source).await[0]["secret_retrieved"], true);
+
     let routed = partner_keys(&stack, &destination).await;
     assert_eq!(ids(&routed), [door.as_str(), bank.as_str()]);
+    assert_eq!(routed[0]["secret_retrieved"], true);
     assert_eq!(routed[1]["organization"], json!({"id": other_org, "name": "globex"}));
     assert_eq!(routed[1]["workspace"], json!({"id": phones, "name": "Phones"}));
     assert_eq!(routed[1]["secret_retrieved"], Value::Null, "no source app: null");
@@ -326,6 +332,10 @@ async fn an_app_lists_the_keys_provisioned_or_routed_to_it_and_never_another_app
     let cursor = first["pagination"]["next_cursor"].as_str().unwrap().to_owned();
     let next = partner.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await.expect(200);
     assert_eq!(ids(next.body["items"].as_array().unwrap()), [bank.as_str()]);
+    // Another app's cursor is not this app's.
+    let foreign = source_key.get(&format!("/v1/partner/interaction-keys?page_size=1&cursor={cursor}")).await;
+    assert_problem(&foreign, 422);
+    assert_eq!(foreign.body["code"], "cursor_mismatch");
     // No route reads one key by its id, another app's or its own.
     assert_problem(&partner.get(&format!("/v1/partner/interaction-keys/{mail}")).await, 404);
     assert_problem(&partner.get(&format!("/v1/partner/interaction-keys/{door}")).await, 404);
@@ -400,4 +410,41 @@ async fn a_replayed_registration_registers_one_app_and_shows_its_key_only_the_fi
     assert!(first.body["secret"].as_str().unwrap().starts_with("pak_"));
     assert_eq!(again.body["secret"], Value::Null, "a replay never shows the key again");
     assert_eq!(stack.operator.get("/v1/apps/count").await.expect(200).body["count"], 1);
+}
+
+/// The rule the append transaction enforces (V22), so that an app deleted while a key is
+/// created for it never leaves that key live: tried here on the read models directly, as a
+/// commit that raced would meet it.
+#[tokio::test]
+async fn no_commit_leaves_a_live_interaction_key_of_a_revoked_app() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (org, admin) = organization(&operator, "acme").await;
+    let field = workspace(&admin, "Field").await;
+    let routed = register(&operator, "Ledger", "destination").await;
+    let revoked = register(&operator, "Gone", "destination").await;
+    interaction_key(&admin, &field, "Phone bank", id_of(&routed), None).await;
+    operator.delete(&format!("/v1/apps/{}", id_of(&revoked))).await.expect(204);
+    let client = db.connect().await;
+
+    let app: uuid::Uuid = id_of(&routed).parse().unwrap();
+    let error = client.execute("UPDATE apps SET revoked_at = now() WHERE id = $1", &[&app]).await.unwrap_err();
+    assert_eq!(error.as_db_error().and_then(|e| e.constraint()), Some("apps_live"), "{error}");
+
+    let (workspace_id, organization_id): (uuid::Uuid, uuid::Uuid) = (field.parse().unwrap(), org.parse().unwrap());
+    let gone: uuid::Uuid = id_of(&revoked).parse().unwrap();
+    let error = client
+        .execute(
+            "INSERT INTO interaction_keys (id, workspace_id, organization_id, name, destination, \
+             destination_app_id, key_hash, partial_key_hint, created_at, updated_at) \
+             VALUES (gen_random_uuid(), $1, $2, 'late', jsonb_build_object('type', 'app', 'app_id', $3::uuid), \
+             $3, '\\x00', 'ik_...abcd', now(), now())",
+            &[&workspace_id, &organization_id, &gone],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.as_db_error().and_then(|e| e.constraint()), Some("apps_live"), "{error}");
+    // Deleting the app revokes its key in the same commit, which the rule accepts.
+    operator.delete(&format!("/v1/apps/{app}")).await.expect(204);
 }

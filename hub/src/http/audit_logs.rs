@@ -244,6 +244,13 @@ async fn count_audit_logs(
     ctx.principal.require(Scope::AuditRead)?;
     // The paging parameters count nothing, but out of range they are refused here too.
     Paging::new(query.page, query.page_size)?;
+    // Nor is a cursor past the bound the document declares (the list refuses it too).
+    if query.cursor.as_ref().is_some_and(|cursor| cursor.len() > 2048) {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_cursor",
+            detail: "the cursor is not one this list handed out".into(),
+        });
+    }
     let (sql, filter) = count_sql(&ctx.principal, &query)?;
     let client = state.pool.get().await?;
     let row = client.query_one(&sql, &filter.params()).await?;

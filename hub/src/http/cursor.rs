@@ -253,7 +253,12 @@ fn binding(principal: &Principal, uri: &Uri, keyset: Keyset) -> String {
         digest.update(text.as_bytes());
     };
     field(uri.path());
-    field(&principal.organization_id().map_or_else(|| "operator".to_owned(), |org| org.to_string()));
+    // An app belongs to no organization: its cursors are its own.
+    let owner = match principal {
+        Principal::App(_) => principal.subject(),
+        _ => principal.organization_id().map_or_else(|| "operator".to_owned(), |org| org.to_string()),
+    };
+    field(&owner);
     let mut roots: Vec<String> = principal.workspace_roots().unwrap_or_default().iter().map(Uuid::to_string).collect();
     roots.sort();
     field(&roots.join(","));

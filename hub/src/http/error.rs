@@ -246,18 +246,12 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
             code: "organization_deleted",
             detail: "the organization is being deleted or was deleted".into(),
         }),
+        "apps_live" => {
+            Some(ApiError::Conflict { code: "app_revoked", detail: "the partner app was deleted concurrently".into() })
+        }
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),
-        }),
-        "interaction_keys_apps_live" => Some(ApiError::invalid(
-            "destination",
-            "exists",
-            "the partner app was deleted while the key was being created",
-        )),
-        "apps_keys_revoked" => Some(ApiError::Conflict {
-            code: "concurrent_modification",
-            detail: "interaction keys of this app were created concurrently; retry".into(),
         }),
         "organizations_quota_workspaces" => Some(quota_exceeded("workspaces")),
         "organizations_quota_api_keys" => Some(quota_exceeded("API keys")),

@@ -21,7 +21,7 @@ use super::pagination::{Count, Page, Paging, SortOrder};
 use super::sql::Filter;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_interaction_keys)).routes(routes!(count_interaction_keys))
+    OpenApiRouter::new().routes(routes!(list_partner_interaction_keys)).routes(routes!(count_partner_interaction_keys))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -120,10 +120,11 @@ fn keyset(query: &PartnerKeyQuery) -> Keyset {
     Keyset { sort: "k.created_at", kind: SortKind::Time, id: "k.id", order: query.sort_order.unwrap_or_default() }
 }
 
-/// List the interaction keys provisioned to this app or routed to it (app key only).
+/// List the interaction keys provisioned to this app or routed to it (app key only), oldest
+/// first; a revoked key stays listed as `revoked`, a deleted workspace's keys are gone.
 #[utoipa::path(get, path = "/v1/partner/interaction-keys", tag = "partner", params(PartnerKeyQuery),
     responses((status = 200, description = "OK", body = Page<PartnerInteractionKey>), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn list_interaction_keys(
+async fn list_partner_interaction_keys(
     State(state): State<AppState>,
     app: AppPrincipal,
     uri: Uri,
@@ -148,7 +149,7 @@ async fn list_interaction_keys(
 /// Count the interaction keys provisioned to this app or routed to it (app key only).
 #[utoipa::path(get, path = "/v1/partner/interaction-keys/count", tag = "partner", params(PartnerKeyQuery),
     responses((status = 200, description = "OK", body = Count), (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
-async fn count_interaction_keys(
+async fn count_partner_interaction_keys(
     State(state): State<AppState>,
     app: AppPrincipal,
     Query(query): Query<PartnerKeyQuery>,
