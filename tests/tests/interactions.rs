@@ -342,10 +342,17 @@ async fn a_withheld_key_works_once_its_source_app_has_claimed_the_secret() {
     let claimed = source_api.post(&format!("/v1/partner/interaction-keys/{id}/secret"), json!({})).await.expect(200);
     let secret = claimed.body["secret"].as_str().unwrap();
 
-    let accepted_id = accepted(&Api::new(&hub.url(""), Some(secret)), &interaction()).await;
+    let data_plane = Api::new(&hub.url(""), Some(secret));
+    let accepted_id = accepted(&data_plane, &interaction()).await;
     let (row, deliveries) = stored(&db, "instance", &accepted_id).await;
     assert_eq!(row["interaction_key_id"], id);
     assert_eq!(deliveries.len(), 1);
+    source_api.post(&format!("/v1/partner/interaction-keys/{id}/secret"), json!({})).await.expect(410);
+
+    // Deleted: the instance refuses the claimed secret once the deletion reaches it.
+    admin.delete(&format!("{}/{id}", keys(&ws))).await.expect(204);
+    let refused = refused_within(&data_plane, 401).await;
+    assert_eq!(refused.body["code"], "unauthorized", "{}", refused.text);
 }
 
 #[tokio::test]
