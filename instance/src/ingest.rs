@@ -223,7 +223,13 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<NewInteraction, Respons
             "send the body as application/json",
         ));
     }
-    let too_large = || problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body exceeds 256 KiB");
+    let too_large = || {
+        let mut response =
+            problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body exceeds 256 KiB");
+        // The rest of the oversized body is never read: the connection cannot be reused.
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response
+    };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY as u64) {
         return Err(too_large());

@@ -282,7 +282,11 @@ async fn on_a_single_node_hub_interactions_are_accepted_on_its_port_and_bad_keys
     refused(&raw("application/json", b"{\"type\": \"x\", \"payload\": ".to_vec()).await, 400, "malformed_json");
     refused(&raw("text/plain", b"{\"type\": \"x\", \"payload\": 1}".to_vec()).await, 415, "unsupported_media_type");
     let big = format!(r#"{{"type": "x", "payload": "{}"}}"#, "p".repeat(256 * 1024));
-    refused(&raw("application/json", big.into_bytes()).await, 413, "payload_too_large");
+    let too_big = raw("application/json", big.into_bytes()).await;
+    refused(&too_big, 413, "payload_too_large");
+    // The unread rest of the body makes the connection unusable: the client is told not to
+    // send the next request on it.
+    assert_eq!(too_big.header("connection"), Some("close"), "{:?}", too_big.headers);
     let just_under = format!(r#"{{"type": "x", "payload": "{}"}}"#, "p".repeat(256 * 1024 - 40));
     assert!(just_under.len() <= 256 * 1024);
     raw("application/json", just_under.into_bytes()).await.expect(202);

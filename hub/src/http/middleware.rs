@@ -65,6 +65,10 @@ pub async fn problems(request: Request, next: Next) -> Response {
                 Ok(mut value) => {
                     value["request_id"] = serde_json::json!(request_id);
                     parts.headers.remove(header::CONTENT_LENGTH);
+                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        // As below: the rest of the body is never read.
+                        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     return Response::from_parts(parts, Body::from(value.to_string()));
                 }
                 Err(_) => generic(status),
