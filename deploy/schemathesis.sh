@@ -124,7 +124,11 @@ run "hub, admin key" schemathesis.toml "$base/openapi.json" "$admin_key" admin -
 # nothing, so there are no links to follow: no stateful phase.
 run "hub, partner app key" schemathesis.toml "$base/openapi.json" "$app_key" partner \
     --include-path-regex '^/v1/partner/' --phases examples,coverage,fuzzing
-run "hub, operator key" schemathesis-operator.toml "$base/openapi.json" "$operator_key" operator
+# `DELETE /v1/apps/{id}` revokes an app, which stays readable with status `revoked`
+# (API.md): "deleted resource still available" does not hold for this run (the admin key's
+# run keeps the check for workspaces and keys).
+run "hub, operator key" schemathesis-operator.toml "$base/openapi.json" "$operator_key" operator \
+    --exclude-checks use_after_free
 # One operation alone has no links to follow: no stateful phase.
 run "hub, admin key, PATCH /v1/settings" schemathesis.toml "$base/openapi.json" "$settings_key" settings \
     --include-operation-id update_settings --phases examples,coverage,fuzzing
