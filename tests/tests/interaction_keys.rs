@@ -545,6 +545,32 @@ async fn the_source_app_claims_the_secret_once_and_it_cannot_be_recovered_afterw
 }
 
 #[tokio::test]
+async fn concurrent_claims_of_one_secret_give_it_to_exactly_one_of_them() {
+    let stack = stack().await;
+    let admin = &stack.admin;
+    let ws = workspace(admin, "Field").await;
+    let (source, source_api) = register(&stack, "Canvass Pro", "source", "dev@canvass.test").await;
+    let destination = external_key(admin, &ws).await;
+    let body = json!({"name": "Door knocks", "source_app_id": source,
+                      "destination": {"type": "external_key", "external_key_id": destination}});
+    for round in 0..3 {
+        let id = admin.post(&keys(&ws), body.clone()).await.expect(201).body["id"].as_str().unwrap().to_owned();
+        let path = claim(&id);
+        let replies = futures::future::join_all((0..12).map(|_| source_api.post(&path, json!({})))).await;
+        let mut secrets = Vec::new();
+        for reply in replies {
+            match reply.status.as_u16() {
+                200 => secrets.push(reply.body["secret"].as_str().expect("the secret").to_owned()),
+                _ => refused(reply, 410, "secret_already_retrieved"),
+            }
+        }
+        assert_eq!(secrets.len(), 1, "round {round}: one claim gets the secret, every other one 410");
+        assert!(secrets[0].starts_with("ik_"));
+        assert_eq!(withheld_key_held(&stack.db, &id).await, Some(false), "round {round}: its data key is destroyed");
+    }
+}
+
+#[tokio::test]
 async fn a_deleted_app_takes_its_keys_out_of_service_and_out_of_the_quota() {
     let stack = stack().await;
     let admin = &stack.admin;

@@ -22,6 +22,7 @@ use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
+use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
@@ -65,7 +66,8 @@ pub struct ApiKeyView {
     pub version: i64,
     /// The key itself: only in the response that creates (or rotates) it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<ShownOnce>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -395,7 +397,7 @@ async fn create_key(
     })
     .await?;
     let mut view = find(&state, &ctx.principal, id).await?;
-    view.secret = Some(key.expose().to_owned());
+    view.secret = Some(ShownOnce::from(&key));
     Ok(single(StatusCode::CREATED, view))
 }
 
@@ -513,6 +515,6 @@ async fn rotate_key(
     };
     commands::execute::<ApiKey>(&state.store, id, ctx.if_match, &ctx.metadata, |k| k.decide(command.clone())).await?;
     let mut view = find(&state, &ctx.principal, id).await?;
-    view.secret = Some(key.expose().to_owned());
+    view.secret = Some(ShownOnce::from(&key));
     Ok(single(StatusCode::OK, view))
 }

@@ -19,6 +19,7 @@ use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
+use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
 use crate::app::apps as app;
@@ -49,7 +50,8 @@ pub struct AppView {
     pub created_at: DateTime<Utc>,
     /// The app key itself: only in the response that registers the app.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<ShownOnce>,
     #[serde(skip)]
     version: i64,
 }
@@ -112,7 +114,7 @@ impl AppView {
     }
 
     /// The view of an app as its registration left it (what the read model now holds).
-    fn registered(id: Uuid, loaded: &Loaded<App>, partial_key_hint: String, secret: String) -> Self {
+    fn registered(id: Uuid, loaded: &Loaded<App>, partial_key_hint: String, secret: ShownOnce) -> Self {
         let a = &loaded.state;
         Self {
             id,
@@ -187,7 +189,7 @@ async fn create_app(
 ) -> Result<Response, ApiError> {
     let request = app::Register { name: body.name, kind: body.kind, contact_email: body.contact_email };
     let (id, loaded, key) = app::register(&state, &ctx, request).await?;
-    Ok(single(StatusCode::CREATED, AppView::registered(id, &loaded, key.hint(), key.expose().to_owned())))
+    Ok(single(StatusCode::CREATED, AppView::registered(id, &loaded, key.hint(), ShownOnce::from(&key))))
 }
 
 /// List partner apps (operator only).

@@ -18,6 +18,7 @@ use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::pagination::{Count, Page, Paging, SortOrder};
+use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use crate::app::interaction_keys as app;
 
@@ -47,7 +48,7 @@ pub struct InteractionKeyView {
     /// it instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub secret: Option<Option<String>>,
+    pub secret: Option<Option<ShownOnce>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -181,7 +182,7 @@ async fn create_interaction_key(
     };
     let created = app::create(&state, &ctx, workspace_id, request).await?;
     let mut view = find(&state, workspace_id, created.id).await?;
-    view.secret = Some(created.secret.map(|key| key.expose().to_owned()));
+    view.secret = Some(created.secret.as_ref().map(ShownOnce::from));
     // No `Location`: an interaction key has no resource of its own to GET (the list shows it).
     let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -32,6 +32,7 @@ mod partner;
 mod partner_claim;
 pub mod rate_limit;
 mod settings;
+mod shown_once;
 pub(crate) mod sql;
 mod traces;
 pub mod usage;

@@ -15,17 +15,18 @@ use super::AppState;
 use super::context::AppCtx;
 use super::error::{ApiError, Problem};
 use super::extract::Path;
+use super::shown_once::ShownOnce;
 use crate::app::interaction_keys as app;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(claim_interaction_key_secret))
 }
 
-// No `Debug`: it carries the secret.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimedSecret {
     /// The interaction key itself, shown this once.
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: ShownOnce,
 }
 
 /// Retrieve the secret of an interaction key generated for this (source) app: once; later
@@ -40,7 +41,7 @@ async fn claim_interaction_key_secret(
 ) -> Result<Response, ApiError> {
     let ip = ctx.metadata.actor.ip.clone();
     let secret = app::claim_secret(&state, &ctx.metadata, ctx.app.id, id, ip).await?;
-    let mut response = axum::Json(ClaimedSecret { secret: secret.expose_secret().to_owned() }).into_response();
+    let mut response = axum::Json(ClaimedSecret { secret: ShownOnce::new(secret.expose_secret()) }).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

@@ -21,6 +21,7 @@ use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query, double_option};
 use super::pagination::{Count, Page, Paging, SortOrder};
+use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
@@ -59,7 +60,8 @@ pub struct WorkspaceView {
     pub(super) ancestors: Vec<Uuid>,
     /// The signing secret: only in the response that creates the workspace.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<ShownOnce>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -329,7 +331,7 @@ async fn create_workspace(
     };
     let created = app::create(&state, &ctx, request).await?;
     let mut view = WorkspaceView::decided(created.id, &created.workspace);
-    view.secret = Some(created.secret.expose().to_owned());
+    view.secret = Some(ShownOnce::from(&created.secret));
     Ok(single(StatusCode::CREATED, view))
 }
 

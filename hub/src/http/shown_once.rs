@@ -1,0 +1,45 @@
+//! A secret in the one response that shows it: serialized as the plain string, printed by
+//! `Debug` as `[redacted]`, so a view that carries it can be logged or traced whole.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
+use shared::keys::GeneratedKey;
+
+pub struct ShownOnce(SecretString);
+
+impl ShownOnce {
+    pub fn new(secret: &str) -> Self {
+        Self(SecretString::from(secret))
+    }
+}
+
+impl From<&GeneratedKey> for ShownOnce {
+    fn from(key: &GeneratedKey) -> Self {
+        Self::new(key.expose())
+    }
+}
+
+impl std::fmt::Debug for ShownOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for ShownOnce {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.expose_secret())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_carries_the_secret_and_debug_never_does() {
+        let shown = ShownOnce::new("adm_plaintext");
+        assert_eq!(serde_json::to_string(&shown).unwrap(), "\"adm_plaintext\"");
+        assert_eq!(format!("{shown:?}"), "[redacted]");
+        assert!(!format!("{:?}", Some(&shown)).contains("plaintext"));
+    }
+}
