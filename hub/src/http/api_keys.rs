@@ -21,7 +21,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, OptionalJson, Path, Query};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
@@ -138,6 +139,8 @@ pub struct ApiKeyQuery {
     /// The operator's filter by organization.
     organization_id: Option<Uuid>,
 }
+
+paged!(ApiKeyQuery);
 
 const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
      WHEN k.owner_user_id IS NOT NULL AND (SELECT o.status FROM users o WHERE o.id = k.owner_user_id) = 'deleted' \
@@ -411,19 +414,8 @@ async fn list_keys(
     Query(query): Query<ApiKeyQuery>,
 ) -> Result<axum::Json<Page<ApiKeyView>>, ApiError> {
     ctx.principal.require(Scope::KeysRead)?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
-    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", ApiKeyView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
+    listing.fetch(&state.pool, list_sql(&ctx.principal, &query, &listing)?, "id", ApiKeyView::from_row, &uri).await
 }
 
 /// Count admin keys matching the list's filters.
@@ -435,11 +427,7 @@ async fn count_keys(
     Query(query): Query<ApiKeyQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::KeysRead)?;
-    Paging::new(query.page, query.page_size)?;
-    let (sql, filter) = count_sql(&ctx.principal, &query)?;
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || count_sql(&ctx.principal, &query)).await
 }
 
 /// Get an admin key (never its secret).

@@ -18,7 +18,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::{AppState, conditional};
@@ -92,6 +93,8 @@ pub struct AppQuery {
     #[param(inline)]
     status: Option<AppStatus>,
 }
+
+paged!(AppQuery);
 
 const SELECT: &str = "SELECT p.id, p.name, p.kind, p.contact_email, p.revoked_at IS NOT NULL AS revoked, \
      p.partial_key_hint, p.created_at, p.version FROM apps p";
@@ -202,20 +205,10 @@ async fn list_apps(
     Query(query): Query<AppQuery>,
 ) -> Result<axum::Json<Page<AppView>>, ApiError> {
     ctx.principal.require_operator()?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
     let mut filter = filter(&query)?;
     let sql = listing.sql(SELECT, &mut filter);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", AppView::from_row, &uri)?))
+    listing.fetch(&state.pool, (sql, filter), "id", AppView::from_row, &uri).await
 }
 
 /// Count partner apps matching the list's filters (operator only).
@@ -227,12 +220,11 @@ async fn count_apps(
     Query(query): Query<AppQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require_operator()?;
-    Paging::new(query.page, query.page_size)?;
-    let filter = filter(&query)?;
-    let client = state.pool.get().await?;
-    let row =
-        client.query_one(&format!("SELECT count(*) FROM apps p {}", filter.where_sql()), &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || {
+        let filter = filter(&query)?;
+        Ok((format!("SELECT count(*) FROM apps p {}", filter.where_sql()), filter))
+    })
+    .await
 }
 
 /// Get a partner app (never its key; operator only).

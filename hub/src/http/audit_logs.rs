@@ -20,7 +20,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::Query;
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::Filter;
 use super::visibility::Table;
 use crate::columns::ActorType;
@@ -124,6 +125,8 @@ pub(crate) struct AuditLogQuery {
     cursor: Option<String>,
 }
 
+paged!(AuditLogQuery);
+
 impl AuditLogQuery {
     /// The log's order: by position, newest first unless `sort_order=asc`.
     pub(crate) fn keyset(&self) -> Keyset {
@@ -218,19 +221,8 @@ async fn list_audit_logs(
     Query(query): Query<AuditLogQuery>,
 ) -> Result<axum::Json<Page<AuditLogEntry>>, ApiError> {
     ctx.principal.require(Scope::AuditRead)?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
-    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", AuditLogEntry::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
+    listing.fetch(&state.pool, list_sql(&ctx.principal, &query, &listing)?, "id", AuditLogEntry::from_row, &uri).await
 }
 
 /// Count audit log entries.
@@ -242,19 +234,15 @@ async fn count_audit_logs(
     Query(query): Query<AuditLogQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::AuditRead)?;
-    // The paging parameters count nothing, but out of range they are refused here too.
-    Paging::new(query.page, query.page_size)?;
-    // Nor is a cursor past the bound the document declares (the list refuses it too).
+    // The paging parameters count nothing, but out of range they are refused here too
+    // (`paged::count`), and so is a cursor past the bound the document declares.
     if query.cursor.as_ref().is_some_and(|cursor| cursor.len() > 2048) {
         return Err(ApiError::Unprocessable {
             code: "invalid_cursor",
             detail: "the cursor is not one this list handed out".into(),
         });
     }
-    let (sql, filter) = count_sql(&ctx.principal, &query)?;
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || count_sql(&ctx.principal, &query)).await
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::Filter;
 use crate::app::external_keys as app;
 
@@ -71,6 +72,8 @@ pub struct ExternalKeyQuery {
     #[param(inline)]
     provider: Option<ExternalProvider>,
 }
+
+paged!(ExternalKeyQuery);
 
 const SELECT: &str =
     "SELECT e.id, e.workspace_id, e.provider, e.name, e.key_hint, e.settings, e.created_at FROM external_keys e";
@@ -164,19 +167,8 @@ async fn list_external_keys(
 ) -> Result<axum::Json<Page<ExternalKeyView>>, ApiError> {
     ctx.principal.require(Scope::ExternalKeysRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
-    let (sql, filter) = list_sql(workspace_id, &query, &listing);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", ExternalKeyView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
+    listing.fetch(&state.pool, list_sql(workspace_id, &query, &listing), "id", ExternalKeyView::from_row, &uri).await
 }
 
 /// Count a workspace's external keys.
@@ -191,11 +183,7 @@ async fn count_external_keys(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::ExternalKeysRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    Paging::new(query.page, query.page_size)?;
-    let (sql, filter) = count_sql(workspace_id, &query);
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || Ok(count_sql(workspace_id, &query))).await
 }
 
 /// Delete an external key; every interaction key routed to it is revoked with it.

@@ -17,7 +17,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use crate::app::interaction_keys as app;
@@ -96,6 +97,8 @@ pub struct InteractionKeyQuery {
     #[param(inline)]
     status: Option<InteractionKeyStatus>,
 }
+
+paged!(InteractionKeyQuery);
 
 const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
      WHEN k.expires_at IS NOT NULL AND k.expires_at <= now() THEN 'expired' ELSE 'active' END";
@@ -202,20 +205,10 @@ async fn list_workspace_interaction_keys(
 ) -> Result<axum::Json<Page<InteractionKeyView>>, ApiError> {
     ctx.principal.require(Scope::InteractionKeysRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
     let mut filter = filter(workspace_id, &query)?;
     let sql = listing.sql(&select(), &mut filter);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", InteractionKeyView::from_row, &uri)?))
+    listing.fetch(&state.pool, (sql, filter), "id", InteractionKeyView::from_row, &uri).await
 }
 
 /// Count a workspace's interaction keys matching the list's filters.
@@ -230,13 +223,11 @@ async fn count_workspace_interaction_keys(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::InteractionKeysRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    Paging::new(query.page, query.page_size)?;
-    let filter = filter(workspace_id, &query)?;
-    let client = state.pool.get().await?;
-    let row = client
-        .query_one(&format!("SELECT count(*) FROM interaction_keys k {}", filter.where_sql()), &filter.params())
-        .await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || {
+        let filter = filter(workspace_id, &query)?;
+        Ok((format!("SELECT count(*) FROM interaction_keys k {}", filter.where_sql()), filter))
+    })
+    .await
 }
 
 /// Revoke an interaction key: instances reject it once the event reaches them.

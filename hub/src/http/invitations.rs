@@ -26,7 +26,8 @@ use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::middleware::RequestId;
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::Filter;
 use crate::commands;
 use crate::mail::{Email, html_escape};
@@ -125,6 +126,8 @@ pub struct InvitationQuery {
     #[param(inline)]
     status: Option<InvitationStatus>,
 }
+
+paged!(InvitationQuery);
 
 /// The status as shown: the stored one, or `expired` (text, beyond the column's type).
 pub(super) const STATUS_SQL: &str =
@@ -261,19 +264,8 @@ async fn list_invitations(
 ) -> Result<axum::Json<Page<InvitationView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
-    let (sql, filter) = list_sql(workspace_id, &query, &listing);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", InvitationView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
+    listing.fetch(&state.pool, list_sql(workspace_id, &query, &listing), "id", InvitationView::from_row, &uri).await
 }
 
 /// Count a workspace's invitations.
@@ -287,13 +279,11 @@ async fn count_invitations(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    Paging::new(query.page, query.page_size)?;
-    let filter = filter(workspace_id, &query);
-    let client = state.pool.get().await?;
-    let row = client
-        .query_one(&format!("SELECT count(*) FROM invitations i {}", filter.where_sql()), &filter.params())
-        .await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || {
+        let filter = filter(workspace_id, &query);
+        Ok((format!("SELECT count(*) FROM invitations i {}", filter.where_sql()), filter))
+    })
+    .await
 }
 
 /// Revoke a pending invitation: its token stops working.

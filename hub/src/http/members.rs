@@ -18,7 +18,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::Filter;
 use crate::commands;
 
@@ -55,6 +56,8 @@ pub struct MemberQuery {
     #[param(inline)]
     role: Option<Role>,
 }
+
+paged!(MemberQuery);
 
 /// Members in the order they joined.
 pub(crate) const MEMBERS: Keyset =
@@ -110,19 +113,8 @@ async fn list_members(
 ) -> Result<axum::Json<Page<MemberView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        MEMBERS,
-    )?;
-    let (sql, filter) = list_sql(workspace_id, &query, &listing);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "user_id", MemberView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, MEMBERS)?;
+    listing.fetch(&state.pool, list_sql(workspace_id, &query, &listing), "user_id", MemberView::from_row, &uri).await
 }
 
 /// Count a workspace's members.
@@ -136,11 +128,7 @@ async fn count_members(
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     super::workspaces::find(&state, &ctx.principal, workspace_id).await?;
-    Paging::new(query.page, query.page_size)?;
-    let (sql, filter) = count_sql(workspace_id, &query);
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || Ok(count_sql(workspace_id, &query))).await
 }
 
 /// Change a member's role (the last owner cannot be demoted).

@@ -27,6 +27,7 @@ mod metrics;
 mod middleware;
 pub mod openapi;
 mod organizations;
+mod paged;
 pub mod pagination;
 mod partner;
 mod partner_claim;

@@ -17,7 +17,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
@@ -135,6 +136,8 @@ pub struct OrganizationQuery {
     /// Substring of the name, case-insensitive.
     name: Option<String>,
 }
+
+paged!(OrganizationQuery);
 
 const COLUMNS: &str = "id, name, email, plan, status, version, created_at, updated_at, \
      rate_limit_ceiling_per_minute, quota_workspaces, quota_api_keys, quota_interaction_keys, quota_pending_invitations";
@@ -277,15 +280,7 @@ async fn list_organizations(
     Query(query): Query<OrganizationQuery>,
 ) -> Result<axum::Json<Page<OrganizationView>>, ApiError> {
     ctx.principal.require(Scope::OrgsRead)?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
     let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
     let client = state.pool.get().await?;
     let rows = client.query(&sql, &filter.params()).await?;
@@ -302,11 +297,7 @@ async fn count_organizations(
     Query(query): Query<OrganizationQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::OrgsRead)?;
-    Paging::new(query.page, query.page_size)?;
-    let (sql, filter) = count_sql(&ctx.principal, &query)?;
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || count_sql(&ctx.principal, &query)).await
 }
 
 /// Get an organization.

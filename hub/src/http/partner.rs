@@ -17,7 +17,8 @@ use super::auth::{AppPrincipal, Principal};
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::Query;
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::Filter;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -66,6 +67,8 @@ pub struct PartnerKeyQuery {
     #[param(inline)]
     status: Option<PartnerKeyStatus>,
 }
+
+paged!(PartnerKeyQuery);
 
 const STATUS_SQL: &str = "CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' \
      WHEN k.expires_at IS NOT NULL AND k.expires_at <= now() THEN 'expired' ELSE 'active' END";
@@ -130,20 +133,10 @@ async fn list_partner_interaction_keys(
     uri: Uri,
     Query(query): Query<PartnerKeyQuery>,
 ) -> Result<axum::Json<Page<PartnerInteractionKey>>, ApiError> {
-    let listing = Listing::new(
-        &state.master_key,
-        &Principal::App(app),
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        keyset(&query),
-    )?;
+    let listing = Listing::of(&state.master_key, &Principal::App(app), &uri, &query, keyset(&query))?;
     let mut filter = filter(app, &query);
     let sql = listing.sql(&select(), &mut filter);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", PartnerInteractionKey::from_row, &uri)?))
+    listing.fetch(&state.pool, (sql, filter), "id", PartnerInteractionKey::from_row, &uri).await
 }
 
 /// Count the interaction keys provisioned to this app or routed to it (app key only).
@@ -154,14 +147,14 @@ async fn count_partner_interaction_keys(
     app: AppPrincipal,
     Query(query): Query<PartnerKeyQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
-    Paging::new(query.page, query.page_size)?;
-    let filter = filter(app, &query);
-    let sql = format!(
-        "SELECT count(*) FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id \
-         JOIN organizations o ON o.id = k.organization_id {}",
-        filter.where_sql()
-    );
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || {
+        let filter = filter(app, &query);
+        let sql = format!(
+            "SELECT count(*) FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id \
+             JOIN organizations o ON o.id = k.organization_id {}",
+            filter.where_sql()
+        );
+        Ok((sql, filter))
+    })
+    .await
 }

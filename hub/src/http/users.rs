@@ -20,7 +20,8 @@ use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::invitations::{InvitationStatus, InvitationView};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
@@ -90,6 +91,8 @@ pub struct UserQuery {
     #[param(inline)]
     status: Option<UserStatus>,
 }
+
+paged!(UserQuery, UserInvitationQuery);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -236,19 +239,8 @@ async fn list_users(
     Query(query): Query<UserQuery>,
 ) -> Result<axum::Json<Page<UserView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
-    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", UserView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
+    listing.fetch(&state.pool, list_sql(&ctx.principal, &query, &listing)?, "id", UserView::from_row, &uri).await
 }
 
 /// Count the organization's users.
@@ -260,11 +252,7 @@ async fn count_users(
     Query(query): Query<UserQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
-    Paging::new(query.page, query.page_size)?;
-    let (sql, filter) = count_sql(&ctx.principal, &query)?;
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || count_sql(&ctx.principal, &query)).await
 }
 
 /// Get a user.
@@ -363,17 +351,14 @@ async fn user_invitations(
 ) -> Result<axum::Json<Page<InvitationView>>, ApiError> {
     ctx.principal.require(Scope::UsersRead)?;
     let user = find(&state, &ctx.principal, id).await?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        USER_INVITATIONS,
-    )?;
-    let (sql, filter) = user_invitations_sql(&ctx.principal, user.email, user.organization_id, query.status, &listing);
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", InvitationView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, USER_INVITATIONS)?;
+    listing
+        .fetch(
+            &state.pool,
+            user_invitations_sql(&ctx.principal, user.email, user.organization_id, query.status, &listing),
+            "id",
+            InvitationView::from_row,
+            &uri,
+        )
+        .await
 }

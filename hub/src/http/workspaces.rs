@@ -20,7 +20,8 @@ use super::context::Ctx;
 use super::cursor::{Keyset, Listing, SortKind};
 use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query, double_option};
-use super::pagination::{Count, Page, Paging, SortOrder};
+use super::paged::{self, paged};
+use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
 use super::sql::{Filter, contains_pattern, text_filter};
 use super::visibility::Table;
@@ -125,6 +126,8 @@ pub struct WorkspaceQuery {
     status: Option<WorkspaceStatus>,
     instance_id: Option<String>,
 }
+
+paged!(WorkspaceQuery);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -345,19 +348,8 @@ async fn list_workspaces(
     Query(query): Query<WorkspaceQuery>,
 ) -> Result<axum::Json<Page<WorkspaceView>>, ApiError> {
     ctx.principal.require(Scope::WorkspacesRead)?;
-    let listing = Listing::new(
-        &state.master_key,
-        &ctx.principal,
-        &uri,
-        query.page,
-        query.page_size,
-        query.cursor.as_deref(),
-        query.keyset(),
-    )?;
-    let (sql, filter) = list_sql(&ctx.principal, &query, &listing)?;
-    let client = state.pool.get().await?;
-    let rows = client.query(&sql, &filter.params()).await?;
-    Ok(axum::Json(listing.page(&rows, "id", WorkspaceView::from_row, &uri)?))
+    let listing = Listing::of(&state.master_key, &ctx.principal, &uri, &query, query.keyset())?;
+    listing.fetch(&state.pool, list_sql(&ctx.principal, &query, &listing)?, "id", WorkspaceView::from_row, &uri).await
 }
 
 /// Count workspaces matching the list's filters.
@@ -369,11 +361,7 @@ async fn count_workspaces(
     Query(query): Query<WorkspaceQuery>,
 ) -> Result<axum::Json<Count>, ApiError> {
     ctx.principal.require(Scope::WorkspacesRead)?;
-    Paging::new(query.page, query.page_size)?;
-    let (sql, filter) = count_sql(&ctx.principal, &query)?;
-    let client = state.pool.get().await?;
-    let row = client.query_one(&sql, &filter.params()).await?;
-    Ok(axum::Json(Count { count: row.try_get("count")? }))
+    paged::count(&state.pool, &query, || count_sql(&ctx.principal, &query)).await
 }
 
 /// Get a workspace.
