@@ -36,6 +36,39 @@ impl Email {
     }
 }
 
+/// Most emails of one kind an organization may make the platform send to one recipient
+/// outside it in an hour; the last one says so.
+pub const NOTICES_PER_HOUR: i64 = 20;
+
+impl Email {
+    /// The outbox row of an email `organization` makes the platform send to someone outside
+    /// it, unless [`NOTICES_PER_HOUR`] of this kind already went to that recipient for it in
+    /// the past hour (appends are serialized, so the count is exact). The last one allowed
+    /// carries `last_note`, saying where to look instead.
+    pub fn capped_outbox_step(self, organization: uuid::Uuid, last_note: (&str, &str)) -> SqlStep {
+        SqlStep::new(
+            "INSERT INTO outbox (kind, recipient, subject, text_body, html_body, organization_id) \
+             SELECT $1::email_kind, $2::text, $3::text, \
+                    CASE WHEN sent.n = $7::bigint - 1 THEN $4::text || $8::text ELSE $4 END, \
+                    CASE WHEN sent.n = $7 - 1 THEN $5::text || $9::text ELSE $5 END, $6::uuid \
+             FROM (SELECT count(*) AS n FROM outbox WHERE kind = $1 AND recipient = $2 AND organization_id = $6 \
+                   AND created_at > now() - interval '1 hour') AS sent \
+             WHERE sent.n < $7",
+            params![
+                self.kind,
+                self.recipient,
+                self.subject,
+                self.text,
+                self.html,
+                organization,
+                NOTICES_PER_HOUR,
+                last_note.0.to_owned(),
+                last_note.1.to_owned()
+            ],
+        )
+    }
+}
+
 /// Escapes text for an HTML body.
 pub fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")

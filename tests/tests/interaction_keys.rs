@@ -194,6 +194,38 @@ async fn a_key_routed_to_a_destination_app_emails_the_app_contact_without_the_se
 }
 
 #[tokio::test]
+async fn an_organization_can_make_the_platform_email_a_destination_contact_only_so_often() {
+    let stack = stack().await;
+    let contact = "partners@mobilize.test";
+    let destination = app(&stack, "Mobilize", "destination", contact).await;
+    let routed = |name: String| json!({"name": name, "destination": {"type": "app", "app_id": destination}});
+    let ws = workspace(&stack.admin, "Outreach").await;
+    let cap = 20;
+    for n in 0..cap + 3 {
+        stack.admin.post(&keys(&ws), routed(format!("Key {n}"))).await.expect(201);
+    }
+    let mails = mails_to(&stack.smtp, contact, cap).await;
+    let keys_named: Vec<&str> =
+        mails.iter().filter_map(|m| m.text.lines().find_map(|line| line.strip_prefix("Key: "))).collect();
+    let last: Vec<&ReceivedMail> = mails.iter().filter(|m| m.text.contains("last email this hour")).collect();
+    assert_eq!(last.len(), 1, "one email says it is the last: {keys_named:?}");
+    assert!(last[0].text.contains(&format!("Key: Key {}\n", cap - 1)), "the last allowed: {}", last[0].text);
+    // Every key was created, and the three past the cap queued no email at all.
+    assert_eq!(count(&stack.admin, &ws, "").await, cap as i64 + 3);
+    let client = stack.db.connect().await;
+    let queued: i64 =
+        client.query_one("SELECT count(*) FROM outbox WHERE recipient = $1", &[&contact]).await.unwrap().get(0);
+    assert_eq!(queued, cap as i64);
+
+    // The cap is the organization's own: another one still gets its notice through.
+    let (_, other) = organization(&stack.operator, "globex").await;
+    let other_ws = workspace(&other, "Field").await;
+    other.post(&keys(&other_ws), routed("Phone bank".into())).await.expect(201);
+    let mails = mails_to(&stack.smtp, contact, cap + 1).await;
+    assert!(mails.iter().any(|m| m.text.contains("globex") && m.text.contains("Phone bank")));
+}
+
+#[tokio::test]
 async fn a_key_for_a_source_app_withholds_its_secret_and_tells_each_owner_once() {
     let stack = stack().await;
     let admin = &stack.admin;

@@ -126,7 +126,16 @@ pub async fn create(state: &AppState, ctx: &Ctx, workspace_id: Uuid, request: Cr
             extra.extend(owners.iter().map(|owner| notice.generated(owner, &app.name).outbox_step()));
         }
         if let Some(app) = &destination_app {
-            extra.push(notice.routed(&app.contact_email, &app.name).outbox_step());
+            // The contact is outside the organization, which chooses the names the email
+            // shows: a capped number per hour, the rest to be found in the partner list.
+            let last_note = (
+                "\nThis is the last email this hour about keys this organization routes to your app: further \
+                 ones are not emailed until the hour is over. GET /v1/partner/interaction-keys lists them all.\n",
+                "<p>This is the last email this hour about keys this organization routes to your app: further \
+                 ones are not emailed until the hour is over. <code>GET /v1/partner/interaction-keys</code> lists \
+                 them all.</p>",
+            );
+            extra.push(notice.routed(&app.contact_email, &app.name).capped_outbox_step(w.organization_id, last_note));
         }
         Ok((events, extra))
     })
