@@ -35,6 +35,7 @@ mod settings;
 pub(crate) mod sql;
 mod traces;
 pub mod usage;
+mod usage_report;
 mod users;
 pub(crate) mod visibility;
 mod workspace_secrets;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspace_secrets::router())
         .merge(instances::router())
         .merge(audit_logs::router())
+        .merge(usage_report::router())
         .merge(external_keys::router())
         .merge(interaction_keys::router())
         .merge(apps::router())
