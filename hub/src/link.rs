@@ -1,5 +1,6 @@
 //! Answers instances over NATS (core request/reply, queue group `hubs`): their workspaces'
-//! sealed data keys, pages of their events, their heartbeats, and their durable consumers.
+//! sealed data keys, pages of their events, their heartbeats, their usage reports, and
+//! their durable consumers.
 //!
 //! Every hub of a multi-instance deployment runs this, so any live hub answers and no
 //! instance depends on one hub process. The subject `hub.link.<instance_id>.<op>` names
@@ -17,7 +18,9 @@ use serde::de::DeserializeOwned;
 use shared::RecordedEvent;
 use shared::domain::Aggregate;
 use shared::domain::workspace::Workspace;
-use shared::link::{self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op};
+use shared::link::{
+    self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op, UsageReport,
+};
 
 /// Requests answered at once by one hub.
 const CONCURRENCY: usize = 16;
@@ -99,7 +102,19 @@ async fn answer(pool: &Pool, js: &jetstream::Context, subject: &str, payload: &[
         Op::Events => reply(events(pool, instance, payload, max_bytes).await),
         Op::Heartbeat => reply(heartbeat(pool, instance, payload).await),
         Op::Consumer => reply(ensure_consumer(js, instance).await),
+        Op::Usage => reply(usage(pool, instance, payload).await),
     }
+}
+
+/// Adds an instance's usage report to the counters, once per report id (a report sent
+/// again after a lost reply is acknowledged without counting twice).
+async fn usage(pool: &Pool, instance: &str, payload: &[u8]) -> Result<(), LinkError> {
+    let report: UsageReport = parse(payload)?;
+    let mut client = pool.get().await.map_err(unavailable)?;
+    let tx = client.transaction().await.map_err(unavailable)?;
+    instance::usage::apply_report(&tx, instance, &report).await.map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(())
 }
 
 async fn data_key(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKey, LinkError> {

@@ -43,11 +43,17 @@ pub async fn start(
         }
     }
     let pool = crate::db::pool(config, POOL_SIZE);
+    let embedded_id = instance_id.clone();
     {
         let pool = pool.clone();
         tasks.spawn("embedded instance", move || tail(pool.clone(), instance_id.clone(), wake.clone()));
     }
     let runtime = Arc::new(RuntimeState::new(pool, Keyring::Database, Some(master_key), auth_failures_per_minute));
+    {
+        let (usage, pool) = (runtime.usage.clone(), runtime.pool.clone());
+        let sink = crate::usage::Sink::Hub { instance_id: embedded_id };
+        tasks.spawn("embedded usage", move || crate::usage::run(usage.clone(), pool.clone(), sink.clone()));
+    }
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
     // The hub serves its own `/openapi.json`: the runtime API's document is beside its routes.
     let document = axum::routing::get(|| async { axum::Json(crate::openapi::runtime()) });

@@ -8,6 +8,10 @@
 //! `interaction_keys` and compared in constant time. No hub is asked. Unknown, revoked and
 //! expired keys, and keys of deleted workspaces, get 401 (counted by the runtime API's
 //! throttle like any failed authentication); a key of an archived workspace gets 403.
+//!
+//! Each outcome is counted for usage (see [`crate::usage`], in memory): an accepted
+//! interaction, or a refusal once the key is known to this instance (expired, archived
+//! workspace, a refused body); refusals of unknown keys belong to no workspace.
 
 use std::sync::Arc;
 
@@ -83,9 +87,23 @@ pub struct Accepted {
     )
 )]
 pub async fn interactions(State(state): State<Arc<RuntimeState>>, headers: HeaderMap, body: Body) -> Response {
-    match accept(&state, &headers, body).await {
-        Ok(id) => (StatusCode::ACCEPTED, Json(Accepted { id })).into_response(),
-        Err(response) => response,
+    let mut identified = None;
+    match accept(&state, &headers, body, &mut identified).await {
+        Ok((workspace_id, key_id, id)) => {
+            state.usage.accepted(workspace_id, key_id);
+            (StatusCode::ACCEPTED, Json(Accepted { id })).into_response()
+        }
+        Err(response) => {
+            // A refusal counts for the key's workspace once the key is known (an expired
+            // key, an archived workspace, a bad body); unknown keys belong to no one, and a
+            // 503 is the instance's failure, not the client's.
+            if let Some((workspace_id, key_id)) = identified
+                && response.status().is_client_error()
+            {
+                state.usage.rejected(workspace_id, key_id);
+            }
+            response
+        }
     }
 }
 
@@ -115,7 +133,14 @@ fn refused_key(detail: &str) -> Refused {
     Refused { status: StatusCode::UNAUTHORIZED, code: "unauthorized", detail: detail.to_owned() }
 }
 
-async fn accept(state: &RuntimeState, headers: &HeaderMap, body: Body) -> Result<Uuid, Response> {
+/// Stores the interaction: its workspace, key and id. `identified` is set as soon as the
+/// presented key is found to be one of this instance's keys.
+async fn accept(
+    state: &RuntimeState,
+    headers: &HeaderMap,
+    body: Body,
+    identified: &mut Option<(Uuid, Uuid)>,
+) -> Result<(Uuid, Uuid, Uuid), Response> {
     let presented =
         credentials(headers).ok_or_else(|| unauthorized("send `Authorization: Bearer <interaction key>`"))?;
     keys::parse(KeyKind::Interaction, &presented).map_err(|_| unauthorized("not a valid interaction key"))?;
@@ -132,6 +157,7 @@ async fn accept(state: &RuntimeState, headers: &HeaderMap, body: Body) -> Result
         let tx = client.transaction().await.map_err(|_| unavailable())?;
         let found = lookup(&tx, &hash).await.map_err(|_| unavailable())?;
         tx.commit().await.map_err(|_| unavailable())?;
+        *identified = known(found.as_ref(), &hash);
         usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
     }
     drop(client);
@@ -144,6 +170,7 @@ async fn accept(state: &RuntimeState, headers: &HeaderMap, body: Body) -> Result
     // Again under the workspace's lock: the key may have been revoked meanwhile, and the
     // deliveries go to the webhook URIs of this moment.
     let found = lookup(&tx, &hash).await.map_err(|_| unavailable())?;
+    *identified = known(found.as_ref(), &hash);
     let key = usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
     tx.execute(
         "INSERT INTO interactions (id, workspace_id, interaction_key_id, type, payload, received_at) \
@@ -164,7 +191,12 @@ async fn accept(state: &RuntimeState, headers: &HeaderMap, body: Body) -> Result
     }
     tx.commit().await.map_err(|_| unavailable())?;
     tracing::debug!(interaction = %id, workspace = %key.workspace_id, interaction_key = %key.id, deliveries = deliveries.len(), "interaction accepted");
-    Ok(id)
+    Ok((key.workspace_id, key.id, id))
+}
+
+/// The workspace and id of the key the presented hash belongs to, usable or not.
+fn known(found: Option<&Found>, hash: &[u8]) -> Option<(Uuid, Uuid)> {
+    found.filter(|k| keys::constant_time_eq(&k.key_hash, hash)).map(|k| (k.workspace_id, k.id))
 }
 
 /// The key, when it may be used now: 401 when unknown (a revoked key has no row) or

@@ -19,3 +19,4 @@ pub mod openapi;
 pub mod request_id;
 pub mod runtime;
 pub mod startup;
+pub mod usage;

@@ -1,6 +1,6 @@
 //! Asking the hubs over NATS (core request/reply; any live hub answers, see
-//! `shared::link`): sealed data keys, pages of this instance's events, heartbeats, and the
-//! durable consumer the hubs define for this instance.
+//! `shared::link`): sealed data keys, pages of this instance's events, heartbeats, usage
+//! reports, and the durable consumer the hubs define for this instance.
 //!
 //! The connection uses this instance's own credentials (from `NATS_URL`) and its own inbox
 //! prefix, `_INBOX.<instance_id>`, the only inbox its NATS user may subscribe to.
@@ -11,7 +11,9 @@ use anyhow::Context;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::RecordedEvent;
-use shared::link::{self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op};
+use shared::link::{
+    self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op, UsageReport,
+};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -97,6 +99,11 @@ impl Link {
     pub async fn heartbeat(&self, applied_position: i64, workspace_count: i64) -> Result<i64, AskError> {
         let reply: HeartbeatReply = self.ask(Op::Heartbeat, &Heartbeat { applied_position, workspace_count }).await?;
         Ok(reply.head_position)
+    }
+
+    /// Hands a usage report to a hub (applied once however often it is sent).
+    pub async fn report_usage(&self, report: &UsageReport) -> Result<(), AskError> {
+        self.ask(Op::Usage, report).await
     }
 
     /// Has a hub create (or keep) this instance's durable consumer.

@@ -54,6 +54,8 @@ pub struct RuntimeState {
     auth_failures_per_minute: u32,
     /// Hashes presented interaction keys like the hub (its pepper derives from the master key).
     pub(crate) key_hasher: Option<shared::keys::KeyHasher>,
+    /// Interactions and deliveries counted for the hubs (see [`crate::usage`]).
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 impl RuntimeState {
@@ -73,6 +75,7 @@ impl RuntimeState {
             data_keys: Mutex::default(),
             failures: Windows::default(),
             auth_failures_per_minute,
+            usage: Arc::default(),
         }
     }
 

@@ -98,6 +98,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.master_key.clone(),
         config.auth_failures_per_minute,
     ));
+    {
+        let (usage, pool, sink) = (runtime.usage.clone(), pool.clone(), crate::usage::Sink::Link(feed.clone()));
+        tasks.spawn("usage", move || crate::usage::run(usage.clone(), pool.clone(), sink.clone()));
+    }
     let state = Arc::new(AppState {
         pool,
         nats,

@@ -42,6 +42,8 @@ pub enum Op {
     Heartbeat,
     /// Creates (or keeps) the instance's durable consumer: `{}` → `()`.
     Consumer,
+    /// The instance's usage counters since its last report: [`UsageReport`] → `()`.
+    Usage,
 }
 
 impl Op {
@@ -51,11 +53,14 @@ impl Op {
             Self::Events => "events",
             Self::Heartbeat => "heartbeat",
             Self::Consumer => "consumer",
+            Self::Usage => "usage",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::DataKey, Self::Events, Self::Heartbeat, Self::Consumer].into_iter().find(|op| op.name() == name)
+        [Self::DataKey, Self::Events, Self::Heartbeat, Self::Consumer, Self::Usage]
+            .into_iter()
+            .find(|op| op.name() == name)
     }
 }
 
@@ -128,6 +133,29 @@ pub struct HeartbeatReply {
     pub head_position: i64,
 }
 
+/// What an instance counted since its previous report. Its `id` makes a retried report
+/// count once: a hub records the ids it applied in the transaction that adds the counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    pub id: Uuid,
+    pub counts: Vec<UsageCount>,
+}
+
+/// The counters of one workspace, interaction key and hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageCount {
+    pub workspace_id: Uuid,
+    pub interaction_key_id: Uuid,
+    /// The start of the hour (UTC).
+    pub hour: chrono::DateTime<chrono::Utc>,
+    pub interactions_accepted: i64,
+    pub interactions_rejected: i64,
+    pub deliveries_succeeded: i64,
+    pub deliveries_failed: i64,
+}
+
 /// A workspace's data key over HTTP (`GET /v1/internal/keyring/{id}`; a destroyed key is
 /// `410 Gone` there rather than a `null`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -164,6 +192,7 @@ mod tests {
         assert_eq!(subject("alpha", Op::DataKey), "hub.link.alpha.data_key");
         assert_eq!(parse_subject("hub.link.alpha.data_key"), Some(("alpha", Op::DataKey)));
         assert_eq!(parse_subject("hub.link.beta.events"), Some(("beta", Op::Events)));
+        assert_eq!(parse_subject("hub.link.alpha.usage"), Some(("alpha", Op::Usage)));
         assert_eq!(parse_subject("hub.link.alpha.nope"), None);
         assert_eq!(parse_subject("hub.events.alpha.x"), None);
     }

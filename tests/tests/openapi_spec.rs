@@ -69,6 +69,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("delete", "/v1/workspaces/{id}/members/{user_id}"),
     ("get", "/v1/audit-logs"),
     ("get", "/v1/audit-logs/count"),
+    ("get", "/v1/usage"),
     ("post", "/v1/apps"),
     ("get", "/v1/apps"),
     ("get", "/v1/apps/count"),

@@ -398,8 +398,19 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         state.usage.touch(key.id);
     }
     let mut response = if decision.allowed {
+        let counted = match &principal {
+            Principal::Key(key) => Some((key.organization_id, super::usage::workspace_in_path(request.uri().path()))),
+            Principal::Operator | Principal::App(_) => None,
+        };
         request.extensions_mut().insert(principal);
-        next.run(request).await
+        let response = next.run(request).await;
+        // Admin requests of an organization's keys count for its usage; for the workspace
+        // the path names only when it was answered (so it is one the key may see).
+        if let Some((organization_id, workspace_id)) = counted {
+            let workspace_id = workspace_id.filter(|_| response.status().is_success());
+            state.usage.admin_request(organization_id, workspace_id);
+        }
+        response
     } else {
         ApiError::RateLimited { retry_after_seconds: decision.reset_seconds }.into_response()
     };

@@ -37,6 +37,7 @@ mod shown_once;
 pub(crate) mod sql;
 mod traces;
 pub mod usage;
+mod usage_report;
 mod users;
 pub(crate) mod visibility;
 mod workspace_secrets;
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspace_secrets::router())
         .merge(instances::router())
         .merge(audit_logs::router())
+        .merge(usage_report::router())
         .merge(external_keys::router())
         .merge(interaction_keys::router())
         .merge(apps::router())

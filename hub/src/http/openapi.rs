@@ -29,6 +29,7 @@ use utoipa::OpenApi;
         (name = "api keys", description = "Admin API keys"),
         (name = "workspaces", description = "The workspace tree"),
         (name = "settings", description = "Organization settings"),
+        (name = "usage", description = "Interactions, deliveries and admin requests counted per hour"),
         (name = "users", description = "Users, invitations and workspace members"),
         (name = "apps", description = "Technology partner apps (operator)"),
         (name = "partner", description = "What a technology partner app sees, with its app key (`pak_...`); no other key is accepted here")

@@ -2,7 +2,7 @@
 //!
 //! The rule: nothing deleted; only the principal's own organization (the operator sees
 //! every organization); a key restricted to workspaces sees only what lies in its subtrees.
-//! Each table's queries name it by a fixed alias (`o`, `w`, `u`, `k`, `a`), which the clauses
+//! Each table's queries name it by a fixed alias (`o`, `w`, `u`, `k`, `a`, `g`), which the clauses
 //! here use. Rows of other tables (members, invitations, secrets) are reached through a
 //! visible workspace (`workspaces::find`).
 
@@ -27,6 +27,10 @@ pub enum Table {
     /// they are now, never the rows of the organization as a whole (its keys, users,
     /// settings).
     AuditLog,
+    /// `usage_counters g`: of the organization; a key restricted to workspaces sees only the
+    /// counters of workspaces inside its subtrees, never those of the organization as a
+    /// whole.
+    Usage,
 }
 
 impl Filter {
@@ -82,6 +86,17 @@ impl Filter {
                 if let Some(roots) = roots {
                     self.bind(
                         "EXISTS (SELECT 1 FROM workspaces x WHERE x.id = a.workspace_id AND x.ancestors && $?)",
+                        Box::new(roots),
+                    );
+                }
+            }
+            Table::Usage => {
+                if let Some(own) = own {
+                    self.bind("g.organization_id = $?", Box::new(own));
+                }
+                if let Some(roots) = roots {
+                    self.bind(
+                        "EXISTS (SELECT 1 FROM workspaces x WHERE x.id = g.workspace_id AND x.ancestors && $?)",
                         Box::new(roots),
                     );
                 }
