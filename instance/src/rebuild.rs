@@ -1,13 +1,14 @@
 //! `instance rebuild`: drops the materialized state and replays this instance's workspaces
 //! from the hubs' feed.
 //!
-//! The feed is read ahead: a reader task keeps asking for the next page while the pages
-//! already read are applied, so the hub's answers and the instance's writes overlap. The
-//! events of many pages are applied together by the live path's own batch apply
-//! ([`crate::keyring::apply_batch`]: each workspace loaded once, folded in memory with the
-//! domain's `apply`, its final state written in one statement for the lot, the data keys
-//! its new workspaces need fetched several at once), in transactions of up to [`CHUNK`]
-//! events, each with its exact checkpoint. The result is the state the live apply reaches.
+//! The feed is read ahead: a reader task keeps asking for the next pages (several at once,
+//! see [`read_feed`]) while the pages already read are applied, so the hub's answers and
+//! the instance's writes overlap. The events of many pages are applied together by the
+//! live path's own batch apply ([`crate::keyring::apply_batch`]: each workspace loaded
+//! once, folded in memory with the domain's `apply`, its final state written in one
+//! statement for the lot, the data keys its new workspaces need fetched several at once),
+//! in transactions of up to [`CHUNK`] events, each with its exact checkpoint. The result is
+//! the state the live apply reaches.
 
 use std::collections::HashSet;
 
@@ -17,12 +18,14 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::feed::HubFeed;
+use crate::feed::{HubFeed, PAGE};
 
 /// Most events of this instance applied in one transaction.
 const CHUNK: usize = 20_000;
 /// Pages read ahead of the apply.
 const READ_AHEAD: usize = 16;
+/// Pages asked for at once.
+const AT_ONCE: i64 = 4;
 
 /// Replays this instance's workspaces; returns how many events were applied.
 pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
@@ -53,15 +56,39 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
 }
 
 /// Sends the feed's pages in order until the end of the log (or the first error).
+///
+/// Each round asks for [`AT_ONCE`] pages together: the one after the last position read,
+/// and pages starting further on, spaced by a little less than the positions a full page
+/// spanned last time (over HTTP the feed is the whole log and positions are dense; over
+/// NATS it is this instance's events alone). A page is used only when it starts at or
+/// before the last position read so far, so it holds every event after it up to its own
+/// last one: the events come out complete and in order, the overlap dropped. A page that
+/// would leave a hole is dropped, and the next round starts where the reading stopped.
 async fn read_feed(feed: HubFeed, pages: mpsc::Sender<Vec<RecordedEvent>>) -> anyhow::Result<()> {
     let mut after = 0;
+    let mut stride = PAGE;
     loop {
-        let page = feed.page(after, None).await?;
-        let Some(last) = page.last().map(|e| e.position) else { return Ok(()) };
-        after = last;
-        if pages.send(page).await.is_err() {
-            // The apply stopped (on an error of its own, which it reports).
-            return Ok(());
+        let starts: Vec<i64> = (0..AT_ONCE).map(|k| after + k * stride).collect();
+        let answers = futures::future::join_all(starts.iter().map(|start| feed.page(*start, None))).await;
+        for (start, page) in starts.into_iter().zip(answers) {
+            let page = page?;
+            if start > after {
+                break;
+            }
+            if page.is_empty() {
+                // Nothing after `start`, so nothing after `after`: the end of the log.
+                return Ok(());
+            }
+            if let (Some(first), Some(last), true) = (page.first(), page.last(), page.len() as i64 == PAGE) {
+                stride = ((last.position - first.position) * 9 / 10).max(1);
+            }
+            let fresh: Vec<RecordedEvent> = page.into_iter().filter(|e| e.position > after).collect();
+            let Some(last) = fresh.last().map(|e| e.position) else { continue };
+            after = last;
+            if pages.send(fresh).await.is_err() {
+                // The apply stopped (on an error of its own, which it reports).
+                return Ok(());
+            }
         }
     }
 }
