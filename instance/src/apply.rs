@@ -149,28 +149,46 @@ pub async fn apply_batch_with_keys(
         }
         handled += 1;
     }
-    for (id, entry) in entries.iter().filter(|(_, e)| e.dirty) {
-        // A deleted workspace's state, secrets included, is dropped; its checkpoint stays.
-        let state = if entry.state.deleted { None } else { Some(serde_json::to_value(&entry.state)?) };
+    // The batch's final states, written together: one statement however many workspaces.
+    let dirty: Vec<(&Uuid, &Entry)> = entries.iter().filter(|(_, e)| e.dirty).collect();
+    if !dirty.is_empty() {
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, entry) in &dirty {
+            // A deleted workspace's state, secrets included, is dropped; its checkpoint stays.
+            let state = if entry.state.deleted { None } else { Some(serde_json::to_value(&entry.state)?) };
+            columns.0.push(**id);
+            columns.1.push(entry.version);
+            columns.2.push(entry.position);
+            columns.3.push(entry.hash.as_slice());
+            columns.4.push(state);
+        }
         tx.execute(
             "INSERT INTO workspaces (id, stream_version, position, event_hash, state, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET stream_version = $2, \
-             position = $3, event_hash = $4, state = $5, updated_at = clock_timestamp()",
-            &[id, &entry.version, &entry.position, &entry.hash, &state],
+             SELECT id, stream_version, position, event_hash, state, clock_timestamp() \
+             FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::bytea[], $5::jsonb[]) \
+             AS t(id, stream_version, position, event_hash, state) \
+             ON CONFLICT (id) DO UPDATE SET stream_version = excluded.stream_version, position = excluded.position, \
+             event_hash = excluded.event_hash, state = excluded.state, updated_at = excluded.updated_at",
+            &[&columns.0, &columns.1, &columns.2, &columns.3, &columns.4],
         )
         .await?;
-        crate::interaction_keys::sync(&tx, *id, &entry.before, &entry.state).await?;
+        crate::interaction_keys::sync(&tx, dirty.iter().map(|(id, e)| (**id, &e.before, &e.state))).await?;
     }
+    let (mut kept, mut sealed_keys) = (Vec::new(), Vec::new());
     for (id, sealed) in keys {
         let deleted = entries.get(id).is_some_and(|e| e.state.deleted);
         if let (Some(sealed), false) = (sealed, deleted) {
-            tx.execute(
-                "INSERT INTO data_keys (workspace_id, sealed_data_key) VALUES ($1, $2) \
-                 ON CONFLICT (workspace_id) DO UPDATE SET sealed_data_key = $2, fetched_at = now()",
-                &[id, sealed],
-            )
-            .await?;
+            kept.push(*id);
+            sealed_keys.push(sealed.as_slice());
         }
+    }
+    if !kept.is_empty() {
+        tx.execute(
+            "INSERT INTO data_keys (workspace_id, sealed_data_key) SELECT * FROM unnest($1::uuid[], $2::bytea[]) \
+             ON CONFLICT (workspace_id) DO UPDATE SET sealed_data_key = excluded.sealed_data_key, fetched_at = now()",
+            &[&kept, &sealed_keys],
+        )
+        .await?;
     }
     // Deleting a workspace erases its data key here too (crypto-shredding).
     let deleted: Vec<Uuid> = entries.iter().filter(|(_, e)| e.dirty && e.state.deleted).map(|(id, _)| *id).collect();

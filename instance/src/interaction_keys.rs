@@ -34,29 +34,46 @@ fn rows(state: &Workspace) -> BTreeMap<Uuid, Row> {
     state.interaction_keys.iter().filter_map(|(id, key)| Some((*id, row(key)?))).collect()
 }
 
-/// Writes the keys of `workspace` that differ between `before` and `after` (a deleted
-/// workspace has none left).
-pub async fn sync(
+/// Writes the keys that differ between `before` and `after` of each changed workspace (a
+/// deleted workspace has none left): one statement per kind of change, however many
+/// workspaces.
+pub async fn sync<'a>(
     tx: &Transaction<'_>,
-    workspace: Uuid,
-    before: &Workspace,
-    after: &Workspace,
+    changes: impl IntoIterator<Item = (Uuid, &'a Workspace, &'a Workspace)>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (old, new) = (rows(before), rows(after));
-    if after.deleted {
-        tx.execute("DELETE FROM interaction_keys WHERE workspace_id = $1", &[&workspace]).await?;
-        return Ok(());
-    }
-    for (id, row) in &old {
-        if new.get(id).is_none_or(|r| r.key_hash != row.key_hash) {
-            tx.execute("DELETE FROM interaction_keys WHERE id = $1", &[id]).await?;
+    let (mut deleted, mut gone) = (Vec::new(), Vec::new());
+    let (mut ids, mut hashes, mut workspaces, mut expiries) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (workspace, before, after) in changes {
+        if after.deleted {
+            deleted.push(workspace);
+            continue;
+        }
+        let (old, new) = (rows(before), rows(after));
+        for (id, row) in &old {
+            if new.get(id).is_none_or(|r| r.key_hash != row.key_hash) {
+                gone.push(*id);
+            }
+        }
+        for (id, row) in new.into_iter().filter(|(id, row)| old.get(id) != Some(row)) {
+            ids.push(id);
+            hashes.push(row.key_hash);
+            workspaces.push(workspace);
+            expiries.push(row.expires_at);
         }
     }
-    for (id, row) in new.iter().filter(|(id, row)| old.get(id) != Some(row)) {
+    if !deleted.is_empty() {
+        tx.execute("DELETE FROM interaction_keys WHERE workspace_id = ANY($1)", &[&deleted]).await?;
+    }
+    if !gone.is_empty() {
+        tx.execute("DELETE FROM interaction_keys WHERE id = ANY($1)", &[&gone]).await?;
+    }
+    if !ids.is_empty() {
         tx.execute(
-            "INSERT INTO interaction_keys (key_hash, id, workspace_id, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET key_hash = $1, workspace_id = $3, expires_at = $4",
-            &[&row.key_hash, id, &workspace, &row.expires_at],
+            "INSERT INTO interaction_keys (key_hash, id, workspace_id, expires_at) \
+             SELECT * FROM unnest($1::bytea[], $2::uuid[], $3::uuid[], $4::timestamptz[]) \
+             ON CONFLICT (id) DO UPDATE SET key_hash = excluded.key_hash, workspace_id = excluded.workspace_id, \
+             expires_at = excluded.expires_at",
+            &[&hashes, &ids, &workspaces, &expiries],
         )
         .await?;
     }

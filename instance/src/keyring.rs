@@ -6,6 +6,9 @@
 //! a workspace is never served without its key, and a token check never asks a hub. The
 //! deletion of a workspace erases its key in the transaction that applies it.
 
+use std::collections::HashSet;
+
+use futures::StreamExt;
 use shared::RecordedEvent;
 use shared::link::LinkError;
 use tokio_postgres::Client;
@@ -19,22 +22,32 @@ fn needs_key(event: &RecordedEvent) -> bool {
     matches!(event.event_type.as_str(), "WorkspaceCreated" | "WorkspaceSecretIssued")
 }
 
+/// Data keys asked of the hubs at once.
+const FETCHES: usize = 16;
+
 /// Applies `events` like [`crate::apply::apply_batch`], first fetching the data keys the
-/// batch's new workspaces need.
+/// batch's new workspaces need (several at once). A workspace the batch also deletes needs
+/// none: its key would be erased in the same transaction.
 pub async fn apply_batch(
     client: &mut Client,
     feed: &HubFeed,
     events: &[RecordedEvent],
 ) -> anyhow::Result<(usize, Option<Applied>)> {
-    let mut wanted: Vec<Uuid> = events.iter().filter(|e| needs_key(e)).filter_map(workspace_id).collect();
+    let deleted: HashSet<Uuid> =
+        events.iter().filter(|e| e.event_type == "WorkspaceDeleted").filter_map(workspace_id).collect();
+    let mut wanted: Vec<Uuid> =
+        events.iter().filter(|e| needs_key(e)).filter_map(workspace_id).filter(|id| !deleted.contains(id)).collect();
     wanted.sort_unstable();
     wanted.dedup();
     let mut keys = DataKeys::new();
     if !wanted.is_empty() {
         let held = client.query("SELECT workspace_id FROM data_keys WHERE workspace_id = ANY($1)", &[&wanted]).await?;
-        let held: Vec<Uuid> = held.iter().map(|r| r.get("workspace_id")).collect();
-        for id in wanted.into_iter().filter(|id| !held.contains(id)) {
-            let sealed = match feed.sealed_data_key(id).await {
+        let held: HashSet<Uuid> = held.iter().map(|r| r.get("workspace_id")).collect();
+        let mut fetched = futures::stream::iter(wanted.into_iter().filter(|id| !held.contains(id)))
+            .map(|id| async move { (id, feed.sealed_data_key(id).await) })
+            .buffer_unordered(FETCHES);
+        while let Some((id, sealed)) = fetched.next().await {
+            let sealed = match sealed {
                 Ok(sealed) => sealed,
                 // Not this instance's to hold: applied without a key (its tokens are refused).
                 Err(error) if error.downcast_ref::<LinkError>().is_some_and(|e| e.code == "not_placed_here") => {

@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod link;
 pub mod migrate;
 pub mod openapi;
+pub mod rebuild;
 pub mod request_id;
 pub mod runtime;
 pub mod startup;

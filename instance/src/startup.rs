@@ -191,39 +191,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<axum::Json<serde_j
     })))
 }
 
-/// Drops the materialized state and replays this instance's workspaces from the hubs.
+/// Drops the materialized state and replays this instance's workspaces from the hubs
+/// (see [`crate::rebuild`]); returns how many events were applied.
 pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
-    let mut client = config.connect().await.context("connecting to the instance database")?;
-    crate::migrate::run(&mut client).await?;
-    let feed = HubFeed::new(&config)?;
-    client
-        .batch_execute(
-            "TRUNCATE workspaces, data_keys, interaction_keys; UPDATE instance_state SET applied_position = 0",
-        )
-        .await?;
-    let mut owned = std::collections::HashSet::new();
-    let mut after = 0;
-    let mut applied = 0;
-    loop {
-        let page = feed.page(after, None).await?;
-        let Some(last) = page.last().map(|e| e.position) else { break };
-        let mut mine = Vec::new();
-        for event in page {
-            let Some(id) = crate::apply::workspace_id(&event) else { continue };
-            if event.event_type == "WorkspaceCreated"
-                && event.data.get("instance_id").and_then(|v| v.as_str()) == Some(config.instance_id.as_str())
-            {
-                owned.insert(id);
-            }
-            if owned.contains(&id) {
-                mine.push(event);
-            }
-        }
-        // The feed is the whole log in order: a replay has no gaps.
-        let (handled, _) = crate::keyring::apply_batch(&mut client, &feed, &mine).await?;
-        anyhow::ensure!(handled == mine.len(), "the hub's feed skipped events of a workspace");
-        applied += handled as i64;
-        after = last;
-    }
-    Ok(applied)
+    crate::rebuild::rebuild(config).await
 }

@@ -1,0 +1,123 @@
+//! `instance rebuild`: drops the materialized state and replays this instance's workspaces
+//! from the hubs' feed.
+//!
+//! The feed is read ahead: a reader task keeps asking for the next pages (several at once,
+//! see [`read_feed`]) while the pages already read are applied, so the hub's answers and
+//! the instance's writes overlap. The events of many pages are applied together by the
+//! live path's own batch apply ([`crate::keyring::apply_batch`]: each workspace loaded
+//! once, folded in memory with the domain's `apply`, its final state written in one
+//! statement for the lot, the data keys its new workspaces need fetched several at once),
+//! in transactions of up to [`CHUNK`] events, each with its exact checkpoint. The result is
+//! the state the live apply reaches.
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use shared::RecordedEvent;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::feed::{HubFeed, PAGE};
+
+/// Most events of this instance applied in one transaction.
+const CHUNK: usize = 20_000;
+/// Pages read ahead of the apply.
+const READ_AHEAD: usize = 16;
+/// Pages asked for at once.
+const AT_ONCE: i64 = 4;
+
+/// Replays this instance's workspaces; returns how many events were applied.
+pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
+    let mut client = config.connect().await.context("connecting to the instance database")?;
+    crate::migrate::run(&mut client).await?;
+    let feed = HubFeed::new(&config)?;
+    client
+        .batch_execute(
+            "TRUNCATE workspaces, data_keys, interaction_keys; UPDATE instance_state SET applied_position = 0",
+        )
+        .await?;
+    let (pages, mut read) = mpsc::channel(READ_AHEAD);
+    let reader = tokio::spawn(read_feed(feed.clone(), pages));
+    let mut owned = HashSet::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut applied = 0;
+    while let Some(page) = read.recv().await {
+        chunk.extend(mine(page, &config.instance_id, &mut owned));
+        if chunk.len() >= CHUNK {
+            applied += apply(&mut client, &feed, &chunk).await?;
+            chunk.clear();
+        }
+    }
+    // The reader's error, if it stopped on one.
+    reader.await??;
+    applied += apply(&mut client, &feed, &chunk).await?;
+    Ok(applied)
+}
+
+/// Sends the feed's pages in order until the end of the log (or the first error).
+///
+/// Each round asks for [`AT_ONCE`] pages together: the one after the last position read,
+/// and pages starting further on, spaced by a little less than the positions a full page
+/// spanned last time (over HTTP the feed is the whole log and positions are dense; over
+/// NATS it is this instance's events alone). A page is used only when it starts at or
+/// before the last position read so far, so it holds every event after it up to its own
+/// last one: the events come out complete and in order, the overlap dropped. A page that
+/// would leave a hole is dropped, and the next round starts where the reading stopped.
+async fn read_feed(feed: HubFeed, pages: mpsc::Sender<Vec<RecordedEvent>>) -> anyhow::Result<()> {
+    let mut after = 0;
+    let mut stride = PAGE;
+    loop {
+        let starts: Vec<i64> = (0..AT_ONCE).map(|k| after + k * stride).collect();
+        let answers = futures::future::join_all(starts.iter().map(|start| feed.page(*start, None))).await;
+        for (start, page) in starts.into_iter().zip(answers) {
+            let page = page?;
+            if start > after {
+                break;
+            }
+            if page.is_empty() {
+                // Nothing after `start`, so nothing after `after`: the end of the log.
+                return Ok(());
+            }
+            if let (Some(first), Some(last), true) = (page.first(), page.last(), page.len() as i64 == PAGE) {
+                stride = ((last.position - first.position) * 9 / 10).max(1);
+            }
+            let fresh: Vec<RecordedEvent> = page.into_iter().filter(|e| e.position > after).collect();
+            let Some(last) = fresh.last().map(|e| e.position) else { continue };
+            after = last;
+            if pages.send(fresh).await.is_err() {
+                // The apply stopped (on an error of its own, which it reports).
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The events of `page` that belong to this instance's workspaces (a workspace is this
+/// instance's once its creation names it).
+fn mine(page: Vec<RecordedEvent>, instance_id: &str, owned: &mut HashSet<Uuid>) -> Vec<RecordedEvent> {
+    let mut mine = Vec::with_capacity(page.len());
+    for event in page {
+        let Some(id) = crate::apply::workspace_id(&event) else { continue };
+        if event.event_type == "WorkspaceCreated"
+            && event.data.get("instance_id").and_then(|v| v.as_str()) == Some(instance_id)
+        {
+            owned.insert(id);
+        }
+        if owned.contains(&id) {
+            mine.push(event);
+        }
+    }
+    mine
+}
+
+/// Applies one chunk in one transaction; the feed is the whole log in order, so a replay
+/// has no gaps.
+async fn apply(client: &mut tokio_postgres::Client, feed: &HubFeed, events: &[RecordedEvent]) -> anyhow::Result<i64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let (handled, _) = crate::keyring::apply_batch(client, feed, events).await?;
+    anyhow::ensure!(handled == events.len(), "the hub's feed skipped events of a workspace");
+    Ok(handled as i64)
+}
