@@ -118,6 +118,7 @@ impl Application {
                 EMBEDDED_INSTANCE_ID.to_owned(),
                 master.clone(),
                 config.auth_failures_per_minute,
+                config.webhooks.clone(),
                 commit_signal,
                 &tasks,
             )

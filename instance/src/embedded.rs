@@ -23,13 +23,14 @@ const PAGE: i64 = 500;
 /// Connections of the embedded instance: its tailer and the runtime API's requests.
 const POOL_SIZE: usize = 8;
 
-/// Prepares the schema, starts the tailer (supervised in `tasks`) and returns the runtime
-/// API's routes. `hub_database` carries the hub's session limits.
+/// Prepares the schema, starts the tailer and the webhook sender (supervised in `tasks`)
+/// and returns the runtime API's routes. `hub_database` carries the hub's session limits.
 pub async fn start(
     hub_database: tokio_postgres::Config,
     instance_id: String,
     master_key: crate::config::MasterKey,
     auth_failures_per_minute: u32,
+    webhooks: shared::config::Webhooks,
     wake: Arc<Notify>,
     tasks: &Arc<Tasks>,
 ) -> anyhow::Result<Router> {
@@ -54,6 +55,7 @@ pub async fn start(
         let sink = crate::usage::Sink::Hub { instance_id: embedded_id };
         tasks.spawn("embedded usage", move || crate::usage::run(usage.clone(), pool.clone(), sink.clone()));
     }
+    crate::webhooks::spawn(tasks, runtime.clone(), webhooks)?;
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
     // The hub serves its own `/openapi.json`: the runtime API's document is beside its routes.
     let document = axum::routing::get(|| async { axum::Json(crate::openapi::runtime()) });

@@ -190,6 +190,9 @@ async fn accept(
         .map_err(|_| unavailable())?;
     }
     tx.commit().await.map_err(|_| unavailable())?;
+    if !deliveries.is_empty() {
+        state.deliveries_wake.notify_one();
+    }
     tracing::debug!(interaction = %id, workspace = %key.workspace_id, interaction_key = %key.id, deliveries = deliveries.len(), "interaction accepted");
     Ok((key.workspace_id, key.id, id))
 }

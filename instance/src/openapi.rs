@@ -25,7 +25,13 @@ pub struct Problem {
             access token (`POST /v1/workspaces/{id}/access-token` on the hub), and the interactions posted with an \
             interaction key. Every response carries `Request-Id`."
     ),
-    paths(crate::runtime::workspace, crate::ingest::interactions),
+    paths(
+        crate::runtime::workspace,
+        crate::ingest::interactions,
+        crate::deliveries::list,
+        crate::deliveries::count,
+        crate::deliveries::retry
+    ),
     tags((name = "runtime", description = "The data plane")),
     modifiers(&Bearer)
 )]

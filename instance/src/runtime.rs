@@ -56,6 +56,8 @@ pub struct RuntimeState {
     pub(crate) key_hasher: Option<shared::keys::KeyHasher>,
     /// Interactions and deliveries counted for the hubs (see [`crate::usage`]).
     pub usage: Arc<crate::usage::Usage>,
+    /// Wakes the webhook sender when an accepted interaction brought deliveries.
+    pub(crate) deliveries_wake: Arc<tokio::sync::Notify>,
 }
 
 impl RuntimeState {
@@ -76,7 +78,23 @@ impl RuntimeState {
             failures: Windows::default(),
             auth_failures_per_minute,
             usage: Arc::default(),
+            deliveries_wake: Arc::default(),
         }
+    }
+
+    /// The workspace's data key, opened with the master key (cached once opened).
+    pub(crate) async fn open_data_key(&self, id: Uuid) -> anyhow::Result<[u8; 32]> {
+        if let Some(key) = self.data_keys.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(*key);
+        }
+        let master = self.master_key.as_ref().ok_or_else(|| anyhow::anyhow!("the instance has no HUB_MASTER_KEY"))?;
+        let sealed = self.sealed_data_key(id).await?;
+        let key = crypto::open(master.expose_secret(), &sealed, &crypto::data_key_context(id))
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .ok_or_else(|| anyhow::anyhow!("the workspace's data key cannot be opened"))?;
+        self.data_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(id, key);
+        Ok(key)
     }
 
     async fn sealed_data_key(&self, id: Uuid) -> anyhow::Result<Vec<u8>> {
@@ -119,6 +137,9 @@ pub fn router(state: Arc<RuntimeState>) -> Router {
     Router::new()
         .route("/v1/runtime/workspace", get(workspace))
         .route("/v1/interactions", axum::routing::post(crate::ingest::interactions))
+        .route("/v1/runtime/deliveries", get(crate::deliveries::list))
+        .route("/v1/runtime/deliveries/count", get(crate::deliveries::count))
+        .route("/v1/runtime/deliveries/{id}/retry", axum::routing::post(crate::deliveries::retry))
         .layer(axum::middleware::from_fn_with_state(state.clone(), throttle))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -195,6 +216,21 @@ pub async fn workspace(State(state): State<Arc<RuntimeState>>, headers: HeaderMa
 }
 
 async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<RuntimeWorkspace, Response> {
+    let (id, workspace) = authenticate(state, headers).await?;
+    Ok(RuntimeWorkspace {
+        id,
+        name: workspace.name,
+        status: "active",
+        settings: workspace.settings,
+        webhook_uris: workspace.webhook_uris,
+        public_keys: workspace.public_keys,
+        secret_version: workspace.secret_version,
+    })
+}
+
+/// The workspace a request's access token was issued for, once the token verifies: 401
+/// for a missing, malformed, expired or foreign token, 403 for an archived workspace.
+pub(crate) async fn authenticate(state: &RuntimeState, headers: &HeaderMap) -> Result<(Uuid, Workspace), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -234,16 +270,7 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<RuntimeWorks
     if workspace.archived {
         return Err(problem(StatusCode::FORBIDDEN, "workspace_archived", "the workspace is archived"));
     }
-
-    Ok(RuntimeWorkspace {
-        id,
-        name: workspace.name,
-        status: "active",
-        settings: workspace.settings,
-        webhook_uris: workspace.webhook_uris,
-        public_keys: workspace.public_keys,
-        secret_version: workspace.secret_version,
-    })
+    Ok((id, workspace))
 }
 
 async fn data_key(state: &RuntimeState, id: Uuid) -> Result<[u8; 32], Response> {

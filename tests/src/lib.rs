@@ -10,6 +10,7 @@ pub mod binaries;
 pub mod nats;
 pub mod postgres;
 pub mod process;
+pub mod receiver;
 pub mod smtp;
 pub mod wait;
 

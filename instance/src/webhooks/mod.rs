@@ -1,0 +1,35 @@
+//! Webhook delivery: a sender on every instance (a separate instance and the instance
+//! embedded in a single-node hub alike) drains the delivery outbox that
+//! `POST /v1/interactions` fills (see [`crate::ingest`]).
+//!
+//! Each due delivery is claimed in the database before it is sent: the claim counts the
+//! attempt and leases the row for longer than a request may take, so two senders never
+//! send the same attempt, and a sender that dies mid-request leaves a row that is tried
+//! again once its lease runs out. The outcome is recorded as soon as the answer arrives:
+//! any 2xx succeeds (and is never sent again), anything else is retried on
+//! `WEBHOOK_RETRY_SCHEDULE` with jitter, then failed; a destination refused by the
+//! private-address guard fails at once.
+//!
+//! - [`sender`]: the claim, send and record loop.
+//! - [`outcome`]: what an attempt's result does to its delivery.
+//! - [`signature`]: Standard Webhooks signatures.
+//! - [`guard`]: the private-address guard.
+
+pub mod guard;
+pub mod outcome;
+pub mod sender;
+pub mod signature;
+
+use std::sync::Arc;
+
+use shared::config::Webhooks;
+use shared::supervise::Tasks;
+
+use crate::runtime::RuntimeState;
+
+/// Starts the webhook sender, supervised in `tasks` as `webhook sender`.
+pub fn spawn(tasks: &Arc<Tasks>, runtime: Arc<RuntimeState>, config: Webhooks) -> anyhow::Result<()> {
+    let sender = Arc::new(sender::Sender::new(runtime, config)?);
+    tasks.spawn("webhook sender", move || sender.clone().run());
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! A webhook receiver on a loopback port: records every request it gets (the Standard
+//! Webhooks headers, the body, when it arrived) and answers the status it is told to,
+//! optionally a 503 for one request in `n`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+/// One request as the receiver got it, and what it answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: String,
+    pub answered: u16,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Shared {
+    status: AtomicU16,
+    /// When above zero: every `unavailable_every`-th request gets 503 whatever `status` says.
+    unavailable_every: AtomicU64,
+    seen: AtomicU64,
+    requests: Mutex<Vec<Received>>,
+}
+
+/// A running receiver; stops with the test's runtime.
+#[derive(Clone)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+    pub addr: SocketAddr,
+}
+
+impl Receiver {
+    /// Starts a receiver answering `status` on `127.0.0.1`.
+    pub async fn start(status: u16) -> Receiver {
+        let shared = Arc::new(Shared::default());
+        shared.status.store(status, Ordering::SeqCst);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
+        let addr = listener.local_addr().expect("the receiver's address");
+        let router = axum::Router::new().fallback(receive).with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Receiver { shared, addr }
+    }
+
+    /// The URL of a path on this receiver, by address (`http://127.0.0.1:<port><path>`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Answers `status` from now on.
+    pub fn answer(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers 503 to every `n`-th request (0: never), whatever [`Receiver::answer`] says.
+    pub fn unavailable_every(&self, n: u64) {
+        self.shared.unavailable_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The requests carrying `webhook-id: id`.
+    pub fn requests_for(&self, id: &str) -> Vec<Received> {
+        self.requests().into_iter().filter(|r| r.id == id).collect()
+    }
+}
+
+async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let n = shared.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    let every = shared.unavailable_every.load(Ordering::SeqCst);
+    let answered = if every > 0 && n % every == 0 { 503 } else { shared.status.load(Ordering::SeqCst) };
+    shared.requests.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        answered,
+        at: Instant::now(),
+    });
+    StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
