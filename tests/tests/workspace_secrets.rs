@@ -76,6 +76,12 @@ async fn forged_claims_are_checked(base: &str, ws: &str, secret: &str, minted: &
     assert!(nbf <= iat + 1 && exp > iat && exp - iat <= 86_400, "{claims}");
 }
 
+/// `whsec_` and the base64 of the secret's UTF-8 bytes (API.md, Workspaces).
+fn whsec(secret: &str) -> String {
+    use base64::Engine;
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(secret.as_bytes()))
+}
+
 async fn runtime_at(base: &str, token: &str) -> (StatusCode, Value) {
     let response =
         reqwest::Client::new().get(format!("{base}/v1/runtime/workspace")).bearer_auth(token).send().await.unwrap();
@@ -128,6 +134,7 @@ async fn tokens_verify_on_the_instance_and_old_secrets_expire_with_their_grace_p
     })
     .await;
     let secret = created.body["secret"].as_str().unwrap();
+    assert_eq!(created.body["webhook_secret"], whsec(secret), "the same secret, as webhook libraries take it");
     forged_claims_are_checked(&instance.url(""), &ws, secret, &first).await;
     operator.patch(&format!("/v1/workspaces/{ws}"), json!({"settings": {"tier": "gold"}})).await.expect(200);
     wait_until("the new settings on the instance", Duration::from_secs(30), || {
@@ -140,6 +147,7 @@ async fn tokens_verify_on_the_instance_and_old_secrets_expire_with_their_grace_p
         operator.post(&format!("/v1/workspaces/{ws}/rotate-secret"), json!({"grace_period_seconds": 3})).await;
     let rotated = rotated.expect(200);
     assert_eq!(rotated.body["secret_version"], 2);
+    assert_eq!(rotated.body["webhook_secret"], whsec(rotated.body["secret"].as_str().unwrap()));
     assert!(rotated.body["previous_secret_expires_at"].is_string());
     let second = token(&operator, &ws).await;
     wait_until("the rotation to reach the instance", Duration::from_secs(30), || {

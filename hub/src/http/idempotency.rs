@@ -193,7 +193,10 @@ async fn record(state: &AppState, principal: &str, key: &str, response: Response
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-/// A JSON body with every `secret` field set to null: a replay never repeats a secret.
+/// The response fields that carry a secret shown once.
+const SECRET_FIELDS: [&str; 3] = ["secret", "webhook_secret", "access_token"];
+
+/// A JSON body with every secret field set to null: a replay never repeats a secret.
 fn scrub_secrets(headers: &HeaderMap, bytes: &[u8]) -> Vec<u8> {
     let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
     if !is_json {
@@ -212,7 +215,7 @@ fn null_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             for (name, field) in map.iter_mut() {
-                if name == "secret" || name == "access_token" {
+                if SECRET_FIELDS.contains(&name.as_str()) {
                     *field = serde_json::Value::Null;
                 } else {
                     null_secrets(field);
@@ -253,9 +256,10 @@ mod tests {
     fn secrets_are_nulled_at_any_depth() {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let body = br#"{"id":"1","secret":"adm_x","nested":{"items":[{"secret":"s2","name":"n"}]}}"#;
+        let body = br#"{"id":"1","secret":"adm_x","webhook_secret":"whsec_x","nested":{"items":[{"secret":"s2","name":"n"}]}}"#;
         let scrubbed: serde_json::Value = serde_json::from_slice(&scrub_secrets(&headers, body)).unwrap();
         assert_eq!(scrubbed["secret"], serde_json::Value::Null);
+        assert_eq!(scrubbed["webhook_secret"], serde_json::Value::Null);
         assert_eq!(scrubbed["nested"]["items"][0]["secret"], serde_json::Value::Null);
         assert_eq!(scrubbed["nested"]["items"][0]["name"], "n");
     }

@@ -13,6 +13,15 @@ impl ShownOnce {
     }
 }
 
+impl ShownOnce {
+    /// A workspace signing secret as Standard Webhooks libraries take it: `whsec_` and the
+    /// base64 of the secret's UTF-8 bytes (the key its signatures are made with).
+    pub fn webhook_secret(secret: &str) -> Self {
+        use base64::Engine;
+        Self::new(&format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(secret.as_bytes())))
+    }
+}
+
 impl From<&GeneratedKey> for ShownOnce {
     fn from(key: &GeneratedKey) -> Self {
         Self::new(key.expose())
@@ -41,5 +50,11 @@ mod tests {
         assert_eq!(serde_json::to_string(&shown).unwrap(), "\"adm_plaintext\"");
         assert_eq!(format!("{shown:?}"), "[redacted]");
         assert!(!format!("{:?}", Some(&shown)).contains("plaintext"));
+    }
+
+    #[test]
+    fn the_webhook_form_is_whsec_and_the_base64_of_the_secret() {
+        let shown = ShownOnce::webhook_secret("wss_abc");
+        assert_eq!(serde_json::to_string(&shown).unwrap(), "\"whsec_d3NzX2FiYw==\"");
     }
 }

@@ -21,6 +21,7 @@ use super::AppState;
 use super::context::Ctx;
 use super::error::{ApiError, Problem};
 use super::extract::{OptionalJson, Path};
+use super::shown_once::ShownOnce;
 use crate::{commands, secrets};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -53,10 +54,14 @@ pub struct RotateSecret {
     pub grace_period_seconds: Option<i64>,
 }
 
-// No `Debug`: it carries the new secret.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RotatedSecret {
-    pub secret: String,
+    #[schema(value_type = String)]
+    pub secret: ShownOnce,
+    /// The same secret as Standard Webhooks libraries take it (`whsec_` + base64 of its
+    /// UTF-8 bytes).
+    #[schema(value_type = String)]
+    pub webhook_secret: ShownOnce,
     pub secret_version: i32,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
@@ -135,7 +140,8 @@ async fn rotate_secret(
     .await?;
     Ok(no_store(
         axum::Json(RotatedSecret {
-            secret: secret.expose().to_owned(),
+            secret: ShownOnce::from(&secret),
+            webhook_secret: ShownOnce::webhook_secret(secret.expose()),
             secret_version: executed.state.secret_version,
             previous_secret_expires_at: executed.state.previous_secret_valid_until,
         })

@@ -63,6 +63,11 @@ pub struct WorkspaceView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub secret: Option<ShownOnce>,
+    /// The same secret as Standard Webhooks libraries take it (`whsec_` + base64 of its
+    /// UTF-8 bytes): only in the response that creates the workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub webhook_secret: Option<ShownOnce>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -178,6 +183,7 @@ impl WorkspaceView {
             updated_at: row.try_get("updated_at")?,
             ancestors: row.try_get("ancestors")?,
             secret: None,
+            webhook_secret: None,
         })
     }
 }
@@ -210,6 +216,7 @@ impl WorkspaceView {
             updated_at: at,
             ancestors: Vec::new(),
             secret: None,
+            webhook_secret: None,
         }
     }
 }
@@ -335,6 +342,7 @@ async fn create_workspace(
     let created = app::create(&state, &ctx, request).await?;
     let mut view = WorkspaceView::decided(created.id, &created.workspace);
     view.secret = Some(ShownOnce::from(&created.secret));
+    view.webhook_secret = Some(ShownOnce::webhook_secret(created.secret.expose()));
     Ok(single(StatusCode::CREATED, view))
 }
 
