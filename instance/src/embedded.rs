@@ -43,13 +43,14 @@ pub async fn start(
             prepare_schema(&config).await.context("preparing the embedded instance's schema (run `hub migrate`)")?;
         }
     }
+    let webhook_pool = crate::db::pool(config.clone(), crate::webhooks::POOL_SIZE);
     let pool = crate::db::pool(config, POOL_SIZE);
     {
         let pool = pool.clone();
         tasks.spawn("embedded instance", move || tail(pool.clone(), instance_id.clone(), wake.clone()));
     }
     let runtime = Arc::new(RuntimeState::new(pool, Keyring::Database, Some(master_key), auth_failures_per_minute));
-    crate::webhooks::spawn(tasks, runtime.clone(), webhooks)?;
+    crate::webhooks::spawn(tasks, runtime.clone(), webhook_pool, webhooks)?;
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
     // The hub serves its own `/openapi.json`: the runtime API's document is beside its routes.
     let document = axum::routing::get(|| async { axum::Json(crate::openapi::runtime()) });

@@ -98,7 +98,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.master_key.clone(),
         config.auth_failures_per_minute,
     ));
-    crate::webhooks::spawn(&tasks, runtime.clone(), config.webhooks.clone())?;
+    crate::webhooks::spawn(&tasks, runtime.clone(), config.webhook_pool()?, config.webhooks.clone())?;
     let state = Arc::new(AppState {
         pool,
         nats,
