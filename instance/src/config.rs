@@ -179,6 +179,11 @@ impl Config {
         Ok(crate::db::pool(self.session_limits.apply(self.database_config()?), POOL_SIZE))
     }
 
+    /// The webhook sender's own connections (requests never leave it waiting for one).
+    pub fn webhook_pool(&self) -> anyhow::Result<deadpool_postgres::Pool> {
+        Ok(crate::db::pool(self.session_limits.apply(self.database_config()?), crate::webhooks::POOL_SIZE))
+    }
+
     /// One connection without session limits, for migrations and one-shot commands.
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, connection) =

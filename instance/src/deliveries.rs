@@ -85,7 +85,9 @@ pub struct DeliveryQuery {
     /// Items per page.
     #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
+    #[param(inline)]
     pub sort_by: Option<SortBy>,
+    #[param(inline)]
     pub sort_order: Option<SortOrder>,
     /// `pagination.next_cursor` of the previous page, with the same filter and sort.
     #[param(max_length = 512)]

@@ -43,6 +43,7 @@ pub async fn start(
             prepare_schema(&config).await.context("preparing the embedded instance's schema (run `hub migrate`)")?;
         }
     }
+    let webhook_pool = crate::db::pool(config.clone(), crate::webhooks::POOL_SIZE);
     let pool = crate::db::pool(config, POOL_SIZE);
     let embedded_id = instance_id.clone();
     {
@@ -55,7 +56,7 @@ pub async fn start(
         let sink = crate::usage::Sink::Hub { instance_id: embedded_id };
         tasks.spawn("embedded usage", move || crate::usage::run(usage.clone(), pool.clone(), sink.clone()));
     }
-    crate::webhooks::spawn(tasks, runtime.clone(), webhooks)?;
+    crate::webhooks::spawn(tasks, runtime.clone(), webhook_pool, webhooks)?;
     // Merged after the hub's own layers, so it carries its own `Request-Id`.
     // The hub serves its own `/openapi.json`: the runtime API's document is beside its routes.
     let document = axum::routing::get(|| async { axum::Json(crate::openapi::runtime()) });

@@ -102,7 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let (usage, pool, sink) = (runtime.usage.clone(), pool.clone(), crate::usage::Sink::Link(feed.clone()));
         tasks.spawn("usage", move || crate::usage::run(usage.clone(), pool.clone(), sink.clone()));
     }
-    crate::webhooks::spawn(&tasks, runtime.clone(), config.webhooks.clone())?;
+    crate::webhooks::spawn(&tasks, runtime.clone(), config.webhook_pool()?, config.webhooks.clone())?;
     let state = Arc::new(AppState {
         pool,
         nats,

@@ -16,3 +16,7 @@ ALTER TABLE deliveries
 -- (creation) order.
 CREATE INDEX deliveries_workspace ON deliveries (workspace_id, id);
 CREATE INDEX deliveries_workspace_status ON deliveries (workspace_id, status, id);
+
+-- The sender's next due delivery to one webhook URI (a request slot that frees up goes on
+-- to the same URI).
+CREATE INDEX deliveries_due_by_url ON deliveries (url, next_attempt_at) WHERE status = 'pending';

@@ -1,6 +1,6 @@
 //! A webhook receiver on a loopback port: records every request it gets (the Standard
 //! Webhooks headers, the body, when it arrived) and answers the status it is told to,
-//! optionally a 503 for one request in `n`.
+//! optionally a 503 for one request in `n`, optionally after a delay.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -28,6 +28,10 @@ struct Shared {
     /// When above zero: every `unavailable_every`-th request gets 503 whatever `status` says.
     unavailable_every: AtomicU64,
     seen: AtomicU64,
+    /// Milliseconds each answer waits.
+    delay_ms: AtomicU64,
+    /// Requests being answered now.
+    in_flight: AtomicU64,
     requests: Mutex<Vec<Received>>,
 }
 
@@ -65,6 +69,16 @@ impl Receiver {
         self.shared.unavailable_every.store(n, Ordering::SeqCst);
     }
 
+    /// Holds each answer back for `delay` (a slow receiver keeps requests in flight).
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.shared.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// How many requests are being answered now (held back by [`Receiver::delay`]).
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Received> {
         self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -77,6 +91,19 @@ impl Receiver {
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    /// Counts a request in flight until it is answered or its client goes away.
+    struct InFlight(Arc<Shared>);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(shared.clone());
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let n = shared.seen.fetch_add(1, Ordering::SeqCst) + 1;
     let every = shared.unavailable_every.load(Ordering::SeqCst);

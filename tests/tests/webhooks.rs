@@ -351,6 +351,8 @@ async fn twenty_failing_deliveries_survive_a_kill_of_the_instance_and_each_succe
     let start = || HubProcess::instance_with_env("alpha", &instance_db.url, &nats_url, &hub_url, &env);
     let mut instance = start().await;
     let receiver = Receiver::start(503).await;
+    // Slow answers: the kill finds requests in flight, whose claims must run out first.
+    receiver.delay(Duration::from_millis(300));
     let (ws, _, admin) = workspace(&operator, Some("alpha"), &[receiver.url("/hooks")]).await;
     let ingest = Api::new(&instance.url(""), Some(&interaction_key(&admin, &ws).await));
     let mut ids = Vec::new();
@@ -363,9 +365,19 @@ async fn twenty_failing_deliveries_survive_a_kill_of_the_instance_and_each_succe
     })
     .await;
 
+    wait_until("requests in flight", WAIT, || {
+        let busy = receiver.in_flight() > 0;
+        async move { busy.then_some(()) }
+    })
+    .await;
     instance.kill();
+    // The crash left deliveries claimed, their attempts unrecorded.
+    let claimed = "SELECT count(*) FROM deliveries WHERE claimed_until > now()";
+    let claimed: i64 = instance_db.connect().await.query_one(claimed, &[]).await.unwrap().get(0);
+    assert!(claimed > 0, "the kill found requests in flight");
     let instance = start().await;
     receiver.answer(200);
+    receiver.delay(Duration::ZERO);
     let runtime = access_token(&admin, &Api::new(&instance.url(""), None), &ws, 1).await;
     wait_until("all 20 deliveries to succeed", Duration::from_secs(120), || {
         let runtime = runtime.clone();

@@ -27,9 +27,18 @@ use shared::supervise::Tasks;
 
 use crate::runtime::RuntimeState;
 
-/// Starts the webhook sender, supervised in `tasks` as `webhook sender`.
-pub fn spawn(tasks: &Arc<Tasks>, runtime: Arc<RuntimeState>, config: Webhooks) -> anyhow::Result<()> {
-    let sender = Arc::new(sender::Sender::new(runtime, config)?);
+/// Connections of the sender's own pool: claims, secrets and outcomes, shared by up to
+/// [`sender::MAX_IN_FLIGHT`] requests (none holds a connection while it waits for an answer).
+pub const POOL_SIZE: usize = 8;
+
+/// Starts the webhook sender on its own `pool`, supervised in `tasks` as `webhook sender`.
+pub fn spawn(
+    tasks: &Arc<Tasks>,
+    runtime: Arc<RuntimeState>,
+    pool: deadpool_postgres::Pool,
+    config: Webhooks,
+) -> anyhow::Result<()> {
+    let sender = Arc::new(sender::Sender::new(runtime, pool, config)?);
     tasks.spawn("webhook sender", move || sender.clone().run());
     Ok(())
 }

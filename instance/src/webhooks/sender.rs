@@ -10,7 +10,6 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use shared::config::Webhooks;
 use shared::crypto;
-use shared::domain::workspace::Workspace;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -37,7 +36,9 @@ const POLL: Duration = Duration::from_millis(200);
 const RECORD_TRIES: u32 = 5;
 
 pub struct Sender {
+    /// The workspaces' data keys (and the wake-up of accepted interactions).
     runtime: Arc<RuntimeState>,
+    pool: deadpool_postgres::Pool,
     client: reqwest::Client,
     config: Webhooks,
 }
@@ -55,7 +56,7 @@ struct Claimed {
 }
 
 impl Sender {
-    pub fn new(runtime: Arc<RuntimeState>, config: Webhooks) -> anyhow::Result<Self> {
+    pub fn new(runtime: Arc<RuntimeState>, pool: deadpool_postgres::Pool, config: Webhooks) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -67,14 +68,21 @@ impl Sender {
             builder = builder.dns_resolver(Arc::new(guard::PublicOnly));
         }
         let client = builder.build().context("building the webhook HTTP client")?;
-        Ok(Self { runtime, client, config })
+        Ok(Self { runtime, pool, client, config })
     }
 
-    /// Claims, sends and records until the database fails (the supervisor restarts it;
-    /// requests in flight are dropped and their deliveries retried once their leases end).
+    /// Claims, sends and records until the database fails (the supervisor restarts it).
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let wake = self.runtime.deliveries_wake.clone();
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let failed = self.drain(&mut in_flight).await;
+        // Requests in flight finish and record their outcomes on their own: aborting one
+        // that was answered 2xx would send that success again once its lease ends.
+        in_flight.detach_all();
+        failed
+    }
+
+    async fn drain(self: &Arc<Self>, in_flight: &mut JoinSet<()>) -> anyhow::Result<()> {
+        let wake = self.runtime.deliveries_wake.clone();
         let endpoints = Endpoints::default();
         loop {
             while let Some(done) = in_flight.try_join_next() {
@@ -89,7 +97,17 @@ impl Sender {
                     let slot = endpoints.take(&delivery.url);
                     let sender = self.clone();
                     in_flight.spawn(async move {
-                        sender.deliver(delivery).await;
+                        // The slot goes on to the URI's next due delivery, claimed here
+                        // rather than by this loop, so slots of one URI refill in parallel.
+                        let mut next = Some(delivery);
+                        while let Some(delivery) = next {
+                            let url = delivery.url.clone();
+                            sender.deliver(delivery).await;
+                            next = sender.claim_next(&url).await.unwrap_or_else(|error| {
+                                tracing::warn!(error = %format!("{error:#}"), "the next webhook delivery was not claimed");
+                                None
+                            });
+                        }
                         drop(slot);
                     });
                 }
@@ -110,8 +128,12 @@ impl Sender {
     async fn claim(&self, free: usize, busy: &HashMap<String, usize>) -> anyhow::Result<Vec<Claimed>> {
         let saturated: Vec<&str> =
             busy.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(url, _)| url.as_str()).collect();
-        let mut client = self.runtime.pool.get().await.context("the webhook sender's database connection")?;
+        let mut client = self.pool.get().await.context("the webhook sender's database connection")?;
         let tx = client.transaction().await?;
+        // The claim need not wait for its WAL flush: only a crash of PostgreSQL itself can
+        // lose it (then the attempt is made again, as after any crash mid-request), and the
+        // outcome's synchronous commit flushes it anyway.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         let due = tx
             .query(
                 "SELECT id, url FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() \
@@ -134,36 +156,58 @@ impl Sender {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let rows = tx
-            .query(
-                "UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(), \
-                 next_attempt_at = now() + make_interval(secs => $2), claimed_until = now() + make_interval(secs => $2) \
-                 FROM interactions i WHERE d.id = ANY($1) AND i.id = d.interaction_id \
-                 RETURNING d.id, d.interaction_id, d.workspace_id, d.url, d.attempts, d.round_started_at_attempt, \
-                 i.type, i.payload, i.received_at, i.interaction_key_id",
-                &[&ids, &LEASE.as_secs_f64()],
+        let rows =
+            tx.query(&format!("{CLAIM} WHERE d.id = ANY($1) AND {CLAIMED}"), &[&ids, &LEASE.as_secs_f64()]).await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(claimed).collect())
+    }
+
+    /// Claims the next due delivery to `url`, if any (one statement: the row is locked,
+    /// skipped by other senders, counted and leased at once).
+    async fn claim_next(&self, url: &str) -> anyhow::Result<Option<Claimed>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "{CLAIM} WHERE d.id = (SELECT id FROM deliveries WHERE status = 'pending' AND url = $1 \
+                     AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) AND {CLAIMED}"
+                ),
+                &[&url, &LEASE.as_secs_f64()],
             )
             .await?;
         tx.commit().await?;
-        Ok(rows
-            .iter()
-            .map(|row| Claimed {
-                attempt: Attempt {
-                    delivery: row.get("id"),
-                    attempts: row.get("attempts"),
-                    round_start: row.get("round_started_at_attempt"),
-                },
-                interaction_id: row.get("interaction_id"),
-                workspace_id: row.get("workspace_id"),
-                url: row.get("url"),
-                kind: row.get("type"),
-                payload: row.get("payload"),
-                received_at: row.get("received_at"),
-                interaction_key_id: row.get("interaction_key_id"),
-            })
-            .collect())
+        Ok(row.as_ref().map(claimed))
     }
+}
 
+/// Counts the attempt and leases the delivery for `$2` seconds (its `WHERE` follows).
+const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(), \
+                     next_attempt_at = now() + make_interval(secs => $2), \
+                     claimed_until = now() + make_interval(secs => $2) FROM interactions i";
+/// The rest of the claim's `WHERE`, and what it returns.
+const CLAIMED: &str = "i.id = d.interaction_id RETURNING d.id, d.interaction_id, d.workspace_id, d.url, d.attempts, \
+                       d.round_started_at_attempt, i.type, i.payload, i.received_at, i.interaction_key_id";
+
+fn claimed(row: &tokio_postgres::Row) -> Claimed {
+    Claimed {
+        attempt: Attempt {
+            delivery: row.get("id"),
+            attempts: row.get("attempts"),
+            round_start: row.get("round_started_at_attempt"),
+        },
+        interaction_id: row.get("interaction_id"),
+        workspace_id: row.get("workspace_id"),
+        url: row.get("url"),
+        kind: row.get("type"),
+        payload: row.get("payload"),
+        received_at: row.get("received_at"),
+        interaction_key_id: row.get("interaction_key_id"),
+    }
+}
+
+impl Sender {
     /// One attempt of `delivery`, then its outcome recorded.
     async fn deliver(&self, delivery: Claimed) {
         let outcome = match self.signing_keys(delivery.workspace_id).await {
@@ -177,7 +221,7 @@ impl Sender {
         tracing::debug!(delivery = %delivery.attempt.delivery, attempt = delivery.attempt.attempts, ?outcome, "webhook attempt");
         for tried in 1..=RECORD_TRIES {
             let recorded = async {
-                let client = self.runtime.pool.get().await?;
+                let client = self.pool.get().await?;
                 anyhow::Ok(outcome::record(&client, delivery.attempt, &outcome, &self.config.retry_schedule).await?)
             };
             match recorded.await {
@@ -249,25 +293,35 @@ impl Sender {
     /// The workspace's signing secrets, the current one first and the previous one while
     /// its grace period lasts; `None` when the workspace is gone.
     async fn signing_keys(&self, workspace_id: Uuid) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+        // Only the secrets of the workspace's state, not the whole of it.
         let row = {
-            let client = self.runtime.pool.get().await?;
-            client.query_opt("SELECT state FROM workspaces WHERE id = $1", &[&workspace_id]).await?
+            let client = self.pool.get().await?;
+            client
+                .query_opt(
+                    "SELECT (state->>'secret_version')::integer AS version, state->>'sealed_secret' AS sealed, \
+                     state->>'previous_sealed_secret' AS previous, \
+                     (state->>'previous_secret_valid_until')::timestamptz AS previous_until \
+                     FROM workspaces WHERE id = $1 AND state IS NOT NULL",
+                    &[&workspace_id],
+                )
+                .await?
         };
-        let Some(state) = row.and_then(|r| r.get::<_, Option<serde_json::Value>>("state")) else { return Ok(None) };
-        let workspace: Workspace = serde_json::from_value(state).context("reading the workspace's state")?;
-        let sealed = workspace.sealed_secret.as_deref().context("the workspace has no secret")?;
+        let Some(row) = row else { return Ok(None) };
+        let version: i32 = row.get::<_, Option<i32>>("version").context("the workspace has no secret version")?;
+        let sealed: String = row.get::<_, Option<String>>("sealed").context("the workspace has no secret")?;
+        let previous: Option<String> = row.get("previous");
+        let previous_until: Option<DateTime<Utc>> = row.get("previous_until");
         let data_key = self.runtime.open_data_key(workspace_id).await?;
         let open = |sealed: &str, version: i32| -> anyhow::Result<Vec<u8>> {
             let sealed = hex::decode(sealed).context("a sealed secret is not hex")?;
             crypto::open(&data_key, &sealed, &crypto::secret_context(workspace_id, version))
                 .map_err(|_| anyhow::anyhow!("the workspace's secret cannot be opened"))
         };
-        let mut keys = vec![open(sealed, workspace.secret_version)?];
-        if let (Some(previous), Some(until)) =
-            (workspace.previous_sealed_secret.as_deref(), workspace.previous_secret_valid_until)
+        let mut keys = vec![open(&sealed, version)?];
+        if let (Some(previous), Some(until)) = (previous, previous_until)
             && until > Utc::now()
         {
-            keys.push(open(previous, workspace.secret_version - 1)?);
+            keys.push(open(&previous, version - 1)?);
         }
         Ok(Some(keys))
     }
