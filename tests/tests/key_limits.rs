@@ -109,6 +109,42 @@ async fn a_key_bound_to_a_user_mints_only_keys_bound_to_that_user() {
 }
 
 #[tokio::test]
+async fn disabling_or_deleting_a_user_needs_a_grant_over_every_key_bound_to_them() {
+    let db = TestDatabase::new().await;
+    let smtp = SmtpServer::start().expect("start the SMTP server");
+    let env = [("SMTP_URL", smtp.url()), ("HUB_PUBLIC_URL", "https://console.example.test".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_hub, operator) = stack(&db, &env).await;
+    let (_, admin) = organization(&operator, "acme").await;
+    let home = workspace(&admin, "Home", None).await;
+    let bob = user(&smtp, &admin, &home, "bob@example.test").await;
+    let carol = user(&smtp, &admin, &home, "carol@example.test").await;
+    let (_, _, bobs) = mint(&admin, json!({"name": "bob's", "scopes": ["*"], "owner_user_id": bob})).await;
+    let (_, _, people) = mint(&admin, json!({"name": "people", "scopes": ["users:read", "users:write"]})).await;
+
+    // A key that manages users but not keys cannot suspend, revive or revoke a key through
+    // its user; nothing changes.
+    let user_path = format!("/v1/users/{bob}");
+    refused(people.patch(&user_path, json!({"status": "disabled"})).await, 403, "forbidden");
+    refused(people.delete(&user_path).await, 403, "forbidden");
+    bobs.get("/v1/api-keys").await.expect(200);
+    assert_eq!(admin.get(&user_path).await.expect(200).body["status"], "active");
+    // It still manages a user with no live key, and renames anyone.
+    people.patch(&user_path, json!({"name": "Bob B."})).await.expect(200);
+    people.patch(&format!("/v1/users/{carol}"), json!({"status": "disabled"})).await.expect(200);
+    people.delete(&format!("/v1/users/{carol}")).await.expect(204);
+
+    // A grant that covers the key may.
+    admin.patch(&user_path, json!({"status": "disabled"})).await.expect(200);
+    bobs.get("/v1/api-keys").await.expect(401);
+    refused(people.patch(&user_path, json!({"status": "active"})).await, 403, "forbidden");
+    admin.patch(&user_path, json!({"status": "active"})).await.expect(200);
+    bobs.get("/v1/api-keys").await.expect(200);
+    admin.delete(&user_path).await.expect(204);
+    bobs.get("/v1/api-keys").await.expect(401);
+}
+
+#[tokio::test]
 async fn a_key_mints_keys_only_within_its_addresses_and_lifetime() {
     let stack = plain().await;
     let expires =

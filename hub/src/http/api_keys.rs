@@ -337,7 +337,7 @@ async fn check_workspaces(
 
 /// The ancestors of `ids` and of the principal's own workspaces, for the domain to compare
 /// grants on.
-async fn ancestry(state: &AppState, principal: &Principal, ids: &[Uuid]) -> Result<Ancestry, ApiError> {
+pub(super) async fn ancestry(state: &AppState, principal: &Principal, ids: &[Uuid]) -> Result<Ancestry, ApiError> {
     let mut all = ids.to_vec();
     all.extend(principal.workspace_roots().unwrap_or_default());
     if all.is_empty() {

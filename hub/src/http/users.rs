@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::domain::Aggregate;
+use shared::domain::api_key::ApiKey;
 use shared::domain::user::{User, UserCommand};
 use shared::domain::workspace::{Workspace, WorkspaceCommand};
 use shared::scope::Scope;
@@ -276,6 +277,9 @@ async fn update_user(
     ctx.principal.require(Scope::UsersWrite)?;
     ctx.principal.require_unrestricted()?;
     find(&state, &ctx.principal, id).await?;
+    if body.status.is_some() {
+        check_bound_keys_covered(&state, &ctx.principal, id).await?;
+    }
     commands::execute::<User>(&state.store, id, ctx.if_match, &ctx.metadata, |user| {
         let mut events = Vec::new();
         if let Some(name) = &body.name {
@@ -293,6 +297,31 @@ async fn update_user(
     Ok((conditional::etag(user.version), axum::Json(user)).into_response())
 }
 
+/// Disabling, enabling or deleting a user suspends, revives or revokes every admin key bound
+/// to them: the caller must be able to revoke each of those keys itself (`keys:write` and a
+/// grant that covers the key).
+async fn check_bound_keys_covered(state: &AppState, principal: &Principal, user_id: Uuid) -> Result<(), ApiError> {
+    let client = state.pool.get().await?;
+    let bound: Vec<Uuid> = client
+        .query("SELECT id FROM api_keys WHERE owner_user_id = $1 AND revoked_at IS NULL", &[&user_id])
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    drop(client);
+    if bound.is_empty() {
+        return Ok(());
+    }
+    principal.require(Scope::KeysWrite)?;
+    let grantor = principal.grantor();
+    for id in bound {
+        let (key, _) = commands::load::<ApiKey>(&state.store, id).await?;
+        let ancestry = super::api_keys::ancestry(state, principal, &key.workspace_ids).await?;
+        key.check_covered(&grantor, &ancestry)?;
+    }
+    Ok(())
+}
+
 /// Delete a user: their memberships go with them (refused while they are a workspace's
 /// last owner), and every admin key bound to them stops working for good.
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
@@ -301,6 +330,7 @@ async fn delete_user(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Uui
     ctx.principal.require(Scope::UsersWrite)?;
     ctx.principal.require_unrestricted()?;
     find(&state, &ctx.principal, id).await?;
+    check_bound_keys_covered(&state, &ctx.principal, id).await?;
     for _ in 0..5 {
         let (user, version) = commands::load::<User>(&state.store, id).await?;
         if ctx.if_match.is_some_and(|expected| expected != version) {

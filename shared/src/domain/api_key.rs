@@ -177,7 +177,7 @@ impl ApiKey {
     }
 
     /// Nobody changes or revokes a key that can do what they cannot.
-    fn check_covered(&self, grantor: &Grantor, ancestry: &Ancestry) -> Result<(), DomainError> {
+    pub fn check_covered(&self, grantor: &Grantor, ancestry: &Ancestry) -> Result<(), DomainError> {
         if grantor.operator || grantor.reach().covers(&self.reach(), ancestry) {
             Ok(())
         } else {
