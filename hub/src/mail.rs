@@ -41,6 +41,17 @@ impl Email {
 pub const NOTICES_PER_HOUR: i64 = 20;
 
 impl Email {
+    /// The outbox row, to commit with the command's events, of an email `organization`
+    /// sends outside itself and that must not be dropped: past [`NOTICES_PER_HOUR`] to one
+    /// recipient in an hour, the commit is refused (`outbox_invitations_per_recipient`).
+    pub fn outbox_step_of(self, organization: uuid::Uuid) -> SqlStep {
+        SqlStep::new(
+            "INSERT INTO outbox (kind, recipient, subject, text_body, html_body, organization_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![self.kind, self.recipient, self.subject, self.text, self.html, organization],
+        )
+    }
+
     /// The outbox row of an email `organization` makes the platform send to someone outside
     /// it, unless [`NOTICES_PER_HOUR`] of this kind already went to that recipient for it in
     /// the past hour (appends are serialized, so the count is exact). The last one allowed

@@ -171,6 +171,24 @@ async fn expired_revoked_and_duplicate_invitations_are_refused() {
 }
 
 #[tokio::test]
+async fn an_organization_invites_one_address_at_most_twenty_times_an_hour() {
+    let stack = stack().await;
+    let target = "victim@example.test";
+    for _ in 0..20 {
+        let invitation = invite(&stack, target, "member").await;
+        stack.admin.delete(&format!("/v1/invitations/{}", invitation["id"].as_str().unwrap())).await.expect(204);
+    }
+    let path = format!("/v1/workspaces/{}/invitations", stack.workspace);
+    let refused = stack.admin.post(&path, json!({"email": target, "role": "member"})).await.expect(429);
+    assert_eq!(refused.body["code"], "too_many_invitations", "{}", refused.text);
+    assert_eq!(refused.header("retry-after"), Some("3600"));
+    // Nothing of the refused invitation was recorded; other addresses are invited as before.
+    let pending = stack.admin.get(&format!("{path}/count?status=pending")).await.expect(200);
+    assert_eq!(pending.body["count"], 0);
+    invite(&stack, "someone.else@example.test", "member").await;
+}
+
+#[tokio::test]
 async fn invitations_succeed_while_smtp_is_down_and_are_delivered_once_it_returns() {
     let mut stack = stack().await;
     stack.smtp.stop();

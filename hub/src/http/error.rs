@@ -93,6 +93,9 @@ pub enum ApiError {
     Unprocessable { code: &'static str, detail: String },
     #[error("rate limit exceeded")]
     RateLimited { retry_after_seconds: u64 },
+    /// A limit of the organization's own, not the key's (429 with its own code).
+    #[error("{detail}")]
+    Throttled { code: &'static str, detail: String, retry_after_seconds: u64 },
     /// The client's address is past its failed authentications (not the key's own limit).
     #[error("{}", shared::rate_limit::TOO_MANY_FAILURES_DETAIL)]
     TooManyFailedAuthentications { retry_after_seconds: u64 },
@@ -141,7 +144,9 @@ impl ApiError {
             Self::PayloadTooLarge | Self::EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } | Self::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyFailedAuthentications { .. } | Self::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -158,6 +163,7 @@ impl ApiError {
             | Self::Conflict { code, .. }
             | Self::Gone { code, .. }
             | Self::Unprocessable { code, .. }
+            | Self::Throttled { code, .. }
             | Self::BadGateway { code, .. } => code,
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -190,7 +196,9 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"admin-api\""));
             }
-            Self::RateLimited { retry_after_seconds } | Self::TooManyFailedAuthentications { retry_after_seconds } => {
+            Self::RateLimited { retry_after_seconds }
+            | Self::TooManyFailedAuthentications { retry_after_seconds }
+            | Self::Throttled { retry_after_seconds, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }
             Self::Unavailable => {
@@ -252,6 +260,14 @@ fn constraint_error(constraint: &str) -> Option<ApiError> {
         "users_email" => Some(ApiError::Conflict {
             code: "email_taken",
             detail: "a user of the organization already has this email".into(),
+        }),
+        "outbox_invitations_per_recipient" => Some(ApiError::Throttled {
+            code: "too_many_invitations",
+            detail: format!(
+                "the organization has sent {} invitations to this address in the past hour; try again later",
+                crate::mail::NOTICES_PER_HOUR
+            ),
+            retry_after_seconds: 3600,
         }),
         "organizations_quota_workspaces" => Some(quota_exceeded("workspaces")),
         "organizations_quota_api_keys" => Some(quota_exceeded("API keys")),

@@ -215,7 +215,7 @@ async fn invite(
         || {
             vec![
                 invitation_email(&state.config.public_url, &workspace.name, &email, body.role, token.expose())
-                    .outbox_step(),
+                    .outbox_step_of(workspace.organization_id),
             ]
         },
     )

@@ -25,13 +25,21 @@ pub fn email(field: &'static str, text: &str) -> Result<String, DomainError> {
         return Err(invalid());
     }
     let (local, domain) = text.split_once('@').ok_or_else(invalid)?;
-    if local.is_empty()
-        || local.len() > 64
-        || domain.contains('@')
+    // A dot-atom on both sides (RFC 5322): what a mail server takes as a recipient. No
+    // quoted local parts, comments, angle brackets or address literals.
+    let atom = |part: &str, specials: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && !part.ends_with('.')
+            && !part.contains("..")
+            && part.chars().all(|c| c.is_alphanumeric() || c == '.' || specials.contains(c))
+    };
+    let labels_ok = domain.split('.').all(|label| !label.starts_with('-') && !label.ends_with('-'));
+    if local.len() > 64
+        || !atom(local, "!#$%&'*+/=?^_`{|}~-")
+        || !atom(domain, "-")
         || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-        || domain.contains("..")
+        || !labels_ok
     {
         return Err(invalid());
     }
@@ -145,6 +153,13 @@ mod tests {
         assert_eq!(email("email", "Ops@Example.TEST").unwrap(), "Ops@example.test");
         for bad in ["", "nobody", "a@b", "@x.io", "a@@x.io", "a b@x.io", "a@.x.io", "a@x..io"] {
             assert!(email("email", bad).is_err(), "{bad}");
+        }
+        // What a mail server would refuse as a recipient is refused here, not in the outbox.
+        for bad in ["x@evil.test>", "x@[127.0.0.1]", "\"x\"@evil.test", "<x@evil.test", "x(c)@evil.test", "x@-a.test"] {
+            assert!(email("email", bad).is_err(), "{bad}");
+        }
+        for good in ["o'brien+tag@mail.example.org", "a.b-c_d@sub-1.example.co", "jos\u{e9}@example.test"] {
+            assert!(email("email", good).is_ok(), "{good}");
         }
     }
 
