@@ -90,7 +90,7 @@ async fn external_keys_are_added_listed_counted_and_deleted_without_the_credenti
     assert!(created.body["created_at"].is_string(), "{}", created.text);
     assert_eq!(created.header("location"), None, "no resource of its own to point at");
     // A retried create (same Idempotency-Key) answers the first response and stores one key.
-    let second_body = json!({"provider": "van", "name": "Second", "api_key": "other-key-0042"});
+    let second_body = json!({"provider": "van", "name": "Second", "api_key": "other-van-key-0042"});
     let retry = [("idempotency-key", "add-second-key")];
     let second = admin.send(reqwest::Method::POST, &keys(&ws), Some(&second_body), &retry).await.expect(201);
     let again = admin.send(reqwest::Method::POST, &keys(&ws), Some(&second_body), &retry).await.expect(201);
@@ -184,7 +184,7 @@ async fn bad_external_key_requests_are_refused_with_a_problem() {
     let stack = stack(&[]).await;
     let admin = &stack.admin;
     let ws = workspace(admin, "Campaign").await;
-    let valid = json!({"provider": "van", "name": "VAN", "api_key": "good-key-1234"});
+    let valid = json!({"provider": "van", "name": "VAN", "api_key": "good-van-key-1234"});
     let with = |field: &str, value: Value| {
         let mut body = valid.clone();
         body[field] = value;
@@ -203,7 +203,7 @@ async fn bad_external_key_requests_are_refused_with_a_problem() {
         ("a blank name", with("name", json!("   "))),
         ("a name of 101 characters", with("name", json!("n".repeat(101)))),
         ("an api_key of 4097 characters", with("api_key", json!("k".repeat(4097)))),
-        ("an api_key of 3 characters", with("api_key", json!("abc"))),
+        ("an api_key of 15 characters", with("api_key", json!("abcdefghijklmno"))),
         ("an api_key with a space", with("api_key", json!("good key 1234"))),
         ("settings that are a list", with("settings", json!(["x"]))),
         ("settings over 16 KiB", with("settings", json!({"blob": "x".repeat(17_000)}))),

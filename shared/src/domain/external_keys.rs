@@ -18,9 +18,12 @@ pub const MAX_NAME_LENGTH: usize = 100;
 pub const MAX_API_KEY_BYTES: usize = 4096;
 /// Credentials the validator accepts: printable ASCII without spaces, 4 to
 /// [`MAX_API_KEY_BYTES`] characters.
-pub const API_KEY_PATTERN: &str = "^[!-~]{4,4096}$";
+pub const API_KEY_PATTERN: &str = "^[!-~]{16,4096}$";
 /// External keys a workspace holds at most: its whole state travels to instances.
 pub const MAX_EXTERNAL_KEYS: usize = 100;
+/// Characters a credential has at least: its hint (the last four) stays in the log for
+/// good, so it must never be much of the credential.
+pub const MIN_API_KEY_CHARS: usize = 16;
 /// Characters of the credential shown as its hint.
 const HINT_CHARS: usize = 4;
 
@@ -39,7 +42,7 @@ pub struct NewExternalKey {
 }
 
 /// Checks a credential before it is sealed: printable ASCII without white space (API keys
-/// are), 4 to [`MAX_API_KEY_BYTES`] characters. The error never quotes it.
+/// are), [`MIN_API_KEY_CHARS`] to [`MAX_API_KEY_BYTES`] characters. The error never quotes it.
 pub fn api_key(text: &str) -> Result<&str, DomainError> {
     if text.len() > MAX_API_KEY_BYTES {
         return Err(DomainError::invalid(
@@ -48,11 +51,11 @@ pub fn api_key(text: &str) -> Result<&str, DomainError> {
             format!("api_key is longer than {MAX_API_KEY_BYTES} characters"),
         ));
     }
-    if text.len() < HINT_CHARS {
+    if text.len() < MIN_API_KEY_CHARS {
         return Err(DomainError::invalid(
             "api_key",
             "min_length",
-            format!("api_key has fewer than {HINT_CHARS} characters"),
+            format!("api_key has fewer than {MIN_API_KEY_CHARS} characters"),
         ));
     }
     if !text.bytes().all(|b| b.is_ascii_graphic()) {
