@@ -78,6 +78,7 @@ pub enum SortOrder {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// Only the deliveries with this status.
+    #[param(inline)]
     pub status: Option<Status>,
     /// The page (from 1); `page × page_size` at most 10000, past that use `cursor`.
     #[param(minimum = 1, maximum = 10000)]
@@ -85,6 +86,7 @@ pub struct DeliveryQuery {
     /// Items per page.
     #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
+    /// Creation order (the only order).
     #[param(inline)]
     pub sort_by: Option<SortBy>,
     #[param(inline)]
@@ -100,6 +102,7 @@ pub struct DeliveryQuery {
 #[serde(deny_unknown_fields)]
 pub struct CountQuery {
     /// Only the deliveries with this status.
+    #[param(inline)]
     pub status: Option<Status>,
 }
 

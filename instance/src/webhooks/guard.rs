@@ -21,9 +21,9 @@ pub struct PrivateDestination(pub String);
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
+        IpAddr::V6(v6) => match (v6.to_ipv4_mapped(), nat64(v6)) {
+            (Some(v4), _) | (None, Some(v4)) => is_public_v4(v4),
+            (None, None) => is_public_v6(v6),
         },
     }
 }
@@ -36,9 +36,18 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_unspecified()
         || ip.is_broadcast()
         || ip.is_multicast()
-        // 0.0.0.0/8 ("this network") and 100.64.0.0/10 (carrier-grade NAT, shared space).
+        // 0.0.0.0/8 ("this network"), 100.64.0.0/10 (carrier-grade NAT, shared space),
+        // 198.18.0.0/15 (benchmarking) and 240.0.0.0/4 (reserved).
         || a == 0
-        || (a == 100 && (b & 0xc0) == 64))
+        || (a == 100 && (b & 0xc0) == 64)
+        || (a == 198 && (b & 0xfe) == 18)
+        || a >= 240)
+}
+
+/// The IPv4 address inside a NAT64 address (64:ff9b::/96), which reaches it.
+fn nat64(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32))
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
@@ -102,10 +111,15 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(refused.parse().unwrap()), "{refused}");
         }
-        for allowed in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:2800:220:1::1"] {
+        for allowed in
+            ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:2800:220:1::1", "64:ff9b::808:808"]
+        {
             assert!(is_public(allowed.parse().unwrap()), "{allowed}");
         }
     }

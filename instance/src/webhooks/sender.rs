@@ -3,6 +3,7 @@
 //! records its outcome.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,14 +75,17 @@ impl Sender {
     /// Claims, sends and records until the database fails (the supervisor restarts it).
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let mut in_flight: JoinSet<()> = JoinSet::new();
-        let failed = self.drain(&mut in_flight).await;
-        // Requests in flight finish and record their outcomes on their own: aborting one
-        // that was answered 2xx would send that success again once its lease ends.
+        let stopping = Arc::new(AtomicBool::new(false));
+        let failed = self.drain(&mut in_flight, &stopping).await;
+        // Requests in flight finish and record their outcomes on their own (aborting one
+        // that was answered 2xx would send that success again once its lease ends), and
+        // claim nothing more: the restarted loop does.
+        stopping.store(true, Ordering::SeqCst);
         in_flight.detach_all();
         failed
     }
 
-    async fn drain(self: &Arc<Self>, in_flight: &mut JoinSet<()>) -> anyhow::Result<()> {
+    async fn drain(self: &Arc<Self>, in_flight: &mut JoinSet<()>, stopping: &Arc<AtomicBool>) -> anyhow::Result<()> {
         let wake = self.runtime.deliveries_wake.clone();
         let endpoints = Endpoints::default();
         loop {
@@ -95,7 +99,7 @@ impl Sender {
                 for delivery in self.claim(free, &busy).await? {
                     claimed += 1;
                     let slot = endpoints.take(&delivery.url);
-                    let sender = self.clone();
+                    let (sender, stopping) = (self.clone(), stopping.clone());
                     in_flight.spawn(async move {
                         // The slot goes on to the URI's next due delivery, claimed here
                         // rather than by this loop, so slots of one URI refill in parallel.
@@ -103,6 +107,9 @@ impl Sender {
                         while let Some(delivery) = next {
                             let url = delivery.url.clone();
                             sender.deliver(delivery).await;
+                            if stopping.load(Ordering::SeqCst) {
+                                break;
+                            }
                             next = sender.claim_next(&url).await.unwrap_or_else(|error| {
                                 tracing::warn!(error = %format!("{error:#}"), "the next webhook delivery was not claimed");
                                 None
