@@ -11,6 +11,7 @@ use shared::config::RetrySchedule;
 use uuid::Uuid;
 
 use crate::ingest::DeliveryStatus;
+use crate::usage::Usage;
 
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,7 @@ pub fn next(outcome: &Outcome, attempt: Attempt, schedule: &RetrySchedule) -> Ne
 /// Records `outcome` of `attempt`; `false` when the delivery had moved on meanwhile.
 pub async fn record(
     client: &tokio_postgres::Client,
+    usage: &Usage,
     attempt: Attempt,
     outcome: &Outcome,
     schedule: &RetrySchedule,
@@ -67,8 +69,8 @@ pub async fn record(
         Outcome::Failed { error } => (None, Some(error.as_str())),
     };
     match next(outcome, attempt, schedule) {
-        Next::Succeeded => record_final_outcome(client, attempt, DeliveryStatus::Succeeded, status, error).await,
-        Next::Failed => record_final_outcome(client, attempt, DeliveryStatus::Failed, status, error).await,
+        Next::Succeeded => record_final_outcome(client, usage, attempt, DeliveryStatus::Succeeded, status, error).await,
+        Next::Failed => record_final_outcome(client, usage, attempt, DeliveryStatus::Failed, status, error).await,
         Next::RetryAfter(wait) => {
             // Jitter of ±10% spreads the retries of deliveries that failed together.
             let updated = client
@@ -84,24 +86,28 @@ pub async fn record(
     }
 }
 
-/// Where a delivery's final outcome is recorded: it succeeded, or failed for good. The
-/// one place to count delivered and failed webhooks.
+/// Where a delivery's final outcome is recorded: it succeeded, or failed for good; and
+/// counted for the usage reports, once (only the update that ends the delivery counts).
 async fn record_final_outcome(
     client: &tokio_postgres::Client,
+    usage: &Usage,
     attempt: Attempt,
     final_status: DeliveryStatus,
     status_code: Option<i32>,
     error: Option<&str>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let updated = client
-        .execute(
-            "UPDATE deliveries SET status = $3, last_status_code = $4, last_error = $5, updated_at = now(), \
-             claimed_until = NULL \
-             WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+    let ended = client
+        .query_opt(
+            "UPDATE deliveries d SET status = $3, last_status_code = $4, last_error = $5, updated_at = now(), \
+             claimed_until = NULL FROM interactions i \
+             WHERE d.id = $1 AND d.attempts = $2 AND d.status = 'pending' AND i.id = d.interaction_id \
+             RETURNING d.workspace_id, i.interaction_key_id",
             &[&attempt.delivery, &attempt.attempts, &final_status, &status_code, &error],
         )
         .await?;
-    Ok(updated == 1)
+    let Some(row) = ended else { return Ok(false) };
+    usage.delivery(row.try_get(0)?, row.try_get(1)?, final_status == DeliveryStatus::Succeeded);
+    Ok(true)
 }
 
 #[cfg(test)]

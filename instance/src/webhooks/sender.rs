@@ -229,7 +229,10 @@ impl Sender {
         for tried in 1..=RECORD_TRIES {
             let recorded = async {
                 let client = self.pool.get().await?;
-                anyhow::Ok(outcome::record(&client, delivery.attempt, &outcome, &self.config.retry_schedule).await?)
+                let usage = &self.runtime.usage;
+                anyhow::Ok(
+                    outcome::record(&client, usage, delivery.attempt, &outcome, &self.config.retry_schedule).await?,
+                )
             };
             match recorded.await {
                 Ok(_) => return,
