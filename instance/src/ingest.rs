@@ -224,7 +224,7 @@ fn usable<'a>(found: Option<&'a Found>, hash: &[u8]) -> Result<&'a Found, Refuse
 /// The key presented in `Authorization`: Bearer, or Basic with the key as username and an
 /// empty password.
 fn credentials(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let value = crate::runtime::single_authorization(headers)?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
     let secret = if scheme.eq_ignore_ascii_case("bearer") {

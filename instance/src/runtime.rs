@@ -228,11 +228,18 @@ async fn serve(state: &RuntimeState, headers: &HeaderMap) -> Result<RuntimeWorks
     })
 }
 
+/// The request's one `Authorization` header: none when it has two (which credential the
+/// client meant is anyone's guess), so the request is refused like one without.
+pub(crate) fn single_authorization(headers: &HeaderMap) -> Option<&axum::http::HeaderValue> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    values.next().is_none().then_some(value)
+}
+
 /// The workspace a request's access token was issued for, once the token verifies: 401
 /// for a missing, malformed, expired or foreign token, 403 for an archived workspace.
 pub(crate) async fn authenticate(state: &RuntimeState, headers: &HeaderMap) -> Result<(Uuid, Workspace), Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
+    let token = single_authorization(headers)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("send `Authorization: Bearer <workspace access token>`"))?;

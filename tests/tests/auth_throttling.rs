@@ -56,6 +56,20 @@ async fn after_twenty_forged_admin_keys_an_address_is_refused_before_any_key_loo
 }
 
 #[tokio::test]
+async fn a_request_with_two_authorization_headers_is_refused_whichever_they_name() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let forged = GeneratedKey::generate(KeyKind::Admin);
+    for second in [format!("Bearer {OPERATOR_KEY}"), format!("Bearer {}", forged.expose())] {
+        let reply = operator.send(reqwest::Method::GET, "/v1/organizations", None, &[("authorization", &second)]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "body: {}", reply.text);
+        assert_eq!(reply.body["detail"], "more than one Authorization header", "body: {}", reply.text);
+    }
+    operator.get("/v1/organizations").await.expect(200);
+}
+
+#[tokio::test]
 async fn requests_without_credentials_on_authenticated_routes_count_as_failures() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[("HUB_AUTH_FAILURES_PER_MINUTE", "3")]).await;

@@ -217,6 +217,9 @@ async fn a_single_node_hub_serves_the_data_plane_with_no_nats_at_all() {
     .await;
     let denied = client.get(hub.url("/v1/runtime/workspace")).bearer_auth("nope").send().await.unwrap();
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    // Two credentials, even the same valid token twice: refused.
+    let twice = client.get(hub.url("/v1/runtime/workspace")).bearer_auth(&token).bearer_auth(&token);
+    assert_eq!(twice.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -320,8 +320,13 @@ fn is_app_key(secret: &str) -> bool {
 
 /// The key presented in `Authorization`, if any.
 fn credentials(headers: &HeaderMap) -> Option<Result<String, ApiError>> {
-    let value = headers.get(header::AUTHORIZATION)?;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
     let malformed = || ApiError::Unauthorized("malformed Authorization header");
+    // Two credentials: which one a proxy or the client meant is anyone's guess.
+    if values.next().is_some() {
+        return Some(Err(ApiError::Unauthorized("more than one Authorization header")));
+    }
     let Ok(value) = value.to_str() else { return Some(Err(malformed())) };
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
