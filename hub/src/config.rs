@@ -135,7 +135,13 @@ pub struct ConfigArgs {
     /// checked with `GET <VAN_API_URL>/v4/apiKeyProfiles` (HTTP Basic, the application name
     /// and the key) before it is stored; unset, keys are stored unchecked. An `https://`
     /// URL is verified against the Mozilla root certificates (webpki-roots).
-    #[arg(long = "van-api-url", env = "VAN_API_URL", value_name = "VAN_API_URL", global = true)]
+    #[arg(
+        long = "van-api-url",
+        env = "VAN_API_URL",
+        value_name = "VAN_API_URL",
+        hide_env_values = true,
+        global = true
+    )]
     van_api_url: Option<String>,
     #[command(flatten)]
     session_limits: instance::db::SessionLimits,

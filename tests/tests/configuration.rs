@@ -47,6 +47,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("SMTP_URL", "smtp://mailer:smtp-password-0815@localhost:2525"),
     ("NATS_URL", "nats://relay:nats-password-1234@localhost:4222"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://tracer:otlp-password-5150@collector.example:4318"),
+    ("VAN_API_URL", "https://van-user:van-password-6060@api.securevan.com"),
 ];
 
 fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -68,6 +69,7 @@ fn assert_help_lists(name: &str, variables: &[&str]) {
         "smtp-password",
         "nats-password",
         "otlp-password",
+        "van-password",
     ] {
         assert!(!help.contains(secret), "`{name} --help` shows {secret}:\n{help}");
     }
