@@ -21,6 +21,8 @@ fn refused(reply: &Reply, status: u16, code: &str) {
     assert_eq!(reply.status.as_u16(), status, "{}", reply.text);
     assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{}", reply.text);
     assert_eq!(reply.body["code"], code, "{}", reply.text);
+    assert!(reply.header("request-id").is_some());
+    assert_eq!(reply.body["request_id"].as_str(), reply.header("request-id"), "the body names the request");
 }
 
 /// An organization with an admin key, as the operator creates them.
