@@ -664,3 +664,29 @@ async fn allowed_ips_restrict_where_a_key_works_and_use_is_recorded_in_batches()
     })
     .await;
 }
+
+/// A POST whose body is optional, sent with `Content-Type: application/json` and no body
+/// at all (no `Content-Length`, as curl sends it), over a raw connection.
+async fn post_without_body(hub: &HubProcess, path: &str, key: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = reqwest::Url::parse(&hub.url("")).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap())).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn an_optional_body_may_be_absent_even_with_a_json_content_type() {
+    let stack = stack(&[]).await;
+    let (_, admin) = organization(&stack.operator, "acme").await;
+    let ws = workspace(&admin, "Home", None).await;
+    let answer = post_without_body(&stack._hub, &format!("/v1/workspaces/{ws}/access-token"), OPERATOR_KEY).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("access_token"), "{answer}");
+}

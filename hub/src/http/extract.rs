@@ -213,15 +213,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let declared_empty = request.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
-        let has_type = request.headers().contains_key(header::CONTENT_TYPE);
-        if declared_empty || !has_type {
-            let bytes = Bytes::from_request(request, state).await.map_err(|_| ApiError::PayloadTooLarge)?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(OptionalJson(None));
-            }
+        // An empty body is no body, whatever its declared type (clients send
+        // `Content-Type: application/json` with nothing after it).
+        let (parts, body) = request.into_parts();
+        let has_type = parts.headers.contains_key(header::CONTENT_TYPE);
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        if !has_type {
             return Err(ApiError::UnsupportedMediaType);
         }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         Json::<T>::from_request(request, state).await.map(|Json(value)| OptionalJson(Some(value)))
     }
 }
