@@ -22,8 +22,8 @@ use crate::feed::{HubFeed, PAGE};
 
 /// Most events of this instance applied in one transaction.
 const CHUNK: usize = 20_000;
-/// Pages read ahead of the apply.
-const READ_AHEAD: usize = 16;
+/// Pages read ahead of the apply (more than a chunk, so reading goes on while one is written).
+const READ_AHEAD: usize = 32;
 /// Pages asked for at once.
 const AT_ONCE: i64 = 4;
 
@@ -69,9 +69,14 @@ async fn read_feed(feed: HubFeed, pages: mpsc::Sender<Vec<RecordedEvent>>) -> an
     let mut stride = PAGE;
     loop {
         let starts: Vec<i64> = (0..AT_ONCE).map(|k| after + k * stride).collect();
-        let answers = futures::future::join_all(starts.iter().map(|start| feed.page(*start, None))).await;
+        // Each page read (and parsed) by a task of its own, so pages are parsed in parallel.
+        let answers = futures::future::join_all(starts.iter().map(|&start| {
+            let feed = feed.clone();
+            tokio::spawn(async move { feed.page(start, None).await })
+        }))
+        .await;
         for (start, page) in starts.into_iter().zip(answers) {
-            let page = page?;
+            let page = page??;
             if start > after {
                 break;
             }
