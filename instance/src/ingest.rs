@@ -25,7 +25,7 @@ use chrono::Utc;
 use shared::keys::{self, KeyKind};
 use uuid::Uuid;
 
-use crate::interaction_keys::{Found, lookup};
+use crate::interaction_keys::{Found, lookup, peek};
 use crate::runtime::{RuntimeState, problem, unauthorized};
 
 /// The largest request body accepted.
@@ -152,15 +152,12 @@ async fn accept(
     drop(presented);
 
     // Authenticated before the body is read, without holding any lock while it arrives.
-    let mut client = state.pool.get().await.map_err(|_| unavailable())?;
-    {
-        let tx = client.transaction().await.map_err(|_| unavailable())?;
-        let found = lookup(&tx, &hash).await.map_err(|_| unavailable())?;
-        tx.commit().await.map_err(|_| unavailable())?;
-        *identified = known(found.as_ref(), &hash);
-        usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
-    }
+    // One statement, no lock: the transaction below checks again under the lock.
+    let client = state.pool.get().await.map_err(|_| unavailable())?;
+    let found = peek(&client, &hash).await.map_err(|_| unavailable())?;
     drop(client);
+    *identified = known(found.as_ref(), &hash);
+    usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
 
     let interaction = read(headers, body).await?;
 

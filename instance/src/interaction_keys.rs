@@ -95,26 +95,31 @@ pub struct Found {
 /// against concurrent applies until `tx` ends (so the deliveries written in `tx` go to the
 /// webhook URIs of that moment). `None` when no live workspace of this instance holds it.
 pub async fn lookup(tx: &Transaction<'_>, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
-    let row = tx
-        .query_opt(
-            "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
-             coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
-             FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL \
-             WHERE k.key_hash = $1 FOR SHARE OF w",
-            &[&key_hash],
-        )
-        .await?;
-    Ok(row.map(|row| {
-        let uris: Option<serde_json::Value> = row.get("webhook_uris");
-        Found {
-            id: row.get("id"),
-            key_hash: row.get("key_hash"),
-            workspace_id: row.get("workspace_id"),
-            expires_at: row.get("expires_at"),
-            archived: row.get("archived"),
-            webhook_uris: uris.and_then(|u| serde_json::from_value(u).ok()).unwrap_or_default(),
-        }
-    }))
+    let row = tx.query_opt(&format!("{LOOKUP} FOR SHARE OF w"), &[&key_hash]).await?;
+    Ok(row.map(found))
+}
+
+/// The same look-up without a lock: a check before the body is read, confirmed by
+/// [`lookup`] in the transaction that stores the interaction.
+pub async fn peek(client: &tokio_postgres::Client, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
+    Ok(client.query_opt(LOOKUP, &[&key_hash]).await?.map(found))
+}
+
+const LOOKUP: &str = "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
+     coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
+     FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL \
+     WHERE k.key_hash = $1";
+
+fn found(row: tokio_postgres::Row) -> Found {
+    let uris: Option<serde_json::Value> = row.get("webhook_uris");
+    Found {
+        id: row.get("id"),
+        key_hash: row.get("key_hash"),
+        workspace_id: row.get("workspace_id"),
+        expires_at: row.get("expires_at"),
+        archived: row.get("archived"),
+        webhook_uris: uris.and_then(|u| serde_json::from_value(u).ok()).unwrap_or_default(),
+    }
 }
 
 /// The lines the digest of the materialized state takes from this table, in key order.
