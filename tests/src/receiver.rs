@@ -1,6 +1,7 @@
 //! A webhook receiver on a loopback port: records every request it gets (the Standard
 //! Webhooks headers, the body, when it arrived) and answers the status it is told to,
-//! optionally a 503 for one request in `n`, optionally after a delay.
+//! optionally a 503 for one request in `n`, optionally after a delay. A 3xx answer points
+//! `Location` at `/followed` on the same receiver, so a client that follows it shows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -14,6 +15,8 @@ use axum::http::{HeaderMap, StatusCode};
 /// One request as the receiver got it, and what it answered.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request's path.
+    pub path: String,
     pub id: String,
     pub timestamp: String,
     pub signature: String,
@@ -32,6 +35,8 @@ struct Shared {
     delay_ms: AtomicU64,
     /// Requests being answered now.
     in_flight: AtomicU64,
+    /// The most requests ever answered at once.
+    max_in_flight: AtomicU64,
     requests: Mutex<Vec<Received>>,
 }
 
@@ -80,6 +85,11 @@ impl Receiver {
     }
 
     /// Every request so far, in arrival order.
+    /// The most requests it has answered at the same time.
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> Vec<Received> {
         self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -90,7 +100,12 @@ impl Receiver {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap) {
     /// Counts a request in flight until it is answered or its client goes away.
     struct InFlight(Arc<Shared>);
     impl Drop for InFlight {
@@ -98,7 +113,8 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _in_flight = InFlight(shared.clone());
     let delay = shared.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -109,6 +125,7 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let every = shared.unavailable_every.load(Ordering::SeqCst);
     let answered = if every > 0 && n % every == 0 { 503 } else { shared.status.load(Ordering::SeqCst) };
     shared.requests.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
+        path: uri.path().to_owned(),
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
@@ -116,5 +133,10 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         answered,
         at: Instant::now(),
     });
-    StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut answer = HeaderMap::new();
+    if status.is_redirection() {
+        answer.insert(axum::http::header::LOCATION, axum::http::HeaderValue::from_static("/followed"));
+    }
+    (status, answer)
 }

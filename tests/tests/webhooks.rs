@@ -427,6 +427,38 @@ async fn without_webhook_allow_private_loopback_destinations_are_refused_at_once
 }
 
 #[tokio::test]
+async fn redirects_are_not_followed_and_one_url_gets_at_most_eight_requests_at_once() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "1")]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let receiver = Receiver::start(307).await;
+    let (ws, _, admin) = workspace(&operator, None, &[receiver.url("/hooks")]).await;
+    let ingest = Api::new(&hub.url(""), Some(&interaction_key(&admin, &ws).await));
+    let runtime = access_token(&admin, &ingest, &ws, 1).await;
+
+    // A 307 is not a success and is not followed: retried once, then failed.
+    let redirected = interact(&ingest, 1).await;
+    let failed = delivery_with_status(&runtime, &redirected, &receiver.url("/hooks"), "failed").await;
+    assert_eq!(failed["attempts"], 2, "{failed}");
+    assert_eq!(failed["last_status_code"], 307, "{failed}");
+    let requests = receiver.requests();
+    assert!(requests.iter().all(|r| r.path == "/hooks"), "the Location was never followed: {requests:?}");
+
+    // A slow receiver: many deliveries due at once, never more than 8 in flight to it.
+    receiver.answer(200);
+    receiver.delay(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for n in 0..24 {
+        ids.push(interact(&ingest, n).await);
+    }
+    for id in &ids {
+        delivery_with_status(&runtime, id, &receiver.url("/hooks"), "succeeded").await;
+    }
+    let most = receiver.max_in_flight();
+    assert!((1..=8).contains(&most), "{most} requests at once to one URL");
+}
+
+#[tokio::test]
 async fn deliveries_are_listed_by_status_and_page_and_the_routes_refuse_bad_tokens_ids_and_queries() {
     let db = TestDatabase::new().await;
     let env = [ALLOW_PRIVATE, NO_THROTTLE, ("WEBHOOK_RETRY_SCHEDULE", "1")];
