@@ -121,6 +121,51 @@ async fn a_cursor_walk_sees_every_workspace_that_lived_through_it_exactly_once_w
 }
 
 #[tokio::test]
+async fn a_substring_filter_matches_exactly_the_names_containing_its_text_ignoring_case_punctuation_included() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let (_, admin) = organization(&operator, "names").await;
+    let (_, other) = organization(&operator, "others").await;
+    workspace(&other, "ws-00042").await;
+    for name in [
+        "ws-00042",
+        "WS-00042-b",
+        "xs-000421",
+        "ws00042",
+        "ws-100042",
+        "s-0004",
+        "Acme Corp EU",
+        "acme corp",
+        "acme-corp eu",
+        "off_50%",
+        "offx50%",
+        "off_50",
+    ] {
+        workspace(&admin, name).await;
+    }
+    let matching = |query: &'static str| {
+        let admin = &admin;
+        async move {
+            let page = admin.get(&format!("/v1/workspaces?page_size=100&sort_by=name&{query}")).await.expect(200).body;
+            let mut names: Vec<String> =
+                page["items"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_owned()).collect();
+            names.sort();
+            let count = admin.get(&format!("/v1/workspaces/count?{query}")).await.expect(200).body["count"].as_u64();
+            assert_eq!(count, Some(names.len() as u64), "{query}");
+            names
+        }
+    };
+    assert_eq!(matching("name=s-00042").await, ["WS-00042-b", "ws-00042", "xs-000421"]);
+    assert_eq!(matching("name=CORP%20E").await, ["Acme Corp EU", "acme-corp eu"]);
+    assert_eq!(matching("name=me%20CORP%20").await, ["Acme Corp EU"]);
+    assert_eq!(matching("name=corp").await, ["Acme Corp EU", "acme corp", "acme-corp eu"]);
+    assert_eq!(matching("name=off_50%25").await, ["off_50%"]);
+    assert_eq!(matching("name=f_5").await, ["off_50", "off_50%"]);
+    assert_eq!(matching("name=00042-").await, ["WS-00042-b"]);
+}
+
+#[tokio::test]
 async fn a_tampered_foreign_or_refiltered_cursor_is_refused_with_a_problem_and_shows_no_rows() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;

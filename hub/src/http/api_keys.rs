@@ -24,7 +24,7 @@ use super::extract::{Json, OptionalJson, Path, Query};
 use super::paged::{self, paged};
 use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
-use super::sql::{Filter, contains_pattern, text_filter};
+use super::sql::{Filter, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::commands;
@@ -191,7 +191,7 @@ fn filter(principal: &Principal, query: &ApiKeyQuery) -> Result<Filter, ApiError
         filter.bind("k.organization_id = $?", Box::new(org));
     }
     if let Some(name) = &query.name {
-        filter.bind("k.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
+        filter.contains("k.name", text_filter("name", name, 200)?);
     }
     if let Some(status) = query.status {
         // The status is derived (times, owners), so each is narrowed first by what it

@@ -21,7 +21,7 @@ use super::extract::{Json, Path, Query};
 use super::paged::{self, paged};
 use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
-use super::sql::{Filter, contains_pattern, text_filter};
+use super::sql::{Filter, text_filter};
 use super::{AppState, conditional};
 use crate::app::apps as app;
 use crate::app::cache::Loaded;
@@ -136,7 +136,7 @@ impl AppView {
 fn filter(query: &AppQuery) -> Result<Filter, ApiError> {
     let mut filter = Filter::default();
     if let Some(name) = &query.name {
-        filter.bind("p.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
+        filter.contains("p.name", text_filter("name", name, 200)?);
     }
     if let Some(kind) = query.kind {
         filter.bind("p.kind = $?", Box::new(kind));

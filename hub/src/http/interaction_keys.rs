@@ -20,7 +20,7 @@ use super::extract::{Json, Path, Query};
 use super::paged::{self, paged};
 use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
-use super::sql::{Filter, contains_pattern, text_filter};
+use super::sql::{Filter, text_filter};
 use crate::app::interaction_keys as app;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -134,7 +134,7 @@ fn filter(workspace_id: Uuid, query: &InteractionKeyQuery) -> Result<Filter, Api
     let mut filter = Filter::default();
     filter.bind("k.workspace_id = $?", Box::new(workspace_id));
     if let Some(name) = &query.name {
-        filter.bind("k.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
+        filter.contains("k.name", text_filter("name", name, 200)?);
     }
     if let Some(status) = query.status {
         let status = match status {

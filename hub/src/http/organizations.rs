@@ -19,7 +19,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Json, Path, Query};
 use super::paged::{self, paged};
 use super::pagination::{Count, Page, SortOrder};
-use super::sql::{Filter, contains_pattern, text_filter};
+use super::sql::{Filter, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::app::cache::Loaded;
@@ -199,7 +199,7 @@ fn filter(principal: &Principal, query: &OrganizationQuery) -> Result<Filter, Ap
     let mut filter = Filter::default();
     filter.visible_to(principal, Table::Organizations);
     if let Some(name) = &query.name {
-        filter.bind("o.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
+        filter.contains("o.name", text_filter("name", name, 200)?);
     }
     Ok(filter)
 }

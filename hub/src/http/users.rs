@@ -23,7 +23,7 @@ use super::extract::{Json, Path, Query};
 use super::invitations::{InvitationStatus, InvitationView};
 use super::paged::{self, paged};
 use super::pagination::{Count, Page, SortOrder};
-use super::sql::{Filter, contains_pattern, text_filter};
+use super::sql::{Filter, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::store::{AppendError, Commit, ExpectedVersion, StreamAppend};
@@ -139,7 +139,7 @@ fn filter(principal: &Principal, query: &UserQuery) -> Result<Filter, ApiError> 
     let mut filter = Filter::default();
     filter.visible_to(principal, Table::Users);
     if let Some(email) = &query.email {
-        filter.bind("u.email ILIKE $?", Box::new(contains_pattern(text_filter("email", email, 254)?)));
+        filter.contains("u.email", text_filter("email", email, 254)?);
     }
     if let Some(status) = query.status {
         filter.bind("u.status = $?", Box::new(columns::UserStatus::from(status)));

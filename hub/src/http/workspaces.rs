@@ -23,7 +23,7 @@ use super::extract::{Json, Path, Query, double_option};
 use super::paged::{self, paged};
 use super::pagination::{Count, Page, SortOrder};
 use super::shown_once::ShownOnce;
-use super::sql::{Filter, contains_pattern, text_filter};
+use super::sql::{Filter, text_filter};
 use super::visibility::Table;
 use super::{AppState, conditional};
 use crate::app::cache::Loaded;
@@ -234,7 +234,7 @@ fn filter(principal: &Principal, query: &WorkspaceQuery) -> Result<Filter, ApiEr
     let mut filter = Filter::default();
     filter.visible_to(principal, Table::Workspaces);
     if let Some(name) = &query.name {
-        filter.bind("w.name ILIKE $?", Box::new(contains_pattern(text_filter("name", name, 200)?)));
+        filter.contains("w.name", text_filter("name", name, 200)?);
     }
     if let Some(parent) = query.parent_id {
         filter.bind("w.parent_id = $?", Box::new(parent));
