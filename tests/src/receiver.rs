@@ -1,16 +1,18 @@
 //! A webhook receiver on a loopback port: records every request it gets (the Standard
 //! Webhooks headers, the body, when it arrived) and answers the status it is told to,
-//! optionally a 503 for one request in `n`, optionally after a delay. A 3xx answer points
-//! `Location` at `/followed` on the same receiver, so a client that follows it shows.
+//! optionally a 503 for one request in `n`, optionally after a delay, optionally with a
+//! body that never ends. A 3xx answer points `Location` at `/followed` on the same
+//! receiver, so a client that follows it shows.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 /// One request as the receiver got it, and what it answered.
 #[derive(Debug, Clone)]
@@ -38,6 +40,12 @@ struct Shared {
     /// The most requests ever answered at once.
     max_in_flight: AtomicU64,
     requests: Mutex<Vec<Received>>,
+    /// Whether answers carry a body that never ends.
+    endless: AtomicBool,
+    /// Bytes of endless bodies written to the sockets so far.
+    streamed: AtomicU64,
+    /// Endless bodies still being written (their clients have not gone away).
+    streaming: AtomicU64,
 }
 
 /// A running receiver; stops with the test's runtime.
@@ -79,6 +87,18 @@ impl Receiver {
         self.shared.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Answers with a body that never ends (chunks of 64 KiB for as long as the client
+    /// reads), or with an empty one again.
+    pub fn endless_body(&self, endless: bool) {
+        self.shared.endless.store(endless, Ordering::SeqCst);
+    }
+
+    /// Bytes of endless bodies written so far, and how many such bodies are still being
+    /// written.
+    pub fn streamed(&self) -> (u64, u64) {
+        (self.shared.streamed.load(Ordering::SeqCst), self.shared.streaming.load(Ordering::SeqCst))
+    }
+
     /// How many requests are being answered now (held back by [`Receiver::delay`]).
     pub fn in_flight(&self) -> u64 {
         self.shared.in_flight.load(Ordering::SeqCst)
@@ -100,12 +120,7 @@ impl Receiver {
     }
 }
 
-async fn receive(
-    State(shared): State<Arc<Shared>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, HeaderMap) {
+async fn receive(State(shared): State<Arc<Shared>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
     /// Counts a request in flight until it is answered or its client goes away.
     struct InFlight(Arc<Shared>);
     impl Drop for InFlight {
@@ -138,5 +153,21 @@ async fn receive(
     if status.is_redirection() {
         answer.insert(axum::http::header::LOCATION, axum::http::HeaderValue::from_static("/followed"));
     }
-    (status, answer)
+    if !shared.endless.load(Ordering::SeqCst) {
+        return (status, answer).into_response();
+    }
+    /// Counts the body as being written until the client drops it.
+    struct Streaming(Arc<Shared>);
+    impl Drop for Streaming {
+        fn drop(&mut self) {
+            self.0.streaming.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    shared.streaming.fetch_add(1, Ordering::SeqCst);
+    let chunks = futures::stream::unfold(Streaming(shared), |streaming| async move {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        streaming.0.streamed.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        Some((Ok::<_, std::io::Error>(chunk), streaming))
+    });
+    (status, answer, Body::from_stream(chunks)).into_response()
 }

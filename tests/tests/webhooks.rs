@@ -591,3 +591,51 @@ async fn deliveries_are_listed_by_status_and_page_and_the_routes_refuse_bad_toke
     }
     let _ = ids;
 }
+
+#[tokio::test]
+async fn an_answer_that_never_comes_times_out_and_is_retried_and_an_endless_answer_is_read_only_a_little() {
+    let db = TestDatabase::new().await;
+    let env = [ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "1,1,1,1")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let receiver = Receiver::start(200).await;
+    let url = receiver.url("/hooks");
+    let (ws, _, admin) = workspace(&operator, None, std::slice::from_ref(&url)).await;
+    let ingest = Api::new(&hub.url(""), Some(&interaction_key(&admin, &ws).await));
+    let runtime = access_token(&admin, &ingest, &ws, 1).await;
+
+    // The receiver holds its answer for an hour: the attempt gives up after its 15 s
+    // timeout and the delivery waits for its retry.
+    receiver.delay(Duration::from_secs(3600));
+    let slow = interact(&ingest, 1).await;
+    let timed_out = wait_until("the first attempt to time out", WAIT, || {
+        let runtime = runtime.clone();
+        let slow = slow.clone();
+        async move {
+            let found = deliveries(&runtime).await.into_iter().find(|d| d["interaction_id"] == slow);
+            found.filter(|d| d["last_error"].as_str().is_some_and(|e| e.contains("timed out")))
+        }
+    })
+    .await;
+    assert_eq!(timed_out["status"], "pending", "{timed_out}");
+    receiver.delay(Duration::ZERO);
+    let delivered = delivery_with_status(&runtime, &slow, &url, "succeeded").await;
+    assert!(delivered["attempts"].as_i64().is_some_and(|n| n >= 2), "{delivered}");
+
+    // An answer whose body never ends is a success at once: a little of it is read and
+    // the connection dropped, long before the request's timeout.
+    receiver.endless_body(true);
+    let endless = interact(&ingest, 2).await;
+    let delivered = delivery_with_status(&runtime, &endless, &url, "succeeded").await;
+    assert_eq!(delivered["attempts"], 1, "{delivered}");
+    wait_until("the sender to drop the endless answer", WAIT, || {
+        let receiver = receiver.clone();
+        async move { (receiver.streamed().1 == 0).then_some(()) }
+    })
+    .await;
+    let (written, _) = receiver.streamed();
+    // What the receiver could write before the sender went away is the answer's first
+    // chunk plus what the sockets' buffers held; reading the body to the timeout would
+    // have taken gigabytes over loopback.
+    assert!(written < 32 << 20, "{written} bytes of the endless answer were taken");
+}
