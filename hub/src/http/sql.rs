@@ -32,18 +32,20 @@ impl Filter {
 
     /// Keeps the rows whose `column` contains `text`, ignoring case (`ILIKE '%text%'`).
     ///
-    /// The trigram index is asked only for the pattern's words of three or more letters
-    /// or digits, each as `ILIKE '%word%'`: those give trigrams of the text itself. The
-    /// trigrams padded at a word's boundary (`  a`, ` ab`, `ab `), which a pattern with
-    /// punctuation or spaces adds, are shared by every name that starts or ends a word
-    /// the same way, so their posting lists span much of the table and the index would
-    /// decode them all to intersect them. The whole text is then checked on the few rows
-    /// the words leave (`strpos` on the lowered texts, which no index serves). A text that
-    /// is one word, or has no word of three characters, goes to the index as it is.
+    /// A text with punctuation or spaces gives the trigram index, besides the trigrams of
+    /// its words, the trigrams padded at each word's boundary (`  a`, ` ab`, `ab `), which
+    /// every name that starts or ends a word the same way shares: their posting lists can
+    /// span much of the table, and the index decodes them all to intersect them. So when
+    /// the text's words of three or more letters or digits give at least three trigrams of
+    /// their own, the index is asked only for those words (each as `ILIKE '%word%'`) and
+    /// the whole text is checked on the rows they leave (`strpos` on the lowered texts,
+    /// which no index serves). Otherwise (one word, or words too short to narrow the
+    /// search) the text goes to the index as it is.
     pub fn contains(&mut self, column: &str, text: &str) -> &mut Self {
         let words: Vec<&str> =
             text.split(|c: char| !c.is_alphanumeric()).filter(|word| word.chars().count() >= 3).collect();
-        if words.is_empty() || words == [text] {
+        let trigrams: usize = words.iter().map(|word| word.chars().count() - 2).sum();
+        if trigrams < 3 || words == [text] {
             return self.bind(&format!("{column} ILIKE $?"), Box::new(contains_pattern(text)));
         }
         for word in words {
@@ -97,7 +99,8 @@ mod tests {
         );
         assert_eq!(format!("{:?}", filter.params()), r#"["%Acme%", "%Corp%", "Acme Corp_EU"]"#);
 
-        for (text, pattern) in [("acme", "%acme%"), ("a-b", "%a-b%"), ("50%_x", "%50\\%\\_x%"), ("", "%%")] {
+        let whole = [("acme", "%acme%"), ("a-b", "%a-b%"), ("50%_x", "%50\\%\\_x%"), ("", "%%"), ("key-1", "%key-1%")];
+        for (text, pattern) in whole {
             let mut filter = Filter::default();
             filter.contains("w.name", text);
             assert_eq!(filter.where_sql(), "WHERE w.name ILIKE $1", "{text}");
