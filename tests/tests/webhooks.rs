@@ -639,3 +639,62 @@ async fn an_answer_that_never_comes_times_out_and_is_retried_and_an_endless_answ
     // have taken gigabytes over loopback.
     assert!(written < 32 << 20, "{written} bytes of the endless answer were taken");
 }
+
+#[tokio::test]
+async fn a_backlog_for_a_saturated_receiver_is_not_read_when_the_sender_looks_for_due_deliveries() {
+    let db = TestDatabase::new().await;
+    let env = [ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "1")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let receiver = Receiver::start(200).await;
+    receiver.delay(Duration::from_secs(3600));
+    let url = receiver.url("/slow");
+    let (ws, _, admin) = workspace(&operator, None, std::slice::from_ref(&url)).await;
+    let ingest = Api::new(&hub.url(""), Some(&interaction_key(&admin, &ws).await));
+    let interaction = interact(&ingest, 0).await;
+
+    // A backlog of 5,000 due deliveries to the receiver, which holds every request: once
+    // its 8 slots are taken, every other row waits.
+    // The embedded instance keeps its tables in the schema `instance`.
+    let client = db.connect().await;
+    client.batch_execute("SET search_path = instance").await.unwrap();
+    client
+        .execute(
+            "INSERT INTO deliveries (id, interaction_id, workspace_id, url, status, next_attempt_at) \
+             SELECT gen_random_uuid(), d.interaction_id, d.workspace_id, d.url, 'pending', now() - interval '1 second' \
+             FROM deliveries d, generate_series(1, 5000) WHERE d.interaction_id = $1::text::uuid",
+            &[&interaction],
+        )
+        .await
+        .unwrap();
+    wait_until("the receiver's eight slots to be taken", WAIT, || {
+        let receiver = receiver.clone();
+        async move { (receiver.in_flight() == 8).then_some(()) }
+    })
+    .await;
+    client.batch_execute("ANALYZE deliveries").await.unwrap();
+
+    // The sender's search for due deliveries, with that URI saturated: it finds none, and
+    // its plan reads none of the backlog's rows to learn it.
+    let saturated = vec![url.clone()];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&saturated, &64i64, &8i64];
+    client.batch_execute("BEGIN").await.unwrap();
+    let due = client.query(instance::webhooks::sender::DUE, &params).await.unwrap();
+    assert!(due.is_empty(), "{} due rows to a saturated URI", due.len());
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {}", instance::webhooks::sender::DUE), &params)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let removed: u64 = plan
+        .iter()
+        .filter_map(|line| line.trim().strip_prefix("Rows Removed by Filter: "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    let plan = plan.join("\n");
+    assert!(removed < 100, "{removed} rows read and dropped:\n{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}

@@ -141,13 +141,7 @@ impl Sender {
         // lose it (then the attempt is made again, as after any crash mid-request), and the
         // outcome's synchronous commit flushes it anyway.
         tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        let due = tx
-            .query(
-                "SELECT id, url FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now() \
-                 AND url <> ALL($1) ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&saturated, &(free as i64)],
-            )
-            .await?;
+        let due = tx.query(DUE, &[&saturated, &(free as i64), &(PER_ENDPOINT as i64)]).await?;
         let mut taken: HashMap<&str, usize> = HashMap::new();
         let mut ids: Vec<Uuid> = Vec::new();
         for row in &due {
@@ -188,6 +182,23 @@ impl Sender {
         Ok(row.as_ref().map(claimed))
     }
 }
+
+/// Up to `$2` due deliveries, earliest first, at most `$3` to each URI and none to the
+/// saturated ones (`$1`), locked for the claim. The URIs with pending deliveries are found
+/// by skipping through `deliveries_due_by_url` (one probe per URI), and each URI's due
+/// rows are read from its start: the cost follows the number of URIs, not of the pending
+/// rows, so a backlog for a slow receiver costs nothing while its slots are full.
+pub const DUE: &str = "WITH RECURSIVE urls (url) AS ( \
+        (SELECT url FROM deliveries WHERE status = 'pending' ORDER BY url LIMIT 1) \
+        UNION ALL \
+        SELECT (SELECT d.url FROM deliveries d WHERE d.status = 'pending' AND d.url > urls.url ORDER BY d.url LIMIT 1) \
+        FROM urls WHERE urls.url IS NOT NULL) \
+    SELECT due.id, due.url FROM urls CROSS JOIN LATERAL ( \
+        SELECT d.id, d.url, d.next_attempt_at FROM deliveries d \
+        WHERE d.status = 'pending' AND d.url = urls.url AND d.next_attempt_at <= now() \
+        ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) due \
+    WHERE urls.url IS NOT NULL AND urls.url <> ALL($1) \
+    ORDER BY due.next_attempt_at LIMIT $2";
 
 /// Counts the attempt and leases the delivery for `$2` seconds (its `WHERE` follows).
 const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(), \
