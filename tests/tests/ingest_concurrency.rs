@@ -258,3 +258,58 @@ async fn five_hundred_concurrent_interactions_are_each_answered_and_each_accepte
     }
     assert_eq!(stored.len(), accepted_ids.len() + warm_ups.len(), "every accepted interaction is stored");
 }
+
+#[tokio::test]
+async fn when_the_database_fails_a_batch_every_request_in_it_gets_a_503_and_none_of_it_is_stored() {
+    let nats = NatsServer::start().unwrap();
+    let hub_db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&hub_db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator
+        .post("/v1/organizations", json!({"name": "Acme", "email": "ops@acme.test", "plan": "pro"}))
+        .await
+        .expect(201);
+    let org = org.body["id"].as_str().unwrap().to_owned();
+    let instance_db = PgServer::shared().empty_database().await;
+    // A statement waiting for a lock fails after a second.
+    let instance = HubProcess::instance_with_env(
+        "alpha",
+        &instance_db.url,
+        &nats.url(),
+        &hub.url(""),
+        &[NO_THROTTLE, ("DATABASE_LOCK_TIMEOUT_SECONDS", "1")],
+    )
+    .await;
+    let ws = workspace(&operator, &org, "Field", &["https://hooks.example.test/a"]).await;
+    let (_, secret) = interaction_key(&operator, &ws).await;
+    let api = Api::new(&instance.url(""), Some(&secret));
+    accepted(&api).await;
+    let mut client = instance_db.connect().await;
+    let count = "SELECT count(*) FROM interactions";
+    let before: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+
+    // While another session holds the table, the batches' inserts fail.
+    let blocker = client.transaction().await.unwrap();
+    blocker.batch_execute("LOCK TABLE interactions IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let replies = futures::stream::iter(0..20)
+        .map(|n| {
+            let api = api.clone();
+            async move { api.post("/v1/interactions", json!({"type": "door.knocked", "payload": {"n": n}})).await }
+        })
+        .buffer_unordered(20)
+        .collect::<Vec<_>>()
+        .await;
+    for reply in &replies {
+        problem(reply, 503, "unavailable");
+    }
+    blocker.rollback().await.unwrap();
+
+    assert_eq!(client.query_one(count, &[]).await.unwrap().get::<_, i64>(0), before, "nothing refused is stored");
+    let id = api.post("/v1/interactions", json!({"type": "door.knocked", "payload": 1})).await.expect(202).body["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let stored = client.query_one("SELECT count(*) FROM interactions WHERE id = $1", &[&id]).await.unwrap();
+    assert_eq!(stored.get::<_, i64>(0), 1, "once the database is back, interactions are stored again");
+}
