@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bench::wrk;
 use e2e::postgres::{Durability, PgServer, SERVING_ROLE, pg_program};
 use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase};
 use hub::projections::ReadModels;
@@ -45,8 +46,6 @@ const ROUND_TRIP_REQUESTS: usize = 200;
 /// Every how many requests P1c reuses the fixed sibling name (5%).
 const COLLIDE_EVERY: usize = 20;
 const COLLIDING_NAME: &str = "bench-collide";
-/// The most time any child program (pgbench, wrk) gets beyond its phase.
-const SLACK: Duration = Duration::from_secs(120);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -59,43 +58,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs a program to its end, killed after `limit`; returns its standard output.
-fn run_bounded(command: &mut Command, limit: Duration) -> anyhow::Result<String> {
-    let program = format!("{:?}", command.get_program());
-    let child = command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let out = child.wait_with_output();
-        let _ = done.send(());
-        out
-    });
-    if finished.recv_timeout(limit).is_err() {
-        e2e::process::signal(pid, "KILL");
-    }
-    let out = waiter.join().map_err(|_| anyhow::anyhow!("waiting for {program}"))??;
-    if !out.status.success() {
-        bail!("{program} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The database's own commit rate: `pgbench`, one single-row `INSERT` per transaction.
 fn baseline(server: &PgServer, scratch: &TestDatabase, dir: &Path, seconds: u64) -> anyhow::Result<f64> {
     let script = dir.join("insert.sql");
     std::fs::write(&script, "INSERT INTO scratch (payload) VALUES ('{\"n\": 1}');\n")?;
-    let out = run_bounded(
+    let out = wrk::run_bounded(
         Command::new(pg_program("pgbench")?)
             .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "postgres", "-n"])
             .args(["-c", &CONNECTIONS.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
             .arg(&script)
             .arg(&scratch.name),
-        Duration::from_secs(seconds) + SLACK,
+        Duration::from_secs(seconds) + wrk::SLACK,
     )?;
     out.lines()
         .find_map(|line| line.strip_prefix("tps = "))
@@ -104,65 +77,20 @@ fn baseline(server: &PgServer, scratch: &TestDatabase, dir: &Path, seconds: u64)
         .with_context(|| format!("no tps in pgbench's report:\n{out}"))
 }
 
-/// What `wrk` reported: answers by status, the phase's length and latency.
-#[derive(Debug, Default)]
-struct Load {
-    statuses: BTreeMap<u16, u64>,
-    seconds: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    socket_errors: String,
-    /// Warnings and errors the hub logged during the phase, and the first of them.
-    hub_warnings: usize,
-    first_warning: Option<String>,
-}
-
-impl Load {
-    fn count(&self, accept: impl Fn(u16) -> bool) -> u64 {
-        self.statuses.iter().filter(|(s, _)| accept(**s)).map(|(_, n)| n).sum()
-    }
-
-    fn rate(&self, accept: impl Fn(u16) -> bool) -> f64 {
-        self.count(accept) as f64 / self.seconds
-    }
-
-    fn summary(&self) -> String {
-        let statuses: Vec<String> = self.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
-        let mut text = statuses.join(", ");
-        if !self.socket_errors.is_empty() {
-            text.push_str(&format!("; {}", self.socket_errors));
-        }
-        if let Some(first) = &self.first_warning {
-            let first: String = first.chars().take(160).collect();
-            text.push_str(&format!("; hub logged {} warnings/errors, the first: {first}", self.hub_warnings));
-        }
-        text
-    }
-}
-
 /// A `wrk` script creating workspaces named `<prefix>-<thread>-<n>`; with `collide_every`
 /// above 0, every such request of a thread reuses [`COLLIDING_NAME`] instead.
 fn wrk_script(key: &str, prefix: &str, collide_every: usize) -> String {
-    // Chunk-level locals are copied into each thread's state; `setup` runs in the main
-    // state, so the thread id is a global set through `thread:set`, and `done` (main
-    // state again) collects each thread's status counts.
-    format!(
+    // `tid` is the thread's id, set by `wrk::COLLECT`'s `setup`.
+    let requests = format!(
         r#"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 local prefix = "{prefix}"
 local collide_every = {collide_every}
-local threads = {{}}
-
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("tid", #threads)
-end
 
 function init(args)
   counter = 0
-  statuses = {{}}
 end
 
 function request()
@@ -173,55 +101,15 @@ function request()
   end
   return wrk.format(nil, "/v1/workspaces", nil, '{{"name":"' .. name .. '"}}')
 end
-
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  for _, thread in ipairs(threads) do
-    for status, n in pairs(thread:get("statuses")) do
-      io.write(string.format("bench-status %d %d\n", status, n))
-    end
-  end
-  io.write(string.format("bench-duration-us %d\n", summary.duration))
-  io.write(string.format("bench-p50-us %d\n", latency:percentile(50)))
-  io.write(string.format("bench-p99-us %d\n", latency:percentile(99)))
-end
 "#
-    )
+    );
+    requests + wrk::COLLECT
 }
 
-fn wrk(hub: &HubProcess, dir: &Path, name: &str, script: &str, seconds: u64) -> anyhow::Result<Load> {
-    let path = dir.join(format!("{name}.lua"));
-    std::fs::write(&path, script)?;
+/// Runs `wrk` against the hub, noting the warnings and errors the hub logged meanwhile.
+fn wrk(hub: &HubProcess, dir: &Path, name: &str, script: &str, seconds: u64) -> anyhow::Result<wrk::Load> {
     let log_from = hub.logs().len();
-    let program = e2e::process::find_program("wrk", &[])
-        .context("`wrk` not found: install it (bench/run.sh does, with apt-get)")?;
-    let out = run_bounded(
-        Command::new(program)
-            .args(["-c", &CONNECTIONS.to_string(), "-t", "2", "-d", &format!("{seconds}s"), "--timeout", "30s", "-s"])
-            .arg(&path)
-            .arg(hub.url("")),
-        Duration::from_secs(seconds) + SLACK,
-    )?;
-    let mut load = Load::default();
-    for line in out.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            ["bench-status", status, n] => {
-                *load.statuses.entry(status.parse()?).or_default() += n.parse::<u64>()?;
-            }
-            ["bench-duration-us", us] => load.seconds = us.parse::<f64>()? / 1e6,
-            ["bench-p50-us", us] => load.p50_ms = us.parse::<f64>()? / 1e3,
-            ["bench-p99-us", us] => load.p99_ms = us.parse::<f64>()? / 1e3,
-            _ if line.trim_start().starts_with("Socket errors") => load.socket_errors = line.trim().to_owned(),
-            _ => {}
-        }
-    }
-    if load.seconds <= 0.0 {
-        bail!("no summary in wrk's report:\n{out}");
-    }
+    let mut load = wrk::run(&hub.url(""), CONNECTIONS, dir, name, script, seconds)?;
     let logs = hub.logs();
     let warnings: Vec<&str> = logs
         .get(log_from..)
@@ -229,8 +117,10 @@ fn wrk(hub: &HubProcess, dir: &Path, name: &str, script: &str, seconds: u64) -> 
         .lines()
         .filter(|line| line.contains("WARN") || line.contains("ERROR"))
         .collect();
-    load.hub_warnings = warnings.len();
-    load.first_warning = warnings.first().map(|line| without_colors(line).trim().to_owned());
+    if let Some(first) = warnings.first() {
+        let first: String = without_colors(first).trim().chars().take(160).collect();
+        load.notes.push(format!("hub logged {} warnings/errors, the first: {first}", warnings.len()));
+    }
     Ok(load)
 }
 

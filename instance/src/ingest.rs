@@ -1,11 +1,15 @@
 //! `POST /v1/interactions`: accepts an interaction authenticated by an interaction key and
 //! stores it with its pending webhook deliveries, one per `webhook_uris` entry of its
-//! workspace at that moment, in one transaction (the outbox a webhook sender drains).
+//! workspace at that moment, in one transaction (the outbox a webhook sender drains). The
+//! interactions of concurrent requests share that transaction (group commit, see
+//! [`crate::ingest_batch`]); each is answered 202 only once it is committed.
 //!
 //! The key (`Authorization: Bearer <key>`, or Basic with the key as username) is checked
 //! for shape and checksum first, with no lookup; then its peppered hash (the hub's pepper,
 //! derived from the shared master key) is looked up in this instance's own
-//! `interaction_keys` and compared in constant time. No hub is asked. Unknown, revoked and
+//! `interaction_keys` (or found among the keys recently found usable, see
+//! [`crate::key_cache`]) and compared in constant time; the storing transaction checks it
+//! again under its workspace's lock. No hub is asked. Unknown, revoked and
 //! expired keys, and keys of deleted workspaces, get 401 (counted by the runtime API's
 //! throttle like any failed authentication); a key of an archived workspace gets 403.
 //!
@@ -25,7 +29,8 @@ use chrono::Utc;
 use shared::keys::{self, KeyKind};
 use uuid::Uuid;
 
-use crate::interaction_keys::{Found, lookup, peek};
+use crate::ingest_batch::Outcome;
+use crate::interaction_keys::{Found, peek};
 use crate::runtime::{RuntimeState, problem, unauthorized};
 
 /// The largest request body accepted.
@@ -151,57 +156,46 @@ async fn accept(
     let hash = hasher.hash(&presented);
     drop(presented);
 
-    // Authenticated before the body is read, without holding any lock while it arrives.
-    // One statement, no lock: the transaction below checks again under the lock.
-    let client = state.pool.get().await.map_err(|_| unavailable())?;
-    let found = peek(&client, &hash).await.map_err(|_| unavailable())?;
-    drop(client);
+    // Authenticated before the body is read, without holding any lock while it arrives:
+    // a key found usable moments ago, or one statement with no lock. The batch's
+    // transaction checks again under the workspace's lock.
+    let found = match state.key_cache.get(&hash) {
+        Some(found) => Some(found),
+        None => {
+            let client = state.pool.get().await.map_err(|_| unavailable())?;
+            let found = peek(&client, &hash).await.map_err(|_| unavailable())?;
+            drop(client);
+            if let Ok(key) = usable(found.as_ref(), &hash) {
+                state.key_cache.insert(key);
+            }
+            found
+        }
+    };
     *identified = known(found.as_ref(), &hash);
     usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
 
-    let interaction = read(headers, body).await?;
-
-    let id = Uuid::now_v7();
-    let mut client = state.pool.get().await.map_err(|_| unavailable())?;
-    let tx = client.transaction().await.map_err(|_| unavailable())?;
-    // Again under the workspace's lock: the key may have been revoked meanwhile, and the
-    // deliveries go to the webhook URIs of this moment.
-    let found = lookup(&tx, &hash).await.map_err(|_| unavailable())?;
-    *identified = known(found.as_ref(), &hash);
-    let key = usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
-    tx.execute(
-        "INSERT INTO interactions (id, workspace_id, interaction_key_id, type, payload, received_at) \
-         VALUES ($1, $2, $3, $4, $5, clock_timestamp())",
-        &[&id, &key.workspace_id, &key.id, &interaction.kind, &interaction.payload],
-    )
-    .await
-    .map_err(|_| unavailable())?;
-    let deliveries: Vec<Uuid> = key.webhook_uris.iter().map(|_| Uuid::now_v7()).collect();
-    if !deliveries.is_empty() {
-        tx.execute(
-            "INSERT INTO deliveries (id, interaction_id, workspace_id, url, status) \
-             SELECT d.id, $2, $3, d.url, $5 FROM unnest($1::uuid[], $4::text[]) AS d (id, url)",
-            &[&deliveries, &id, &key.workspace_id, &key.webhook_uris, &DeliveryStatus::Pending],
-        )
-        .await
-        .map_err(|_| unavailable())?;
+    let (interaction, size) = read(headers, body).await?;
+    match state.ingest.store(hash, interaction, size).await {
+        Outcome::Stored { workspace_id, interaction_key_id, id, deliveries } => {
+            tracing::debug!(interaction = %id, workspace = %workspace_id, interaction_key = %interaction_key_id, deliveries, "interaction accepted");
+            Ok((workspace_id, interaction_key_id, id))
+        }
+        Outcome::Refused { identified: again, refused } => {
+            *identified = again;
+            Err(refused.into_response())
+        }
+        Outcome::Unavailable => Err(unavailable()),
     }
-    tx.commit().await.map_err(|_| unavailable())?;
-    if !deliveries.is_empty() {
-        state.deliveries_wake.notify_one();
-    }
-    tracing::debug!(interaction = %id, workspace = %key.workspace_id, interaction_key = %key.id, deliveries = deliveries.len(), "interaction accepted");
-    Ok((key.workspace_id, key.id, id))
 }
 
 /// The workspace and id of the key the presented hash belongs to, usable or not.
-fn known(found: Option<&Found>, hash: &[u8]) -> Option<(Uuid, Uuid)> {
+pub(crate) fn known(found: Option<&Found>, hash: &[u8]) -> Option<(Uuid, Uuid)> {
     found.filter(|k| keys::constant_time_eq(&k.key_hash, hash)).map(|k| (k.workspace_id, k.id))
 }
 
 /// The key, when it may be used now: 401 when unknown (a revoked key has no row) or
 /// expired, 403 when its workspace is archived.
-fn usable<'a>(found: Option<&'a Found>, hash: &[u8]) -> Result<&'a Found, Refused> {
+pub(crate) fn usable<'a>(found: Option<&'a Found>, hash: &[u8]) -> Result<&'a Found, Refused> {
     let key = found
         .filter(|k| keys::constant_time_eq(&k.key_hash, hash))
         .ok_or_else(|| refused_key("unknown interaction key"))?;
@@ -239,8 +233,8 @@ fn credentials(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Reads and checks the body: 415 without a JSON media type, 413 past 256 KiB, 400 when
-/// malformed, 422 when it does not fit the schema.
-async fn read(headers: &HeaderMap, body: Body) -> Result<NewInteraction, Response> {
+/// malformed, 422 when it does not fit the schema. Also returns the body's size.
+async fn read(headers: &HeaderMap, body: Body) -> Result<(NewInteraction, usize), Response> {
     let is_json =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(
             |v| {
@@ -278,7 +272,7 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<NewInteraction, Respons
     if bytes.len() > MAX_BODY {
         return Err(too_large());
     }
-    parse(&bytes).map_err(IntoResponse::into_response)
+    parse(&bytes).map(|interaction| (interaction, bytes.len())).map_err(IntoResponse::into_response)
 }
 
 /// Parses a body already read: syntax first (400), then shape and constraints (422).

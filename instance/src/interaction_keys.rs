@@ -91,24 +91,50 @@ pub struct Found {
     pub webhook_uris: Vec<String>,
 }
 
-/// Looks a key up by its hash, with its workspace's state, the workspace row locked
-/// against concurrent applies until `tx` ends (so the deliveries written in `tx` go to the
-/// webhook URIs of that moment). `None` when no live workspace of this instance holds it.
-pub async fn lookup(tx: &Transaction<'_>, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
-    let row = tx.query_opt(&format!("{LOOKUP} FOR SHARE OF w"), &[&key_hash]).await?;
-    Ok(row.map(found))
+/// Locks, against concurrent applies until `tx` ends, the live workspaces holding any of
+/// `key_hashes`, in id order (the order applies lock them in, so neither waits on the other
+/// in a cycle), and returns their ids. Applies write a workspace's keys and state only under
+/// its row's `FOR UPDATE` lock: once these share locks are held, a statement that starts
+/// afterwards reads the keys and state of these workspaces as of the last applied event,
+/// and they stay so until `tx` commits.
+pub async fn lock_workspaces(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key_hashes: &[&[u8]],
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT w.id FROM workspaces w WHERE w.state IS NOT NULL \
+             AND w.id IN (SELECT k.workspace_id FROM interaction_keys k WHERE k.key_hash = ANY($1)) \
+             ORDER BY w.id FOR SHARE",
+        )
+        .await?;
+    Ok(tx.query(&statement, &[&key_hashes]).await?.iter().map(|row| row.get(0)).collect())
 }
 
-/// The same look-up without a lock: a check before the body is read, confirmed by
-/// [`lookup`] in the transaction that stores the interaction.
-pub async fn peek(client: &tokio_postgres::Client, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
-    Ok(client.query_opt(LOOKUP, &[&key_hash]).await?.map(found))
+/// The keys `key_hashes` name, with their workspaces' state, among the workspaces `locked`
+/// by [`lock_workspaces`] in the same transaction (run as a statement of its own after it,
+/// so it reads what the applies it waited for committed). A hash missing from the answer
+/// is no live key of this instance.
+pub async fn lookup_locked(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key_hashes: &[&[u8]],
+    locked: &[Uuid],
+) -> Result<Vec<Found>, tokio_postgres::Error> {
+    let statement =
+        tx.prepare_cached(&format!("{LOOKUP_SELECT} WHERE k.key_hash = ANY($1) AND w.id = ANY($2)")).await?;
+    Ok(tx.query(&statement, &[&key_hashes, &locked]).await?.into_iter().map(found).collect())
 }
 
-const LOOKUP: &str = "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
+/// The same look-up for one key, without a lock: a check before the body is read,
+/// confirmed by [`lookup_locked`] in the transaction that stores the interaction.
+pub async fn peek(client: &deadpool_postgres::Client, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(&format!("{LOOKUP_SELECT} WHERE k.key_hash = $1")).await?;
+    Ok(client.query_opt(&statement, &[&key_hash]).await?.map(found))
+}
+
+const LOOKUP_SELECT: &str = "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
      coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
-     FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL \
-     WHERE k.key_hash = $1";
+     FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL";
 
 fn found(row: tokio_postgres::Row) -> Found {
     let uris: Option<serde_json::Value> = row.get("webhook_uris");

@@ -58,6 +58,10 @@ pub struct RuntimeState {
     pub usage: Arc<crate::usage::Usage>,
     /// Wakes the webhook sender when an accepted interaction brought deliveries.
     pub(crate) deliveries_wake: Arc<tokio::sync::Notify>,
+    /// Interaction keys recently found usable, for the check before a body is read.
+    pub(crate) key_cache: crate::key_cache::KeyCache,
+    /// The writers storing accepted interactions in batches (see [`crate::ingest_batch`]).
+    pub(crate) ingest: crate::ingest_batch::Writers,
 }
 
 impl RuntimeState {
@@ -69,6 +73,8 @@ impl RuntimeState {
     ) -> Self {
         let key_hasher =
             master_key.as_ref().map(|key| shared::keys::KeyHasher::new(&shared::keys::key_pepper(key.expose_secret())));
+        let deliveries_wake = Arc::<tokio::sync::Notify>::default();
+        let ingest = crate::ingest_batch::Writers::spawn(pool.clone(), deliveries_wake.clone());
         Self {
             pool,
             keyring,
@@ -78,7 +84,9 @@ impl RuntimeState {
             failures: Windows::default(),
             auth_failures_per_minute,
             usage: Arc::default(),
-            deliveries_wake: Arc::default(),
+            deliveries_wake,
+            key_cache: crate::key_cache::KeyCache::default(),
+            ingest,
         }
     }
 

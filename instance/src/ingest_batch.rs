@@ -1,0 +1,211 @@
+//! Group commit of accepted interactions: `POST /v1/interactions` hands each interaction,
+//! once its body is read and checked, to a few writer tasks and waits for the answer. A
+//! writer takes everything queued (at most [`MAX_BATCH`] interactions or about
+//! [`MAX_BATCH_BYTES`] of payload) and stores the lot in one transaction with set-based
+//! statements; then every waiting request is answered. While one writer commits, the next
+//! batch fills and another writer takes it.
+//!
+//! In the transaction, in this order:
+//! 1. the live workspaces holding the batch's keys are locked `FOR SHARE`, in id order
+//!    (applies lock them `FOR UPDATE` in id order: no cycle);
+//! 2. the keys are looked up again, by a statement of its own that starts once the locks
+//!    are held: it reads what every apply it waited for committed, and nothing changes
+//!    those workspaces until the commit. So a key revoked, or a workspace archived, by an
+//!    event applied before is refused (401, 403, as the check before the body answers),
+//!    and the deliveries go to the webhook URIs of the workspace at this moment: the same
+//!    guarantee as one transaction per interaction holding its workspace's lock;
+//! 3. the accepted interactions are inserted with one statement, their deliveries (one per
+//!    webhook URI) with another;
+//! 4. COMMIT (durable, `synchronous_commit` untouched): only then is any 202 sent.
+//!
+//! A database failure answers every request of the batch 503; none of them was stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::ingest::{DeliveryStatus, NewInteraction, Refused, known, usable};
+use crate::interaction_keys::{lock_workspaces, lookup_locked};
+
+/// The most interactions one transaction stores.
+pub const MAX_BATCH: usize = 1000;
+/// A batch stops growing once its bodies add up to this many bytes.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Writers, each committing its own batch (the pool has room for them and the rest).
+pub const WRITERS: usize = 4;
+/// Interactions waiting for a writer before requests wait to queue.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// An interaction to store, with where its answer goes.
+struct Item {
+    key_hash: Vec<u8>,
+    interaction: NewInteraction,
+    /// The body's size, to bound a batch's.
+    size: usize,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// What became of one interaction.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored (committed) with its deliveries.
+    Stored { workspace_id: Uuid, interaction_key_id: Uuid, id: Uuid, deliveries: usize },
+    /// Refused by the key's check under the lock; `identified` names the key's workspace
+    /// and id when the key is one of this instance's.
+    Refused { identified: Option<(Uuid, Uuid)>, refused: Refused },
+    /// The database failed: nothing of the batch was stored.
+    Unavailable,
+}
+
+/// The queue to the writers.
+pub struct Writers {
+    queue: mpsc::Sender<Item>,
+}
+
+impl Writers {
+    /// Starts [`WRITERS`] writers storing into `pool`, waking the webhook sender through
+    /// `wake` after a commit that brought deliveries. They stop when this is dropped.
+    pub fn spawn(pool: Pool, wake: Arc<Notify>) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..WRITERS {
+            tokio::spawn(write(pool.clone(), receiver.clone(), wake.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Stores `interaction` for the key whose peppered hash is `key_hash` in the next
+    /// batch, and answers once that batch is committed (or failed).
+    pub async fn store(&self, key_hash: Vec<u8>, interaction: NewInteraction, size: usize) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send(Item { key_hash, interaction, size, reply }).await.is_err() {
+            return Outcome::Unavailable;
+        }
+        answer.await.unwrap_or(Outcome::Unavailable)
+    }
+}
+
+/// One writer: takes what is queued, stores it, answers, again, until the queue closes.
+async fn write(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Item>>>, wake: Arc<Notify>) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else { return };
+            let mut bytes = first.size;
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                let Ok(item) = receiver.try_recv() else { break };
+                bytes += item.size;
+                batch.push(item);
+            }
+            batch
+        };
+        let outcomes = match store(&pool, &batch).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::warn!(error = %error, interactions = batch.len(), "a batch of interactions was not stored");
+                batch.iter().map(|_| Outcome::Unavailable).collect()
+            }
+        };
+        if outcomes.iter().any(|o| matches!(o, Outcome::Stored { deliveries, .. } if *deliveries > 0)) {
+            wake.notify_one();
+        }
+        for (item, outcome) in batch.into_iter().zip(outcomes) {
+            // A request that gave up waiting has nobody to answer; what was stored stays.
+            let _ = item.reply.send(outcome);
+        }
+    }
+}
+
+/// The columns of the rows a batch inserts.
+#[derive(Default)]
+struct Rows<'a> {
+    ids: Vec<Uuid>,
+    workspaces: Vec<Uuid>,
+    keys: Vec<Uuid>,
+    types: Vec<&'a str>,
+    payloads: Vec<&'a serde_json::Value>,
+    delivery_ids: Vec<Uuid>,
+    delivery_interactions: Vec<Uuid>,
+    delivery_workspaces: Vec<Uuid>,
+    delivery_urls: Vec<&'a str>,
+}
+
+/// Stores a batch in one transaction: each item's outcome, in order.
+async fn store(pool: &Pool, batch: &[Item]) -> Result<Vec<Outcome>, anyhow::Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut hashes: Vec<&[u8]> = batch.iter().map(|item| item.key_hash.as_slice()).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let locked = lock_workspaces(&tx, &hashes).await?;
+    let found: HashMap<Vec<u8>, _> =
+        lookup_locked(&tx, &hashes, &locked).await?.into_iter().map(|key| (key.key_hash.clone(), key)).collect();
+
+    let mut rows = Rows::default();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for item in batch {
+        let key = found.get(&item.key_hash);
+        let key = match usable(key, &item.key_hash) {
+            Ok(key) => key,
+            Err(refused) => {
+                outcomes.push(Outcome::Refused { identified: known(key, &item.key_hash), refused });
+                continue;
+            }
+        };
+        let id = Uuid::now_v7();
+        rows.ids.push(id);
+        rows.workspaces.push(key.workspace_id);
+        rows.keys.push(key.id);
+        rows.types.push(&item.interaction.kind);
+        rows.payloads.push(&item.interaction.payload);
+        for url in &key.webhook_uris {
+            rows.delivery_ids.push(Uuid::now_v7());
+            rows.delivery_interactions.push(id);
+            rows.delivery_workspaces.push(key.workspace_id);
+            rows.delivery_urls.push(url);
+        }
+        outcomes.push(Outcome::Stored {
+            workspace_id: key.workspace_id,
+            interaction_key_id: key.id,
+            id,
+            deliveries: key.webhook_uris.len(),
+        });
+    }
+    if !rows.ids.is_empty() {
+        let interactions = tx
+            .prepare_cached(
+                "INSERT INTO interactions (id, workspace_id, interaction_key_id, type, payload, received_at) \
+                 SELECT id, workspace_id, interaction_key_id, type, payload, clock_timestamp() \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[]) \
+                 AS i (id, workspace_id, interaction_key_id, type, payload)",
+            )
+            .await?;
+        tx.execute(&interactions, &[&rows.ids, &rows.workspaces, &rows.keys, &rows.types, &rows.payloads]).await?;
+    }
+    if !rows.delivery_ids.is_empty() {
+        let deliveries = tx
+            .prepare_cached(
+                "INSERT INTO deliveries (id, interaction_id, workspace_id, url, status) \
+                 SELECT id, interaction_id, workspace_id, url, $5 \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS d (id, interaction_id, workspace_id, url)",
+            )
+            .await?;
+        tx.execute(
+            &deliveries,
+            &[
+                &rows.delivery_ids,
+                &rows.delivery_interactions,
+                &rows.delivery_workspaces,
+                &rows.delivery_urls,
+                &DeliveryStatus::Pending,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
