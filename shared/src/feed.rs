@@ -121,8 +121,19 @@ fn write_event(out: &mut Vec<u8>, event: &RawEvent) {
     out.extend_from_slice(event.metadata.as_bytes());
     out.extend_from_slice(b",\"recorded_at\":");
     let _ = serde_json::to_writer(&mut *out, &event.recorded_at);
-    let _ =
-        write!(out, ",\"prev_hash\":\"{}\",\"hash\":\"{}\"}}", hex::encode(&event.prev_hash), hex::encode(&event.hash));
+    out.extend_from_slice(b",\"prev_hash\":\"");
+    write_hex(out, &event.prev_hash);
+    out.extend_from_slice(b"\",\"hash\":\"");
+    write_hex(out, &event.hash);
+    out.extend_from_slice(b"\"}");
+}
+
+/// Lowercase hex of `bytes`, written in place.
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    // The slice is exactly twice as long as `bytes`: encoding cannot fail.
+    let _ = hex::encode_to_slice(bytes, &mut out[start..]);
 }
 
 #[cfg(test)]
