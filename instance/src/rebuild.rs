@@ -3,12 +3,13 @@
 //!
 //! The feed is read ahead: a reader task keeps asking for the next pages (several at once,
 //! see [`read_feed`]) while the pages already read are applied, so the hub's answers and
-//! the instance's writes overlap. The events of many pages are applied together by the
-//! live path's own batch apply ([`crate::keyring::apply_batch`]: each workspace loaded
-//! once, folded in memory with the domain's `apply`, its final state written in one
-//! statement for the lot, the data keys its new workspaces need fetched several at once),
-//! in transactions of up to [`CHUNK`] events, each with its exact checkpoint. The result is
-//! the state the live apply reaches.
+//! the instance's writes overlap. The events of many pages (all those read while the
+//! previous ones were written, from [`MIN_CHUNK`] up to [`CHUNK`] events) are applied
+//! together by the live path's own batch apply ([`crate::keyring::apply_batch`]: each
+//! workspace loaded once, folded in memory with the domain's `apply`, its final state
+//! written in one statement for the lot, the data keys its new workspaces need fetched
+//! several at once), each transaction with its exact checkpoint. The result is the state
+//! the live apply reaches.
 
 use std::collections::HashSet;
 
@@ -22,6 +23,9 @@ use crate::feed::{HubFeed, PAGE};
 
 /// Most events of this instance applied in one transaction.
 const CHUNK: usize = 20_000;
+/// Fewest events applied in one transaction while the reading goes on (each transaction
+/// writes the state of every workspace it touches once).
+const MIN_CHUNK: usize = 2_000;
 /// Pages read ahead of the apply (more than a chunk, so reading goes on while one is written).
 const READ_AHEAD: usize = 32;
 /// Pages asked for at once.
@@ -44,7 +48,15 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
     let mut applied = 0;
     while let Some(page) = read.recv().await {
         chunk.extend(mine(page, &config.instance_id, &mut owned));
-        if chunk.len() >= CHUNK {
+        // Whatever else has been read already joins the chunk: the apply takes what the
+        // reading gave while it last wrote, so the chunk left when the reading ends is small.
+        while chunk.len() < CHUNK {
+            match read.try_recv() {
+                Ok(page) => chunk.extend(mine(page, &config.instance_id, &mut owned)),
+                Err(_) => break,
+            }
+        }
+        if chunk.len() >= MIN_CHUNK {
             applied += apply(&mut client, &feed, &chunk).await?;
             chunk.clear();
         }

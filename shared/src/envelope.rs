@@ -56,14 +56,34 @@ impl RecordedEvent {
 }
 
 mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
 
+    /// Decoded from the text as the parser hands it over, without an owned copy (a feed
+    /// page holds two hashes per event).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        hex::decode(text).map_err(serde::de::Error::custom)
+        d.deserialize_str(HexVisitor)
+    }
+
+    struct HexVisitor;
+
+    impl serde::de::Visitor<'_> for HexVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a hex string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            if !text.len().is_multiple_of(2) {
+                return Err(E::custom(hex::FromHexError::OddLength));
+            }
+            let mut bytes = vec![0; text.len() / 2];
+            hex::decode_to_slice(text.as_bytes(), &mut bytes).map_err(E::custom)?;
+            Ok(bytes)
+        }
     }
 }

@@ -25,9 +25,8 @@ pub struct ChainFields<'a> {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// Writes numbers the way PostgreSQL's jsonb gives them back: an integral float that fits
-/// an integer becomes that integer (`1e16`, `1.0`, `-0.0`), so the hash computed when
-/// appending equals the one computed from what the database returns.
+/// The payload [`Canonical`] writes, as a value (the reference the tests compare with).
+#[cfg(test)]
 fn canonical_numbers(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
@@ -38,6 +37,39 @@ fn canonical_numbers(value: &serde_json::Value) -> serde_json::Value {
         Value::Array(items) => Value::Array(items.iter().map(canonical_numbers).collect()),
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical_numbers(v))).collect()),
         other => other.clone(),
+    }
+}
+
+/// A payload with its numbers written the way PostgreSQL's jsonb gives them back: an
+/// integral float that fits an integer becomes that integer (`1e16`, `1.0`, `-0.0`), so
+/// the hash computed when appending equals the one computed from what the database returns.
+struct Canonical<'a>(&'a serde_json::Value);
+
+impl serde::Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde_json::Value;
+        match self.0 {
+            Value::Number(n) if n.is_f64() => match stored_integer(n.as_f64().unwrap_or_default()) {
+                Some(integer) => integer.serialize(serializer),
+                None => n.serialize(serializer),
+            },
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Canonical(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, value) in map {
+                    out.serialize_entry(key, &Canonical(value))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
     }
 }
 
@@ -72,19 +104,28 @@ fn stored_integer(f: f64) -> Option<serde_json::Value> {
 }
 
 impl ChainFields<'_> {
+    /// The compact JSON of the fields, keys sorted, numbers as the database gives them back
+    /// (written straight out, without building a copy of the payload first).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let value = serde_json::json!({
-            "position": self.position,
-            "stream_id": self.stream_id,
-            "stream_version": self.stream_version,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "schema_version": self.schema_version,
-            "data": canonical_numbers(self.data),
-            "metadata": canonical_numbers(self.metadata),
-            "recorded_at": self.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        });
-        serde_json::to_vec(&value).unwrap_or_default()
+        use std::io::Write;
+        let mut out = Vec::with_capacity(256);
+        // Writing into a Vec cannot fail; the values are plain JSON.
+        out.extend_from_slice(b"{\"data\":");
+        let _ = serde_json::to_writer(&mut out, &Canonical(self.data));
+        let _ = write!(out, ",\"event_id\":\"{}\",\"event_type\":", self.event_id);
+        let _ = serde_json::to_writer(&mut out, self.event_type);
+        out.extend_from_slice(b",\"metadata\":");
+        let _ = serde_json::to_writer(&mut out, &Canonical(self.metadata));
+        let _ = write!(
+            out,
+            ",\"position\":{},\"recorded_at\":\"{}\",\"schema_version\":{},\"stream_id\":",
+            self.position,
+            self.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            self.schema_version
+        );
+        let _ = serde_json::to_writer(&mut out, self.stream_id);
+        let _ = write!(out, ",\"stream_version\":{}}}", self.stream_version);
+        out
     }
 
     pub fn chain_hash(&self, prev_hash: &[u8]) -> Vec<u8> {
@@ -116,6 +157,50 @@ mod tests {
             data,
             metadata,
             recorded_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+        }
+    }
+
+    /// The canonical bytes as first defined: the envelope built as a JSON value (keys
+    /// sorted by the map), the payloads copied with their numbers rewritten.
+    fn reference_bytes(f: &ChainFields<'_>) -> Vec<u8> {
+        let value = serde_json::json!({
+            "position": f.position,
+            "stream_id": f.stream_id,
+            "stream_version": f.stream_version,
+            "event_id": f.event_id,
+            "event_type": f.event_type,
+            "schema_version": f.schema_version,
+            "data": canonical_numbers(f.data),
+            "metadata": canonical_numbers(f.metadata),
+            "recorded_at": f.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        });
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn canonical_bytes_are_those_of_the_sorted_envelope_value() {
+        let payloads = [
+            r#"{}"#,
+            r#"{"name":"a \"b\" \\ \n é","b":[1,2.5,1e16,-0.0,1.0,1e300,{"z":null,"a":true}],"a":{"y":-3,"x":"é"}}"#,
+            r#"[1.0, "x", [], {"k": 2.0}]"#,
+            r#"2.812722529998191e16"#,
+            r#""text""#,
+        ];
+        let metadata: serde_json::Value =
+            serde_json::from_str(r#"{"actor":{"type":"user","id":"u\u0001"},"traceparent":"00-ab"}"#).unwrap();
+        for payload in payloads {
+            let data: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let mut f = fields(&data, &metadata);
+            f.stream_id = "workspace-\"odd\"";
+            f.event_type = "Type\twith tab";
+            f.position = 1 << 40;
+            f.stream_version = 7;
+            f.schema_version = 2;
+            assert_eq!(
+                String::from_utf8(f.canonical_bytes()).unwrap(),
+                String::from_utf8(reference_bytes(&f)).unwrap(),
+                "{payload}"
+            );
         }
     }
 

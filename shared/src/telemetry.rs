@@ -140,6 +140,10 @@ pub fn current_traceparent() -> Option<String> {
 /// ignored, and so is everything when traces are not exported: the span then starts a
 /// trace of its own.
 pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    // A span no layer records has no parent to set (the instance makes one per event applied).
+    if span.is_disabled() {
+        return;
+    }
     let Some(traceparent) = traceparent.filter(|traceparent| crate::metadata::is_traceparent(traceparent)) else {
         return;
     };

@@ -218,6 +218,20 @@ pub async fn read_page(
     Ok(read::all(client, after, limit).await?)
 }
 
+/// [`read_page`] and [`read_stream_page`] (with a stream) with the payloads left as the
+/// database's JSON text: what the feed serves, written out without parsing them.
+pub async fn read_feed_page(
+    client: &impl tokio_postgres::GenericClient,
+    stream_id: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<shared::feed::RawEvent>, ReadError> {
+    Ok(match stream_id {
+        Some(stream) => read::stream_page_raw(client, stream, after, limit).await?,
+        None => read::all_raw(client, after, limit).await?,
+    })
+}
+
 /// The last committed position, on a connection the caller holds.
 pub async fn head_position(client: &impl tokio_postgres::GenericClient) -> Result<i64, ReadError> {
     Ok(read::head_position(client).await?)
