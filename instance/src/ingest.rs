@@ -93,7 +93,8 @@ pub struct Accepted {
 )]
 pub async fn interactions(State(state): State<Arc<RuntimeState>>, headers: HeaderMap, body: Body) -> Response {
     let mut identified = None;
-    match accept(&state, &headers, body, &mut identified).await {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    match accept(&state, &headers, body, deadline, &mut identified).await {
         Ok((workspace_id, key_id, id)) => {
             state.usage.accepted(workspace_id, key_id);
             (StatusCode::ACCEPTED, Json(Accepted { id })).into_response()
@@ -114,6 +115,20 @@ pub async fn interactions(State(state): State<Arc<RuntimeState>>, headers: Heade
 
 fn unavailable() -> Response {
     problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the instance database is unavailable")
+}
+
+/// How long `POST /v1/interactions` may take, its body included; past it, an interaction
+/// not yet being stored is withdrawn and answered 503 (this route keeps its own deadline
+/// rather than the runtime API's timeout, which would answer without knowing whether the
+/// interaction was stored).
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn timed_out() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the interaction could not be stored within 30 seconds; it was not stored",
+    )
 }
 
 /// Why a key or a body is refused (small, so results carrying it stay small).
@@ -144,6 +159,7 @@ async fn accept(
     state: &RuntimeState,
     headers: &HeaderMap,
     body: Body,
+    deadline: tokio::time::Instant,
     identified: &mut Option<(Uuid, Uuid)>,
 ) -> Result<(Uuid, Uuid, Uuid), Response> {
     let presented =
@@ -162,9 +178,11 @@ async fn accept(
     let found = match state.key_cache.get(&hash) {
         Some(found) => Some(found),
         None => {
-            let client = state.pool.get().await.map_err(|_| unavailable())?;
-            let found = peek(&client, &hash).await.map_err(|_| unavailable())?;
-            drop(client);
+            let looked_up = tokio::time::timeout_at(deadline, async {
+                let client = state.pool.get().await.map_err(|_| unavailable())?;
+                peek(&client, &hash).await.map_err(|_| unavailable())
+            });
+            let found = looked_up.await.map_err(|_| timed_out())??;
             if let Ok(key) = usable(found.as_ref(), &hash) {
                 state.key_cache.insert(key);
             }
@@ -174,8 +192,9 @@ async fn accept(
     *identified = known(found.as_ref(), &hash);
     usable(found.as_ref(), &hash).map_err(IntoResponse::into_response)?;
 
-    let (interaction, size) = read(headers, body).await?;
-    match state.ingest.store(hash, interaction, size).await {
+    let (interaction, size) =
+        tokio::time::timeout_at(deadline, read(headers, body)).await.map_err(|_| timed_out())??;
+    match state.ingest.store(hash, interaction, size, deadline).await {
         Outcome::Stored { workspace_id, interaction_key_id, id, deliveries } => {
             tracing::debug!(interaction = %id, workspace = %workspace_id, interaction_key = %interaction_key_id, deliveries, "interaction accepted");
             Ok((workspace_id, interaction_key_id, id))
@@ -185,6 +204,7 @@ async fn accept(
             Err(refused.into_response())
         }
         Outcome::Unavailable => Err(unavailable()),
+        Outcome::TimedOut => Err(timed_out()),
     }
 }
 

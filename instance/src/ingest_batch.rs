@@ -19,12 +19,21 @@
 //! 4. COMMIT (durable, `synchronous_commit` untouched): only then is any 202 sent.
 //!
 //! A database failure answers every request of the batch 503; none of them was stored.
+//!
+//! An answer always says what became of the interaction. A request that gives up (its
+//! deadline passes, or its client goes away) while its interaction is still queued, or
+//! waiting for its batch's locks, withdraws it: the writer takes each item, once the locks
+//! are held, only if it was not withdrawn, and a request whose item is taken waits for the
+//! commit's outcome however long that takes (the database's own lock and statement limits
+//! bound it). So a 503 never stands for a stored interaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::ingest::{DeliveryStatus, NewInteraction, Refused, known, usable};
@@ -46,6 +55,32 @@ struct Item {
     /// The body's size, to bound a batch's.
     size: usize,
     reply: oneshot::Sender<Outcome>,
+    /// [`QUEUED`], then [`TAKEN`] by the writer or [`WITHDRAWN`] by the request.
+    claim: Arc<AtomicU8>,
+}
+
+/// The item waits for a writer (or for its batch's locks).
+const QUEUED: u8 = 0;
+/// A writer is storing the item: its request waits for the outcome.
+const TAKEN: u8 = 1;
+/// The request gave up first: the item is not stored.
+const WITHDRAWN: u8 = 2;
+
+/// Withdraws a queued item when its request ends without an answer (dropped by a client
+/// that went away, or past its deadline).
+struct Withdraw(Arc<AtomicU8>);
+
+impl Withdraw {
+    /// Whether the item is withdrawn now (it was not taken yet).
+    fn now(&self) -> bool {
+        self.0.compare_exchange(QUEUED, WITHDRAWN, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.now();
+    }
 }
 
 /// What became of one interaction.
@@ -58,6 +93,8 @@ pub enum Outcome {
     Refused { identified: Option<(Uuid, Uuid)>, refused: Refused },
     /// The database failed: nothing of the batch was stored.
     Unavailable,
+    /// The deadline passed before a writer took the interaction: it was not stored.
+    TimedOut,
 }
 
 /// The queue to the writers.
@@ -78,13 +115,30 @@ impl Writers {
     }
 
     /// Stores `interaction` for the key whose peppered hash is `key_hash` in the next
-    /// batch, and answers once that batch is committed (or failed).
-    pub async fn store(&self, key_hash: Vec<u8>, interaction: NewInteraction, size: usize) -> Outcome {
-        let (reply, answer) = oneshot::channel();
-        if self.queue.send(Item { key_hash, interaction, size, reply }).await.is_err() {
-            return Outcome::Unavailable;
+    /// batch, and answers once that batch is committed (or failed). Past `deadline`, an
+    /// interaction no writer has taken yet is withdrawn ([`Outcome::TimedOut`]); one being
+    /// stored is waited for.
+    pub async fn store(
+        &self,
+        key_hash: Vec<u8>,
+        interaction: NewInteraction,
+        size: usize,
+        deadline: Instant,
+    ) -> Outcome {
+        let (reply, mut answer) = oneshot::channel();
+        let claim = Arc::new(AtomicU8::new(QUEUED));
+        let withdraw = Withdraw(claim.clone());
+        let item = Item { key_hash, interaction, size, reply, claim };
+        match tokio::time::timeout_at(deadline, self.queue.send(item)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Outcome::Unavailable,
+            Err(_) => return Outcome::TimedOut,
         }
-        answer.await.unwrap_or(Outcome::Unavailable)
+        match tokio::time::timeout_at(deadline, &mut answer).await {
+            Ok(outcome) => outcome.unwrap_or(Outcome::Unavailable),
+            Err(_) if withdraw.now() => Outcome::TimedOut,
+            Err(_) => answer.await.unwrap_or(Outcome::Unavailable),
+        }
     }
 }
 
@@ -148,6 +202,11 @@ async fn store(pool: &Pool, batch: &[Item]) -> Result<Vec<Outcome>, anyhow::Erro
     let mut rows = Rows::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     for item in batch {
+        // Taken now, after the locks, unless its request gave up meanwhile.
+        if item.claim.compare_exchange(QUEUED, TAKEN, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            outcomes.push(Outcome::TimedOut);
+            continue;
+        }
         let key = found.get(&item.key_hash);
         let key = match usable(key, &item.key_hash) {
             Ok(key) => key,

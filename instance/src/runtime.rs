@@ -142,14 +142,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The runtime API's routes, throttled and bounded in time; a panic answers 500.
 pub fn router(state: Arc<RuntimeState>) -> Router {
-    Router::new()
+    let bounded = Router::new()
         .route("/v1/runtime/workspace", get(workspace))
-        .route("/v1/interactions", axum::routing::post(crate::ingest::interactions))
         .route("/v1/runtime/deliveries", get(crate::deliveries::list))
         .route("/v1/runtime/deliveries/count", get(crate::deliveries::count))
         .route("/v1/runtime/deliveries/{id}/retry", axum::routing::post(crate::deliveries::retry))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
+    // Ingest keeps its own deadline (crate::ingest::DEADLINE): its answer must say whether
+    // the interaction was stored, which a timeout from outside cannot know.
+    Router::new()
+        .route("/v1/interactions", axum::routing::post(crate::ingest::interactions))
+        .merge(bounded)
         .layer(axum::middleware::from_fn_with_state(state.clone(), throttle))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }

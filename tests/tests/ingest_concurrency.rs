@@ -313,3 +313,49 @@ async fn when_the_database_fails_a_batch_every_request_in_it_gets_a_503_and_none
     let stored = client.query_one("SELECT count(*) FROM interactions WHERE id = $1", &[&id]).await.unwrap();
     assert_eq!(stored.get::<_, i64>(0), 1, "once the database is back, interactions are stored again");
 }
+
+#[tokio::test]
+async fn an_interaction_answered_503_after_its_deadline_is_never_stored_later() {
+    let nats = NatsServer::start().unwrap();
+    let hub_db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&hub_db.url, &[], &[("NATS_URL", &nats.url())]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator
+        .post("/v1/organizations", json!({"name": "Acme", "email": "ops@acme.test", "plan": "pro"}))
+        .await
+        .expect(201);
+    let org = org.body["id"].as_str().unwrap().to_owned();
+    let instance_db = PgServer::shared().empty_database().await;
+    let instance =
+        HubProcess::instance_with_env("alpha", &instance_db.url, &nats.url(), &hub.url(""), &[NO_THROTTLE]).await;
+    let ws = workspace(&operator, &org, "Field", &[]).await;
+    let (_, secret) = interaction_key(&operator, &ws).await;
+    let api = Api::new(&instance.url(""), Some(&secret));
+    accepted(&api).await;
+    let mut client = instance_db.connect().await;
+    let count = "SELECT count(*) FROM interactions";
+    let before: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+
+    // Another session holds the workspace's row (as an apply would, for longer than the
+    // request's 30 s deadline): the interaction's batch waits for it.
+    let blocker = client.transaction().await.unwrap();
+    let ws_id: Uuid = ws.parse().unwrap();
+    blocker.execute("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", &[&ws_id]).await.unwrap();
+    let reply = api.post("/v1/interactions", json!({"type": "door.knocked", "payload": "late"})).await;
+    problem(&reply, 503, "unavailable");
+    blocker.rollback().await.unwrap();
+
+    // Once the row is free, the waiting batch goes on without the withdrawn interaction.
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND pid <> pg_backend_pid() AND (wait_event_type = 'Lock' OR state LIKE 'idle in transaction%')";
+    wait_until("the waiting batch to end", WAIT, || {
+        let client = &client;
+        async move { (client.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0).then_some(()) }
+    })
+    .await;
+    accepted(&api).await;
+    let after: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(after, before + 1, "only the interaction answered 202 afterwards is stored");
+    let late = client.query_one("SELECT count(*) FROM interactions WHERE payload = '\"late\"'", &[]).await.unwrap();
+    assert_eq!(late.get::<_, i64>(0), 0, "the interaction answered 503 was not stored");
+}
