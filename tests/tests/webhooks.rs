@@ -677,7 +677,8 @@ async fn a_backlog_for_a_saturated_receiver_is_not_read_when_the_sender_looks_fo
     // The sender's search for due deliveries, with that URI saturated: it finds none, and
     // its plan reads none of the backlog's rows to learn it.
     let saturated = vec![url.clone()];
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&saturated, &64i64, &8i64];
+    let full: Vec<uuid::Uuid> = Vec::new();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&saturated, &64i64, &8i64, &full];
     client.batch_execute("BEGIN").await.unwrap();
     let due = client.query(instance::webhooks::sender::DUE, &params).await.unwrap();
     assert!(due.is_empty(), "{} due rows to a saturated URI", due.len());
@@ -697,4 +698,38 @@ async fn a_backlog_for_a_saturated_receiver_is_not_read_when_the_sender_looks_fo
     let plan = plan.join("\n");
     assert!(removed < 100, "{removed} rows read and dropped:\n{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
+}
+
+#[tokio::test]
+async fn receivers_that_never_answer_hold_a_quarter_of_the_senders_slots_and_other_workspaces_are_still_served() {
+    let db = TestDatabase::new().await;
+    let env = [ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "1")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let hung = Receiver::start(200).await;
+    hung.delay(Duration::from_secs(3600));
+    let paths: Vec<String> = (0..8).map(|n| hung.url(&format!("/hung-{n}"))).collect();
+    let (noisy, _, noisy_admin) = workspace(&operator, None, &paths).await;
+    let noisy_ingest = Api::new(&hub.url(""), Some(&interaction_key(&noisy_admin, &noisy).await));
+    for n in 0..20 {
+        interact(&noisy_ingest, n).await;
+    }
+    // 160 deliveries due to 8 URIs that never answer: the workspace gets its share of the
+    // 64 slots, 16, and no more.
+    wait_until("the noisy workspace's share of requests to be in flight", WAIT, || {
+        let hung = hung.clone();
+        async move { (hung.in_flight() >= 16).then_some(()) }
+    })
+    .await;
+
+    let ok = Receiver::start(200).await;
+    let (quiet, _, quiet_admin) = workspace(&operator, None, &[ok.url("/quiet")]).await;
+    let quiet_ingest = Api::new(&hub.url(""), Some(&interaction_key(&quiet_admin, &quiet).await));
+    let runtime = access_token(&quiet_admin, &quiet_ingest, &quiet, 1).await;
+    for n in 0..5 {
+        let id = interact(&quiet_ingest, n).await;
+        let delivered = delivery_with_status(&runtime, &id, &ok.url("/quiet"), "succeeded").await;
+        assert_eq!(delivered["attempts"], 1, "{delivered}");
+    }
+    assert_eq!(hung.max_in_flight(), 16, "one workspace never holds more than a quarter of the slots");
 }

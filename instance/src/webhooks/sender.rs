@@ -1,9 +1,13 @@
-//! The sender loop: claims due deliveries (at most [`MAX_IN_FLIGHT`] at once and
-//! [`PER_ENDPOINT`] per webhook URI), sends each as a signed Standard Webhooks request and
-//! records its outcome.
+//! The sender loop: claims due deliveries (at most [`MAX_IN_FLIGHT`] at once,
+//! [`PER_ENDPOINT`] per webhook URI and [`PER_WORKSPACE`] per workspace), sends each as a
+//! signed Standard Webhooks request and records its outcome.
+//!
+//! Slots are shared fairly: no workspace holds more than a quarter of them, and each free
+//! slot goes to the URI with the fewest requests in flight (then to the longest due), so
+//! receivers that never answer, however many a workspace points at, delay other
+//! workspaces' deliveries by at most their own share.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +26,8 @@ use crate::runtime::RuntimeState;
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Requests in flight at once to one webhook URI.
 pub const PER_ENDPOINT: usize = 8;
+/// Requests in flight at once for one workspace's deliveries, all its URIs together.
+pub const PER_WORKSPACE: usize = MAX_IN_FLIGHT / 4;
 /// Longest wait for a connection to a receiver.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request, connection and the read of the answer included.
@@ -75,17 +81,14 @@ impl Sender {
     /// Claims, sends and records until the database fails (the supervisor restarts it).
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let mut in_flight: JoinSet<()> = JoinSet::new();
-        let stopping = Arc::new(AtomicBool::new(false));
-        let failed = self.drain(&mut in_flight, &stopping).await;
+        let failed = self.drain(&mut in_flight).await;
         // Requests in flight finish and record their outcomes on their own (aborting one
-        // that was answered 2xx would send that success again once its lease ends), and
-        // claim nothing more: the restarted loop does.
-        stopping.store(true, Ordering::SeqCst);
+        // that was answered 2xx would send that success again once its lease ends).
         in_flight.detach_all();
         failed
     }
 
-    async fn drain(self: &Arc<Self>, in_flight: &mut JoinSet<()>, stopping: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    async fn drain(self: &Arc<Self>, in_flight: &mut JoinSet<()>) -> anyhow::Result<()> {
         let wake = self.runtime.deliveries_wake.clone();
         let endpoints = Endpoints::default();
         loop {
@@ -98,23 +101,12 @@ impl Sender {
                 let busy = endpoints.snapshot();
                 for delivery in self.claim(free, &busy).await? {
                     claimed += 1;
-                    let slot = endpoints.take(&delivery.url);
-                    let (sender, stopping) = (self.clone(), stopping.clone());
+                    // The slot comes back to this loop after one attempt (which wakes
+                    // it), so the next delivery it serves is chosen fairly again.
+                    let slot = endpoints.take(&delivery.url, delivery.workspace_id);
+                    let sender = self.clone();
                     in_flight.spawn(async move {
-                        // The slot goes on to the URI's next due delivery, claimed here
-                        // rather than by this loop, so slots of one URI refill in parallel.
-                        let mut next = Some(delivery);
-                        while let Some(delivery) = next {
-                            let url = delivery.url.clone();
-                            sender.deliver(delivery).await;
-                            if stopping.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            next = sender.claim_next(&url).await.unwrap_or_else(|error| {
-                                tracing::warn!(error = %format!("{error:#}"), "the next webhook delivery was not claimed");
-                                None
-                            });
-                        }
+                        sender.deliver(delivery).await;
                         drop(slot);
                     });
                 }
@@ -130,29 +122,27 @@ impl Sender {
         }
     }
 
-    /// Claims up to `free` due deliveries, none to a saturated URI and at most the free
-    /// slots of each other one: each claim counts its attempt and leases the row.
-    async fn claim(&self, free: usize, busy: &HashMap<String, usize>) -> anyhow::Result<Vec<Claimed>> {
+    /// Claims up to `free` due deliveries within the free slots of each URI and
+    /// workspace, the least busy URIs first: each claim counts its attempt and leases the
+    /// row.
+    async fn claim(&self, free: usize, busy: &Busy) -> anyhow::Result<Vec<Claimed>> {
         let saturated: Vec<&str> =
-            busy.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(url, _)| url.as_str()).collect();
+            busy.urls.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(url, _)| url.as_str()).collect();
+        let full: Vec<Uuid> =
+            busy.workspaces.iter().filter(|(_, n)| **n >= PER_WORKSPACE).map(|(workspace, _)| *workspace).collect();
         let mut client = self.pool.get().await.context("the webhook sender's database connection")?;
         let tx = client.transaction().await?;
         // The claim need not wait for its WAL flush: only a crash of PostgreSQL itself can
         // lose it (then the attempt is made again, as after any crash mid-request), and the
         // outcome's synchronous commit flushes it anyway.
         tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        let due = tx.query(DUE, &[&saturated, &(free as i64), &(PER_ENDPOINT as i64)]).await?;
-        let mut taken: HashMap<&str, usize> = HashMap::new();
-        let mut ids: Vec<Uuid> = Vec::new();
-        for row in &due {
-            let url: &str = row.get("url");
-            let slots = PER_ENDPOINT.saturating_sub(busy.get(url).copied().unwrap_or(0));
-            let count = taken.entry(url).or_default();
-            if *count < slots {
-                *count += 1;
-                ids.push(row.get("id"));
-            }
-        }
+        let candidates = MAX_IN_FLIGHT.max(free * 2) as i64;
+        let due = tx.query(DUE, &[&saturated, &candidates, &(PER_ENDPOINT as i64), &full]).await?;
+        let due: Vec<Due> = due
+            .iter()
+            .map(|row| Due { id: row.get("id"), url: row.get("url"), workspace: row.get("workspace_id") })
+            .collect();
+        let ids = fair_share(&due, free, busy);
         if ids.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -162,43 +152,81 @@ impl Sender {
         tx.commit().await?;
         Ok(rows.iter().map(claimed).collect())
     }
-
-    /// Claims the next due delivery to `url`, if any (one statement: the row is locked,
-    /// skipped by other senders, counted and leased at once).
-    async fn claim_next(&self, url: &str) -> anyhow::Result<Option<Claimed>> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "{CLAIM} WHERE d.id = (SELECT id FROM deliveries WHERE status = 'pending' AND url = $1 \
-                     AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) AND {CLAIMED}"
-                ),
-                &[&url, &LEASE.as_secs_f64()],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(row.as_ref().map(claimed))
-    }
 }
 
-/// Up to `$2` due deliveries, earliest first, at most `$3` to each URI and none to the
-/// saturated ones (`$1`), locked for the claim. The URIs with pending deliveries are found
-/// by skipping through `deliveries_due_by_url` (one probe per URI), and each URI's due
-/// rows are read from its start: the cost follows the number of URIs, not of the pending
-/// rows, so a backlog for a slow receiver costs nothing while its slots are full.
+/// A due delivery the claim may take.
+struct Due {
+    id: Uuid,
+    url: String,
+    workspace: Uuid,
+}
+
+/// Requests in flight by URI and by workspace.
+#[derive(Debug, Default, Clone)]
+struct Busy {
+    urls: HashMap<String, usize>,
+    workspaces: HashMap<Uuid, usize>,
+}
+
+/// Which of `due` (each URI's rows earliest first) to take for `free` slots: one at a
+/// time, each to the URI with the fewest requests in flight or taken, earliest due first
+/// among equals, never past a URI's or a workspace's share.
+fn fair_share(due: &[Due], free: usize, busy: &Busy) -> Vec<Uuid> {
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    let mut per_workspace: HashMap<Uuid, usize> = HashMap::new();
+    let mut queues: Vec<(&str, std::collections::VecDeque<&Due>)> = Vec::new();
+    for row in due {
+        match queues.iter_mut().find(|(url, _)| *url == row.url) {
+            Some((_, queue)) => queue.push_back(row),
+            None => {
+                load.insert(&row.url, busy.urls.get(&row.url).copied().unwrap_or(0));
+                queues.push((&row.url, std::collections::VecDeque::from([row])));
+            }
+        }
+    }
+    let mut taken = Vec::new();
+    while taken.len() < free {
+        // The URIs in the order their first rows were due: the first least loaded wins.
+        let next = queues
+            .iter_mut()
+            .filter(|(url, queue)| !queue.is_empty() && load[url] < PER_ENDPOINT)
+            .min_by_key(|(url, _)| load[url]);
+        let Some((url, queue)) = next else { break };
+        let url = *url;
+        let row = queue.pop_front().expect("a queue that is not empty");
+        let workspace_load = per_workspace
+            .entry(row.workspace)
+            .or_insert_with(|| busy.workspaces.get(&row.workspace).copied().unwrap_or(0));
+        if *workspace_load >= PER_WORKSPACE {
+            continue;
+        }
+        *workspace_load += 1;
+        *load.get_mut(url).expect("a known URI") += 1;
+        taken.push(row.id);
+    }
+    taken
+}
+
+/// Due deliveries for the claim to choose from: at most `$3` to each URI, none to the
+/// saturated URIs (`$1`) or for the workspaces at their share (`$4`), locked; each URI's
+/// first row before any URI's second, earliest due first, `$2` at most. The URIs with
+/// pending deliveries are found by skipping through `deliveries_due_by_url` (one probe per
+/// URI), and each URI's due rows are read from its start: the cost follows the number of
+/// URIs, not of the pending rows, so a backlog for a slow receiver costs nothing while its
+/// slots are full.
 pub const DUE: &str = "WITH RECURSIVE urls (url) AS ( \
         (SELECT url FROM deliveries WHERE status = 'pending' ORDER BY url LIMIT 1) \
         UNION ALL \
         SELECT (SELECT d.url FROM deliveries d WHERE d.status = 'pending' AND d.url > urls.url ORDER BY d.url LIMIT 1) \
         FROM urls WHERE urls.url IS NOT NULL) \
-    SELECT due.id, due.url FROM urls CROSS JOIN LATERAL ( \
-        SELECT d.id, d.url, d.next_attempt_at FROM deliveries d \
+    SELECT due.id, due.url, due.workspace_id FROM urls CROSS JOIN LATERAL ( \
+        SELECT d.id, d.url, d.workspace_id, d.next_attempt_at FROM deliveries d \
         WHERE d.status = 'pending' AND d.url = urls.url AND d.next_attempt_at <= now() \
+        AND d.workspace_id <> ALL($4) \
         ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) due \
     WHERE urls.url IS NOT NULL AND urls.url <> ALL($1) \
-    ORDER BY due.next_attempt_at LIMIT $2";
+    ORDER BY row_number() OVER (PARTITION BY due.url ORDER BY due.next_attempt_at), due.next_attempt_at \
+    LIMIT $2";
 
 /// Counts the attempt and leases the delivery for `$2` seconds (its `WHERE` follows).
 const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(), \
@@ -354,36 +382,43 @@ fn panicked(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Requests in flight per webhook URI; a slot is given back when dropped (a panicking
-/// attempt included).
+/// Requests in flight per webhook URI and per workspace; a slot is given back when
+/// dropped (a panicking attempt included).
 #[derive(Default, Clone)]
-struct Endpoints(Arc<Mutex<HashMap<String, usize>>>);
+struct Endpoints(Arc<Mutex<Busy>>);
 
 struct Slot {
     endpoints: Endpoints,
     url: String,
+    workspace: Uuid,
 }
 
 impl Endpoints {
-    fn snapshot(&self) -> HashMap<String, usize> {
+    fn snapshot(&self) -> Busy {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn take(&self, url: &str) -> Slot {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(url.to_owned()).or_default() += 1;
-        Slot { endpoints: self.clone(), url: url.to_owned() }
+    fn take(&self, url: &str, workspace: Uuid) -> Slot {
+        let mut busy = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *busy.urls.entry(url.to_owned()).or_default() += 1;
+        *busy.workspaces.entry(workspace).or_default() += 1;
+        Slot { endpoints: self.clone(), url: url.to_owned(), workspace }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.endpoints.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.url) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.url);
+        fn give_back<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+            if let Some(count) = counts.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(key);
+                }
             }
         }
+        let mut busy = self.endpoints.0.lock().unwrap_or_else(|p| p.into_inner());
+        give_back(&mut busy.urls, &self.url);
+        give_back(&mut busy.workspaces, &self.workspace);
     }
 }
 
@@ -400,5 +435,48 @@ fn describe(error: &reqwest::Error) -> String {
     match cause {
         Some(cause) => format!("{kind}: {cause}"),
         None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(url: &str, workspace: u128) -> Due {
+        Due { id: Uuid::now_v7(), url: url.to_owned(), workspace: Uuid::from_u128(workspace) }
+    }
+
+    #[test]
+    fn free_slots_go_to_the_least_busy_uris_and_no_workspace_takes_more_than_its_share() {
+        // Workspace 1 points eight URIs at a receiver that never answers, one request in
+        // flight to each; its rows were due first. Workspace 2's one URI has none in flight.
+        let mut busy = Busy::default();
+        let hung: Vec<String> = (0..8).map(|n| format!("http://hung/{n}")).collect();
+        for url in &hung {
+            busy.urls.insert(url.clone(), 1);
+        }
+        busy.workspaces.insert(Uuid::from_u128(1), 8);
+        let mut rows: Vec<Due> = hung.iter().flat_map(|url| (0..8).map(|_| due(url, 1))).collect();
+        rows.push(due("http://ok/", 2));
+        rows.push(due("http://ok/", 2));
+        let taken = fair_share(&rows, 64, &busy);
+        let of = |id: &Uuid| rows.iter().find(|r| r.id == *id).unwrap();
+        // The idle URI first; then, at equal load, the earliest due; workspace 1 stops at
+        // its share of 16 while workspace 2 gets both its rows.
+        assert_eq!(of(&taken[0]).url, "http://ok/");
+        assert_eq!(taken.iter().filter(|id| of(id).url == "http://ok/").count(), 2);
+        let of_one = taken.iter().filter(|id| of(id).workspace == Uuid::from_u128(1)).count();
+        assert_eq!(of_one, PER_WORKSPACE - 8);
+        // Within a workspace's share, the URIs take turns.
+        let mut per_url: HashMap<&str, usize> = HashMap::new();
+        for id in &taken {
+            *per_url.entry(of(id).url.as_str()).or_default() += 1;
+        }
+        assert!(hung.iter().all(|url| per_url[url.as_str()] == 1), "{per_url:?}");
+        // Never more than the free slots, nor past a URI's bound.
+        assert_eq!(fair_share(&rows, 1, &busy).len(), 1);
+        busy.urls.insert("http://ok/".into(), PER_ENDPOINT);
+        let taken = fair_share(&rows, 64, &busy);
+        assert!(taken.iter().all(|id| of(id).url != "http://ok/"));
     }
 }
