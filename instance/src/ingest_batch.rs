@@ -47,6 +47,10 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const WRITERS: usize = 4;
 /// Interactions waiting for a writer before requests wait to queue.
 const QUEUE: usize = 4 * MAX_BATCH;
+/// Bytes of bodies waiting for a writer or being stored, all items together: a parsed
+/// body can take many times its size in memory, so a stalled database must not let
+/// thousands of them pile up. Requests past it wait (within their deadline) to queue.
+const QUEUED_BYTES: usize = 4 * MAX_BATCH_BYTES;
 
 /// An interaction to store, with where its answer goes.
 struct Item {
@@ -55,6 +59,8 @@ struct Item {
     /// The body's size, to bound a batch's.
     size: usize,
     reply: oneshot::Sender<Outcome>,
+    /// The item's share of [`QUEUED_BYTES`], given back when the item is dropped.
+    _bytes: tokio::sync::OwnedSemaphorePermit,
     /// [`QUEUED`], then [`TAKEN`] by the writer or [`WITHDRAWN`] by the request.
     claim: Arc<AtomicU8>,
 }
@@ -100,6 +106,7 @@ pub enum Outcome {
 /// The queue to the writers.
 pub struct Writers {
     queue: mpsc::Sender<Item>,
+    bytes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Writers {
@@ -111,7 +118,7 @@ impl Writers {
         for _ in 0..WRITERS {
             tokio::spawn(write(pool.clone(), receiver.clone(), wake.clone()));
         }
-        Self { queue }
+        Self { queue, bytes: Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES)) }
     }
 
     /// Stores `interaction` for the key whose peppered hash is `key_hash` in the next
@@ -128,7 +135,13 @@ impl Writers {
         let (reply, mut answer) = oneshot::channel();
         let claim = Arc::new(AtomicU8::new(QUEUED));
         let withdraw = Withdraw(claim.clone());
-        let item = Item { key_hash, interaction, size, reply, claim };
+        let share = u32::try_from(size.min(QUEUED_BYTES)).unwrap_or(u32::MAX);
+        let bytes = match tokio::time::timeout_at(deadline, self.bytes.clone().acquire_many_owned(share)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Outcome::Unavailable,
+            Err(_) => return Outcome::TimedOut,
+        };
+        let item = Item { key_hash, interaction, size, reply, _bytes: bytes, claim };
         match tokio::time::timeout_at(deadline, self.queue.send(item)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Outcome::Unavailable,
