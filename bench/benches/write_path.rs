@@ -7,7 +7,10 @@
 //! - baseline: `pgbench`, 64 clients, one single-row `INSERT` per transaction, on the same
 //!   server → commits/s;
 //! - P1: `wrk`, 64 connections, `POST /v1/workspaces` with a new name each time → req/s,
-//!   and P1 ÷ baseline;
+//!   and P1 ÷ baseline; then where P1's time went: the group-commit writer's batches
+//!   (commits per batch, ms per batch, share of the phase it was busy, from `/metrics`),
+//!   the WAL per create and the flushes' time (`pg_stat_wal`), and the database's
+//!   execution time per create by statement (`pg_stat_statements`, nested statements too);
 //! - P1c: the same with every 20th request reusing one existing sibling's name (409) →
 //!   answered req/s (2xx and 409), and P1c ÷ P1;
 //! - growth: sequential `PATCH /v1/workspaces/{id}` p50 on a workspace whose stream holds
@@ -219,6 +222,95 @@ async fn statements(admin: &tokio_postgres::Client) -> anyhow::Result<Vec<(Strin
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
+/// The group-commit writer's counters, read from the hub's `/metrics`.
+#[derive(Default)]
+struct WriterSample {
+    batches: f64,
+    commits: f64,
+    seconds: f64,
+}
+
+impl WriterSample {
+    async fn take(hub: &HubProcess) -> anyhow::Result<Self> {
+        let text = reqwest::get(hub.url("/metrics")).await?.text().await?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .unwrap_or_default()
+        };
+        Ok(Self {
+            batches: value(&format!("{}_count", shared::metrics::APPEND_BATCH_DURATION)),
+            commits: value(&format!("{}_sum", shared::metrics::APPEND_BATCH_COMMITS)),
+            seconds: value(&format!("{}_sum", shared::metrics::APPEND_BATCH_DURATION)),
+        })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            batches: self.batches - before.batches,
+            commits: self.commits - before.commits,
+            seconds: self.seconds - before.seconds,
+        }
+    }
+}
+
+/// The server's WAL counters (`pg_stat_wal`).
+#[derive(Default)]
+struct WalSample {
+    bytes: f64,
+    fpi: f64,
+    writes: f64,
+    syncs: f64,
+    write_ms: f64,
+    sync_ms: f64,
+}
+
+impl WalSample {
+    async fn take(admin: &tokio_postgres::Client) -> anyhow::Result<Self> {
+        let row = admin
+            .query_one(
+                "SELECT wal_bytes::float8, wal_fpi::float8, wal_write::float8, wal_sync::float8, wal_write_time, \
+                 wal_sync_time FROM pg_stat_wal",
+                &[],
+            )
+            .await?;
+        Ok(Self {
+            bytes: row.get(0),
+            fpi: row.get(1),
+            writes: row.get(2),
+            syncs: row.get(3),
+            write_ms: row.get(4),
+            sync_ms: row.get(5),
+        })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            bytes: self.bytes - before.bytes,
+            fpi: self.fpi - before.fpi,
+            writes: self.writes - before.writes,
+            syncs: self.syncs - before.syncs,
+            write_ms: self.write_ms - before.write_ms,
+            sync_ms: self.sync_ms - before.sync_ms,
+        }
+    }
+}
+
+/// Every role's statements in the hub's database since the last reset, with their calls
+/// and total execution time in ms, the longest first.
+async fn time_by_statement(admin: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, i64, f64)>> {
+    let rows = admin
+        .query(
+            "SELECT s.query, s.calls, s.total_exec_time FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%' \
+             ORDER BY s.total_exec_time DESC",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
+}
+
 /// Where the statement log of the round-trip phase starts its lines: `%p` the backend,
 /// `%u` the role, `%v` the (virtual) transaction.
 const LOG_PREFIX: &str = "bench-stmt|%p|%u|%v| ";
@@ -383,7 +475,14 @@ where
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let server = tokio::task::spawn_blocking(|| {
-        PgServer::start_with(Durability::Default, &[("shared_preload_libraries", "pg_stat_statements")])
+        PgServer::start_with(
+            Durability::Default,
+            &[
+                ("shared_preload_libraries", "pg_stat_statements"),
+                ("pg_stat_statements.track", "all"),
+                ("track_wal_io_timing", "on"),
+            ],
+        )
     })
     .await??;
     server.create_template().await?;
@@ -423,7 +522,13 @@ async fn main() -> anyhow::Result<()> {
          throughput phase, {CONNECTIONS} connections"
     );
     let baseline = baseline(&server, &scratch, &dir, seconds)?;
+    admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
+    let writer_before = WriterSample::take(&hub).await?;
+    let wal_before = WalSample::take(&admin).await?;
     let p1 = wrk(&hub, &dir, "p1", &wrk_script(&key, &format!("p1-{run}"), 0), seconds)?;
+    let p1_time = time_by_statement(&admin).await?;
+    let writer = WriterSample::take(&hub).await?.since(&writer_before);
+    let wal = WalSample::take(&admin).await?.since(&wal_before);
     let p1c = wrk(&hub, &dir, "p1c", &wrk_script(&key, &format!("p1c-{run}"), COLLIDE_EVERY), seconds)?;
 
     // Growth: a workspace with a long stream against a new one, PATCHed in turns.
@@ -523,6 +628,34 @@ async fn main() -> anyhow::Result<()> {
         percentile(&fresh_ms, 0.99),
         ""
     );
+    let p1_creates = p1.count(ok) as f64;
+    println!();
+    println!(
+        "The writer during P1: {} batches, {:.1} commits per batch, {:.2} ms per batch (its transaction, from \
+         BEGIN to COMMIT answered), busy {:.0}% of the phase",
+        writer.batches,
+        writer.commits / writer.batches.max(1.0),
+        writer.seconds * 1000.0 / writer.batches.max(1.0),
+        writer.seconds * 100.0 / seconds as f64
+    );
+    println!(
+        "WAL during P1: {:.0} bytes and {:.2} full-page images per create; {:.0} flushes ({:.2} ms each), \
+         {:.0} writes ({:.2} ms each)",
+        wal.bytes / p1_creates,
+        wal.fpi / p1_creates,
+        wal.syncs,
+        wal.sync_ms / wal.syncs.max(1.0),
+        wal.writes,
+        wal.write_ms / wal.writes.max(1.0)
+    );
+    println!("Where the database's time went during P1, per 2xx create (every role, nested statements too:");
+    println!("a trigger's statements are counted in their own line and in the statement that fired them):");
+    println!("{:>9} | {:>8} | statement (top 15 by execution time)", "µs/create", "calls");
+    for (query, calls, total_ms) in p1_time.iter().take(15) {
+        let shown: String = one_line(query).chars().take(110).collect();
+        println!("{:>9.1} | {:>8.2} | {shown}", total_ms * 1000.0 / p1_creates, *calls as f64 / p1_creates);
+    }
+    println!();
     for (what, trips) in [("create", &creates), ("PATCH", &patches)] {
         println!(
             "{:<12} | {:>12} | {:>8} | {:>8} | {:>14} | round trips per {what}: the append + {:.2} other statements \

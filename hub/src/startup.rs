@@ -86,7 +86,7 @@ impl Application {
             }
             None => tracing::warn!("SMTP_URL is not set: emails stay queued in the outbox"),
         }
-        let state = AppState {
+        let state = AppState::new(crate::http::Services {
             pool,
             store,
             config: Arc::new(HttpConfig {
@@ -104,7 +104,7 @@ impl Application {
             tasks: tasks.clone(),
             master_key: config.master_key.clone().ok_or(crate::config::ConfigError::Missing("HUB_MASTER_KEY"))?,
             placement: Arc::default(),
-        };
+        });
         // Caches follow this hub's commits as they happen and other hubs' through the log.
         let auth = state.auth.clone();
         state.store.observe_streams(Arc::new(move |stream_id| auth.keys().invalidate(stream_id)));

@@ -77,9 +77,27 @@ pub struct HttpConfig {
     pub van_api_url: Option<String>,
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Services`], so the copy axum makes for
+/// each layer and extractor of a request is one reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     pub pool: Pool,
     pub store: EventStore,
     pub config: Arc<HttpConfig>,
