@@ -8,6 +8,9 @@
 //! served at once (the rest wait in the listen backlog until one closes), every request
 //! carries the peer's [`ConnectInfo<SocketAddr>`] like `into_make_service_with_connect_info`,
 //! and once `shutdown` resolves the listener closes and in-flight requests drain.
+//!
+//! Routers bound their requests' time with [`request_timeout`], which answers a problem
+//! where tower-http's `TimeoutLayer` would answer an empty 503.
 
 use std::future::Future;
 use std::io;
@@ -17,7 +20,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -37,6 +43,24 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections served at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How long a request may take, its body included, unless its route keeps its own deadline.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Passes a request on, and answers a 503 problem (`unavailable`) instead once it took
+/// [`REQUEST_TIMEOUT`] (the handler is dropped, like tower-http's `TimeoutLayer` does).
+pub async fn request_timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(REQUEST_TIMEOUT),
+    }
+}
+
+/// The answer to a request not answered within `limit`: clients may retry it.
+pub fn timed_out(limit: Duration) -> Response {
+    let detail = format!("the request was not answered within {} seconds; retry later", limit.as_secs());
+    crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &detail)
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for the open
 /// connections to finish their requests.
