@@ -127,7 +127,7 @@ fn timed_out() -> Response {
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
-        "the interaction could not be stored within 30 seconds; it was not stored",
+        &format!("the interaction could not be stored within {} seconds; it was not stored", DEADLINE.as_secs()),
     )
 }
 

@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -31,7 +30,6 @@ use shared::domain::workspace::Workspace;
 use shared::rate_limit::Windows;
 use shared::{access_token, crypto};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
 use crate::config::MasterKey;
@@ -137,9 +135,6 @@ pub(crate) fn unauthorized(detail: &str) -> Response {
     problem(StatusCode::UNAUTHORIZED, "unauthorized", detail)
 }
 
-/// How long a request may take, its body included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The runtime API's routes, throttled and bounded in time; a panic answers 500.
 pub fn router(state: Arc<RuntimeState>) -> Router {
     let bounded = Router::new()
@@ -147,7 +142,7 @@ pub fn router(state: Arc<RuntimeState>) -> Router {
         .route("/v1/runtime/deliveries", get(crate::deliveries::list))
         .route("/v1/runtime/deliveries/count", get(crate::deliveries::count))
         .route("/v1/runtime/deliveries/{id}/retry", axum::routing::post(crate::deliveries::retry))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
+        .layer(axum::middleware::from_fn(shared::serve::request_timeout));
     // Ingest keeps its own deadline (crate::ingest::DEADLINE): its answer must say whether
     // the interaction was stored, which a timeout from outside cannot know.
     Router::new()

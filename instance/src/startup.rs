@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::routing::get;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 
 use shared::supervise::Tasks;
 
@@ -67,8 +66,6 @@ async fn progress(client: &tokio_postgres::Client) -> Result<(i64, i64), tokio_p
 }
 
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long a request may take.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long `/readyz` waits for the database before calling it unreachable.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -121,7 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { shared::metrics::render() }))
         .route("/openapi.json", get(|| async { axum::Json(crate::openapi::standalone()) }))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(shared::serve::request_timeout))
         .with_state(state)
         .merge(crate::runtime::router(runtime))
         .layer(axum::middleware::from_fn(crate::request_id::request_id))

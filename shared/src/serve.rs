@@ -8,6 +8,16 @@
 //! served at once (the rest wait in the listen backlog until one closes), every request
 //! carries the peer's [`ConnectInfo<SocketAddr>`] like `into_make_service_with_connect_info`,
 //! and once `shutdown` resolves the listener closes and in-flight requests drain.
+//!
+//! A request whose target is longer than [`MAX_URI_BYTES`] is answered with a 414 problem
+//! (`uri_too_long`), one with more than [`MAX_HEADERS`] header fields or more than
+//! [`MAX_HEADER_BYTES`] of them with a 431 problem (`headers_too_large`), before any
+//! router sees it. hyper keeps its own limits past these and answers them itself, with no
+//! body and no hook to change that: a target over 65,534 bytes (fixed in hyper), a head
+//! over its read buffer (about 400 KiB) or more than [`HYPER_MAX_HEADERS`] fields.
+//!
+//! Routers bound their requests' time with [`request_timeout`], which answers a problem
+//! where tower-http's `TimeoutLayer` would answer an empty 503.
 
 use std::future::Future;
 use std::io;
@@ -17,7 +27,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -38,6 +51,38 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// The longest request target (path and query) served.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+/// The most header fields a request may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// The most bytes a request's header fields may take together (names, values and 4 bytes
+/// of separators each).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The most header fields hyper parses: above [`MAX_HEADERS`], so that a request past
+/// ours still reaches [`serve`] and gets a problem.
+pub const HYPER_MAX_HEADERS: usize = 2 * MAX_HEADERS;
+
+/// How long a request may take, its body included, unless its route keeps its own deadline.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Passes a request on, and answers a 503 problem (`unavailable`) instead once it took
+/// [`REQUEST_TIMEOUT`] (the handler is dropped, like tower-http's `TimeoutLayer` does).
+pub async fn request_timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(REQUEST_TIMEOUT),
+    }
+}
+
+/// The answer to a request not answered within `limit`: clients may retry it.
+pub fn timed_out(limit: Duration) -> Response {
+    let detail = format!("the request was not answered within {} seconds; retry later", limit.as_secs());
+    crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &detail)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for the open
 /// connections to finish their requests.
 pub async fn serve(
@@ -49,7 +94,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_headers(HYPER_MAX_HEADERS);
     tokio::pin!(shutdown);
     loop {
         // The permit comes first: past the limit, connections wait unaccepted.
@@ -76,8 +121,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(remote));
-            router.clone().oneshot(request)
+            let router = router.clone();
+            async move {
+                if let Some(refusal) = oversized_head(&request) {
+                    return Ok(refusal);
+                }
+                request.extensions_mut().insert(ConnectInfo(remote));
+                router.oneshot(request).await
+            }
         });
         let connection = graceful
             .watch(builder.serve_connection(TokioIo::new(WriteDeadline::new(stream, WRITE_STALL_TIMEOUT)), service));
@@ -91,6 +142,36 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The problem that answers a request whose target or header fields are past the limits.
+fn oversized_head<B>(request: &hyper::Request<B>) -> Option<Response> {
+    let uri = request.uri();
+    let target = uri.authority().map_or(0, |a| a.as_str().len()) + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let headers = request.headers();
+    let (status, code, detail) = if target > MAX_URI_BYTES {
+        (StatusCode::URI_TOO_LONG, "uri_too_long", format!("the request target exceeds {MAX_URI_BYTES} bytes"))
+    } else if headers.len() > MAX_HEADERS {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("more than {MAX_HEADERS} header fields"),
+        )
+    } else if headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>()
+        > MAX_HEADER_BYTES
+    {
+        let detail = format!("the header fields exceed {MAX_HEADER_BYTES} bytes");
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", detail)
+    } else {
+        return None;
+    };
+    // The request id a router would have echoed or made.
+    let id = headers
+        .get(crate::metadata::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| crate::metadata::is_request_id(id))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    Some(crate::problem::response_with_id(status, code, &detail, &id))
 }
 
 /// A stream whose writes fail with [`io::ErrorKind::TimedOut`] once they stayed pending
@@ -159,6 +240,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    fn request(target: &str, headers: usize, value_bytes: usize) -> hyper::Request<()> {
+        let mut builder = hyper::Request::get(target);
+        for n in 0..headers {
+            builder = builder.header(format!("x-h-{n}"), "v".repeat(value_bytes));
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_head_past_the_limits_is_refused_with_its_status_and_one_within_them_is_not() {
+        let long = format!("/v1/x?q={}", "q".repeat(MAX_URI_BYTES));
+        let refused = |r: &hyper::Request<()>| oversized_head(r).map(|response| response.status());
+        assert_eq!(refused(&request(&long, 0, 0)), Some(StatusCode::URI_TOO_LONG));
+        assert_eq!(refused(&request("/v1/x", MAX_HEADERS + 1, 1)), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(
+            refused(&request("/v1/x", 2, MAX_HEADER_BYTES / 2)),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let fits = format!("/v1/x?q={}", "q".repeat(MAX_URI_BYTES - 16));
+        assert_eq!(refused(&request(&fits, MAX_HEADERS, 500)), None);
+    }
 
     #[tokio::test]
     async fn a_write_that_makes_no_progress_fails_after_its_stall_time() {

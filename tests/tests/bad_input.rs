@@ -1002,3 +1002,28 @@ async fn a_heartbeat_with_a_negative_position_or_count_is_refused_and_the_instan
     }
     operator.get("/v1/instances").await.expect(200);
 }
+
+#[tokio::test]
+async fn a_list_filter_whose_percent_encoding_is_not_utf8_is_refused_naming_the_parameter() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator.post("/v1/organizations", json!({"name": "Acme", "email": "o@a.test", "plan": "pro"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let key = operator.post("/v1/api-keys", json!({"name": "admin", "scopes": ["*"], "organization_id": org})).await;
+    let admin = operator.with_key(key.expect(201).body["secret"].as_str().unwrap());
+    for (api, path, name) in [
+        (&operator, "/v1/organizations?name=%FF", "name"),
+        (&operator, "/v1/organizations/count?name=ac%FFme", "name"),
+        (&admin, "/v1/workspaces?name=%C3", "name"),
+        (&admin, "/v1/users?email=o%FE%40a.test", "email"),
+    ] {
+        let reply = api.get(path).await;
+        assert_eq!(reply.status.as_u16(), 422, "{path}: {}", reply.text);
+        assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{path}: {}", reply.text);
+        assert_eq!(reply.body["errors"][0]["name"], name, "{path}: {}", reply.text);
+    }
+    // Valid UTF-8, U+FFFD itself included, is still a filter like any other.
+    operator.get("/v1/organizations?name=%C3%A9").await.expect(200);
+    operator.get("/v1/organizations?name=%EF%BF%BD").await.expect(200);
+}

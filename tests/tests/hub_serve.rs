@@ -165,3 +165,45 @@ async fn the_event_feed_pages_the_log_in_order_with_hashes_for_the_operator_only
     operator.get("/v1/events?after=-1").await.expect(422);
     operator.get("/v1/events?limit=1001").await.expect(422);
 }
+
+/// A 4xx problem with `code` that carries the request's id, in its body and its header.
+async fn refused(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers().get("content-type").map(|v| v.to_str().unwrap()), Some("application/problem+json"));
+    let id = response.headers().get("request-id").expect("a Request-Id").to_str().unwrap().to_owned();
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], status, "{problem}");
+    assert_eq!(problem["code"], code, "{problem}");
+    assert_eq!(problem["request_id"], id, "{problem}");
+}
+
+#[tokio::test]
+async fn an_over_long_uri_and_oversized_or_too_many_headers_get_a_problem() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(hub.url(path)).bearer_auth(e2e::OPERATOR_KEY);
+
+    let long_uri = get(&format!("/v1/organizations?name={}", "n".repeat(20 * 1024))).send().await.unwrap();
+    refused(long_uri, 414, "uri_too_long").await;
+    let long_path = get(&format!("/v1/runtime/{}", "p".repeat(20 * 1024))).send().await.unwrap();
+    refused(long_path, 414, "uri_too_long").await;
+    let big_header = get("/v1/organizations").header("x-padding", "h".repeat(80 * 1024)).send().await.unwrap();
+    refused(big_header, 431, "headers_too_large").await;
+    let mut many = get("/v1/organizations");
+    for n in 0..150 {
+        many = many.header(format!("x-padding-{n}"), "h");
+    }
+    refused(many.send().await.unwrap(), 431, "headers_too_large").await;
+    // The same request id comes back on a refusal.
+    let echoed = get("/v1/organizations").header("request-id", "trace-me.1").header("x-padding", "h".repeat(80 * 1024));
+    let echoed = echoed.send().await.unwrap();
+    assert_eq!(echoed.headers()["request-id"], "trace-me.1");
+
+    // Within the limits, a request is served as before.
+    let mut fine = get(&format!("/v1/organizations?name={}", "n".repeat(100)));
+    for n in 0..60 {
+        fine = fine.header(format!("x-padding-{n}"), "h".repeat(512));
+    }
+    assert_eq!(fine.send().await.unwrap().status(), 200);
+}

@@ -265,3 +265,32 @@ async fn the_runtime_api_refuses_archived_workspaces_with_403_and_deleted_ones_w
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_archived_workspace_gets_no_access_token_until_it_is_restored() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator.post("/v1/organizations", json!({"name": "Solo", "email": "o@s.test", "plan": "free"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let parent = operator.post("/v1/workspaces", json!({"name": "Home", "organization_id": org})).await.expect(201);
+    let parent = parent.body["id"].as_str().unwrap().to_owned();
+    let child = operator
+        .post("/v1/workspaces", json!({"name": "Child", "parent_id": parent, "organization_id": org}))
+        .await
+        .expect(201);
+    let child = child.body["id"].as_str().unwrap().to_owned();
+
+    operator.post(&format!("/v1/workspaces/{parent}/archive"), json!({})).await.expect(200);
+    // The workspace archived and the one archived with its subtree alike.
+    for ws in [&parent, &child] {
+        let refused = operator.post(&format!("/v1/workspaces/{ws}/access-token"), json!({})).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+        assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+        assert_eq!(refused.body["code"], "workspace_archived", "{}", refused.text);
+        assert!(refused.body.get("access_token").is_none());
+    }
+
+    operator.post(&format!("/v1/workspaces/{parent}/restore"), json!({})).await.expect(200);
+    token(&operator, &child).await;
+}

@@ -182,7 +182,8 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
-/// Query parameters: unknown or malformed parameters are a 422 problem.
+/// Query parameters: unknown or malformed parameters are a 422 problem, and so is one whose
+/// percent-encoding is not UTF-8 (decoding would quietly turn it into U+FFFD).
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
@@ -190,6 +191,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
+        if let Some(name) = not_utf8(query) {
+            let detail = "percent-encodes bytes that are not UTF-8".to_owned();
+            return Err(ApiError::Validation {
+                detail: format!("invalid query parameters: {name} {detail}"),
+                errors: vec![FieldError { name, constraint: "query".into(), detail }],
+            });
+        }
         let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
         serde_path_to_error::deserialize(deserializer).map(Query).map_err(|error| {
             let name = error.path().to_string();
@@ -204,6 +212,40 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
 fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
     form_urlencoded::parse(query.as_bytes())
+}
+
+/// The name of the first parameter whose name or value is not UTF-8 once percent-decoded
+/// (as far as it can be read, and short: input is never echoed back at length).
+fn not_utf8(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decoded(name);
+        let valid = std::str::from_utf8(&name).is_ok() && std::str::from_utf8(&percent_decoded(value)).is_ok();
+        (!valid).then(|| String::from_utf8_lossy(&name).chars().take(64).collect())
+    })
+}
+
+/// The bytes `part` percent-encodes; a `%` not followed by two hex digits stands for itself,
+/// as in `form_urlencoded`.
+fn percent_decoded(part: &str) -> Vec<u8> {
+    let bytes = part.as_bytes();
+    let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match (bytes[at], hex(at + 1), hex(at + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits: at most 0xFF.
+                decoded.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
+                at += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                at += 1;
+            }
+        }
+    }
+    decoded
 }
 
 /// An optional JSON body: an empty body is `None` (e.g. `POST .../rotate` with defaults).
@@ -255,6 +297,18 @@ mod tests {
     fn an_integral_number_written_with_a_fraction_or_exponent_is_an_integer() {
         let body: Body = parse_json(br#"{"count": 2579.0, "offset": -3e2}"#).unwrap();
         assert_eq!((body.count, body.offset), (2579, Some(-300)));
+    }
+
+    #[test]
+    fn a_query_parameter_is_refused_by_name_when_its_percent_encoding_is_not_utf8() {
+        assert_eq!(not_utf8("page=1&name=%FF"), Some("name".to_owned()));
+        assert_eq!(not_utf8("email=o%FE%40a.test"), Some("email".to_owned()));
+        assert_eq!(not_utf8("name=%C3"), Some("name".to_owned()));
+        assert_eq!(not_utf8("na%FFme=x"), Some("na\u{FFFD}me".to_owned()));
+        for valid in ["", "name=%C3%A9", "name=%EF%BF%BD", "name=100%", "name=%zz%4", "a&&b=", "name=%e2%82%ac+x"] {
+            assert_eq!(not_utf8(valid), None, "{valid}");
+        }
+        assert_eq!(percent_decoded("%e2%82%ac+%4"), "€+%4".as_bytes());
     }
 
     #[test]

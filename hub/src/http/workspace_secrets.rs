@@ -93,6 +93,14 @@ async fn access_token(
         ));
     }
     let (workspace, _) = commands::load::<Workspace>(&state.store, id).await?;
+    // Instances refuse an archived workspace's tokens (403): none is minted to begin with,
+    // refused like every other change to an archived workspace.
+    if workspace.archived {
+        return Err(ApiError::Conflict {
+            code: "workspace_archived",
+            detail: "the workspace is archived; restore it before issuing access tokens".into(),
+        });
+    }
     let sealed = workspace
         .sealed_secret
         .as_deref()
