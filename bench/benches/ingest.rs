@@ -1,13 +1,17 @@
 //! The instance's ingest path over HTTP, against the same instance's cheapest route.
 //!
-//! One run starts PostgreSQL (default durability), nats-server, a release hub and a
+//! One run starts PostgreSQL (default durability, `pg_stat_statements` preloaded),
+//! nats-server, a release hub and a
 //! release `instance serve` (its own database on the same server), creates an
 //! organization, a workspace placed on the instance with one webhook URI, and an
 //! interaction key, waits until the instance accepts the key, then measures, each phase
 //! `BENCH_SECONDS` long (default 5), 64 connections on 2 threads:
 //! - H: `wrk`, `GET /healthz` on the instance → answers/s, p50/p99;
 //! - I: `wrk`, `POST /v1/interactions` with the key (a fixed small body) → 202s/s,
-//!   p50/p99, and I ÷ H (target ≥ 0.5).
+//!   p50/p99, and I ÷ H (target ≥ 0.5);
+//! - the statements the instance's database ran during phase I (`pg_stat_statements`):
+//!   calls per accepted interaction and share of the execution time, most time first (the
+//!   webhook sender's and the usage reporter's statements included: they run beside ingest).
 //!
 //! Every status is counted and shown, never fatal; every wait is bounded, and the harness
 //! stops the servers when the run ends.
@@ -48,7 +52,13 @@ fn wrk(target: &InstanceProcess, dir: &Path, name: &str, script: &str, seconds: 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let server = tokio::task::spawn_blocking(|| PgServer::start(Durability::Default)).await??;
+    let server = tokio::task::spawn_blocking(|| {
+        PgServer::start_with(
+            Durability::Default,
+            &[("shared_preload_libraries", "pg_stat_statements"), ("pg_stat_statements.track_planning", "on")],
+        )
+    })
+    .await??;
     server.create_template().await?;
     let hub_db = server.migrated_database().await;
     let instance_db = server.empty_database().await;
@@ -101,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
         "ingest benchmark: release hub and instance (over NATS), PostgreSQL with default durability, {seconds} s per \
          phase, {CONNECTIONS} connections"
     );
+    let admin = instance_db.connect().await;
+    admin.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
     let health = wrk(&instance, &dir, "healthz", &wrk_script("GET", "/healthz", None, None), seconds)?;
+    admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
     let posts =
         wrk(&instance, &dir, "interactions", &wrk_script("POST", "/v1/interactions", Some(&key), Some(BODY)), seconds)?;
     let (h, i) = (health.rate(|s| s == 200), posts.rate(|s| s == 202));
@@ -119,5 +132,39 @@ async fn main() -> anyhow::Result<()> {
     );
     let ratio = i / h;
     println!("I / H = {ratio:.3} (target >= 0.5): {}", if ratio >= 0.5 { "met" } else { "NOT met" });
+    let accepted = posts.count(|s| s == 202).max(1) as f64;
+    let statements = statements(&admin).await?;
+    let total_ms: f64 = statements.iter().map(|s| s.2 + s.3).sum::<f64>().max(f64::MIN_POSITIVE);
+    let calls: i64 = statements.iter().map(|s| s.1).sum();
+    println!(
+        "statements in the instance's database during I: {:.2} per accepted interaction, {total_ms:.0} ms planning \
+         and executing",
+        calls as f64 / accepted
+    );
+    for (query, calls, exec_ms, plan_ms, plans) in statements.iter().take(12) {
+        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(90).collect();
+        println!(
+            "  {:>7.3}/interaction {:>5.1}% of time ({:>4.1}% planning, {plans} plans)  {query}",
+            *calls as f64 / accepted,
+            100.0 * (exec_ms + plan_ms) / total_ms,
+            100.0 * plan_ms / total_ms
+        );
+    }
     Ok(())
+}
+
+/// The statements run in the instance's database since the last reset (the superuser's
+/// own look-ups at `pg_stat_statements` left out), most time first: the text, calls,
+/// milliseconds executing and planning, and plans made.
+async fn statements(admin: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, i64, f64, f64, i64)>> {
+    let rows = admin
+        .query(
+            "SELECT s.query, s.calls, s.total_exec_time, s.total_plan_time, s.plans FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%' \
+             ORDER BY s.total_exec_time + s.total_plan_time DESC, s.query",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))).collect())
 }

@@ -194,7 +194,8 @@ pub async fn apply_batch_with_keys(
     let deleted: Vec<Uuid> = entries.iter().filter(|(_, e)| e.dirty && e.state.deleted).map(|(id, _)| *id).collect();
     if !deleted.is_empty() {
         tx.execute("DELETE FROM data_keys WHERE workspace_id = ANY($1)", &[&deleted]).await?;
-        // Its interactions (and their deliveries) go with it.
+        // Its interactions and their deliveries go with it.
+        tx.execute("DELETE FROM deliveries WHERE workspace_id = ANY($1)", &[&deleted]).await?;
         tx.execute("DELETE FROM interactions WHERE workspace_id = ANY($1)", &[&deleted]).await?;
     }
     let mut position = None;

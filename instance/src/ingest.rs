@@ -297,15 +297,22 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<(NewInteraction, usize)
 
 /// Parses a body already read: syntax first (400), then shape and constraints (422).
 pub fn parse(bytes: &[u8]) -> Result<NewInteraction, Refused> {
-    serde_json::from_slice::<serde_json::Value>(bytes).map_err(|_| Refused {
-        status: StatusCode::BAD_REQUEST,
-        code: "malformed_json",
-        detail: "the request body is not valid JSON".into(),
-    })?;
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(invalid("the request body must be a JSON object"));
-    }
-    let interaction: NewInteraction = serde_json::from_slice(bytes).map_err(|error| {
+    // One pass when the body fits, as nearly every one does; a body that does not is read
+    // again to tell bad syntax from a bad shape. Only an object is read into the struct
+    // (serde would also take an array, by position).
+    let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let interaction = if object { serde_json::from_slice::<NewInteraction>(bytes) } else { Err(not_an_object()) };
+    let interaction = interaction.map_err(|error| {
+        if serde_json::from_slice::<serde_json::Value>(bytes).is_err() {
+            return Refused {
+                status: StatusCode::BAD_REQUEST,
+                code: "malformed_json",
+                detail: "the request body is not valid JSON".into(),
+            };
+        }
+        if !object {
+            return invalid("the request body must be a JSON object");
+        }
         // serde's message names the field (never a value of the body).
         let message = error.to_string();
         let message = message.split(" at line ").next().unwrap_or_default();
@@ -322,6 +329,12 @@ pub fn parse(bytes: &[u8]) -> Result<NewInteraction, Refused> {
         return Err(invalid("`payload` may not contain the character U+0000"));
     }
     Ok(interaction)
+}
+
+/// The error standing for a body that is not an object (never shown: [`parse`] answers it
+/// with its own message).
+fn not_an_object() -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom("not a JSON object")
 }
 
 /// Whether any string or object key of `value` contains U+0000.
@@ -353,6 +366,8 @@ mod tests {
         assert_eq!(status(&format!(r#"{{"type": "{}", "payload": 1}}"#, "a".repeat(100))), StatusCode::ACCEPTED);
         assert_eq!(status(r#"{"type": "x", "payload": "#), StatusCode::BAD_REQUEST);
         assert_eq!(status(r#"[1]"#), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(r#"["x", 1]"#), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(r#"["x", "#), StatusCode::BAD_REQUEST);
         assert_eq!(status(r#"{"type": "x"}"#), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status(r#"{"type": "x", "payload": 1, "extra": 2}"#), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status(r#"{"type": "Call", "payload": 1}"#), StatusCode::UNPROCESSABLE_ENTITY);

@@ -91,50 +91,45 @@ pub struct Found {
     pub webhook_uris: Vec<String>,
 }
 
-/// Locks, against concurrent applies until `tx` ends, the live workspaces holding any of
-/// `key_hashes`, in id order (the order applies lock them in, so neither waits on the other
-/// in a cycle), and returns their ids. Applies write a workspace's keys and state only under
-/// its row's `FOR UPDATE` lock: once these share locks are held, a statement that starts
-/// afterwards reads the keys and state of these workspaces as of the last applied event,
-/// and they stay so until `tx` commits.
-pub async fn lock_workspaces(
-    tx: &deadpool_postgres::Transaction<'_>,
-    key_hashes: &[&[u8]],
-) -> Result<Vec<Uuid>, tokio_postgres::Error> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT w.id FROM workspaces w WHERE w.state IS NOT NULL \
-             AND w.id IN (SELECT k.workspace_id FROM interaction_keys k WHERE k.key_hash = ANY($1)) \
-             ORDER BY w.id FOR SHARE",
-        )
-        .await?;
-    Ok(tx.query(&statement, &[&key_hashes]).await?.iter().map(|row| row.get(0)).collect())
+/// A key with what decides whether it may be used now (a macro, so statements can extend
+/// it with `concat!`).
+macro_rules! lookup_select {
+    () => {
+        "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
+     coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
+     FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL"
+    };
 }
 
-/// The keys `key_hashes` name, with their workspaces' state, among the workspaces `locked`
-/// by [`lock_workspaces`] in the same transaction (run as a statement of its own after it,
-/// so it reads what the applies it waited for committed). A hash missing from the answer
-/// is no live key of this instance.
-pub async fn lookup_locked(
-    tx: &deadpool_postgres::Transaction<'_>,
-    key_hashes: &[&[u8]],
-    locked: &[Uuid],
-) -> Result<Vec<Found>, tokio_postgres::Error> {
-    let statement =
-        tx.prepare_cached(&format!("{LOOKUP_SELECT} WHERE k.key_hash = ANY($1) AND w.id = ANY($2)")).await?;
-    Ok(tx.query(&statement, &[&key_hashes, &locked]).await?.into_iter().map(found).collect())
+/// Locks, against concurrent applies until the transaction ends, the live workspaces
+/// holding any of the key hashes `$1`, in id order (the order applies lock them in, so
+/// neither waits on the other in a cycle), and returns their ids. Applies write a
+/// workspace's keys and state only under its row's `FOR UPDATE` lock: once these share
+/// locks are held, a statement that starts afterwards reads the keys and state of these
+/// workspaces as of the last applied event, and they stay so until the transaction commits.
+pub const LOCK_WORKSPACES: &str = "SELECT w.id FROM workspaces w WHERE w.state IS NOT NULL \
+     AND w.id IN (SELECT k.workspace_id FROM interaction_keys k WHERE k.key_hash = ANY($1)) \
+     ORDER BY w.id FOR SHARE";
+
+/// The keys the hashes `$1` name, with their workspaces' state: run as a statement of its
+/// own after [`LOCK_WORKSPACES`] in the same transaction (so it reads what the applies it
+/// waited for committed), its rows kept by [`locked_keys`].
+pub const LOOKUP_KEYS: &str = concat!(lookup_select!(), " WHERE k.key_hash = ANY($1)");
+
+/// The keys of [`LOOKUP_KEYS`]'s `rows` whose workspaces are among the `locked` rows of
+/// [`LOCK_WORKSPACES`]: a hash missing from the answer is no live key of this instance
+/// (or a key that reached a workspace after the locks were taken).
+pub fn locked_keys(locked: &[tokio_postgres::Row], rows: Vec<tokio_postgres::Row>) -> Vec<Found> {
+    let locked: Vec<Uuid> = locked.iter().map(|row| row.get(0)).collect();
+    rows.into_iter().map(found).filter(|key| locked.contains(&key.workspace_id)).collect()
 }
 
 /// The same look-up for one key, without a lock: a check before the body is read,
-/// confirmed by [`lookup_locked`] in the transaction that stores the interaction.
+/// confirmed by [`LOOKUP_KEYS`] under [`LOCK_WORKSPACES`] in the transaction that stores the interaction.
 pub async fn peek(client: &deadpool_postgres::Client, key_hash: &[u8]) -> Result<Option<Found>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(&format!("{LOOKUP_SELECT} WHERE k.key_hash = $1")).await?;
+    let statement = client.prepare_cached(concat!(lookup_select!(), " WHERE k.key_hash = $1")).await?;
     Ok(client.query_opt(&statement, &[&key_hash]).await?.map(found))
 }
-
-const LOOKUP_SELECT: &str = "SELECT k.id, k.key_hash, k.workspace_id, k.expires_at, \
-     coalesce((w.state->>'archived')::boolean, false) AS archived, w.state->'webhook_uris' AS webhook_uris \
-     FROM interaction_keys k JOIN workspaces w ON w.id = k.workspace_id AND w.state IS NOT NULL";
 
 fn found(row: tokio_postgres::Row) -> Found {
     let uris: Option<serde_json::Value> = row.get("webhook_uris");

@@ -305,6 +305,21 @@ async fn when_the_database_fails_a_batch_every_request_in_it_gets_a_503_and_none
     blocker.rollback().await.unwrap();
 
     assert_eq!(client.query_one(count, &[]).await.unwrap().get::<_, i64>(0), before, "nothing refused is stored");
+    let aborted = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND state = 'idle in transaction (aborted)'";
+    let left: i64 = client.query_one(aborted, &[]).await.unwrap().get(0);
+    assert_eq!(left, 0, "every failed batch's transaction was rolled back, not left on a pooled connection");
+    let replies = futures::stream::iter(0..20)
+        .map(|n| {
+            let api = api.clone();
+            async move { api.post("/v1/interactions", json!({"type": "door.knocked", "payload": {"after": n}})).await }
+        })
+        .buffer_unordered(20)
+        .collect::<Vec<_>>()
+        .await;
+    for reply in &replies {
+        assert_eq!(reply.status, 202, "every connection the failed batches used serves again: {}", reply.text);
+    }
     let id = api.post("/v1/interactions", json!({"type": "door.knocked", "payload": 1})).await.expect(202).body["id"]
         .as_str()
         .unwrap()

@@ -306,11 +306,14 @@ async fn on_a_single_node_hub_interactions_are_accepted_on_its_port_and_bad_keys
     let expiring = api.with_key(&expiring);
     refused(&refused_within(&expiring, 401).await, 401, "unauthorized");
 
-    // A deleted workspace's keys no longer work, and its interactions are gone with it.
+    // A deleted workspace's keys no longer work, and its interactions and their deliveries
+    // are gone with it.
     admin.delete(&format!("/v1/workspaces/{ws}")).await.expect(204);
     refused(&refused_within(&api, 401).await, 401, "unauthorized");
-    let left = db.connect().await.query_one("SELECT count(*) FROM instance.interactions", &[]).await.unwrap();
-    assert_eq!(left.get::<_, i64>(0), 0);
+    for table in ["interactions", "deliveries"] {
+        let left = db.connect().await.query_one(&format!("SELECT count(*) FROM instance.{table}"), &[]).await.unwrap();
+        assert_eq!(left.get::<_, i64>(0), 0, "{table} left");
+    }
 
     let stored = everything_stored(&db, "instance").await;
     assert!(!stored.contains(&secret[3..]), "the plaintext key is not in the instance's tables");
