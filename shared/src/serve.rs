@@ -77,9 +77,15 @@ pub async fn request_timeout(request: Request, next: Next) -> Response {
     }
 }
 
-/// The answer to a request not answered within `limit`: clients may retry it.
+/// The answer to a request not answered within `limit`. A change it asked for may still
+/// be applied (a write already handed to the database commits whether or not its caller
+/// waits), so the answer says how to retry safely.
 pub fn timed_out(limit: Duration) -> Response {
-    let detail = format!("the request was not answered within {} seconds; retry later", limit.as_secs());
+    let detail = format!(
+        "the request was not answered within {} seconds; a change it asked for may still be applied: \
+         read the resource, or retry with the same Idempotency-Key",
+        limit.as_secs()
+    );
     crate::problem::response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &detail)
 }
 
@@ -147,7 +153,10 @@ pub async fn serve(
 /// The problem that answers a request whose target or header fields are past the limits.
 fn oversized_head<B>(request: &hyper::Request<B>) -> Option<Response> {
     let uri = request.uri();
-    let target = uri.authority().map_or(0, |a| a.as_str().len()) + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    // The target as the client sent it: an absolute-form one counts its scheme and `://`.
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
     let headers = request.headers();
     let (status, code, detail) = if target > MAX_URI_BYTES {
         (StatusCode::URI_TOO_LONG, "uri_too_long", format!("the request target exceeds {MAX_URI_BYTES} bytes"))

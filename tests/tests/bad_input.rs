@@ -1026,4 +1026,9 @@ async fn a_list_filter_whose_percent_encoding_is_not_utf8_is_refused_naming_the_
     // Valid UTF-8, U+FFFD itself included, is still a filter like any other.
     operator.get("/v1/organizations?name=%C3%A9").await.expect(200);
     operator.get("/v1/organizations?name=%EF%BF%BD").await.expect(200);
+    // An unknown parameter is named, but a long name is not echoed back at length.
+    let long = "a".repeat(10_000);
+    let reply = operator.get(&format!("/v1/organizations?{long}=1")).await;
+    assert_eq!(reply.status.as_u16(), 422, "{}", reply.text);
+    assert!(reply.text.len() < 2_000, "{} bytes: {}", reply.text.len(), &reply.text[..200]);
 }

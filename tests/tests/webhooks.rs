@@ -737,3 +737,58 @@ async fn receivers_that_never_answer_hold_a_quarter_of_the_senders_slots_and_oth
     }
     assert_eq!(hung.max_in_flight(), 16, "one workspace never holds more than a quarter of the slots");
 }
+
+#[tokio::test]
+async fn a_delivery_whose_interaction_is_gone_is_marked_failed_and_holds_none_of_its_urls_slots() {
+    let db = TestDatabase::new().await;
+    let env = [ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "1")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let receiver = Receiver::start(200).await;
+    let url = receiver.url("/orphans");
+    let (ws, _, admin) = workspace(&operator, None, std::slice::from_ref(&url)).await;
+    let ingest = Api::new(&hub.url(""), Some(&interaction_key(&admin, &ws).await));
+    let first = interact(&ingest, 0).await;
+
+    // Eight due deliveries to the URL, oldest of all, whose interaction no longer exists
+    // (an operator's clean-up of `interactions`, say): as many as the URL's slots.
+    let client = db.connect().await;
+    client.batch_execute("SET search_path = instance").await.unwrap();
+    client
+        .execute(
+            "INSERT INTO deliveries (id, interaction_id, workspace_id, url, status, next_attempt_at) \
+             SELECT gen_random_uuid(), gen_random_uuid(), d.workspace_id, d.url, 'pending', now() - interval '1 hour' \
+             FROM deliveries d, generate_series(1, 8) WHERE d.interaction_id = $1::text::uuid",
+            &[&first],
+        )
+        .await
+        .unwrap();
+
+    // Later interactions are still delivered, and the orphans end failed, never sent.
+    let mut later = Vec::new();
+    for n in 1..=5 {
+        later.push(interact(&ingest, n).await);
+    }
+    wait_until("every later interaction to be delivered", WAIT, || {
+        let (receiver, later) = (receiver.clone(), later.clone());
+        async move { later.iter().all(|id| !receiver.requests_for(id).is_empty()).then_some(()) }
+    })
+    .await;
+    wait_until("the orphaned deliveries to be marked failed", WAIT, || {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE d.status = 'failed' AND d.last_error IS NOT NULL), count(*) \
+                     FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM interactions i WHERE i.id = d.interaction_id)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) == 8 && row.get::<_, i64>(1) == 8).then_some(())
+        }
+    })
+    .await;
+    let sent: usize = receiver.requests().len();
+    assert_eq!(sent, 6, "the first interaction, the five later ones, and no orphan");
+}

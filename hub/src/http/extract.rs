@@ -84,7 +84,7 @@ fn schema_error_at(path: String, error: serde_json::Error) -> ApiError {
     ApiError::Validation {
         detail: format!("the request body does not match the schema: {detail}"),
         errors: vec![FieldError {
-            name: if path == "." { String::new() } else { path },
+            name: if path == "." { String::new() } else { clean_message(&path) },
             constraint: constraint.into(),
             detail,
         }],
@@ -161,6 +161,7 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
 
 /// serde's messages end with " at line L column C": keep the message, drop the position
 /// noise, and never echo long input back.
+/// Field names go through it too.
 fn clean_message(message: &str) -> String {
     let message = message.split(" at line ").next().unwrap_or(message);
     message.chars().take(300).collect()
@@ -200,7 +201,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         }
         let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
         serde_path_to_error::deserialize(deserializer).map(Query).map_err(|error| {
-            let name = error.path().to_string();
+            let name = clean_message(&error.path().to_string());
             let detail = clean_message(&error.into_inner().to_string());
             ApiError::Validation {
                 detail: format!("invalid query parameters: {detail}"),

@@ -102,9 +102,10 @@ fn generic(status: StatusCode) -> Problem {
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body exceeds 1 MiB"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed on this path"),
         StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
-            ("unavailable", "the request timed out; retry later")
-        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => (
+            "unavailable",
+            "the request timed out; a change it asked for may still be applied: read the resource, or retry with the same Idempotency-Key",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "content type must be application/json"),
         s if s.is_server_error() => ("internal", "an internal error occurred"),
         _ => ("bad_request", "the request is invalid"),

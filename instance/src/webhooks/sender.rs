@@ -151,6 +151,18 @@ impl Sender {
         }
         let claim = tx.prepare_cached(&format!("{CLAIM} WHERE d.id = ANY($1) AND {CLAIMED}")).await?;
         let rows = tx.query(&claim, &[&ids, &LEASE.as_secs_f64()]).await?;
+        if rows.len() < ids.len() {
+            // The claim joins each delivery's interaction; one it did not return has none
+            // (interactions deleted by hand). Left pending it would stay due forever and
+            // hold its URL's slots: it fails, with nothing sent.
+            let orphaned = tx
+                .execute(
+                    "UPDATE deliveries d SET status = 'failed', last_error = $2, updated_at = now(), claimed_until = NULL                      WHERE d.id = ANY($1) AND d.status = 'pending'                      AND NOT EXISTS (SELECT 1 FROM interactions i WHERE i.id = d.interaction_id)",
+                    &[&ids, &"its interaction no longer exists"],
+                )
+                .await?;
+            tracing::warn!(orphaned, "deliveries whose interaction no longer exists were marked failed");
+        }
         tx.commit().await?;
         Ok(rows.iter().map(claimed).collect())
     }
