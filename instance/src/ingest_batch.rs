@@ -177,7 +177,7 @@ async fn write(pool: Pool, receiver: Arc<Mutex<mpsc::Receiver<Item>>>, wake: Arc
         let outcomes = match store(&pool, &batch).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
-                tracing::warn!(error = %error, interactions = batch.len(), "a batch of interactions was not stored");
+                tracing::warn!(error = %cause(&error), interactions = batch.len(), "a batch of interactions was not stored");
                 batch.iter().map(|_| Outcome::Unavailable).collect()
             }
         };
@@ -203,6 +203,15 @@ struct Rows<'a> {
     delivery_interactions: Vec<Uuid>,
     delivery_workspaces: Vec<Uuid>,
     delivery_urls: Vec<&'a str>,
+}
+
+/// Why a batch failed, as a log line may say it: the database's message, code and
+/// constraint, never the values of the rows (payloads are the tenants' data).
+fn cause(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::as_db_error) {
+        Some(db) => format!("{} ({}; constraint {:?})", db.message(), db.code().code(), db.constraint()),
+        None => format!("{error:#}"),
+    }
 }
 
 /// Stores a batch in one transaction: each item's outcome, in order. A failed transaction
