@@ -18,7 +18,7 @@ use crate::apply::{Applied, DataKeys, apply_batch_with_keys, workspace_id};
 use crate::feed::HubFeed;
 
 /// The events after which an instance needs the workspace's data key.
-fn needs_key(event: &RecordedEvent) -> bool {
+pub(crate) fn needs_key(event: &RecordedEvent) -> bool {
     matches!(event.event_type.as_str(), "WorkspaceCreated" | "WorkspaceSecretIssued")
 }
 
@@ -33,6 +33,20 @@ pub async fn apply_batch(
     feed: &HubFeed,
     events: &[RecordedEvent],
 ) -> anyhow::Result<(usize, Option<Applied>)> {
+    apply_batch_fetching(client, events, |id| fetch_key(feed, id)).await
+}
+
+/// [`apply_batch`], the keys the batch needs and the instance lacks asked of `fetch` (a
+/// rebuild hands over keys it asked for while reading ahead).
+pub async fn apply_batch_fetching<F, Fut>(
+    client: &mut Client,
+    events: &[RecordedEvent],
+    fetch: F,
+) -> anyhow::Result<(usize, Option<Applied>)>
+where
+    F: Fn(Uuid) -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<Vec<u8>>>>,
+{
     let deleted: HashSet<Uuid> =
         events.iter().filter(|e| e.event_type == "WorkspaceDeleted").filter_map(workspace_id).collect();
     let mut wanted: Vec<Uuid> =
@@ -43,23 +57,28 @@ pub async fn apply_batch(
     if !wanted.is_empty() {
         let held = client.query("SELECT workspace_id FROM data_keys WHERE workspace_id = ANY($1)", &[&wanted]).await?;
         let held: HashSet<Uuid> = held.iter().map(|r| r.get("workspace_id")).collect();
+        let fetch = &fetch;
         let mut fetched = futures::stream::iter(wanted.into_iter().filter(|id| !held.contains(id)))
-            .map(|id| async move { (id, feed.sealed_data_key(id).await) })
+            .map(|id| async move { (id, fetch(id).await) })
             .buffer_unordered(FETCHES);
         while let Some((id, sealed)) = fetched.next().await {
-            let sealed = match sealed {
-                Ok(sealed) => sealed,
-                // Not this instance's to hold: applied without a key (its tokens are refused).
-                Err(error) if error.downcast_ref::<LinkError>().is_some_and(|e| e.code == "not_placed_here") => {
-                    tracing::warn!(workspace = %id, "the hubs hold this workspace's key for another instance");
-                    None
-                }
-                Err(error) => return Err(error),
-            };
-            keys.insert(id, sealed);
+            keys.insert(id, sealed?);
         }
     }
     Ok(apply_batch_with_keys(client, events, &keys).await?)
+}
+
+/// A workspace's sealed data key from the hubs; `None` once destroyed, or when the hubs
+/// hold it for another instance (applied without a key: its tokens are refused).
+pub async fn fetch_key(feed: &HubFeed, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
+    match feed.sealed_data_key(id).await {
+        Ok(sealed) => Ok(sealed),
+        Err(error) if error.downcast_ref::<LinkError>().is_some_and(|e| e.code == "not_placed_here") => {
+            tracing::warn!(workspace = %id, "the hubs hold this workspace's key for another instance");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// A workspace's sealed data key, from the instance's own database.

@@ -5,17 +5,22 @@
 //! see [`read_feed`]) while the pages already read are applied, so the hub's answers and
 //! the instance's writes overlap. The events of many pages (all those read while the
 //! previous ones were written, from [`MIN_CHUNK`] up to [`CHUNK`] events) are applied
-//! together by the live path's own batch apply ([`crate::keyring::apply_batch`]: each
-//! workspace loaded once, folded in memory with the domain's `apply`, its final state
-//! written in one statement for the lot, the data keys its new workspaces need fetched
-//! several at once), each transaction with its exact checkpoint. The result is the state
-//! the live apply reaches.
+//! together by the live path's own batch apply ([`crate::keyring::apply_batch_fetching`]:
+//! each workspace loaded once, folded in memory with the domain's `apply`, its final state
+//! written in one statement for the lot), each transaction with its exact checkpoint. The
+//! result is the state the live apply reaches.
+//!
+//! The reader also asks the hubs for a workspace's data key as soon as it meets the event
+//! after which the workspace needs one ([`KEY_FETCHES`] at once), so the keys arrive while
+//! the feed is read instead of holding up the transaction that stores them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use shared::RecordedEvent;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -30,6 +35,18 @@ const MIN_CHUNK: usize = 2_000;
 const READ_AHEAD: usize = 32;
 /// Pages asked for at once.
 const AT_ONCE: i64 = 4;
+/// Data keys asked of the hubs at once while the feed is read.
+const KEY_FETCHES: usize = 32;
+
+/// A data key being fetched.
+type KeyFetch = JoinHandle<anyhow::Result<Option<Vec<u8>>>>;
+
+/// This instance's events of some pages of the feed, with the data keys asked for on
+/// their account.
+struct Mine {
+    events: Vec<RecordedEvent>,
+    keys: Vec<(Uuid, KeyFetch)>,
+}
 
 /// Replays this instance's workspaces; returns how many events were applied.
 pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
@@ -42,28 +59,32 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
         )
         .await?;
     let (pages, mut read) = mpsc::channel(READ_AHEAD);
-    let reader = tokio::spawn(read_feed(feed.clone(), pages));
-    let mut owned = HashSet::new();
+    let reader = tokio::spawn(read_feed(feed.clone(), config.instance_id.clone(), pages));
+    let keys: Mutex<HashMap<Uuid, KeyFetch>> = Mutex::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut applied = 0;
+    let take = |page: Mine, chunk: &mut Vec<RecordedEvent>| {
+        chunk.extend(page.events);
+        keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(page.keys);
+    };
     while let Some(page) = read.recv().await {
-        chunk.extend(mine(page, &config.instance_id, &mut owned));
+        take(page, &mut chunk);
         // Whatever else has been read already joins the chunk: the apply takes what the
         // reading gave while it last wrote, so the chunk left when the reading ends is small.
         while chunk.len() < CHUNK {
             match read.try_recv() {
-                Ok(page) => chunk.extend(mine(page, &config.instance_id, &mut owned)),
+                Ok(page) => take(page, &mut chunk),
                 Err(_) => break,
             }
         }
         if chunk.len() >= MIN_CHUNK {
-            applied += apply(&mut client, &feed, &chunk).await?;
+            applied += apply(&mut client, &feed, &keys, &chunk).await?;
             chunk.clear();
         }
     }
     // The reader's error, if it stopped on one.
     reader.await??;
-    applied += apply(&mut client, &feed, &chunk).await?;
+    applied += apply(&mut client, &feed, &keys, &chunk).await?;
     Ok(applied)
 }
 
@@ -76,7 +97,10 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
 /// before the last position read so far, so it holds every event after it up to its own
 /// last one: the events come out complete and in order, the overlap dropped. A page that
 /// would leave a hole is dropped, and the next round starts where the reading stopped.
-async fn read_feed(feed: HubFeed, pages: mpsc::Sender<Vec<RecordedEvent>>) -> anyhow::Result<()> {
+/// Only this instance's events are sent, with the data keys asked for on their account.
+async fn read_feed(feed: HubFeed, instance_id: String, pages: mpsc::Sender<Mine>) -> anyhow::Result<()> {
+    let mut owned = HashSet::new();
+    let fetches = Arc::new(Semaphore::new(KEY_FETCHES));
     let mut after = 0;
     let mut stride = PAGE;
     loop {
@@ -102,7 +126,23 @@ async fn read_feed(feed: HubFeed, pages: mpsc::Sender<Vec<RecordedEvent>>) -> an
             let fresh: Vec<RecordedEvent> = page.into_iter().filter(|e| e.position > after).collect();
             let Some(last) = fresh.last().map(|e| e.position) else { continue };
             after = last;
-            if pages.send(fresh).await.is_err() {
+            let events = mine(fresh, &instance_id, &mut owned);
+            let keys = events
+                .iter()
+                .filter(|e| crate::keyring::needs_key(e))
+                .filter_map(crate::apply::workspace_id)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .map(|id| {
+                    let (feed, fetches) = (feed.clone(), fetches.clone());
+                    let fetch = tokio::spawn(async move {
+                        let _permit = fetches.acquire_owned().await?;
+                        crate::keyring::fetch_key(&feed, id).await
+                    });
+                    (id, fetch)
+                })
+                .collect();
+            if pages.send(Mine { events, keys }).await.is_err() {
                 // The apply stopped (on an error of its own, which it reports).
                 return Ok(());
             }
@@ -129,12 +169,27 @@ fn mine(page: Vec<RecordedEvent>, instance_id: &str, owned: &mut HashSet<Uuid>) 
 }
 
 /// Applies one chunk in one transaction; the feed is the whole log in order, so a replay
-/// has no gaps.
-async fn apply(client: &mut tokio_postgres::Client, feed: &HubFeed, events: &[RecordedEvent]) -> anyhow::Result<i64> {
+/// has no gaps. The data keys it needs come from `keys` (asked for by the reader; a key
+/// asked for twice is fetched anew the second time).
+async fn apply(
+    client: &mut tokio_postgres::Client,
+    feed: &HubFeed,
+    keys: &Mutex<HashMap<Uuid, KeyFetch>>,
+    events: &[RecordedEvent],
+) -> anyhow::Result<i64> {
     if events.is_empty() {
         return Ok(0);
     }
-    let (handled, _) = crate::keyring::apply_batch(client, feed, events).await?;
+    let fetch = |id| {
+        let fetching = keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        async move {
+            match fetching {
+                Some(fetching) => fetching.await?,
+                None => crate::keyring::fetch_key(feed, id).await,
+            }
+        }
+    };
+    let (handled, _) = crate::keyring::apply_batch_fetching(client, events, fetch).await?;
     anyhow::ensure!(handled == events.len(), "the hub's feed skipped events of a workspace");
     Ok(handled as i64)
 }
