@@ -34,11 +34,7 @@ impl Reply {
 
 impl Api {
     pub fn new(base: &str, key: Option<&str>) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            key: key.map(str::to_owned),
-            client: reqwest::Client::new(),
-        }
+        Self { base: base.trim_end_matches('/').to_owned(), key: key.map(str::to_owned), client: client() }
     }
 
     /// The same server, authenticated with another key.
@@ -99,4 +95,11 @@ impl Api {
     pub async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, None, &[]).await
     }
+}
+
+/// A client that drops a pooled connection once it has been idle for 5 s: the servers
+/// close an idle keep-alive connection after 10 s (`shared::serve::HEADER_READ_TIMEOUT`),
+/// and a request sent on one just as it closes fails with no answer.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(5)).build().expect("an HTTP client")
 }

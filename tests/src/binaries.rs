@@ -117,7 +117,7 @@ impl HubProcess {
             .expect("start the binary");
         process::register(child.id(), "KILL");
         let mut hub = HubProcess { child: Some(child), addr, log };
-        let client = reqwest::Client::new();
+        let client = crate::api::client();
         let url = hub.url("/healthz");
         crate::wait_until(&format!("{binary_name} to answer /healthz"), Duration::from_secs(30), || {
             let request = client.get(&url).send();

@@ -31,7 +31,7 @@ async fn served(operator: &Api, instance: &InstanceProcess, ws: &str) -> Value {
 
 /// Waits until `instance` accepts `token` (of `ws`); its answer.
 async fn accepted(instance: &InstanceProcess, ws: &str, token: &str) -> Value {
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     wait_until(&format!("the instance to accept a token of {ws}"), Duration::from_secs(60), || {
         let request = client.get(instance.url("/v1/runtime/workspace")).bearer_auth(token).send();
         async move {
@@ -276,7 +276,7 @@ async fn an_instance_over_nats_alone_fills_a_gap_from_the_hubs() {
     let alpha = InstanceProcess::instance_over_nats("alpha", &alpha_db.url, &nats.url()).await;
     // The workspace is served once its first events are applied; the rest follows the gap.
     let token = token(&operator, &ws).await;
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     wait_until("the instance to apply the events after the gap", Duration::from_secs(60), || {
         let request = client.get(alpha.url("/v1/runtime/workspace")).bearer_auth(&token).send();
         async move {

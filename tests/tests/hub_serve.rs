@@ -7,7 +7,7 @@ use serde_json::Value;
 async fn a_single_node_hub_answers_health_readiness_and_openapi() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
 
     let health = client.get(hub.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -46,7 +46,7 @@ async fn readiness_fails_while_the_database_is_unreachable() {
         .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&db.name])
         .await
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     let ready = client.get(hub.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert_eq!(ready.headers()["content-type"], "application/problem+json");
@@ -181,7 +181,7 @@ async fn refused(response: reqwest::Response, status: u16, code: &str) {
 async fn an_over_long_uri_and_oversized_or_too_many_headers_get_a_problem() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[]).await;
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     let get = |path: &str| client.get(hub.url(path)).bearer_auth(e2e::OPERATOR_KEY);
 
     let long_uri = get(&format!("/v1/organizations?name={}", "n".repeat(20 * 1024))).send().await.unwrap();

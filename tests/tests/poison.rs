@@ -159,7 +159,7 @@ async fn only_a_valid_traceparent_and_bounded_request_metadata_reach_the_event()
 #[tokio::test]
 async fn an_over_long_or_invalid_request_id_is_replaced_by_a_generated_one_on_hub_and_instance() {
     let stack = stack(NatsServer::start().unwrap(), &[]).await;
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     for base in [stack.hub.url(""), stack._alpha.url("")] {
         let get = |id: String| {
             let request = client.get(format!("{base}/healthz")).header("request-id", id.as_str()).send();
@@ -225,7 +225,7 @@ async fn an_event_nats_refuses_reaches_the_instance_as_a_reference_and_later_eve
 #[tokio::test]
 async fn readyz_shows_the_relay_lag_and_answers_503_while_the_relay_is_stalled() {
     let mut stack = stack(NatsServer::start().unwrap(), &[("HUB_RELAY_STALL_SECONDS", "2")]).await;
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     let readyz = || {
         let request = client.get(stack.hub.url("/readyz")).send();
         async move {

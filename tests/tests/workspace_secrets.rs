@@ -196,7 +196,7 @@ async fn a_single_node_hub_serves_the_data_plane_with_no_nats_at_all() {
     assert_eq!(created.body["instance_id"], "embedded");
     let ws = created.body["id"].as_str().unwrap().to_owned();
     let token = token(&operator, &ws).await;
-    let client = reqwest::Client::new();
+    let client = e2e::api::client();
     let read = || client.get(hub.url("/v1/runtime/workspace")).bearer_auth(&token).send();
     let body = wait_until("the embedded instance to serve the workspace", Duration::from_secs(30), || {
         let request = read();
