@@ -126,7 +126,7 @@ run "hub, partner app key" schemathesis.toml "$base/openapi.json" "$app_key" par
     --include-path-regex '^/v1/partner/' --phases examples,coverage,fuzzing
 # `DELETE /v1/apps/{id}` revokes an app, which stays readable with status `revoked`
 # (API.md): "deleted resource still available" does not hold for this run (the admin key's
-# run keeps the check for workspaces and keys).
+# run keeps the check for workspaces; keys, revoked the same way, are excluded in schemathesis.toml).
 run "hub, operator key" schemathesis-operator.toml "$base/openapi.json" "$operator_key" operator \
     --exclude-checks use_after_free
 # One operation alone has no links to follow: no stateful phase.
