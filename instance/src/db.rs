@@ -17,6 +17,16 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, NoTls};
 
+/// The settings, `SET LOCAL` in a transaction, under which the hot statements of ingest and
+/// of the webhook sender run: planned once per connection (a generic plan), not at every
+/// call, and without whole-table scans or hash and merge joins. Each of those statements
+/// reaches a few rows through an index; a generic plan is kept until the server's
+/// statistics of its tables change, so one made while the tables were nearly empty (a
+/// new instance) would otherwise scan whole tables at every call once they fill, until the
+/// next `ANALYZE`. Without those plan shapes the plan is the same whatever the size.
+pub const STABLE_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+                                SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
 /// Session limits and keepalives applied to every connection of a long-running process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct SessionLimits {

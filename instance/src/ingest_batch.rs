@@ -240,8 +240,9 @@ async fn transaction(client: &deadpool_postgres::Client, batch: &[Item]) -> Resu
     hashes.sort_unstable();
     hashes.dedup();
     let params: [&(dyn ToSql + Sync); 1] = [&hashes];
+    let begin = format!("BEGIN; {PLANS}");
     let (_, locked, found) =
-        futures::try_join!(client.batch_execute(BEGIN), client.query(&lock, &params), client.query(&lookup, &params),)?;
+        futures::try_join!(client.batch_execute(&begin), client.query(&lock, &params), client.query(&lookup, &params))?;
     let found: HashMap<Vec<u8>, _> =
         locked_keys(&locked, found).into_iter().map(|key| (key.key_hash.clone(), key)).collect();
 
@@ -302,10 +303,11 @@ async fn transaction(client: &deadpool_postgres::Client, batch: &[Item]) -> Resu
     Ok(outcomes)
 }
 
-/// Starts a batch's transaction. Its two look-ups are planned once per connection: left to
-/// choose, the server plans them anew at each call (a plan for the given hashes looks
-/// cheaper than the generic one), which cost more than running them.
-const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+/// How a batch's two look-ups are planned: once per connection (see
+/// [`crate::db::STABLE_PLANS`]). Left to choose, the server plans them anew at each call (a
+/// plan for the given hashes looks cheaper than the generic one), which cost more than
+/// running them.
+pub const PLANS: &str = crate::db::STABLE_PLANS;
 
 /// The accepted interactions and their deliveries, in one statement.
 const INSERT: &str = "WITH i AS (\

@@ -149,7 +149,7 @@ impl Sender {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let claim = tx.prepare_cached(&format!("{CLAIM} WHERE d.id = ANY($1) AND {CLAIMED}")).await?;
+        let claim = tx.prepare_cached(&claim_statement()).await?;
         let rows = tx.query(&claim, &[&ids, &LEASE.as_secs_f64()]).await?;
         if rows.len() < ids.len() {
             // The claim joins each delivery's interaction; one it did not return has none
@@ -242,11 +242,12 @@ pub const DUE: &str = "WITH RECURSIVE urls (url) AS ( \
     ORDER BY row_number() OVER (PARTITION BY due.url ORDER BY due.next_attempt_at), due.next_attempt_at \
     LIMIT $2";
 
-/// How the claim's statements are planned: once per connection. Left to choose, the
-/// server plans [`DUE`] anew at every claim (a plan for the given arrays looks cheaper than
-/// the generic one), which under load cost more than running it; the generic plan skips
-/// through the same index (the webhooks tests check both).
-pub const CLAIM_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+/// How the claim's statements are planned: once per connection (see
+/// [`crate::db::STABLE_PLANS`]). Left to choose, the server plans [`DUE`] anew at every
+/// claim (a plan for the given arrays looks cheaper than the generic one), which under load
+/// cost more than running it; the generic plan skips through the same index (the webhooks
+/// tests check both).
+pub const CLAIM_PLANS: &str = crate::db::STABLE_PLANS;
 
 /// Counts the attempt and leases the delivery for `$2` seconds (its `WHERE` follows).
 const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(), \
@@ -255,6 +256,11 @@ const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_
 /// The rest of the claim's `WHERE`, and what it returns.
 const CLAIMED: &str = "i.id = d.interaction_id RETURNING d.id, d.interaction_id, d.workspace_id, d.url, d.attempts, \
                        d.round_started_at_attempt, i.type, i.payload, i.received_at, i.interaction_key_id";
+
+/// The claim of the deliveries `$1`, leased for `$2` seconds.
+pub fn claim_statement() -> String {
+    format!("{CLAIM} WHERE d.id = ANY($1) AND {CLAIMED}")
+}
 
 fn claimed(row: &tokio_postgres::Row) -> Claimed {
     Claimed {
