@@ -133,38 +133,7 @@ async fn main() -> anyhow::Result<()> {
     let ratio = i / h;
     println!("I / H = {ratio:.3} (target >= 0.5): {}", if ratio >= 0.5 { "met" } else { "NOT met" });
     let accepted = posts.count(|s| s == 202).max(1) as f64;
-    let statements = statements(&admin).await?;
-    let total_ms: f64 = statements.iter().map(|s| s.2 + s.3).sum::<f64>().max(f64::MIN_POSITIVE);
-    let calls: i64 = statements.iter().map(|s| s.1).sum();
-    println!(
-        "statements in the instance's database during I: {:.2} per accepted interaction, {total_ms:.0} ms planning \
-         and executing",
-        calls as f64 / accepted
-    );
-    for (query, calls, exec_ms, plan_ms, plans) in statements.iter().take(12) {
-        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(90).collect();
-        println!(
-            "  {:>7.3}/interaction {:>5.1}% of time ({:>4.1}% planning, {plans} plans)  {query}",
-            *calls as f64 / accepted,
-            100.0 * (exec_ms + plan_ms) / total_ms,
-            100.0 * plan_ms / total_ms
-        );
-    }
+    let statements = bench::statements(&admin).await?;
+    bench::print_statements(&statements, accepted, "interaction", "the instance's database during I");
     Ok(())
-}
-
-/// The statements run in the instance's database since the last reset (the superuser's
-/// own look-ups at `pg_stat_statements` left out), most time first: the text, calls,
-/// milliseconds executing and planning, and plans made.
-async fn statements(admin: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, i64, f64, f64, i64)>> {
-    let rows = admin
-        .query(
-            "SELECT s.query, s.calls, s.total_exec_time, s.total_plan_time, s.plans FROM pg_stat_statements s \
-             JOIN pg_database d ON d.oid = s.dbid \
-             WHERE d.datname = current_database() AND s.query NOT ILIKE '%pg_stat_statements%' \
-             ORDER BY s.total_exec_time + s.total_plan_time DESC, s.query",
-            &[],
-        )
-        .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))).collect())
 }

@@ -31,7 +31,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let server = tokio::task::spawn_blocking(|| PgServer::start(Durability::Default)).await??;
+    let server = tokio::task::spawn_blocking(|| {
+        PgServer::start_with(
+            Durability::Default,
+            &[("shared_preload_libraries", "pg_stat_statements"), ("pg_stat_statements.track", "all")],
+        )
+    })
+    .await??;
     server.create_template().await?;
     let db = server.migrated_database().await;
     let hub = HubProcess::spawn(
@@ -83,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let warm_up: Vec<String> = receiver.requests().into_iter().map(|r| r.id).collect();
 
+    let admin = db.connect().await;
+    admin.batch_execute("CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()").await?;
     println!("webhook delivery benchmark: release binaries, single-node hub, PostgreSQL with default durability,");
     println!(
         "{CLIENTS} clients posting interactions for {seconds} s, a local receiver answering 503 to 1 request in 100"
@@ -150,5 +158,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&waits, 0.5),
         percentile(&waits, 0.99),
     );
+    let statements = bench::statements(&admin).await?;
+    bench::print_statements(&statements, accepted.len() as f64, "delivery", "the database (hub and embedded instance)");
     Ok(())
 }

@@ -12,11 +12,13 @@
 //!
 //! - [`sender`]: the claim, send and record loop.
 //! - [`outcome`]: what an attempt's result does to its delivery.
+//! - [`recorder`]: the outcomes, recorded in batches.
 //! - [`signature`]: Standard Webhooks signatures.
 //! - [`guard`]: the private-address guard.
 
 pub mod guard;
 pub mod outcome;
+pub mod recorder;
 pub mod sender;
 pub mod signature;
 

@@ -18,7 +18,8 @@ use shared::crypto;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::outcome::{self, Attempt, Outcome};
+use super::outcome::{Attempt, Outcome};
+use super::recorder::Recorder;
 use super::{guard, signature};
 use crate::runtime::RuntimeState;
 
@@ -39,8 +40,6 @@ const LEASE: Duration = Duration::from_secs(30);
 const MAX_RESPONSE_BYTES: usize = 4 * 1024;
 /// How often the outbox is looked at when nothing woke the sender.
 const POLL: Duration = Duration::from_millis(200);
-/// Attempts at recording an outcome while the database is away, within the lease.
-const RECORD_TRIES: u32 = 5;
 
 pub struct Sender {
     /// The workspaces' data keys (and the wake-up of accepted interactions).
@@ -48,6 +47,7 @@ pub struct Sender {
     pool: deadpool_postgres::Pool,
     client: reqwest::Client,
     config: Webhooks,
+    recorder: Recorder,
 }
 
 /// A claimed delivery with what its request needs.
@@ -75,7 +75,8 @@ impl Sender {
             builder = builder.dns_resolver(Arc::new(guard::PublicOnly));
         }
         let client = builder.build().context("building the webhook HTTP client")?;
-        Ok(Self { runtime, pool, client, config })
+        let recorder = Recorder::spawn(pool.clone(), runtime.usage.clone(), config.retry_schedule.clone());
+        Ok(Self { runtime, pool, client, config, recorder })
     }
 
     /// Claims, sends and records until the database fails (the supervisor restarts it).
@@ -105,10 +106,7 @@ impl Sender {
                     // it), so the next delivery it serves is chosen fairly again.
                     let slot = endpoints.take(&delivery.url, delivery.workspace_id);
                     let sender = self.clone();
-                    in_flight.spawn(async move {
-                        sender.deliver(delivery).await;
-                        drop(slot);
-                    });
+                    in_flight.spawn(async move { sender.deliver(delivery, slot).await });
                 }
             }
             if claimed > 0 && claimed == free {
@@ -149,7 +147,9 @@ impl Sender {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let claim = tx.prepare_cached(&claim_statement()).await?;
+        // Planned for the tables as they are now, not once per connection (see
+        // [`claim_statement`]).
+        let claim = tx.prepare(&claim_statement()).await?;
         let rows = tx.query(&claim, &[&ids, &LEASE.as_secs_f64()]).await?;
         if rows.len() < ids.len() {
             // The claim joins each delivery's interaction; one it did not return has none
@@ -257,7 +257,10 @@ const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_
 const CLAIMED: &str = "i.id = d.interaction_id RETURNING d.id, d.interaction_id, d.workspace_id, d.url, d.attempts, \
                        d.round_started_at_attempt, i.type, i.payload, i.received_at, i.interaction_key_id";
 
-/// The claim of the deliveries `$1`, leased for `$2` seconds.
+/// The claim of the deliveries `$1`, leased for `$2` seconds. Cheap to plan, it is planned
+/// at each claim: a plan kept from when the tables were small would join every interaction
+/// (the [`DUE`] look-up, costly to plan, keeps one plan per connection: its shape leaves no
+/// other way in than its index).
 pub fn claim_statement() -> String {
     format!("{CLAIM} WHERE d.id = ANY($1) AND {CLAIMED}")
 }
@@ -280,8 +283,9 @@ fn claimed(row: &tokio_postgres::Row) -> Claimed {
 }
 
 impl Sender {
-    /// One attempt of `delivery`, then its outcome recorded.
-    async fn deliver(&self, delivery: Claimed) {
+    /// One attempt of `delivery`, holding `slot` until the answer is in; then its outcome
+    /// recorded.
+    async fn deliver(&self, delivery: Claimed, slot: Slot) {
         let outcome = match self.signing_keys(delivery.workspace_id).await {
             Ok(Some(keys)) => self.send(&delivery, &keys).await,
             Ok(None) => Outcome::Failed { error: "the workspace no longer exists".into() },
@@ -291,22 +295,12 @@ impl Sender {
             }
         };
         tracing::debug!(delivery = %delivery.attempt.delivery, attempt = delivery.attempt.attempts, ?outcome, "webhook attempt");
-        for tried in 1..=RECORD_TRIES {
-            let recorded = async {
-                let client = self.pool.get().await?;
-                let usage = &self.runtime.usage;
-                anyhow::Ok(
-                    outcome::record(&client, usage, delivery.attempt, &outcome, &self.config.retry_schedule).await?,
-                )
-            };
-            match recorded.await {
-                Ok(_) => return,
-                Err(error) if tried == RECORD_TRIES => {
-                    tracing::warn!(delivery = %delivery.attempt.delivery, error = %format!("{error:#}"), "a webhook outcome was not recorded; the delivery is tried again once its lease ends");
-                }
-                Err(_) => tokio::time::sleep(Duration::from_secs(u64::from(tried))).await,
-            }
-        }
+        // The URI's slot is free once its request is over: the loop may send it the next
+        // delivery while this outcome is recorded (the lease keeps this one from being
+        // claimed again meanwhile).
+        drop(slot);
+        self.runtime.deliveries_wake.notify_one();
+        self.recorder.record(delivery.attempt, outcome, delivery.workspace_id, delivery.interaction_key_id).await;
     }
 
     /// The request, and what its answer means.
