@@ -18,6 +18,12 @@ type Statement = (&'static str, String, &'static str, &'static str);
 fn planned_once() -> Vec<Statement> {
     vec![
         ("due", sender::DUE.to_owned(), "'{}'::text[], 64, 8, '{}'::uuid[]", sender::CLAIM_PLANS),
+        (
+            "claim",
+            sender::claim_statement(),
+            "ARRAY['00000000-0000-7000-8000-000000000001'::uuid], 30",
+            sender::CLAIM_PLANS,
+        ),
         ("lock", LOCK_WORKSPACES.to_owned(), "ARRAY['\\x01'::bytea]", instance::ingest_batch::PLANS),
         ("lookup", LOOKUP_KEYS.to_owned(), "ARRAY['\\x01'::bytea]", instance::ingest_batch::PLANS),
     ]
@@ -25,21 +31,13 @@ fn planned_once() -> Vec<Statement> {
 
 /// The statements planned at each call.
 fn planned_each_time() -> Vec<Statement> {
-    vec![
-        (
-            "claim",
-            sender::claim_statement(),
-            "ARRAY['00000000-0000-7000-8000-000000000001'::uuid], 30",
-            sender::CLAIM_PLANS,
-        ),
-        (
-            "record",
-            recorder::RECORD.to_owned(),
-            "ARRAY['00000000-0000-7000-8000-000000000001'::uuid], ARRAY[1], ARRAY['succeeded'::delivery_status], \
+    vec![(
+        "record",
+        recorder::RECORD.to_owned(),
+        "ARRAY['00000000-0000-7000-8000-000000000001'::uuid], ARRAY[1], ARRAY['succeeded'::delivery_status], \
              ARRAY[200], ARRAY[NULL::text], ARRAY[NULL::float8]",
-            instance::db::STABLE_PLANS,
-        ),
-    ]
+        instance::db::STABLE_PLANS,
+    )]
 }
 
 /// Prepares `statements` on `client` and runs each once under its settings, which makes

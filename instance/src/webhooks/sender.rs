@@ -128,44 +128,67 @@ impl Sender {
             busy.urls.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(url, _)| url.as_str()).collect();
         let full: Vec<Uuid> =
             busy.workspaces.iter().filter(|(_, n)| **n >= PER_WORKSPACE).map(|(workspace, _)| *workspace).collect();
-        let mut client = self.pool.get().await.context("the webhook sender's database connection")?;
-        let tx = client.transaction().await?;
-        // The claim need not wait for its WAL flush: only a crash of PostgreSQL itself can
-        // lose it (then the attempt is made again, as after any crash mid-request), and the
-        // outcome's synchronous commit flushes it anyway.
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
-        tx.batch_execute(CLAIM_PLANS).await?;
+        let client = self.pool.get().await.context("the webhook sender's database connection")?;
         let candidates = MAX_IN_FLIGHT.max(free * 2) as i64;
-        let due = tx.prepare_cached(DUE).await?;
-        let due = tx.query(&due, &[&saturated, &candidates, &(PER_ENDPOINT as i64), &full]).await?;
-        let due: Vec<Due> = due
-            .iter()
-            .map(|row| Due { id: row.get("id"), url: row.get("url"), workspace: row.get("workspace_id") })
-            .collect();
-        let ids = fair_share(&due, free, busy);
-        if ids.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
+        let outcome = transaction(&client, &saturated, candidates, &full, free, busy).await;
+        if outcome.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
+            // Neither committed nor rolled back: this connection must not serve again.
+            drop(deadpool_postgres::Object::take(client));
         }
-        // Planned for the tables as they are now, not once per connection (see
-        // [`claim_statement`]).
-        let claim = tx.prepare(&claim_statement()).await?;
-        let rows = tx.query(&claim, &[&ids, &LEASE.as_secs_f64()]).await?;
+        let (ids, rows) = outcome?;
         if rows.len() < ids.len() {
             // The claim joins each delivery's interaction; one it did not return has none
             // (interactions deleted by hand). Left pending it would stay due forever and
             // hold its URL's slots: it fails, with nothing sent.
-            let orphaned = tx
+            let client = self.pool.get().await.context("the webhook sender's database connection")?;
+            let orphaned = client
                 .execute(
-                    "UPDATE deliveries d SET status = 'failed', last_error = $2, updated_at = now(), claimed_until = NULL                      WHERE d.id = ANY($1) AND d.status = 'pending'                      AND NOT EXISTS (SELECT 1 FROM interactions i WHERE i.id = d.interaction_id)",
+                    "UPDATE deliveries d SET status = 'failed', last_error = $2, updated_at = now(), \
+                     claimed_until = NULL WHERE d.id = ANY($1) AND d.status = 'pending' \
+                     AND NOT EXISTS (SELECT 1 FROM interactions i WHERE i.id = d.interaction_id)",
                     &[&ids, &"its interaction no longer exists"],
                 )
                 .await?;
             tracing::warn!(orphaned, "deliveries whose interaction no longer exists were marked failed");
         }
-        tx.commit().await?;
         Ok(rows.iter().map(claimed).collect())
     }
+}
+
+/// The claim's transaction, in two round trips: `BEGIN`, its settings and the look-up of
+/// due deliveries sent together; then, the deliveries chosen ([`fair_share`]), their claim
+/// sent with `COMMIT`. The chosen ids and the claimed rows.
+async fn transaction(
+    client: &deadpool_postgres::Client,
+    saturated: &[&str],
+    candidates: i64,
+    full: &[Uuid],
+    free: usize,
+    busy: &Busy,
+) -> anyhow::Result<(Vec<Uuid>, Vec<tokio_postgres::Row>)> {
+    let due = client.prepare_cached(DUE).await?;
+    let claim = client.prepare_cached(&claim_statement()).await?;
+    // The claim need not wait for its WAL flush: only a crash of PostgreSQL itself can
+    // lose it (then the attempt is made again, as after any crash mid-request), and the
+    // outcome's synchronous commit flushes it anyway.
+    let begin = format!("BEGIN; SET LOCAL synchronous_commit = off; {CLAIM_PLANS}");
+    let params: [&(dyn postgres_types::ToSql + Sync); 4] = [&saturated, &candidates, &(PER_ENDPOINT as i64), &full];
+    let (_, due) = futures::try_join!(client.batch_execute(&begin), client.query(&due, &params))?;
+    let due: Vec<Due> = due
+        .iter()
+        .map(|row| Due { id: row.get("id"), url: row.get("url"), workspace: row.get("workspace_id") })
+        .collect();
+    let ids = fair_share(&due, free, busy);
+    if ids.is_empty() {
+        client.batch_execute("COMMIT").await?;
+        return Ok((ids, Vec::new()));
+    }
+    // A claim that fails aborts the transaction, and the `COMMIT` behind it then rolls
+    // back; the claim's error is what is returned.
+    let lease = LEASE.as_secs_f64();
+    let params: [&(dyn postgres_types::ToSql + Sync); 2] = [&ids, &lease];
+    let (rows, _) = futures::try_join!(client.query(&claim, &params), client.batch_execute("COMMIT"))?;
+    Ok((ids, rows))
 }
 
 /// A due delivery the claim may take.
@@ -257,10 +280,7 @@ const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_
 const CLAIMED: &str = "i.id = d.interaction_id RETURNING d.id, d.interaction_id, d.workspace_id, d.url, d.attempts, \
                        d.round_started_at_attempt, i.type, i.payload, i.received_at, i.interaction_key_id";
 
-/// The claim of the deliveries `$1`, leased for `$2` seconds. Cheap to plan, it is planned
-/// at each claim: a plan kept from when the tables were small would join every interaction
-/// (the [`DUE`] look-up, costly to plan, keeps one plan per connection: its shape leaves no
-/// other way in than its index).
+/// The claim of the deliveries `$1`, leased for `$2` seconds.
 pub fn claim_statement() -> String {
     format!("{CLAIM} WHERE d.id = ANY($1) AND {CLAIMED}")
 }
