@@ -60,6 +60,17 @@ struct Claimed {
     payload: serde_json::Value,
     received_at: DateTime<Utc>,
     interaction_key_id: Uuid,
+    /// The workspace's sealed signing secrets as the claim read them; `None` when the
+    /// workspace is gone.
+    secrets: Option<Secrets>,
+}
+
+/// A workspace's sealed signing secrets (from its state).
+struct Secrets {
+    version: Option<i32>,
+    sealed: Option<String>,
+    previous: Option<String>,
+    previous_until: Option<DateTime<Utc>>,
 }
 
 impl Sender {
@@ -273,12 +284,18 @@ pub const DUE: &str = "WITH RECURSIVE urls (url) AS ( \
 pub const CLAIM_PLANS: &str = crate::db::STABLE_PLANS;
 
 /// Counts the attempt and leases the delivery for `$2` seconds (its `WHERE` follows).
+/// With each delivery come its interaction and its workspace's signing secrets (only those,
+/// not the whole state).
 const CLAIM: &str = "UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(), \
                      next_attempt_at = now() + make_interval(secs => $2), \
-                     claimed_until = now() + make_interval(secs => $2) FROM interactions i";
+                     claimed_until = now() + make_interval(secs => $2) \
+                     FROM interactions i LEFT JOIN workspaces w ON w.id = i.workspace_id AND w.state IS NOT NULL";
 /// The rest of the claim's `WHERE`, and what it returns.
 const CLAIMED: &str = "i.id = d.interaction_id RETURNING d.id, d.interaction_id, d.workspace_id, d.url, d.attempts, \
-                       d.round_started_at_attempt, i.type, i.payload, i.received_at, i.interaction_key_id";
+                       d.round_started_at_attempt, i.type, i.payload, i.received_at, i.interaction_key_id, \
+                       w.id IS NOT NULL AS workspace_live, (w.state->>'secret_version')::integer AS secret_version, \
+                       w.state->>'sealed_secret' AS sealed_secret, w.state->>'previous_sealed_secret' AS previous_secret, \
+                       (w.state->>'previous_secret_valid_until')::timestamptz AS previous_secret_until";
 
 /// The claim of the deliveries `$1`, leased for `$2` seconds.
 pub fn claim_statement() -> String {
@@ -299,6 +316,12 @@ fn claimed(row: &tokio_postgres::Row) -> Claimed {
         payload: row.get("payload"),
         received_at: row.get("received_at"),
         interaction_key_id: row.get("interaction_key_id"),
+        secrets: row.get::<_, bool>("workspace_live").then(|| Secrets {
+            version: row.get("secret_version"),
+            sealed: row.get("sealed_secret"),
+            previous: row.get("previous_secret"),
+            previous_until: row.get("previous_secret_until"),
+        }),
     }
 }
 
@@ -306,7 +329,7 @@ impl Sender {
     /// One attempt of `delivery`, holding `slot` until the answer is in; then its outcome
     /// recorded.
     async fn deliver(&self, delivery: Claimed, slot: Slot) {
-        let outcome = match self.signing_keys(delivery.workspace_id).await {
+        let outcome = match self.signing_keys(delivery.workspace_id, &delivery.secrets).await {
             Ok(Some(keys)) => self.send(&delivery, &keys).await,
             Ok(None) => Outcome::Failed { error: "the workspace no longer exists".into() },
             Err(error) => {
@@ -380,37 +403,26 @@ impl Sender {
     }
 
     /// The workspace's signing secrets, the current one first and the previous one while
-    /// its grace period lasts; `None` when the workspace is gone.
-    async fn signing_keys(&self, workspace_id: Uuid) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
-        // Only the secrets of the workspace's state, not the whole of it.
-        let row = {
-            let client = self.pool.get().await?;
-            client
-                .query_opt(
-                    "SELECT (state->>'secret_version')::integer AS version, state->>'sealed_secret' AS sealed, \
-                     state->>'previous_sealed_secret' AS previous, \
-                     (state->>'previous_secret_valid_until')::timestamptz AS previous_until \
-                     FROM workspaces WHERE id = $1 AND state IS NOT NULL",
-                    &[&workspace_id],
-                )
-                .await?
-        };
-        let Some(row) = row else { return Ok(None) };
-        let version: i32 = row.get::<_, Option<i32>>("version").context("the workspace has no secret version")?;
-        let sealed: String = row.get::<_, Option<String>>("sealed").context("the workspace has no secret")?;
-        let previous: Option<String> = row.get("previous");
-        let previous_until: Option<DateTime<Utc>> = row.get("previous_until");
+    /// its grace period lasts, opened from `secrets`; `None` when the workspace is gone.
+    async fn signing_keys(
+        &self,
+        workspace_id: Uuid,
+        secrets: &Option<Secrets>,
+    ) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+        let Some(secrets) = secrets else { return Ok(None) };
+        let version = secrets.version.context("the workspace has no secret version")?;
+        let sealed = secrets.sealed.as_deref().context("the workspace has no secret")?;
         let data_key = self.runtime.open_data_key(workspace_id).await?;
         let open = |sealed: &str, version: i32| -> anyhow::Result<Vec<u8>> {
             let sealed = hex::decode(sealed).context("a sealed secret is not hex")?;
             crypto::open(&data_key, &sealed, &crypto::secret_context(workspace_id, version))
                 .map_err(|_| anyhow::anyhow!("the workspace's secret cannot be opened"))
         };
-        let mut keys = vec![open(&sealed, version)?];
-        if let (Some(previous), Some(until)) = (previous, previous_until)
+        let mut keys = vec![open(sealed, version)?];
+        if let (Some(previous), Some(until)) = (&secrets.previous, secrets.previous_until)
             && until > Utc::now()
         {
-            keys.push(open(&previous, version - 1)?);
+            keys.push(open(previous, version - 1)?);
         }
         Ok(Some(keys))
     }
