@@ -86,6 +86,33 @@ fn reads_a_whole_table(plan: &[String]) -> bool {
     })
 }
 
+/// Whether `statements`, as `client` plans them now, read a whole table: the plans that do.
+async fn whole_table_reads(client: &tokio_postgres::Client, statements: Vec<Statement>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, _, args, plans) in statements {
+        let plan = plan(client, plans, name, args).await;
+        if reads_a_whole_table(&plan) {
+            found.push(format!("{name} reads a whole table:\n{}", plan.join("\n")));
+        }
+    }
+    found
+}
+
+/// Inserts `rows` pending deliveries, due, to ten URLs, each of a new interaction.
+async fn pending_deliveries(client: &tokio_postgres::Client, rows: i64) {
+    client
+        .batch_execute(&format!(
+            "WITH i AS (INSERT INTO interactions (id, workspace_id, interaction_key_id, type, payload) \
+             SELECT gen_random_uuid(), id, id, 'bench', '{{}}' FROM workspaces ORDER BY id LIMIT {rows} \
+             RETURNING id, workspace_id) \
+             INSERT INTO deliveries (id, interaction_id, workspace_id, url, status, next_attempt_at) \
+             SELECT gen_random_uuid(), id, workspace_id, 'https://hooks.example.test/' || (n % 10), 'pending', \
+             now() - interval '1 second' FROM (SELECT id, workspace_id, row_number() OVER () AS n FROM i) i"
+        ))
+        .await
+        .expect("pending deliveries");
+}
+
 #[tokio::test]
 async fn the_hot_statements_use_their_indexes_once_the_tables_are_full_even_when_planned_on_empty_ones() {
     let db = PgServer::shared().empty_database().await;
@@ -99,23 +126,30 @@ async fn the_hot_statements_use_their_indexes_once_the_tables_are_full_even_when
             "INSERT INTO workspaces (id, stream_version, position, event_hash, state) \
              SELECT gen_random_uuid(), 1, n, '\\x00', '{{\"webhook_uris\": []}}' FROM generate_series(1, {ROWS}) n; \
              INSERT INTO interaction_keys (key_hash, id, workspace_id) \
-             SELECT sha256(id::text::bytea), gen_random_uuid(), id FROM workspaces; \
-             INSERT INTO interactions (id, workspace_id, interaction_key_id, type, payload) \
-             SELECT gen_random_uuid(), id, id, 'bench', '{{}}' FROM workspaces; \
-             INSERT INTO deliveries (id, interaction_id, workspace_id, url, status, next_attempt_at) \
-             SELECT gen_random_uuid(), id, workspace_id, 'https://hooks.example.test/' || (n % 10), 'pending', \
-             now() - interval '1 second' FROM (SELECT id, workspace_id, row_number() OVER () AS n FROM interactions) i"
+             SELECT sha256(id::text::bytea), gen_random_uuid(), id FROM workspaces"
         ))
         .await
         .expect("rows");
+    pending_deliveries(&client, ROWS).await;
     prepare(&client, &planned_each_time()).await;
+    let mut whole_tables =
+        whole_table_reads(&client, planned_once().into_iter().chain(planned_each_time()).collect()).await;
 
-    let mut whole_tables = Vec::new();
-    for (name, _, args, plans) in planned_once().into_iter().chain(planned_each_time()) {
-        let plan = plan(&client, plans, name, args).await;
-        if reads_a_whole_table(&plan) {
-            whole_tables.push(format!("{name} reads a whole table:\n{}", plan.join("\n")));
-        }
-    }
+    // The statistics say nothing is pending (they were taken when every delivery had
+    // ended), then a backlog builds before they are taken again: the statements are
+    // planned from statistics that do not know it.
+    client
+        .batch_execute("DEALLOCATE ALL; UPDATE deliveries SET status = 'succeeded'; ANALYZE")
+        .await
+        .expect("statistics of a table with nothing pending");
+    prepare(&client, &planned_once()).await;
+    pending_deliveries(&client, ROWS).await;
+    prepare(&client, &planned_each_time()).await;
+    whole_tables.extend(
+        whole_table_reads(&client, planned_once().into_iter().chain(planned_each_time()).collect())
+            .await
+            .into_iter()
+            .map(|found| format!("with statistics from before the backlog: {found}")),
+    );
     assert!(whole_tables.is_empty(), "{}", whole_tables.join("\n"));
 }

@@ -792,3 +792,56 @@ async fn a_delivery_whose_interaction_is_gone_is_marked_failed_and_holds_none_of
     let sent: usize = receiver.requests().len();
     assert_eq!(sent, 6, "the first interaction, the five later ones, and no orphan");
 }
+
+#[tokio::test]
+async fn one_url_still_gets_at_most_eight_requests_at_once_after_the_sender_restarts() {
+    let db = TestDatabase::new().await;
+    let env = [ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "60")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let slow = Receiver::start(200).await;
+    slow.delay(Duration::from_secs(3600));
+    let (ws, _, admin) = workspace(&operator, None, &[slow.url("/slow")]).await;
+    let ingest = Api::new(&hub.url(""), Some(&interaction_key(&admin, &ws).await));
+    for n in 0..20 {
+        interact(&ingest, n).await;
+    }
+    wait_until("the slow URL's eight slots to be taken", WAIT, || {
+        let slow = slow.clone();
+        async move { (slow.in_flight() == 8).then_some(()) }
+    })
+    .await;
+
+    // The database goes away under the hub (its sessions cut, new ones refused), which
+    // restarts the sender while its eight requests to the slow URL are still in flight.
+    let config = PgServer::shared().url("postgres").parse().unwrap();
+    let client = hub::db::connect(&config).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}' AND pid <> pg_backend_pid()",
+            db.name
+        ))
+        .await
+        .unwrap();
+    wait_until("the webhook sender to restart", WAIT, || {
+        let logs = hub.logs();
+        async move { logs.lines().any(|l| l.contains("webhook sender") && l.contains("restarting")).then_some(()) }
+    })
+    .await;
+    client.batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name)).await.unwrap();
+
+    // The restarted sender claims again: a delivery to another URL goes out, and the
+    // slow URL's twelve due deliveries were due before it.
+    let fast = Receiver::start(200).await;
+    let (other, _, other_admin) = workspace(&operator, None, &[fast.url("/fast")]).await;
+    let other_ingest = Api::new(&hub.url(""), Some(&interaction_key(&other_admin, &other).await));
+    interact(&other_ingest, 0).await;
+    wait_until("the other URL's delivery", WAIT, || {
+        let fast = fast.clone();
+        async move { fast.requests().iter().any(|r| r.answered == 200).then_some(()) }
+    })
+    .await;
+    assert_eq!(slow.in_flight(), 8, "the requests in flight before the restart still hold their slots");
+    assert_eq!(slow.max_in_flight(), 8, "never more than eight requests at once to one URL");
+}

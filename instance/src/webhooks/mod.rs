@@ -5,7 +5,8 @@
 //! Each due delivery is claimed in the database before it is sent: the claim counts the
 //! attempt and leases the row for longer than a request may take, so two senders never
 //! send the same attempt, and a sender that dies mid-request leaves a row that is tried
-//! again once its lease runs out. The outcome is recorded as soon as the answer arrives:
+//! again once its lease runs out. The outcome is recorded once the answer arrives (with
+//! the other outcomes of the moment, see [`recorder`]):
 //! any 2xx succeeds (and is never sent again), anything else is retried on
 //! `WEBHOOK_RETRY_SCHEDULE` with jitter, then failed; a destination refused by the
 //! private-address guard fails at once.
@@ -29,7 +30,7 @@ use shared::supervise::Tasks;
 
 use crate::runtime::RuntimeState;
 
-/// Connections of the sender's own pool: claims, secrets and outcomes, shared by up to
+/// Connections of the sender's own pool: claims and outcomes, shared by up to
 /// [`sender::MAX_IN_FLIGHT`] requests (none holds a connection while it waits for an answer).
 pub const POOL_SIZE: usize = 8;
 

@@ -119,8 +119,8 @@ async fn store<'a>(
     stored
 }
 
-/// The batch's transaction, in one round trip: `BEGIN`, the update and `COMMIT` sent
-/// together (an update that fails aborts the transaction, and the `COMMIT` behind it then
+/// The batch's transaction: the update prepared (planned for the table as it is), then
+/// `BEGIN`, the update and `COMMIT` sent together in one round trip (an update that fails aborts the transaction, and the `COMMIT` behind it then
 /// rolls back; the update's error is what is returned).
 async fn transaction<'a>(
     client: &deadpool_postgres::Client,
@@ -178,14 +178,17 @@ async fn transaction<'a>(
 /// the delivery's last and the delivery is pending. A retry waits its schedule's entry with
 /// ±10% jitter, which spreads the retries of deliveries that failed together.
 ///
-/// Planned anew for each batch, not once per connection: a plan kept from when the table
-/// was small would read every pending delivery to find the batch's few (`pending` matches
-/// the partial index of due deliveries, which then looks like the cheapest way in).
+/// The rows are reached by id, whatever the statistics say: pending is said as neither
+/// ended status, because `status = 'pending'` matches the partial index of pending
+/// deliveries, which statistics taken when nothing was pending (or a plan made on an empty
+/// table) make look like the cheapest way in, and which then reads every pending delivery
+/// to find the batch's few. Planned for each batch, not once per connection.
 pub const RECORD: &str = "UPDATE deliveries d SET status = o.status, last_status_code = o.code, last_error = o.error, \
      updated_at = now(), claimed_until = NULL, \
      next_attempt_at = CASE WHEN o.wait IS NULL THEN d.next_attempt_at \
      ELSE now() + make_interval(secs => o.wait * (0.9 + random() * 0.2)) END \
      FROM unnest($1::uuid[], $2::int4[], $3::delivery_status[], $4::int4[], $5::text[], $6::float8[]) \
      AS o (id, attempts, status, code, error, wait) \
-     WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending' \
+     WHERE d.id = ANY($1) AND d.id = o.id AND d.attempts = o.attempts \
+     AND d.status <> 'succeeded' AND d.status <> 'failed' \
      RETURNING d.id, d.status";

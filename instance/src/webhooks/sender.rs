@@ -48,6 +48,9 @@ pub struct Sender {
     client: reqwest::Client,
     config: Webhooks,
     recorder: Recorder,
+    /// Requests in flight by URI and workspace. Kept across the loop's restarts: the
+    /// requests of a loop that failed go on (detached), and still hold their slots.
+    endpoints: Endpoints,
 }
 
 /// A claimed delivery with what its request needs.
@@ -87,7 +90,7 @@ impl Sender {
         }
         let client = builder.build().context("building the webhook HTTP client")?;
         let recorder = Recorder::spawn(pool.clone(), runtime.usage.clone(), config.retry_schedule.clone());
-        Ok(Self { runtime, pool, client, config, recorder })
+        Ok(Self { runtime, pool, client, config, recorder, endpoints: Endpoints::default() })
     }
 
     /// Claims, sends and records until the database fails (the supervisor restarts it).
@@ -102,7 +105,7 @@ impl Sender {
 
     async fn drain(self: &Arc<Self>, in_flight: &mut JoinSet<()>) -> anyhow::Result<()> {
         let wake = self.runtime.deliveries_wake.clone();
-        let endpoints = Endpoints::default();
+        let endpoints = self.endpoints.clone();
         loop {
             while let Some(done) = in_flight.try_join_next() {
                 panicked(done);
@@ -152,15 +155,17 @@ impl Sender {
             // (interactions deleted by hand). Left pending it would stay due forever and
             // hold its URL's slots: it fails, with nothing sent.
             let client = self.pool.get().await.context("the webhook sender's database connection")?;
-            let orphaned = client
-                .execute(
-                    "UPDATE deliveries d SET status = 'failed', last_error = $2, updated_at = now(), \
-                     claimed_until = NULL WHERE d.id = ANY($1) AND d.status = 'pending' \
-                     AND NOT EXISTS (SELECT 1 FROM interactions i WHERE i.id = d.interaction_id)",
-                    &[&ids, &"its interaction no longer exists"],
-                )
-                .await?;
-            tracing::warn!(orphaned, "deliveries whose interaction no longer exists were marked failed");
+            let orphaned = client.execute(ORPHANS, &[&ids, &"its interaction no longer exists"]).await;
+            match orphaned {
+                Ok(orphaned) => {
+                    tracing::warn!(orphaned, "deliveries whose interaction no longer exists were marked failed");
+                }
+                // The claimed deliveries go out all the same; these are found again by the
+                // next claim.
+                Err(error) => {
+                    tracing::warn!(error = %error, "deliveries whose interaction no longer exists were not marked failed")
+                }
+            }
         }
         Ok(rows.iter().map(claimed).collect())
     }
@@ -201,6 +206,14 @@ async fn transaction(
     let (rows, _) = futures::try_join!(client.query(&claim, &params), client.batch_execute("COMMIT"))?;
     Ok((ids, rows))
 }
+
+/// Fails the deliveries `$1` that are pending and whose interaction no longer exists, with
+/// the error `$2`. Pending is said as neither ended status, so that statistics taken when
+/// nothing was pending cannot make the partial index of pending deliveries (all of them,
+/// read whole) look like the way in: the rows are found by id.
+pub const ORPHANS: &str = "UPDATE deliveries d SET status = 'failed', last_error = $2, updated_at = now(), \
+     claimed_until = NULL WHERE d.id = ANY($1) AND d.status <> 'succeeded' AND d.status <> 'failed' \
+     AND NOT EXISTS (SELECT 1 FROM interactions i WHERE i.id = d.interaction_id)";
 
 /// A due delivery the claim may take.
 struct Due {
