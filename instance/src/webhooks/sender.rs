@@ -144,24 +144,25 @@ impl Sender {
             busy.workspaces.iter().filter(|(_, n)| **n >= PER_WORKSPACE).map(|(workspace, _)| *workspace).collect();
         let client = self.pool.get().await.context("the webhook sender's database connection")?;
         let candidates = MAX_IN_FLIGHT.max(free * 2) as i64;
-        let outcome = transaction(&client, &saturated, candidates, &full, free, busy).await;
-        if outcome.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
-            // Neither committed nor rolled back: this connection must not serve again.
-            drop(deadpool_postgres::Object::take(client));
-        }
-        let (ids, rows) = outcome?;
+        let (ids, rows) = match transaction(&client, &saturated, candidates, &full, free, busy).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                if client.batch_execute("ROLLBACK").await.is_err() {
+                    // Neither committed nor rolled back: this connection must not serve again.
+                    drop(deadpool_postgres::Object::take(client));
+                }
+                return Err(error);
+            }
+        };
         if rows.len() < ids.len() {
             // The claim joins each delivery's interaction; one it did not return has none
             // (interactions deleted by hand). Left pending it would stay due forever and
-            // hold its URL's slots: it fails, with nothing sent.
-            let client = self.pool.get().await.context("the webhook sender's database connection")?;
-            let orphaned = client.execute(ORPHANS, &[&ids, &"its interaction no longer exists"]).await;
-            match orphaned {
+            // hold its URL's slots: it fails, with nothing sent. Should that fail, the
+            // claimed deliveries go out all the same, and the next claim finds these again.
+            match client.execute(ORPHANS, &[&ids, &"its interaction no longer exists"]).await {
                 Ok(orphaned) => {
                     tracing::warn!(orphaned, "deliveries whose interaction no longer exists were marked failed");
                 }
-                // The claimed deliveries go out all the same; these are found again by the
-                // next claim.
                 Err(error) => {
                     tracing::warn!(error = %error, "deliveries whose interaction no longer exists were not marked failed")
                 }
