@@ -430,11 +430,13 @@ pub async fn retry(
     };
     let retried = async {
         let client = state.pool.get().await?;
-        // A failed delivery starts a new round of the schedule; a pending one is made due
-        // now unless a sender holds it (its request in flight).
+        // The delivery starts a new round of the schedule: its next attempt is the round's
+        // first, or, while a sender holds it (its request in flight), the attempt in flight
+        // is (see `webhooks::recorder::RECORD`). A pending one not in flight is made due now.
         let sql = format!(
             "UPDATE deliveries SET \
-               round_started_at_attempt = CASE WHEN status = 'failed' THEN attempts ELSE round_started_at_attempt END, \
+               round_started_at_attempt = CASE WHEN status = 'pending' AND claimed_until > now() \
+                 THEN attempts - 1 ELSE attempts END, \
                next_attempt_at = CASE WHEN claimed_until > now() THEN next_attempt_at ELSE now() END, \
                status = 'pending', updated_at = now() \
              WHERE id = $1 AND workspace_id = $2 AND status <> 'succeeded' RETURNING {COLUMNS}"

@@ -35,7 +35,7 @@ fn planned_each_time() -> Vec<Statement> {
         "record",
         recorder::RECORD.to_owned(),
         "ARRAY['00000000-0000-7000-8000-000000000001'::uuid], ARRAY[1], ARRAY['succeeded'::delivery_status], \
-             ARRAY[200], ARRAY[NULL::text], ARRAY[NULL::float8]",
+             ARRAY[200], ARRAY[NULL::text], ARRAY[NULL::float8], ARRAY[0], ARRAY[NULL::float8]",
         instance::db::STABLE_PLANS,
     )]
 }

@@ -845,3 +845,38 @@ async fn one_url_still_gets_at_most_eight_requests_at_once_after_the_sender_rest
     assert_eq!(slow.in_flight(), 8, "the requests in flight before the restart still hold their slots");
     assert_eq!(slow.max_in_flight(), 8, "never more than eight requests at once to one URL");
 }
+
+#[tokio::test]
+async fn a_retry_asked_while_the_last_attempt_is_in_flight_starts_a_new_round_after_it() {
+    let db = TestDatabase::new().await;
+    let env = [ALLOW_PRIVATE, ("WEBHOOK_RETRY_SCHEDULE", "1")];
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &env).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let receiver = Receiver::start(503).await;
+    let url = receiver.url("/down");
+    let (ws, _, admin) = workspace(&operator, None, std::slice::from_ref(&url)).await;
+    let ingest = Api::new(&hub.url(""), Some(&interaction_key(&admin, &ws).await));
+    let runtime = access_token(&admin, &ingest, &ws, 1).await;
+
+    // The schedule allows one retry: the second attempt is the last. The receiver holds
+    // each request for 3 s, then answers 503.
+    receiver.delay(Duration::from_secs(3));
+    let id = interact(&ingest, 0).await;
+    wait_until("the second, last attempt to be in flight", WAIT, || {
+        let receiver = receiver.clone();
+        async move { (receiver.requests().len() == 1 && receiver.in_flight() == 1).then_some(()) }
+    })
+    .await;
+    let delivery = deliveries(&runtime).await.into_iter().find(|d| d["interaction_id"] == id).unwrap();
+    let retried = runtime
+        .post(&format!("/v1/runtime/deliveries/{}/retry", delivery["id"].as_str().unwrap()), json!({}))
+        .await
+        .expect(202);
+    assert_eq!(retried.body["status"], "pending", "{}", retried.text);
+
+    // The retry's new round counts the attempt in flight as its first: once it fails, the
+    // schedule's one retry follows, and only its failure ends the delivery.
+    let failed = delivery_with_status(&runtime, &id, &url, "failed").await;
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    assert_eq!(receiver.requests_for(&id).len(), 3);
+}

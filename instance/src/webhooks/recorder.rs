@@ -133,6 +133,8 @@ async fn transaction<'a>(
     let mut codes: Vec<Option<i32>> = Vec::with_capacity(batch.len());
     let mut errors: Vec<Option<&str>> = Vec::with_capacity(batch.len());
     let mut waits: Vec<Option<f64>> = Vec::with_capacity(batch.len());
+    let mut rounds = Vec::with_capacity(batch.len());
+    let mut first_waits: Vec<Option<f64>> = Vec::with_capacity(batch.len());
     for entry in batch {
         let (code, error) = match &entry.outcome {
             Outcome::Succeeded { status } => (Some(i32::from(*status)), None),
@@ -150,10 +152,14 @@ async fn transaction<'a>(
         codes.push(code);
         errors.push(error);
         waits.push(wait);
+        rounds.push(entry.attempt.round_start);
+        // Where a retry asked for meanwhile started a new round, this attempt is its first.
+        let retryable = matches!(entry.outcome, Outcome::Retry { .. });
+        first_waits.push(schedule.0.first().filter(|_| retryable).map(Duration::as_secs_f64));
     }
     // Prepared for this batch, so planned for the table as it is now (see [`RECORD`]).
     let statement = client.prepare(RECORD).await?;
-    let params: [&(dyn ToSql + Sync); 6] = [&ids, &attempts, &statuses, &codes, &errors, &waits];
+    let params: [&(dyn ToSql + Sync); 8] = [&ids, &attempts, &statuses, &codes, &errors, &waits, &rounds, &first_waits];
     let begin = format!("BEGIN; {}", crate::db::STABLE_PLANS);
     let (_, rows, _) = futures::try_join!(
         client.batch_execute(&begin),
@@ -173,22 +179,31 @@ async fn transaction<'a>(
     Ok(ended)
 }
 
-/// Each outcome `$1`…`$6` (delivery, its attempt, the status it leaves, the answer's code,
-/// the error, the wait before a retry), applied to its delivery if that attempt is still
-/// the delivery's last and the delivery is pending. A retry waits its schedule's entry with
-/// ±10% jitter, which spreads the retries of deliveries that failed together.
+/// Each outcome `$1`…`$8` (delivery, its attempt, the status it leaves, the answer's code,
+/// the error, the wait before a retry, the round the attempt was made in, and the wait
+/// after a first attempt that did not succeed when the outcome allows a retry), applied to
+/// its delivery if that attempt is still the delivery's last and the delivery is pending. A
+/// retry waits its schedule's entry with ±10% jitter, which spreads the retries of
+/// deliveries that failed together. Where the delivery's round changed while the attempt
+/// was in flight (a retry was asked for), the attempt is the new round's first: a failure
+/// waits the schedule's first entry, whatever it would have done in the old round.
 ///
 /// The rows are reached by id, whatever the statistics say: pending is said as neither
 /// ended status, because `status = 'pending'` matches the partial index of pending
 /// deliveries, which statistics taken when nothing was pending (or a plan made on an empty
 /// table) make look like the cheapest way in, and which then reads every pending delivery
 /// to find the batch's few. Planned for each batch, not once per connection.
-pub const RECORD: &str = "UPDATE deliveries d SET status = o.status, last_status_code = o.code, last_error = o.error, \
-     updated_at = now(), claimed_until = NULL, \
-     next_attempt_at = CASE WHEN o.wait IS NULL THEN d.next_attempt_at \
+pub const RECORD: &str = "UPDATE deliveries d SET \
+     status = CASE WHEN d.round_started_at_attempt <> o.round AND o.first_wait IS NOT NULL \
+     THEN 'pending'::delivery_status ELSE o.status END, \
+     last_status_code = o.code, last_error = o.error, updated_at = now(), claimed_until = NULL, \
+     next_attempt_at = CASE \
+     WHEN d.round_started_at_attempt <> o.round AND o.first_wait IS NOT NULL \
+     THEN now() + make_interval(secs => o.first_wait * (0.9 + random() * 0.2)) \
+     WHEN o.wait IS NULL THEN d.next_attempt_at \
      ELSE now() + make_interval(secs => o.wait * (0.9 + random() * 0.2)) END \
-     FROM unnest($1::uuid[], $2::int4[], $3::delivery_status[], $4::int4[], $5::text[], $6::float8[]) \
-     AS o (id, attempts, status, code, error, wait) \
+     FROM unnest($1::uuid[], $2::int4[], $3::delivery_status[], $4::int4[], $5::text[], $6::float8[], \
+     $7::int4[], $8::float8[]) AS o (id, attempts, status, code, error, wait, round, first_wait) \
      WHERE d.id = ANY($1) AND d.id = o.id AND d.attempts = o.attempts \
      AND d.status <> 'succeeded' AND d.status <> 'failed' \
      RETURNING d.id, d.status";
