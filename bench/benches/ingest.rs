@@ -9,6 +9,8 @@
 //! - H: `wrk`, `GET /healthz` on the instance → answers/s, p50/p99;
 //! - I: `wrk`, `POST /v1/interactions` with the key (a fixed small body) → 202s/s,
 //!   p50/p99, and I ÷ H (target ≥ 0.5);
+//! - the CPU each phase cost per answer, by program (PostgreSQL, the instance, the hub,
+//!   nats-server, `wrk`), from `/proc`, and the rate the machine's cores allow at that cost;
 //! - the statements the instance's database ran during phase I (`pg_stat_statements`):
 //!   calls per accepted interaction and share of the execution time, most time first (the
 //!   webhook sender's and the usage reporter's statements included: they run beside ingest).
@@ -20,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use bench::wrk;
+use bench::{cpu, wrk};
 use e2e::postgres::{Durability, PgServer};
 use e2e::{Api, HubProcess, InstanceProcess, NatsServer, OPERATOR_KEY};
 use serde_json::json;
@@ -113,10 +115,14 @@ async fn main() -> anyhow::Result<()> {
     );
     let admin = instance_db.connect().await;
     admin.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
+    let cpu_before = cpu::Reading::take();
     let health = wrk(&instance, &dir, "healthz", &wrk_script("GET", "/healthz", None, None), seconds)?;
+    let health_cpu = cpu_before.to(&cpu::Reading::take());
     admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
+    let cpu_before = cpu::Reading::take();
     let posts =
         wrk(&instance, &dir, "interactions", &wrk_script("POST", "/v1/interactions", Some(&key), Some(BODY)), seconds)?;
+    let posts_cpu = cpu_before.to(&cpu::Reading::take());
     let (h, i) = (health.rate(|s| s == 200), posts.rate(|s| s == 202));
     println!(
         "H  GET /healthz:           {h:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({})",
@@ -133,6 +139,8 @@ async fn main() -> anyhow::Result<()> {
     let ratio = i / h;
     println!("I / H = {ratio:.3} (target >= 0.5): {}", if ratio >= 0.5 { "met" } else { "NOT met" });
     let accepted = posts.count(|s| s == 202).max(1) as f64;
+    health_cpu.print("H", health.count(|s| s == 200) as f64, "answer", None);
+    posts_cpu.print("I", accepted, "interaction", Some(h));
     let statements = bench::statements(&admin).await?;
     bench::print_statements(&statements, accepted, "interaction", "the instance's database during I");
     Ok(())

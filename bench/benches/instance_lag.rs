@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use bench::cpu;
 use e2e::postgres::{Durability, PgServer};
 use e2e::{Api, HubProcess, InstanceProcess, NatsServer, OPERATOR_KEY};
 use futures::StreamExt;
@@ -226,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
     let fill_rate = missing as f64 / fill.elapsed().as_secs_f64();
     drop(instance);
     let copy = copy_rate(&hub_db).await?;
+    let cpu_before = cpu::Reading::take();
     let started = Instant::now();
     let out = std::process::Command::new(e2e::binaries::binary("instance"))
         .arg("rebuild")
@@ -236,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
         .env("RUST_LOG", "warn")
         .output()?;
     let elapsed = started.elapsed();
+    let rebuild_cpu = cpu_before.to(&cpu::Reading::take());
     anyhow::ensure!(out.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
     let report = String::from_utf8_lossy(&out.stdout);
     let applied: f64 = report.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0.0);
@@ -249,5 +252,6 @@ async fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         rate / copy
     );
+    rebuild_cpu.print("the rebuild", applied, "event", Some(copy));
     Ok(())
 }

@@ -10,7 +10,9 @@
 //!   and P1 ÷ baseline; then where P1's time went: the group-commit writer's batches
 //!   (commits per batch, ms per batch, share of the phase it was busy, from `/metrics`),
 //!   the WAL per create and the flushes' time (`pg_stat_wal`), and the database's
-//!   execution time per create by statement (`pg_stat_statements`, nested statements too);
+//!   execution time per create by statement (`pg_stat_statements`, nested statements too),
+//!   and the CPU the baseline's commits and P1's creates cost, by program (PostgreSQL, the
+//!   hub, the load generator), from `/proc`, with the rate the cores allow at that cost;
 //! - P1c: the same with every 20th request reusing one existing sibling's name (409) →
 //!   answered req/s (2xx and 409), and P1c ÷ P1;
 //! - growth: sequential `PATCH /v1/workspaces/{id}` p50 on a workspace whose stream holds
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench::wrk;
+use bench::{cpu, wrk};
 use e2e::postgres::{Durability, PgServer, SERVING_ROLE, pg_program};
 use e2e::{Api, HubProcess, OPERATOR_KEY, TestDatabase};
 use hub::projections::ReadModels;
@@ -521,11 +523,15 @@ async fn main() -> anyhow::Result<()> {
         "write path benchmark: release hub (single node), PostgreSQL with default durability, {seconds} s per \
          throughput phase, {CONNECTIONS} connections"
     );
+    let cpu_before = cpu::Reading::take();
     let baseline = baseline(&server, &scratch, &dir, seconds)?;
+    let baseline_cpu = cpu_before.to(&cpu::Reading::take());
     admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
     let writer_before = WriterSample::take(&hub).await?;
     let wal_before = WalSample::take(&admin).await?;
+    let cpu_before = cpu::Reading::take();
     let p1 = wrk(&hub, &dir, "p1", &wrk_script(&key, &format!("p1-{run}"), 0), seconds)?;
+    let p1_cpu = cpu_before.to(&cpu::Reading::take());
     let p1_time = time_by_statement(&admin).await?;
     let writer = WriterSample::take(&hub).await?.since(&writer_before);
     let wal = WalSample::take(&admin).await?.since(&wal_before);
@@ -648,6 +654,8 @@ async fn main() -> anyhow::Result<()> {
         wal.writes,
         wal.write_ms / wal.writes.max(1.0)
     );
+    baseline_cpu.print("the baseline", baseline * seconds as f64, "commit", None);
+    p1_cpu.print("P1", p1_creates, "create", Some(baseline));
     println!("Where the database's time went during P1, per 2xx create (every role, nested statements too:");
     println!("a trigger's statements are counted in their own line and in the statement that fired them):");
     println!("{:>9} | {:>8} | statement (top 15 by execution time)", "µs/create", "calls");

@@ -3,6 +3,7 @@
 //! What several benchmarks share: running a program bounded in time, and `wrk` with a
 //! script that counts answers by status and reports latency percentiles.
 
+pub mod cpu;
 pub mod wrk;
 
 /// The statements run in `admin`'s database since the last reset of `pg_stat_statements` (the superuser's
