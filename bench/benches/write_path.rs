@@ -11,7 +11,7 @@
 //!   (commits per batch, ms per batch, share of the phase it was busy, from `/metrics`),
 //!   the WAL per create and the flushes' time (`pg_stat_wal`), and the database's
 //!   execution time per create by statement (`pg_stat_statements`, nested statements too),
-//!   and the CPU the baseline's commits and P1's creates cost, by program (PostgreSQL, the
+//!   and the CPU the baseline's commits and P1's and P1c's requests cost, by program (PostgreSQL, the
 //!   hub, the load generator), from `/proc`, with the rate the cores allow at that cost;
 //! - P1c: the same with every 20th request reusing one existing sibling's name (409) →
 //!   answered req/s (2xx and 409), and P1c ÷ P1;
@@ -230,6 +230,12 @@ struct WriterSample {
     batches: f64,
     commits: f64,
     seconds: f64,
+    /// Commits the database refused, found taken before writing, retried alone, and
+    /// batches written isolated after a merged attempt was refused.
+    refused: f64,
+    taken: f64,
+    solo: f64,
+    fallbacks: f64,
 }
 
 impl WriterSample {
@@ -244,6 +250,10 @@ impl WriterSample {
             batches: value(&format!("{}_count", shared::metrics::APPEND_BATCH_DURATION)),
             commits: value(&format!("{}_sum", shared::metrics::APPEND_BATCH_COMMITS)),
             seconds: value(&format!("{}_sum", shared::metrics::APPEND_BATCH_DURATION)),
+            refused: value(shared::metrics::APPEND_REFUSED),
+            taken: value(shared::metrics::APPEND_NAMES_TAKEN),
+            solo: value(shared::metrics::APPEND_SOLO_RETRIES),
+            fallbacks: value(shared::metrics::APPEND_MERGED_FALLBACKS),
         })
     }
 
@@ -252,7 +262,28 @@ impl WriterSample {
             batches: self.batches - before.batches,
             commits: self.commits - before.commits,
             seconds: self.seconds - before.seconds,
+            refused: self.refused - before.refused,
+            taken: self.taken - before.taken,
+            solo: self.solo - before.solo,
+            fallbacks: self.fallbacks - before.fallbacks,
         }
+    }
+
+    /// One line on the writer during a phase of `seconds`.
+    fn print(&self, phase: &str, seconds: u64) {
+        println!(
+            "The writer during {phase}: {} batches, {:.1} commits per batch, {:.2} ms per batch (its transaction, \
+             from BEGIN to COMMIT answered), busy {:.0}% of the phase; {} names found taken before writing, {} \
+             commits refused by the database, {} retried alone, {} batches rewritten isolated",
+            self.batches,
+            self.commits / self.batches.max(1.0),
+            self.seconds * 1000.0 / self.batches.max(1.0),
+            self.seconds * 100.0 / seconds as f64,
+            self.taken,
+            self.refused,
+            self.solo,
+            self.fallbacks
+        );
     }
 }
 
@@ -535,7 +566,11 @@ async fn main() -> anyhow::Result<()> {
     let p1_time = time_by_statement(&admin).await?;
     let writer = WriterSample::take(&hub).await?.since(&writer_before);
     let wal = WalSample::take(&admin).await?.since(&wal_before);
+    let writer_before = WriterSample::take(&hub).await?;
+    let cpu_before = cpu::Reading::take();
     let p1c = wrk(&hub, &dir, "p1c", &wrk_script(&key, &format!("p1c-{run}"), COLLIDE_EVERY), seconds)?;
+    let p1c_cpu = cpu_before.to(&cpu::Reading::take());
+    let p1c_writer = WriterSample::take(&hub).await?.since(&writer_before);
 
     // Growth: a workspace with a long stream against a new one, PATCHed in turns.
     let grown = create_workspace(&api, &format!("grown-{run}")).await?;
@@ -636,14 +671,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let p1_creates = p1.count(ok) as f64;
     println!();
-    println!(
-        "The writer during P1: {} batches, {:.1} commits per batch, {:.2} ms per batch (its transaction, from \
-         BEGIN to COMMIT answered), busy {:.0}% of the phase",
-        writer.batches,
-        writer.commits / writer.batches.max(1.0),
-        writer.seconds * 1000.0 / writer.batches.max(1.0),
-        writer.seconds * 100.0 / seconds as f64
-    );
+    writer.print("P1", seconds);
+    p1c_writer.print("P1c", seconds);
     println!(
         "WAL during P1: {:.0} bytes and {:.2} full-page images per create; {:.0} flushes ({:.2} ms each), \
          {:.0} writes ({:.2} ms each)",
@@ -656,6 +685,7 @@ async fn main() -> anyhow::Result<()> {
     );
     baseline_cpu.print("the baseline", baseline * seconds as f64, "commit", None);
     p1_cpu.print("P1", p1_creates, "create", Some(baseline));
+    p1c_cpu.print("P1c", p1c.count(answered) as f64, "answer", Some(baseline));
     println!("Where the database's time went during P1, per 2xx create (every role, nested statements too:");
     println!("a trigger's statements are counted in their own line and in the statement that fired them):");
     println!("{:>9} | {:>8} | statement (top 15 by execution time)", "µs/create", "calls");
