@@ -16,6 +16,12 @@
 //! body and no hook to change that: a target over 65,534 bytes (fixed in hyper), a head
 //! over its read buffer (about 400 KiB) or more than [`HYPER_MAX_HEADERS`] fields.
 //!
+//! An answer given before the request's body was read (a refused key, a throttled client)
+//! is sent once the rest of the body has arrived, up to [`DRAIN_BYTES`] within
+//! [`DRAIN_TIME`]: the client gets the answer rather than a connection reset while it is
+//! still sending, and the connection serves its next request. Past those bounds the
+//! answer says `Connection: close`.
+//!
 //! Routers bound their requests' time with [`request_timeout`], which answers a problem
 //! where tower-http's `TimeoutLayer` would answer an empty 503.
 
@@ -126,14 +132,27 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let router = router.clone();
             async move {
-                if let Some(refusal) = oversized_head(&request) {
-                    return Ok(refusal);
+                let (mut parts, body) = request.into_parts();
+                let (body, unread) = Tracked::new(body);
+                let continues = parts
+                    .headers
+                    .get(axum::http::header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                let mut response = match oversized_head(&parts) {
+                    Some(refusal) => refusal,
+                    None => {
+                        parts.extensions.insert(ConnectInfo(remote));
+                        router.oneshot(hyper::Request::from_parts(parts, body)).await?
+                    }
+                };
+                // The body, when the answer came before the whole of it was read.
+                if let Ok(rest) = unread.await {
+                    finish_reading(rest, continues, &mut response).await;
                 }
-                request.extensions_mut().insert(ConnectInfo(remote));
-                router.oneshot(request).await
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let connection = graceful
@@ -150,14 +169,101 @@ pub async fn serve(
     Ok(())
 }
 
+/// The most of a request body left unread by its answer that is still read, so that the
+/// answer reaches the client (the largest body a route of either binary accepts).
+pub const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// How long the client has to send the rest of such a body.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request body that hands back, when dropped before its end, what is left of it and
+/// whether anything of it was asked for.
+struct Tracked {
+    inner: Option<Incoming>,
+    polled: bool,
+    unread: Option<tokio::sync::oneshot::Sender<(Incoming, bool)>>,
+}
+
+impl Tracked {
+    fn new(inner: Incoming) -> (Self, tokio::sync::oneshot::Receiver<(Incoming, bool)>) {
+        let (unread, rest) = tokio::sync::oneshot::channel();
+        (Self { inner: Some(inner), polled: false, unread: Some(unread) }, rest)
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.polled = true;
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.as_ref().map_or_else(|| hyper::body::SizeHint::with_exact(0), hyper::body::Body::size_hint)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let (Some(inner), Some(unread)) = (self.inner.take(), self.unread.take())
+            && !hyper::body::Body::is_end_stream(&inner)
+        {
+            let _ = unread.send((inner, self.polled));
+        }
+    }
+}
+
+/// Reads what the client still sends of a body its answer left unread (a refused key, a
+/// throttled client, a body too large), so that the answer reaches the client instead of
+/// a connection reset and the connection can carry the next request. A body of more than
+/// [`DRAIN_BYTES`] in all, or not sent within [`DRAIN_TIME`], is not waited for: the answer
+/// then says `Connection: close`. So does one to a client waiting for `100 Continue` that
+/// was never asked to send its body (it sends nothing more).
+async fn finish_reading((mut rest, polled): (Incoming, bool), continues: bool, response: &mut Response) {
+    use hyper::body::Body;
+    // Without `100 Continue`, which hyper sends once the body is asked for, it never comes.
+    let waiting = continues && !polled;
+    let too_large = rest.size_hint().lower() > DRAIN_BYTES as u64;
+    let read = !waiting
+        && !too_large
+        && tokio::time::timeout(DRAIN_TIME, async {
+            let mut read = 0;
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut rest).poll_frame(cx)).await {
+                let Ok(frame) = frame else { return false };
+                read += frame.data_ref().map_or(0, bytes::Bytes::len);
+                if read > DRAIN_BYTES {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false);
+    if !read {
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+}
+
 /// The problem that answers a request whose target or header fields are past the limits.
-fn oversized_head<B>(request: &hyper::Request<B>) -> Option<Response> {
-    let uri = request.uri();
+fn oversized_head(request: &axum::http::request::Parts) -> Option<Response> {
+    let uri = &request.uri;
     // The target as the client sent it: an absolute-form one counts its scheme and `://`.
     let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(0, |p| p.as_str().len());
-    let headers = request.headers();
+    let headers = &request.headers;
     let (status, code, detail) = if target > MAX_URI_BYTES {
         (StatusCode::URI_TOO_LONG, "uri_too_long", format!("the request target exceeds {MAX_URI_BYTES} bytes"))
     } else if headers.len() > MAX_HEADERS {
@@ -261,7 +367,10 @@ mod tests {
     #[test]
     fn a_head_past_the_limits_is_refused_with_its_status_and_one_within_them_is_not() {
         let long = format!("/v1/x?q={}", "q".repeat(MAX_URI_BYTES));
-        let refused = |r: &hyper::Request<()>| oversized_head(r).map(|response| response.status());
+        let refused = |r: &hyper::Request<()>| {
+            let (parts, ()) = r.clone().into_parts();
+            oversized_head(&parts).map(|response| response.status())
+        };
         assert_eq!(refused(&request(&long, 0, 0)), Some(StatusCode::URI_TOO_LONG));
         assert_eq!(refused(&request("/v1/x", MAX_HEADERS + 1, 1)), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         assert_eq!(
@@ -296,5 +405,82 @@ mod tests {
         });
         stream.write_all(&[0; 160]).await.expect("a reader that keeps reading keeps the connection");
         slow_reader.await.unwrap();
+    }
+
+    /// Serves `router` on a free port of 127.0.0.1 until the test ends; its address.
+    async fn served(router: Router) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, router, 16, std::future::pending()));
+        addr
+    }
+
+    /// Reads one response (head and a `content-length` body) from `stream`: its head.
+    async fn response(stream: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>) -> io::Result<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if stream.read_line(&mut line).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+            .unwrap_or(Ok(0))
+            .unwrap();
+        stream.read_exact(&mut vec![0; length]).await?;
+        Ok(head)
+    }
+
+    fn refusing_router() -> Router {
+        // Answers without reading the body, as a refused key or a throttled client is.
+        Router::new()
+            .route("/refuse", axum::routing::post(|| async { StatusCode::UNAUTHORIZED }))
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_to_a_body_that_will_not_be_read_says_the_connection_closes() {
+        let addr = served(refusing_router()).await;
+        // Too large to wait for, and a client waiting for `100 Continue` before sending it.
+        let too_large = DRAIN_BYTES + 1;
+        for extra in ["", "expect: 100-continue\r\n"] {
+            let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+            let mut read = tokio::io::BufReader::new(read);
+            let length = if extra.is_empty() { too_large } else { 10 };
+            let head = format!("POST /refuse HTTP/1.1\r\nhost: x\r\n{extra}content-length: {length}\r\n\r\n");
+            write.write_all(head.as_bytes()).await.unwrap();
+            let head = tokio::time::timeout(Duration::from_secs(10), response(&mut read)).await.unwrap().unwrap();
+            assert!(head.starts_with("HTTP/1.1 401"), "{extra:?}: {head}");
+            assert!(head.to_ascii_lowercase().contains("connection: close"), "{extra:?}: {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_given_before_the_body_was_read_reaches_the_client_and_the_connection_stays_usable() {
+        let addr = served(refusing_router()).await;
+        for size in [10, 100_000, 900_000] {
+            let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+            let mut read = tokio::io::BufReader::new(read);
+            let body = "b".repeat(size);
+            let request = format!("POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n\r\n{body}");
+            let sending = tokio::spawn(async move {
+                write.write_all(request.as_bytes()).await?;
+                Ok::<_, io::Error>(write)
+            });
+            let head = response(&mut read).await.unwrap_or_else(|e| panic!("{size} bytes: the answer was lost: {e}"));
+            assert!(head.starts_with("HTTP/1.1 401"), "{size} bytes: {head}");
+            let mut write = sending.await.unwrap().unwrap_or_else(|e| panic!("{size} bytes: sending failed: {e}"));
+            write.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+            let head =
+                response(&mut read).await.unwrap_or_else(|e| panic!("{size} bytes: the next request failed: {e}"));
+            assert!(head.starts_with("HTTP/1.1 200"), "{size} bytes: {head}");
+        }
     }
 }

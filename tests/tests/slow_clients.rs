@@ -140,6 +140,47 @@ async fn the_hub_answers_a_request_whose_body_stalls_within_its_request_timeout(
     assert!(head.to_ascii_lowercase().contains("application/problem+json"), "{head}");
 }
 
+/// A request refused before its body is read (a bad key) still gets its answer whole, and
+/// the connection then serves the next request: the server reads the rest of the body
+/// instead of resetting a connection the client is still sending on.
+async fn assert_refused_body_leaves_connection_usable(addr: SocketAddr, path: &str, size: usize) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = format!("{{\"type\":\"x.y\",\"name\":\"{}\"}}", "n".repeat(size));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer not-a-key\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (mut read, mut write) = stream.split();
+    let (sent, answer) = tokio::join!(write.write_all(request.as_bytes()), async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // The whole answer: its head and its problem body, which ends the JSON object.
+        while !(received.windows(4).any(|w| w == b"\r\n\r\n") && received.ends_with(b"}")) {
+            match tokio::time::timeout(Duration::from_secs(20), read.read(&mut buffer)).await {
+                Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buffer[..n]),
+                other => panic!("{path}, {size} bytes: the answer was cut off ({other:?}) after {received:?}"),
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    });
+    sent.unwrap_or_else(|e| panic!("{path}, {size} bytes: the connection was reset while sending the body: {e}"));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    stream.write_all(HEALTHZ).await.unwrap();
+    let head = response_head(&mut stream, Duration::from_secs(10)).await.expect("the next request on the connection");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}, {size} bytes: {head}");
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_is_answered_and_its_connection_reused() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[("HUB_AUTH_FAILURES_PER_MINUTE", "100000")]).await;
+    for (path, size) in [("/v1/workspaces", 600_000), ("/v1/interactions", 200_000)] {
+        assert_refused_body_leaves_connection_usable(hub.addr, path, size).await;
+    }
+}
+
 async fn instance(nats: &NatsServer, db: &TestDatabase, env: &[(&str, &str)]) -> (HubProcess, HubProcess) {
     let hub = HubProcess::spawn(&db.url, &[], &[("NATS_URL", &nats.url())]).await;
     let instance_db = PgServer::shared().empty_database().await;
