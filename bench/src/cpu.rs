@@ -2,20 +2,28 @@
 //! program of the benchmark. A throughput figure then comes with what each unit of work
 //! cost and with the most that the machine's cores could give at that cost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::time::Instant;
 
-/// The programs whose time is counted, by their process name (`comm`), with their waited-for
-/// children's; and the benchmark's own children (`wrk`, `pgbench`, `instance rebuild`).
+/// The programs whose time is counted, by their process name (`comm`): the benchmark's
+/// descendants of these names, with their waited-for children's time; and the benchmark's
+/// own waited-for children (`wrk`, `pgbench`, `instance rebuild`). Time spent after a
+/// phase's end on its account (the embedded instance still applying its events) is not
+/// counted in it.
 const PROGRAMS: &[&str] = &["postgres", "hub", "instance", "nats-server"];
 const CHILDREN: &str = "the benchmark's children";
+
+/// One of [`PROGRAMS`] and the ticks one of its processes used.
+type Counted = (&'static str, u64);
 
 /// A reading of the clocks; two readings make a [`Spent`].
 pub struct Reading {
     at: Instant,
     /// Ticks of every CPU: busy, and in all.
     machine: (u64, u64),
-    /// Ticks each program's live processes have used, and the benchmark's waited children.
+    /// Ticks each program's live processes (the benchmark's descendants) have used, and the
+    /// benchmark's waited children.
     programs: BTreeMap<&'static str, u64>,
 }
 
@@ -29,14 +37,19 @@ pub struct Spent {
     pub programs: Vec<(&'static str, f64)>,
 }
 
+/// The kernel's clock ticks per second (`USER_HZ`, 100 on mainstream Linux).
 fn ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|ticks: &f64| *ticks > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// The fields after a `/proc/<pid>/stat` line's process name, and that name.
@@ -51,20 +64,32 @@ fn stat_fields(stat: &str) -> Option<(&str, Vec<u64>)> {
 
 impl Reading {
     pub fn take() -> Reading {
-        let mut programs: BTreeMap<&'static str, u64> = BTreeMap::new();
+        // Every process: its parent, and the program and ticks of those named in PROGRAMS.
+        let mut processes: HashMap<u64, (u64, Option<Counted>)> = HashMap::new();
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                    continue;
-                }
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else { continue };
                 let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
                 let Some((name, fields)) = stat_fields(&stat) else { continue };
-                if let Some(program) = PROGRAMS.iter().find(|p| **p == name) {
-                    // Its own time and its children's that it waited for: PostgreSQL's
-                    // backends that exit during a phase are counted in the postmaster's.
-                    *programs.entry(program).or_default() += fields.iter().skip(10).take(4).sum::<u64>();
-                }
+                // Its own time and its children's that it waited for: PostgreSQL's backends
+                // that exit during a phase are counted in the postmaster's.
+                let program =
+                    PROGRAMS.iter().find(|p| **p == name).map(|p| (*p, fields.iter().skip(10).take(4).sum::<u64>()));
+                processes.insert(pid, (fields.first().copied().unwrap_or(0), program));
             }
+        }
+        // Only the benchmark's own processes count: its descendants.
+        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (pid, (parent, _)) in &processes {
+            children.entry(*parent).or_default().push(*pid);
+        }
+        let mut programs: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut descendants = children.get(&u64::from(std::process::id())).cloned().unwrap_or_default();
+        while let Some(pid) = descendants.pop() {
+            if let Some((_, Some((program, ticks)))) = processes.get(&pid) {
+                *programs.entry(program).or_default() += ticks;
+            }
+            descendants.extend(children.get(&pid).into_iter().flatten());
         }
         if let Some((_, fields)) = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(stat_fields) {
             programs.insert(CHILDREN, fields.get(12).unwrap_or(&0) + fields.get(13).unwrap_or(&0));
@@ -109,6 +134,10 @@ impl Spent {
     /// the most units per second the machine's cores could give at that cost; `baseline`
     /// (units per second) puts that ceiling in the benchmark's ratio.
     pub fn print(&self, what: &str, units: f64, unit: &str, baseline: Option<f64>) {
+        if self.programs.is_empty() || !units.is_finite() || units < 1.0 {
+            println!("CPU during {what}: not measured ({units} {unit}s; no process of the benchmark's found in /proc)");
+            return;
+        }
         let per_unit = self.per_unit_us(units);
         let by_program: Vec<String> =
             self.programs.iter().map(|(name, s)| format!("{name} {:.0}", 1e6 * s / units.max(1.0))).collect();
@@ -121,7 +150,7 @@ impl Spent {
             by_program.join(", ")
         );
         let ceiling = self.cores as f64 * 1e6 / per_unit.max(f64::MIN_POSITIVE);
-        match baseline {
+        match baseline.filter(|b| b.is_finite() && *b > 0.0) {
             Some(baseline) => println!(
                 "  at that cost, {} cores give at most {ceiling:.0} {unit}s/s: {:.2} × the baseline",
                 self.cores,
