@@ -176,6 +176,9 @@ pub const DRAIN_BYTES: usize = 1024 * 1024;
 /// How long the client has to send the rest of such a body.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 
+/// How long such a body may pause: one that stalled (its request timed out) is not waited for.
+pub const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+
 /// A request body that hands back, when dropped before its end, what is left of it and
 /// whether anything of it was asked for.
 struct Tracked {
@@ -228,9 +231,10 @@ impl Drop for Tracked {
 /// Reads what the client still sends of a body its answer left unread (a refused key, a
 /// throttled client, a body too large), so that the answer reaches the client instead of
 /// a connection reset and the connection can carry the next request. A body of more than
-/// [`DRAIN_BYTES`] in all, or not sent within [`DRAIN_TIME`], is not waited for: the answer
-/// then says `Connection: close`. So does one to a client waiting for `100 Continue` that
-/// was never asked to send its body (it sends nothing more).
+/// [`DRAIN_BYTES`] in all, one not sent within [`DRAIN_TIME`], or one that pauses for
+/// [`DRAIN_PAUSE`] is not waited for: the answer then says `Connection: close`. So does one
+/// to a client waiting for `100 Continue` that was never asked to send its body (it sends
+/// nothing more).
 async fn finish_reading((mut rest, polled): (Incoming, bool), continues: bool, response: &mut Response) {
     use hyper::body::Body;
     // Without `100 Continue`, which hyper sends once the body is asked for, it never comes.
@@ -240,14 +244,19 @@ async fn finish_reading((mut rest, polled): (Incoming, bool), continues: bool, r
         && !too_large
         && tokio::time::timeout(DRAIN_TIME, async {
             let mut read = 0;
-            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut rest).poll_frame(cx)).await {
-                let Ok(frame) = frame else { return false };
-                read += frame.data_ref().map_or(0, bytes::Bytes::len);
+            loop {
+                let frame = std::future::poll_fn(|cx| Pin::new(&mut rest).poll_frame(cx));
+                match tokio::time::timeout(DRAIN_PAUSE, frame).await {
+                    // The whole body arrived.
+                    Ok(None) => return true,
+                    Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, bytes::Bytes::len),
+                    // Paused, or broken off.
+                    Err(_) | Ok(Some(Err(_))) => return false,
+                }
                 if read > DRAIN_BYTES {
                     return false;
                 }
             }
-            true
         })
         .await
         .unwrap_or(false);
@@ -448,13 +457,14 @@ mod tests {
     #[tokio::test]
     async fn an_early_answer_to_a_body_that_will_not_be_read_says_the_connection_closes() {
         let addr = served(refusing_router()).await;
-        // Too large to wait for, and a client waiting for `100 Continue` before sending it.
-        let too_large = DRAIN_BYTES + 1;
-        for extra in ["", "expect: 100-continue\r\n"] {
+        // Too large to wait for, a client waiting for `100 Continue` before sending it, and
+        // one that stalls after a few bytes.
+        for (extra, length, sent) in
+            [("", DRAIN_BYTES + 1, ""), ("expect: 100-continue\r\n", 10, ""), ("", 1000, "only a few bytes")]
+        {
             let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
             let mut read = tokio::io::BufReader::new(read);
-            let length = if extra.is_empty() { too_large } else { 10 };
-            let head = format!("POST /refuse HTTP/1.1\r\nhost: x\r\n{extra}content-length: {length}\r\n\r\n");
+            let head = format!("POST /refuse HTTP/1.1\r\nhost: x\r\n{extra}content-length: {length}\r\n\r\n{sent}");
             write.write_all(head.as_bytes()).await.unwrap();
             let head = tokio::time::timeout(Duration::from_secs(10), response(&mut read)).await.unwrap().unwrap();
             assert!(head.starts_with("HTTP/1.1 401"), "{extra:?}: {head}");
