@@ -272,7 +272,8 @@ async fn read(headers: &HeaderMap, body: Body) -> Result<(NewInteraction, usize)
     let too_large = || {
         let mut response =
             problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body exceeds 256 KiB");
-        // The rest of the oversized body is never read: the connection cannot be reused.
+        // The connection closes after an oversized body (`shared::serve` still reads the
+        // rest of it, within bounds, so that this answer arrives rather than a reset).
         response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         response
     };

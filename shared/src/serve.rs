@@ -17,7 +17,7 @@
 //! over its read buffer (about 400 KiB) or more than [`HYPER_MAX_HEADERS`] fields.
 //!
 //! An answer given before the request's body was read (a refused key, a throttled client)
-//! is sent once the rest of the body has arrived, up to [`DRAIN_BYTES`] within
+//! is sent once the rest of the body has arrived, up to [`DRAIN_BYTES`] more within
 //! [`DRAIN_TIME`]: the client gets the answer rather than a connection reset while it is
 //! still sending, and the connection serves its next request. Past those bounds the
 //! answer says `Connection: close`.
@@ -136,21 +136,29 @@ pub async fn serve(
             let router = router.clone();
             async move {
                 let (mut parts, body) = request.into_parts();
-                let (body, unread) = Tracked::new(body);
-                let continues = parts
-                    .headers
-                    .get(axum::http::header::EXPECT)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                let (body, mut unread) = Tracked::new(body);
+                // hyper honours `Expect: 100-continue` on HTTP/1.1 only.
+                let continues = parts.version == axum::http::Version::HTTP_11
+                    && parts
+                        .headers
+                        .get(axum::http::header::EXPECT)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 let mut response = match oversized_head(&parts) {
-                    Some(refusal) => refusal,
+                    Some(refusal) => {
+                        drop(body);
+                        refusal
+                    }
                     None => {
                         parts.extensions.insert(ConnectInfo(remote));
                         router.oneshot(hyper::Request::from_parts(parts, body)).await?
                     }
                 };
-                // The body, when the answer came before the whole of it was read.
-                if let Ok(rest) = unread.await {
-                    finish_reading(rest, continues, &mut response).await;
+                // The body, when the answer came before the whole of it was read. One still
+                // held (by a task the handler started) is not waited for.
+                match unread.try_recv() {
+                    Ok(rest) => finish_reading(rest, continues, &mut response).await,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => close(&mut response),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
                 }
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -170,8 +178,13 @@ pub async fn serve(
 }
 
 /// The most of a request body left unread by its answer that is still read, so that the
-/// answer reaches the client (the largest body a route of either binary accepts).
+/// answer reaches the client (the largest body a route of either binary accepts), counted
+/// from where the handler stopped reading.
 pub const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// The most pieces (chunks, reads) that rest may come in: a body sent a byte per chunk is
+/// not worth reading.
+pub const DRAIN_FRAMES: usize = 4096;
 
 /// How long the client has to send the rest of such a body.
 pub const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -230,11 +243,11 @@ impl Drop for Tracked {
 
 /// Reads what the client still sends of a body its answer left unread (a refused key, a
 /// throttled client, a body too large), so that the answer reaches the client instead of
-/// a connection reset and the connection can carry the next request. A body of more than
-/// [`DRAIN_BYTES`] in all, one not sent within [`DRAIN_TIME`], or one that pauses for
-/// [`DRAIN_PAUSE`] is not waited for: the answer then says `Connection: close`. So does one
-/// to a client waiting for `100 Continue` that was never asked to send its body (it sends
-/// nothing more).
+/// a connection reset and the connection can carry the next request. A rest of more than
+/// [`DRAIN_BYTES`], in more than [`DRAIN_FRAMES`] pieces, not sent within [`DRAIN_TIME`],
+/// or pausing for [`DRAIN_PAUSE`] is not waited for: the answer then says
+/// `Connection: close`. So does one to a client waiting for `100 Continue` that was never
+/// asked to send its body (it sends nothing more).
 async fn finish_reading((mut rest, polled): (Incoming, bool), continues: bool, response: &mut Response) {
     use hyper::body::Body;
     // Without `100 Continue`, which hyper sends once the body is asked for, it never comes.
@@ -243,26 +256,38 @@ async fn finish_reading((mut rest, polled): (Incoming, bool), continues: bool, r
     let read = !waiting
         && !too_large
         && tokio::time::timeout(DRAIN_TIME, async {
-            let mut read = 0;
+            let (mut bytes, mut frames) = (0, 0);
+            let pause = tokio::time::sleep(DRAIN_PAUSE);
+            tokio::pin!(pause);
             loop {
                 let frame = std::future::poll_fn(|cx| Pin::new(&mut rest).poll_frame(cx));
-                match tokio::time::timeout(DRAIN_PAUSE, frame).await {
-                    // The whole body arrived.
-                    Ok(None) => return true,
-                    Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, bytes::Bytes::len),
-                    // Paused, or broken off.
-                    Err(_) | Ok(Some(Err(_))) => return false,
+                tokio::select! {
+                    frame = frame => match frame {
+                        // The whole body arrived.
+                        None => return true,
+                        Some(Ok(frame)) => bytes += frame.data_ref().map_or(0, bytes::Bytes::len),
+                        Some(Err(_)) => return false,
+                    },
+                    // Paused.
+                    () = &mut pause => return false,
                 }
-                if read > DRAIN_BYTES {
+                frames += 1;
+                if bytes > DRAIN_BYTES || frames > DRAIN_FRAMES {
                     return false;
                 }
+                pause.as_mut().reset(tokio::time::Instant::now() + DRAIN_PAUSE);
             }
         })
         .await
         .unwrap_or(false);
     if !read {
-        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        close(response);
     }
+}
+
+/// Tells the client that the connection closes after `response`.
+fn close(response: &mut Response) {
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
 }
 
 /// The problem that answers a request whose target or header fields are past the limits.
@@ -455,16 +480,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_early_answer_to_a_body_that_will_not_be_read_says_the_connection_closes() {
+    async fn a_request_refused_for_its_head_is_answered_with_or_without_a_body() {
         let addr = served(refusing_router()).await;
-        // Too large to wait for, a client waiting for `100 Continue` before sending it, and
-        // one that stalls after a few bytes.
-        for (extra, length, sent) in
-            [("", DRAIN_BYTES + 1, ""), ("expect: 100-continue\r\n", 10, ""), ("", 1000, "only a few bytes")]
-        {
+        let target = format!("/ok?q={}", "q".repeat(MAX_URI_BYTES));
+        for (method, body) in [("GET", ""), ("POST", "some body")] {
             let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
             let mut read = tokio::io::BufReader::new(read);
-            let head = format!("POST /refuse HTTP/1.1\r\nhost: x\r\n{extra}content-length: {length}\r\n\r\n{sent}");
+            let request =
+                format!("{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            write.write_all(request.as_bytes()).await.unwrap();
+            let head = tokio::time::timeout(Duration::from_secs(10), response(&mut read))
+                .await
+                .unwrap_or_else(|_| panic!("{method}: no answer within 10 s"))
+                .unwrap();
+            assert!(head.starts_with("HTTP/1.1 414"), "{method}: {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_to_a_body_that_will_not_be_read_says_the_connection_closes() {
+        let addr = served(refusing_router()).await;
+        // Too large to wait for, a client waiting for `100 Continue` before sending it, one
+        // that stalls after a few bytes, and one sending a byte per chunk.
+        let bytewise = format!("{}0\r\n\r\n", "1\r\nb\r\n".repeat(DRAIN_FRAMES + 10));
+        for (extra, sent) in [
+            (format!("content-length: {}\r\n", DRAIN_BYTES + 1), ""),
+            ("expect: 100-continue\r\ncontent-length: 10\r\n".to_owned(), ""),
+            ("content-length: 1000\r\n".to_owned(), "only a few bytes"),
+            ("transfer-encoding: chunked\r\n".to_owned(), bytewise.as_str()),
+        ] {
+            let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+            let mut read = tokio::io::BufReader::new(read);
+            let head = format!("POST /refuse HTTP/1.1\r\nhost: x\r\n{extra}\r\n{sent}");
             write.write_all(head.as_bytes()).await.unwrap();
             let head = tokio::time::timeout(Duration::from_secs(10), response(&mut read)).await.unwrap().unwrap();
             assert!(head.starts_with("HTTP/1.1 401"), "{extra:?}: {head}");

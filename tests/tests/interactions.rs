@@ -285,8 +285,8 @@ async fn on_a_single_node_hub_interactions_are_accepted_on_its_port_and_bad_keys
     let big = format!(r#"{{"type": "x", "payload": "{}"}}"#, "p".repeat(256 * 1024));
     let too_big = raw("application/json", big.into_bytes()).await;
     refused(&too_big, 413, "payload_too_large");
-    // The unread rest of the body makes the connection unusable: the client is told not to
-    // send the next request on it.
+    // After an oversized body the connection closes: the client is told not to send the
+    // next request on it.
     assert_eq!(too_big.header("connection"), Some("close"), "{:?}", too_big.headers);
     let just_under = format!(r#"{{"type": "x", "payload": "{}"}}"#, "p".repeat(256 * 1024 - 40));
     assert!(just_under.len() <= 256 * 1024);

@@ -66,7 +66,7 @@ pub async fn problems(request: Request, next: Next) -> Response {
                     value["request_id"] = serde_json::json!(request_id);
                     parts.headers.remove(header::CONTENT_LENGTH);
                     if status == StatusCode::PAYLOAD_TOO_LARGE {
-                        // As below: the rest of the body is never read.
+                        // As below: the connection closes after an oversized body.
                         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
                     return Response::from_parts(parts, Body::from(value.to_string()));
@@ -81,7 +81,8 @@ pub async fn problems(request: Request, next: Next) -> Response {
     problem.request_id = request_id;
     let mut rewritten = problem.into_response_with(status);
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The rest of the oversized body is never read: the connection cannot be reused.
+        // The connection closes after an oversized body (`shared::serve` still reads the
+        // rest of it, within bounds, so that this answer arrives rather than a reset).
         rewritten.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER, header::ALLOW, REQUEST_ID] {
