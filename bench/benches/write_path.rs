@@ -14,7 +14,9 @@
 //!   and the CPU the baseline's commits and P1's and P1c's requests cost, by program (PostgreSQL, the
 //!   hub, the load generator), from `/proc`, with the rate the cores allow at that cost;
 //! - P1c: the same with every 20th request reusing one existing sibling's name (409) →
-//!   answered req/s (2xx and 409), and P1c ÷ P1;
+//!   answered req/s (2xx and 409), and P1c ÷ P1; P1 and P1c each start from a vacuumed,
+//!   analyzed and checkpointed database (else P1c would run beside the autovacuum of the
+//!   rows P1 wrote), and the autovacuum runs during each are reported;
 //! - growth: sequential `PATCH /v1/workspaces/{id}` p50 on a workspace whose stream holds
 //!   3,000 events against one on a new workspace, interleaved, and their ratio;
 //! - round trips: the statements PostgreSQL executed per create and per PATCH on a warm
@@ -225,6 +227,29 @@ async fn statements(admin: &tokio_postgres::Client) -> anyhow::Result<Vec<(Strin
 }
 
 /// The group-commit writer's counters, read from the hub's `/metrics`.
+/// Autovacuum and autoanalyze runs so far on the tables of `admin`'s database.
+async fn vacuums(admin: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    // The statistics a backend reads are a snapshot taken at its first look in a
+    // transaction: a fresh one each time.
+    admin.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+    let row = admin
+        .query_one(
+            "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint FROM pg_stat_user_tables",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Starts a phase from the same state as the other: the previous phase's dead rows and
+/// statistics dealt with (else the autovacuum it triggered runs during the next) and its
+/// WAL checkpointed. Returns [`vacuums`] after that.
+async fn settle(admin: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    admin.batch_execute("VACUUM (ANALYZE)").await?;
+    admin.batch_execute("CHECKPOINT").await?;
+    vacuums(admin).await
+}
+
 #[derive(Default)]
 struct WriterSample {
     batches: f64,
@@ -557,6 +582,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_before = cpu::Reading::take();
     let baseline = baseline(&server, &scratch, &dir, seconds)?;
     let baseline_cpu = cpu_before.to(&cpu::Reading::take());
+    let vacuums_before = settle(&admin).await?;
     admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
     let writer_before = WriterSample::take(&hub).await?;
     let wal_before = WalSample::take(&admin).await?;
@@ -566,11 +592,14 @@ async fn main() -> anyhow::Result<()> {
     let p1_time = time_by_statement(&admin).await?;
     let writer = WriterSample::take(&hub).await?.since(&writer_before);
     let wal = WalSample::take(&admin).await?.since(&wal_before);
+    let p1_vacuums = vacuums(&admin).await? - vacuums_before;
+    let vacuums_before = settle(&admin).await?;
     let writer_before = WriterSample::take(&hub).await?;
     let cpu_before = cpu::Reading::take();
     let p1c = wrk(&hub, &dir, "p1c", &wrk_script(&key, &format!("p1c-{run}"), COLLIDE_EVERY), seconds)?;
     let p1c_cpu = cpu_before.to(&cpu::Reading::take());
     let p1c_writer = WriterSample::take(&hub).await?.since(&writer_before);
+    let p1c_vacuums = vacuums(&admin).await? - vacuums_before;
 
     // Growth: a workspace with a long stream against a new one, PATCHed in turns.
     let grown = create_workspace(&api, &format!("grown-{run}")).await?;
@@ -673,6 +702,10 @@ async fn main() -> anyhow::Result<()> {
     println!();
     writer.print("P1", seconds);
     p1c_writer.print("P1c", seconds);
+    println!(
+        "Autovacuum and autoanalyze runs on the hub's tables during P1: {p1_vacuums}; during P1c: {p1c_vacuums} \
+         (each phase starts vacuumed, analyzed and checkpointed)"
+    );
     println!(
         "WAL during P1: {:.0} bytes and {:.2} full-page images per create; {:.0} flushes ({:.2} ms each), \
          {:.0} writes ({:.2} ms each)",
