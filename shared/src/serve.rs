@@ -477,6 +477,38 @@ mod tests {
         Router::new()
             .route("/refuse", axum::routing::post(|| async { StatusCode::UNAUTHORIZED }))
             .route("/ok", axum::routing::get(|| async { "ok" }))
+            .route("/read", axum::routing::post(|body: String| async move { body.len().to_string() }))
+    }
+
+    #[tokio::test]
+    async fn requests_whose_bodies_were_read_keep_their_connection_open() {
+        let addr = served(refusing_router()).await;
+        let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+        let mut read = tokio::io::BufReader::new(read);
+        for size in [0, 10, 300_000] {
+            let body = "b".repeat(size);
+            let request = format!("POST /read HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n\r\n{body}");
+            write.write_all(request.as_bytes()).await.unwrap();
+            let head = response(&mut read).await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{size} bytes: {head}");
+            assert!(!head.to_ascii_lowercase().contains("connection: close"), "{size} bytes: {head}");
+            let chunked = format!(
+                "POST /read HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{size:x}\r\n{body}\r\n0\r\n\r\n"
+            );
+            let chunked = if size == 0 {
+                "POST /read HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_owned()
+            } else {
+                chunked
+            };
+            write.write_all(chunked.as_bytes()).await.unwrap();
+            let head = response(&mut read).await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{size} bytes, chunked: {head}");
+            assert!(!head.to_ascii_lowercase().contains("connection: close"), "{size} bytes, chunked: {head}");
+            write.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+            let head = response(&mut read).await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{size} bytes, then a GET: {head}");
+            assert!(!head.to_ascii_lowercase().contains("connection: close"), "{size} bytes, then a GET: {head}");
+        }
     }
 
     #[tokio::test]
