@@ -29,12 +29,12 @@ pub struct Reading {
 
 /// What a phase cost in CPU.
 pub struct Spent {
-    pub seconds: f64,
-    pub cores: usize,
+    seconds: f64,
+    cores: usize,
     /// Cores the whole machine kept busy on average (other work included).
-    pub machine_busy: f64,
+    machine_busy: f64,
     /// CPU seconds by program.
-    pub programs: Vec<(&'static str, f64)>,
+    programs: Vec<(&'static str, f64)>,
 }
 
 /// The kernel's clock ticks per second (`USER_HZ`, 100 on mainstream Linux).
@@ -126,7 +126,7 @@ impl Reading {
 
 impl Spent {
     /// CPU microseconds per unit, all the benchmark's programs together.
-    pub fn per_unit_us(&self, units: f64) -> f64 {
+    fn per_unit_us(&self, units: f64) -> f64 {
         1e6 * self.programs.iter().map(|(_, s)| s).sum::<f64>() / units.max(1.0)
     }
 
