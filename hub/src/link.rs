@@ -19,7 +19,8 @@ use shared::RecordedEvent;
 use shared::domain::Aggregate;
 use shared::domain::workspace::Workspace;
 use shared::link::{
-    self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op, UsageReport,
+    self, DataKey, DataKeyRequest, DataKeys, DataKeysRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op,
+    UsageReport,
 };
 
 /// Requests answered at once by one hub.
@@ -99,6 +100,7 @@ async fn answer(pool: &Pool, js: &jetstream::Context, subject: &str, payload: &[
     }
     match op {
         Op::DataKey => reply(data_key(pool, instance, payload).await),
+        Op::DataKeys => reply(data_keys(pool, instance, payload).await),
         Op::Events => reply(events(pool, instance, payload, max_bytes).await),
         Op::Heartbeat => reply(heartbeat(pool, instance, payload).await),
         Op::Consumer => reply(ensure_consumer(js, instance).await),
@@ -131,6 +133,25 @@ async fn data_key(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKey
         .ok_or_else(not_placed)?;
     let sealed: Option<Vec<u8>> = row.get(0);
     Ok(DataKey { workspace_id: request.workspace_id, sealed_data_key: sealed.map(hex::encode) })
+}
+
+/// The data keys of the asked workspaces that are placed on `instance`; the others are
+/// left out of the reply, as if unknown.
+async fn data_keys(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKeys, LinkError> {
+    let request: DataKeysRequest = parse(payload)?;
+    if !(1..=link::MAX_DATA_KEYS).contains(&request.workspace_ids.len()) {
+        return Err(LinkError::new("bad_request", format!("ask for 1 to {} workspaces", link::MAX_DATA_KEYS)));
+    }
+    let client = pool.get().await.map_err(unavailable)?;
+    let rows = client
+        .query(
+            "SELECT k.workspace_id, k.sealed_data_key FROM keyring k JOIN workspaces w ON w.id = k.workspace_id \
+             WHERE k.workspace_id = ANY($1) AND w.instance_id = $2",
+            &[&request.workspace_ids, &instance],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(DataKeys { items: rows.iter().map(crate::secrets::data_key_item).collect() })
 }
 
 async fn events(

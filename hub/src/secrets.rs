@@ -34,6 +34,12 @@ pub fn shred(workspace_ids: &[Uuid]) -> SqlStep {
     )
 }
 
+/// A keyring row (`workspace_id`, `sealed_data_key`) as the instances receive it.
+pub fn data_key_item(row: &tokio_postgres::Row) -> shared::link::DataKey {
+    let sealed: Option<Vec<u8>> = row.get("sealed_data_key");
+    shared::link::DataKey { workspace_id: row.get("workspace_id"), sealed_data_key: sealed.map(hex::encode) }
+}
+
 /// The workspace's data key, opened with the master key.
 pub async fn data_key(
     client: &impl tokio_postgres::GenericClient,

@@ -1,14 +1,15 @@
 //! The hubs, as this instance reaches them: over NATS (any live hub answers, see
 //! [`crate::link`]) and, when `HUB_URL` is set, over HTTP as a fallback (`GET /v1/events`,
-//! `GET /v1/internal/keyring/{id}`, `POST /v1/instances/{id}/heartbeat`, with the operator
-//! key). Gaps are filled, rebuilds replayed and data keys fetched through it.
+//! `GET /v1/internal/keyring/{id}`, `POST /v1/internal/keyring`,
+//! `POST /v1/instances/{id}/heartbeat`, with the operator key). Gaps are filled, rebuilds
+//! replayed and data keys fetched through it.
 
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use shared::RecordedEvent;
 use shared::feed::{FeedPage, FeedQuery};
-use shared::link::{Heartbeat, HeartbeatReply, KeyringEntry};
+use shared::link::{DataKey, DataKeys, DataKeysRequest, Heartbeat, HeartbeatReply, KeyringEntry};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -95,6 +96,13 @@ impl HubFeed {
         ask!(self, link => link.sealed_data_key(workspace_id), http => http.sealed_data_key(workspace_id))
     }
 
+    /// The data keys of `workspace_ids` (at most [`shared::link::MAX_DATA_KEYS`]) the hubs
+    /// hold for this instance, sealed by the master key (hex, `None` once destroyed); the
+    /// other workspaces are left out.
+    pub async fn sealed_data_keys(&self, workspace_ids: &[Uuid]) -> anyhow::Result<Vec<DataKey>> {
+        ask!(self, link => link.sealed_data_keys(workspace_ids), http => http.sealed_data_keys(workspace_ids))
+    }
+
     /// Up to `PAGE` events after `after`, of one stream or of all this instance's workspaces
     /// (over HTTP: of the whole log).
     pub async fn page(&self, after: i64, stream_id: Option<&str>) -> anyhow::Result<Vec<RecordedEvent>> {
@@ -140,6 +148,20 @@ impl Http {
             anyhow::bail!("the hub's keyring answered {}", response.status());
         }
         Ok(Some(hex::decode(response.json::<KeyringEntry>().await?.sealed_data_key)?))
+    }
+
+    async fn sealed_data_keys(&self, workspace_ids: &[Uuid]) -> anyhow::Result<Vec<DataKey>> {
+        let response = self
+            .client
+            .post(format!("{}/v1/internal/keyring", self.base))
+            .bearer_auth(self.key.expose_secret())
+            .json(&DataKeysRequest { workspace_ids: workspace_ids.to_vec() })
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!("the hub's keyring answered {}", response.status());
+        }
+        Ok(response.json::<DataKeys>().await?.items)
     }
 
     async fn events(&self, after: i64, stream_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<RecordedEvent>> {

@@ -8,9 +8,9 @@
 
 use std::collections::HashSet;
 
+use anyhow::Context;
 use futures::StreamExt;
 use shared::RecordedEvent;
-use shared::link::LinkError;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -22,30 +22,31 @@ pub(crate) fn needs_key(event: &RecordedEvent) -> bool {
     matches!(event.event_type.as_str(), "WorkspaceCreated" | "WorkspaceSecretIssued")
 }
 
-/// Data keys asked of the hubs at once.
-const FETCHES: usize = 16;
+/// Requests for data keys sent to the hubs at once, each for up to
+/// [`shared::link::MAX_DATA_KEYS`] workspaces.
+const FETCHES: usize = 4;
 
 /// Applies `events` like [`crate::apply::apply_batch`], first fetching the data keys the
-/// batch's new workspaces need (several at once). A workspace the batch also deletes needs
-/// none: its key would be erased in the same transaction.
+/// batch's new workspaces need. A workspace the batch also deletes needs none: its key
+/// would be erased in the same transaction.
 pub async fn apply_batch(
     client: &mut Client,
     feed: &HubFeed,
     events: &[RecordedEvent],
 ) -> anyhow::Result<(usize, Option<Applied>)> {
-    apply_batch_fetching(client, events, |id| fetch_key(feed, id)).await
+    apply_batch_fetching(client, events, |ids| fetch_keys(feed, ids)).await
 }
 
-/// [`apply_batch`], the keys the batch needs and the instance lacks asked of `fetch` (a
-/// rebuild hands over keys it asked for while reading ahead).
+/// [`apply_batch`], the keys the batch needs and the instance lacks asked of `fetch`, all
+/// in one call (a rebuild hands over keys it asked for while reading ahead).
 pub async fn apply_batch_fetching<F, Fut>(
     client: &mut Client,
     events: &[RecordedEvent],
     fetch: F,
 ) -> anyhow::Result<(usize, Option<Applied>)>
 where
-    F: Fn(Uuid) -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<Vec<u8>>>>,
+    F: FnOnce(Vec<Uuid>) -> Fut,
+    Fut: Future<Output = anyhow::Result<DataKeys>>,
 {
     let deleted: HashSet<Uuid> =
         events.iter().filter(|e| e.event_type == "WorkspaceDeleted").filter_map(workspace_id).collect();
@@ -57,28 +58,45 @@ where
     if !wanted.is_empty() {
         let held = client.query("SELECT workspace_id FROM data_keys WHERE workspace_id = ANY($1)", &[&wanted]).await?;
         let held: HashSet<Uuid> = held.iter().map(|r| r.get("workspace_id")).collect();
-        let fetch = &fetch;
-        let mut fetched = futures::stream::iter(wanted.into_iter().filter(|id| !held.contains(id)))
-            .map(|id| async move { (id, fetch(id).await) })
-            .buffer_unordered(FETCHES);
-        while let Some((id, sealed)) = fetched.next().await {
-            keys.insert(id, sealed?);
+        let missing: Vec<Uuid> = wanted.into_iter().filter(|id| !held.contains(id)).collect();
+        if !missing.is_empty() {
+            let mut fetched = fetch(missing.clone()).await?;
+            // A key the fetch did not give is one the hubs hold for no workspace of ours.
+            keys.extend(missing.into_iter().map(|id| (id, fetched.remove(&id).flatten())));
         }
     }
     Ok(apply_batch_with_keys(client, events, &keys).await?)
 }
 
-/// A workspace's sealed data key from the hubs; `None` once destroyed, or when the hubs
-/// hold it for another instance (applied without a key: its tokens are refused).
-pub async fn fetch_key(feed: &HubFeed, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
-    match feed.sealed_data_key(id).await {
-        Ok(sealed) => Ok(sealed),
-        Err(error) if error.downcast_ref::<LinkError>().is_some_and(|e| e.code == "not_placed_here") => {
-            tracing::warn!(workspace = %id, "the hubs hold this workspace's key for another instance");
-            Ok(None)
-        }
-        Err(error) => Err(error),
+/// The sealed data keys of `ids` from the hubs, in requests of up to
+/// [`shared::link::MAX_DATA_KEYS`] workspaces ([`FETCHES`] at once). Each id has an entry:
+/// `None` for a key destroyed, or held for a workspace the hubs place on another instance
+/// (applied without a key: its tokens are refused).
+pub async fn fetch_keys(feed: &HubFeed, ids: Vec<Uuid>) -> anyhow::Result<DataKeys> {
+    let chunks: Vec<Vec<Uuid>> = ids.chunks(shared::link::MAX_DATA_KEYS).map(<[Uuid]>::to_vec).collect();
+    let mut requests = futures::stream::iter(chunks).map(|chunk| fetch_chunk(feed, chunk)).buffer_unordered(FETCHES);
+    let mut keys = DataKeys::with_capacity(ids.len());
+    while let Some(fetched) = requests.next().await {
+        keys.extend(fetched?);
     }
+    Ok(keys)
+}
+
+/// One request of [`fetch_keys`].
+async fn fetch_chunk(feed: &HubFeed, ids: Vec<Uuid>) -> anyhow::Result<DataKeys> {
+    let items = feed.sealed_data_keys(&ids).await?;
+    let mut keys = DataKeys::with_capacity(ids.len());
+    for item in items {
+        let sealed = item.sealed_data_key.map(hex::decode).transpose().context("a data key that is not hex")?;
+        keys.insert(item.workspace_id, sealed);
+    }
+    for id in ids {
+        keys.entry(id).or_insert_with(|| {
+            tracing::warn!(workspace = %id, "the hubs hold this workspace's key for another instance");
+            None
+        });
+    }
+    Ok(keys)
 }
 
 /// A workspace's sealed data key, from the instance's own database.

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::RecordedEvent;
 use shared::link::{
-    self, DataKey, DataKeyRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op, UsageReport,
+    self, DataKey, DataKeyRequest, DataKeys, DataKeysRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op,
+    UsageReport,
 };
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -83,6 +84,13 @@ impl Link {
         key.sealed_data_key
             .map(|hex| hex::decode(hex).map_err(|_| AskError::Unanswered("a data key that is not hex".into())))
             .transpose()
+    }
+
+    /// The data keys of `workspace_ids` (at most [`link::MAX_DATA_KEYS`]) that the hubs
+    /// hold for this instance.
+    pub async fn sealed_data_keys(&self, workspace_ids: &[Uuid]) -> Result<Vec<DataKey>, AskError> {
+        let keys: DataKeys = self.ask(Op::DataKeys, &DataKeysRequest { workspace_ids: workspace_ids.to_vec() }).await?;
+        Ok(keys.items)
     }
 
     /// Up to `limit` events after `after`, of one stream or of all this instance's.

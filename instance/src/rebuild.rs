@@ -10,11 +10,11 @@
 //! written in one statement for the lot), each transaction with its exact checkpoint. The
 //! result is the state the live apply reaches.
 //!
-//! The reader also asks the hubs for a workspace's data key as soon as it meets the event
-//! after which the workspace needs one ([`KEY_FETCHES`] at once), so the keys arrive while
-//! the feed is read instead of holding up the transaction that stores them.
+//! The reader also asks the hubs for the data keys a page's workspaces need as soon as it
+//! has read the page (one request per page, [`KEY_FETCHES`] at once), so the keys arrive
+//! while the feed is read instead of holding up the transaction that stores them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::apply::DataKeys;
 use crate::config::Config;
 use crate::feed::{HubFeed, PAGE};
 
@@ -35,17 +36,20 @@ const MIN_CHUNK: usize = 2_000;
 const READ_AHEAD: usize = 32;
 /// Pages asked for at once.
 const AT_ONCE: i64 = 4;
-/// Data keys asked of the hubs at once while the feed is read.
-const KEY_FETCHES: usize = 32;
+/// Requests for data keys sent to the hubs at once while the feed is read.
+const KEY_FETCHES: usize = 4;
 
-/// A data key being fetched.
-type KeyFetch = JoinHandle<anyhow::Result<Option<Vec<u8>>>>;
+/// The data keys of some workspaces, being fetched.
+struct KeyFetch {
+    ids: HashSet<Uuid>,
+    keys: JoinHandle<anyhow::Result<DataKeys>>,
+}
 
 /// This instance's events of some pages of the feed, with the data keys asked for on
 /// their account.
 struct Mine {
     events: Vec<RecordedEvent>,
-    keys: Vec<(Uuid, KeyFetch)>,
+    keys: Option<KeyFetch>,
 }
 
 /// Replays this instance's workspaces; returns how many events were applied.
@@ -60,7 +64,7 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
         .await?;
     let (pages, mut read) = mpsc::channel(READ_AHEAD);
     let reader = tokio::spawn(read_feed(feed.clone(), config.instance_id.clone(), pages));
-    let keys: Mutex<HashMap<Uuid, KeyFetch>> = Mutex::default();
+    let keys: Mutex<Vec<KeyFetch>> = Mutex::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut applied = 0;
     let take = |page: Mine, chunk: &mut Vec<RecordedEvent>| {
@@ -100,6 +104,7 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
 /// Only this instance's events are sent, with the data keys asked for on their account.
 async fn read_feed(feed: HubFeed, instance_id: String, pages: mpsc::Sender<Mine>) -> anyhow::Result<()> {
     let mut owned = HashSet::new();
+    let mut asked = HashSet::new();
     let fetches = Arc::new(Semaphore::new(KEY_FETCHES));
     let mut after = 0;
     let mut stride = PAGE;
@@ -127,21 +132,22 @@ async fn read_feed(feed: HubFeed, instance_id: String, pages: mpsc::Sender<Mine>
             let Some(last) = fresh.last().map(|e| e.position) else { continue };
             after = last;
             let events = mine(fresh, &instance_id, &mut owned);
-            let keys = events
+            // Each workspace's key is asked for once, after its creation (a later secret's
+            // issue finds it kept).
+            let ids: HashSet<Uuid> = events
                 .iter()
                 .filter(|e| crate::keyring::needs_key(e))
                 .filter_map(crate::apply::workspace_id)
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .map(|id| {
-                    let (feed, fetches) = (feed.clone(), fetches.clone());
-                    let fetch = tokio::spawn(async move {
-                        let _permit = fetches.acquire_owned().await?;
-                        crate::keyring::fetch_key(&feed, id).await
-                    });
-                    (id, fetch)
-                })
+                .filter(|id| asked.insert(*id))
                 .collect();
+            let keys = (!ids.is_empty()).then(|| {
+                let (feed, fetches, asked) = (feed.clone(), fetches.clone(), ids.iter().copied().collect());
+                let keys = tokio::spawn(async move {
+                    let _permit = fetches.acquire_owned().await?;
+                    crate::keyring::fetch_keys(&feed, asked).await
+                });
+                KeyFetch { ids, keys }
+            });
             if pages.send(Mine { events, keys }).await.is_err() {
                 // The apply stopped (on an error of its own, which it reports).
                 return Ok(());
@@ -169,25 +175,35 @@ fn mine(page: Vec<RecordedEvent>, instance_id: &str, owned: &mut HashSet<Uuid>) 
 }
 
 /// Applies one chunk in one transaction; the feed is the whole log in order, so a replay
-/// has no gaps. The data keys it needs come from `keys` (asked for by the reader; a key
-/// asked for twice is fetched anew the second time).
+/// has no gaps. The data keys it needs come from the fetches in `keys` that asked for them
+/// (started by the reader), and any other from the hubs at once.
 async fn apply(
     client: &mut tokio_postgres::Client,
     feed: &HubFeed,
-    keys: &Mutex<HashMap<Uuid, KeyFetch>>,
+    keys: &Mutex<Vec<KeyFetch>>,
     events: &[RecordedEvent],
 ) -> anyhow::Result<i64> {
     if events.is_empty() {
         return Ok(0);
     }
-    let fetch = |id| {
-        let fetching = keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
-        async move {
-            match fetching {
-                Some(fetching) => fetching.await?,
-                None => crate::keyring::fetch_key(feed, id).await,
-            }
+    let fetch = |wanted: Vec<Uuid>| async move {
+        let asked: Vec<KeyFetch> = {
+            let mut fetches = keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (asked, rest) = std::mem::take(&mut *fetches)
+                .into_iter()
+                .partition(|fetch: &KeyFetch| wanted.iter().any(|id| fetch.ids.contains(id)));
+            *fetches = rest;
+            asked
+        };
+        let mut found = DataKeys::with_capacity(wanted.len());
+        for fetch in asked {
+            found.extend(fetch.keys.await??);
         }
+        let rest: Vec<Uuid> = wanted.into_iter().filter(|id| !found.contains_key(id)).collect();
+        if !rest.is_empty() {
+            found.extend(crate::keyring::fetch_keys(feed, rest).await?);
+        }
+        Ok(found)
     };
     let (handled, _) = crate::keyring::apply_batch_fetching(client, events, fetch).await?;
     anyhow::ensure!(handled == events.len(), "the hub's feed skipped events of a workspace");

@@ -6,9 +6,10 @@
 //! placed on it. An instance receives replies in its own inbox, `_INBOX.<instance_id>.>`,
 //! which no other instance may read. Every reply is a [`Reply`] in JSON.
 //!
-//! The heartbeat and the data key travel the same way over HTTP, the instances' fallback
+//! The heartbeat and the data keys travel the same way over HTTP, the instances' fallback
 //! when no hub answers here (`POST /v1/instances/{id}/heartbeat`,
-//! `GET /v1/internal/keyring/{id}`, see [`KeyringEntry`]).
+//! `GET /v1/internal/keyring/{id}`, see [`KeyringEntry`], and `POST /v1/internal/keyring`,
+//! see [`DataKeys`]).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -36,6 +37,8 @@ pub const SUBSCRIPTION: &str = "hub.link.*.*";
 pub enum Op {
     /// A workspace's data key, sealed by the master key: [`DataKeyRequest`] → [`DataKey`].
     DataKey,
+    /// Many workspaces' data keys at once: [`DataKeysRequest`] → [`DataKeys`].
+    DataKeys,
     /// A page of the event feed: [`EventsRequest`] → `Vec<RecordedEvent>`.
     Events,
     /// The instance's progress: [`Heartbeat`] → [`HeartbeatReply`].
@@ -50,6 +53,7 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Self::DataKey => "data_key",
+            Self::DataKeys => "data_keys",
             Self::Events => "events",
             Self::Heartbeat => "heartbeat",
             Self::Consumer => "consumer",
@@ -58,7 +62,7 @@ impl Op {
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::DataKey, Self::Events, Self::Heartbeat, Self::Consumer, Self::Usage]
+        [Self::DataKey, Self::DataKeys, Self::Events, Self::Heartbeat, Self::Consumer, Self::Usage]
             .into_iter()
             .find(|op| op.name() == name)
     }
@@ -96,12 +100,33 @@ pub struct DataKeyRequest {
     pub workspace_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataKey {
     pub workspace_id: Uuid,
-    /// Hex of the data key sealed by the master key; `None` once destroyed (the workspace
+    /// Hex of the data key sealed by the master key; `null` once destroyed (the workspace
     /// was deleted).
     pub sealed_data_key: Option<String>,
+}
+
+/// The most data keys one request asks for (over NATS and over HTTP): a reply of that
+/// many fits in one NATS message with room to spare (about 200 bytes each).
+pub const MAX_DATA_KEYS: usize = 1000;
+
+/// Many workspaces' data keys in one request (a rebuild, or a batch that creates many
+/// workspaces, needs one key per workspace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataKeysRequest {
+    /// The workspaces, 1 to 1000 of them.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub workspace_ids: Vec<Uuid>,
+}
+
+/// The keys a [`DataKeysRequest`] asked for: one item per workspace the hubs hold a key
+/// for (over NATS, only of workspaces placed on the asker); the others are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DataKeys {
+    pub items: Vec<DataKey>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +218,7 @@ mod tests {
         assert_eq!(parse_subject("hub.link.alpha.data_key"), Some(("alpha", Op::DataKey)));
         assert_eq!(parse_subject("hub.link.beta.events"), Some(("beta", Op::Events)));
         assert_eq!(parse_subject("hub.link.alpha.usage"), Some(("alpha", Op::Usage)));
+        assert_eq!(parse_subject("hub.link.alpha.data_keys"), Some(("alpha", Op::DataKeys)));
         assert_eq!(parse_subject("hub.link.alpha.nope"), None);
         assert_eq!(parse_subject("hub.events.alpha.x"), None);
     }

@@ -228,6 +228,15 @@ async fn an_instance_obtains_data_keys_and_events_only_of_workspaces_placed_on_i
     assert!(!other.to_string().contains("sealed"), "{other}");
     // Asking in beta's name is refused by NATS itself.
     assert!(ask(&alpha, "hub.link.beta.data_key", json!({"workspace_id": on_beta})).await.is_err());
+    // Asked together, the other instance's key is left out.
+    let both = ask(&alpha, "hub.link.alpha.data_keys", json!({"workspace_ids": [on_alpha, on_beta]})).await.unwrap();
+    let items = both["Ok"]["items"].as_array().unwrap_or_else(|| panic!("{both}"));
+    assert_eq!(items.len(), 1, "{both}");
+    assert_eq!(items[0]["workspace_id"], on_alpha.to_string());
+    assert_eq!(items[0]["sealed_data_key"], own["Ok"]["sealed_data_key"]);
+    let none = ask(&alpha, "hub.link.alpha.data_keys", json!({"workspace_ids": []})).await.unwrap();
+    assert_eq!(none["Err"]["code"], "bad_request", "{none}");
+    assert!(ask(&alpha, "hub.link.beta.data_keys", json!({"workspace_ids": [on_beta]})).await.is_err());
 
     let stream = ask(
         &alpha,

@@ -49,6 +49,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/v1/workspaces/{id}/access-token"),
     ("post", "/v1/workspaces/{id}/rotate-secret"),
     ("get", "/v1/internal/keyring/{id}"),
+    ("post", "/v1/internal/keyring"),
     ("get", "/v1/instances"),
     ("post", "/v1/instances/{id}/heartbeat"),
     ("get", "/v1/users"),

@@ -223,6 +223,46 @@ async fn a_single_node_hub_serves_the_data_plane_with_no_nats_at_all() {
 }
 
 #[tokio::test]
+async fn the_keyring_gives_many_workspaces_data_keys_to_the_operator_alone() {
+    let db = TestDatabase::new().await;
+    let hub = HubProcess::spawn(&db.url, &["--single-node"], &[NO_THROTTLE]).await;
+    let operator = Api::new(&hub.url(""), Some(OPERATOR_KEY));
+    let org = operator.post("/v1/organizations", json!({"name": "Keys", "email": "o@k.test", "plan": "free"})).await;
+    let org = org.expect(201).body["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for name in ["Kept", "Deleted"] {
+        let created = operator.post("/v1/workspaces", json!({"name": name, "organization_id": org})).await;
+        ids.push(created.expect(201).body["id"].as_str().unwrap().to_owned());
+    }
+    operator.delete(&format!("/v1/workspaces/{}", ids[1])).await.expect(204);
+    let unknown = uuid::Uuid::now_v7().to_string();
+
+    let asked = json!({"workspace_ids": [ids[0], ids[1], unknown, ids[0]]});
+    let keys = operator.post("/v1/internal/keyring", asked.clone()).await.expect(200).body;
+    let items = keys["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "one item per workspace with a key, the unknown one left out: {keys}");
+    let item = |id: &str| items.iter().find(|i| i["workspace_id"] == id).unwrap_or_else(|| panic!("{id}: {keys}"));
+    let single = operator.get(&format!("/v1/internal/keyring/{}", ids[0])).await.expect(200).body;
+    assert_eq!(item(&ids[0])["sealed_data_key"], single["sealed_data_key"], "the same key as asked alone");
+    assert_eq!(item(&ids[1])["sealed_data_key"], Value::Null, "a deleted workspace's key is destroyed");
+
+    // The operator's alone, and asked for within bounds.
+    assert_eq!(Api::new(&hub.url(""), None).post("/v1/internal/keyring", asked.clone()).await.status, 401);
+    let too_many: Vec<String> = (0..1001).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for (what, body) in [
+        ("no ids", json!({"workspace_ids": []})),
+        ("1,001 ids", json!({"workspace_ids": too_many})),
+        ("an id that is not one", json!({"workspace_ids": ["nope"]})),
+        ("an unknown field", json!({"workspace_ids": [ids[0]], "all": true})),
+        ("no list", json!({})),
+    ] {
+        let refused = operator.post("/v1/internal/keyring", body).await;
+        assert_eq!(refused.status, 422, "{what}: {:?}", refused.body);
+        assert_eq!(refused.header("content-type"), Some("application/problem+json"), "{what}");
+    }
+}
+
+#[tokio::test]
 async fn the_runtime_api_refuses_archived_workspaces_with_403_and_deleted_ones_with_401() {
     let db = TestDatabase::new().await;
     let hub = HubProcess::spawn(&db.url, &["--single-node"], &[NO_THROTTLE]).await;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shared::access_token;
 use shared::domain::Aggregate;
 use shared::domain::workspace::{Workspace, WorkspaceCommand};
-use shared::link::KeyringEntry;
+use shared::link::{DataKeys, DataKeysRequest, KeyringEntry, MAX_DATA_KEYS};
 use shared::scope::Scope;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,12 +20,16 @@ use uuid::Uuid;
 use super::AppState;
 use super::context::Ctx;
 use super::error::{ApiError, Problem};
-use super::extract::{OptionalJson, Path};
+use super::extract::{Json, OptionalJson, Path};
 use super::shown_once::ShownOnce;
 use crate::{commands, secrets};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(access_token)).routes(routes!(rotate_secret)).routes(routes!(keyring))
+    OpenApiRouter::new()
+        .routes(routes!(access_token))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(keyring))
+        .routes(routes!(keyring_batch))
 }
 
 const DEFAULT_TOKEN_SECONDS: i64 = 3600;
@@ -176,4 +180,32 @@ async fn keyring(
     let sealed =
         sealed.ok_or(ApiError::Gone { code: "key_destroyed", detail: "the workspace's keys were destroyed".into() })?;
     Ok(axum::Json(KeyringEntry { workspace_id: id, sealed_data_key: hex::encode(sealed) }))
+}
+
+/// Many workspaces' sealed data keys (operator: the key instances present). Workspaces
+/// with no key are left out; a destroyed key is `null`.
+#[utoipa::path(post, path = "/v1/internal/keyring", tag = "operations", request_body = DataKeysRequest,
+    responses((status = 200, description = "OK", body = DataKeys),
+              (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
+async fn keyring_batch(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(request): Json<DataKeysRequest>,
+) -> Result<axum::Json<DataKeys>, ApiError> {
+    ctx.principal.require_operator()?;
+    if !(1..=MAX_DATA_KEYS).contains(&request.workspace_ids.len()) {
+        return Err(ApiError::invalid(
+            "workspace_ids",
+            if request.workspace_ids.is_empty() { "min_items" } else { "max_items" },
+            format!("workspace_ids holds 1 to {MAX_DATA_KEYS} ids"),
+        ));
+    }
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT workspace_id, sealed_data_key FROM keyring WHERE workspace_id = ANY($1)",
+            &[&request.workspace_ids],
+        )
+        .await?;
+    Ok(axum::Json(DataKeys { items: rows.iter().map(secrets::data_key_item).collect() }))
 }
