@@ -27,6 +27,22 @@ pub fn workspace_id(event: &RecordedEvent) -> Option<Uuid> {
     Workspace::id_of_stream(&event.stream_id)
 }
 
+/// Whether an apply checks each workspace event's hash, or the caller already did (a
+/// rebuild checks them with [`check_hashes`] while it reads, on other cores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashes {
+    Check,
+    Checked,
+}
+
+/// Checks the hash of every workspace event of `events`: the first that fails is named.
+pub fn check_hashes(events: &[RecordedEvent]) -> Result<(), ApplyError> {
+    match events.iter().find(|e| workspace_id(e).is_some() && !e.hash_is_valid()) {
+        Some(tampered) => Err(ApplyError::Tampered(tampered.position)),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("database: {0}")]
@@ -53,7 +69,7 @@ pub async fn apply_batch(
     client: &mut Client,
     events: &[RecordedEvent],
 ) -> Result<(usize, Option<Applied>), ApplyError> {
-    apply_batch_with_keys(client, events, &DataKeys::new()).await
+    apply_batch_with_keys(client, events, &DataKeys::new(), Hashes::Check).await
 }
 
 /// Sealed data keys to keep with a batch: `None` for a key the hub already destroyed.
@@ -65,6 +81,7 @@ pub async fn apply_batch_with_keys(
     client: &mut Client,
     events: &[RecordedEvent],
     keys: &DataKeys,
+    hashes: Hashes,
 ) -> Result<(usize, Option<Applied>), ApplyError> {
     struct Entry {
         version: i64,
@@ -115,7 +132,7 @@ pub async fn apply_batch_with_keys(
             last = Some(Applied::Ignored);
             continue;
         };
-        if !event.hash_is_valid() {
+        if hashes == Hashes::Check && !event.hash_is_valid() {
             return Err(ApplyError::Tampered(event.position));
         }
         let entry = entries.entry(id).or_insert_with(|| Entry {

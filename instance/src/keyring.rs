@@ -14,7 +14,7 @@ use shared::RecordedEvent;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::apply::{Applied, DataKeys, apply_batch_with_keys, workspace_id};
+use crate::apply::{Applied, DataKeys, Hashes, apply_batch_with_keys, workspace_id};
 use crate::feed::HubFeed;
 
 /// The events after which an instance needs the workspace's data key.
@@ -34,14 +34,16 @@ pub async fn apply_batch(
     feed: &HubFeed,
     events: &[RecordedEvent],
 ) -> anyhow::Result<(usize, Option<Applied>)> {
-    apply_batch_fetching(client, events, |ids| fetch_keys(feed, ids)).await
+    apply_batch_fetching(client, events, Hashes::Check, |ids| fetch_keys(feed, ids)).await
 }
 
 /// [`apply_batch`], the keys the batch needs and the instance lacks asked of `fetch`, all
-/// in one call (a rebuild hands over keys it asked for while reading ahead).
+/// in one call (a rebuild hands over keys it asked for while reading ahead, and checks the
+/// events' hashes as it reads them).
 pub async fn apply_batch_fetching<F, Fut>(
     client: &mut Client,
     events: &[RecordedEvent],
+    hashes: Hashes,
     fetch: F,
 ) -> anyhow::Result<(usize, Option<Applied>)>
 where
@@ -65,7 +67,7 @@ where
             keys.extend(missing.into_iter().map(|id| (id, fetched.remove(&id).flatten())));
         }
     }
-    Ok(apply_batch_with_keys(client, events, &keys).await?)
+    Ok(apply_batch_with_keys(client, events, &keys, hashes).await?)
 }
 
 /// The sealed data keys of `ids` from the hubs, in requests of up to

@@ -12,7 +12,9 @@
 //!
 //! The reader also asks the hubs for the data keys a page's workspaces need as soon as it
 //! has read the page (one request per page, [`KEY_FETCHES`] at once), so the keys arrive
-//! while the feed is read instead of holding up the transaction that stores them.
+//! while the feed is read instead of holding up the transaction that stores them; and each
+//! page's events are checked against their hashes on a thread of their own, so the apply,
+//! which runs one chunk at a time, does not wait for the hashing.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::apply::DataKeys;
+use crate::apply::{DataKeys, Hashes};
 use crate::config::Config;
 use crate::feed::{HubFeed, PAGE};
 
@@ -45,11 +47,18 @@ struct KeyFetch {
     keys: JoinHandle<anyhow::Result<DataKeys>>,
 }
 
-/// This instance's events of some pages of the feed, with the data keys asked for on
-/// their account.
+/// This instance's events of some pages of the feed, being checked against their hashes,
+/// with the data keys asked for on their account.
 struct Mine {
-    events: Vec<RecordedEvent>,
+    events: JoinHandle<Result<Vec<RecordedEvent>, crate::apply::ApplyError>>,
     keys: Option<KeyFetch>,
+}
+
+/// Adds a page's events to `chunk` once checked, and its key fetch to `keys`.
+async fn take(page: Mine, chunk: &mut Vec<RecordedEvent>, keys: &Mutex<Vec<KeyFetch>>) -> anyhow::Result<()> {
+    keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(page.keys);
+    chunk.extend(page.events.await??);
+    Ok(())
 }
 
 /// Replays this instance's workspaces; returns how many events were applied.
@@ -67,23 +76,32 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
     let keys: Mutex<Vec<KeyFetch>> = Mutex::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut applied = 0;
-    let take = |page: Mine, chunk: &mut Vec<RecordedEvent>| {
-        chunk.extend(page.events);
-        keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(page.keys);
-    };
+    // How long each apply waited for pages: the reading holds up the apply when it is long.
+    let mut applied_at = std::time::Instant::now();
     while let Some(page) = read.recv().await {
-        take(page, &mut chunk);
+        let waited = applied_at.elapsed();
+        take(page, &mut chunk, &keys).await?;
         // Whatever else has been read already joins the chunk: the apply takes what the
         // reading gave while it last wrote, so the chunk left when the reading ends is small.
         while chunk.len() < CHUNK {
             match read.try_recv() {
-                Ok(page) => take(page, &mut chunk),
+                Ok(page) => take(page, &mut chunk, &keys).await?,
                 Err(_) => break,
             }
         }
         if chunk.len() >= MIN_CHUNK {
+            let started = std::time::Instant::now();
             applied += apply(&mut client, &feed, &keys, &chunk).await?;
-            chunk.clear();
+            tracing::debug!(
+                events = chunk.len(),
+                waited_ms = waited.as_millis() as u64,
+                applied_ms = started.elapsed().as_millis() as u64,
+                "rebuild: a chunk applied"
+            );
+            // Twenty thousand events take a while to free: not on the apply's way.
+            let done = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            tokio::task::spawn_blocking(move || drop(done));
+            applied_at = std::time::Instant::now();
         }
     }
     // The reader's error, if it stopped on one.
@@ -101,7 +119,8 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
 /// before the last position read so far, so it holds every event after it up to its own
 /// last one: the events come out complete and in order, the overlap dropped. A page that
 /// would leave a hole is dropped, and the next round starts where the reading stopped.
-/// Only this instance's events are sent, with the data keys asked for on their account.
+/// Only this instance's events are sent (being checked against their hashes), with the data
+/// keys asked for on their account.
 async fn read_feed(feed: HubFeed, instance_id: String, pages: mpsc::Sender<Mine>) -> anyhow::Result<()> {
     let mut owned = HashSet::new();
     let mut asked = HashSet::new();
@@ -148,6 +167,7 @@ async fn read_feed(feed: HubFeed, instance_id: String, pages: mpsc::Sender<Mine>
                 });
                 KeyFetch { ids, keys }
             });
+            let events = tokio::task::spawn_blocking(move || crate::apply::check_hashes(&events).map(|()| events));
             if pages.send(Mine { events, keys }).await.is_err() {
                 // The apply stopped (on an error of its own, which it reports).
                 return Ok(());
@@ -205,7 +225,7 @@ async fn apply(
         }
         Ok(found)
     };
-    let (handled, _) = crate::keyring::apply_batch_fetching(client, events, fetch).await?;
+    let (handled, _) = crate::keyring::apply_batch_fetching(client, events, Hashes::Checked, fetch).await?;
     anyhow::ensure!(handled == events.len(), "the hub's feed skipped events of a workspace");
     Ok(handled as i64)
 }

@@ -232,4 +232,33 @@ async fn a_rebuild_of_ten_thousand_mixed_events_equals_the_live_state_over_nats_
         assert_eq!(instance("digest", &instance_db, &[]), digest, "a rebuild equals the live state: {env:?}");
         assert_eq!(keys_and_checkpoint(&instance_db).await, before, "same data keys and checkpoint: {env:?}");
     }
+
+    // An event of the log altered behind the hub's back stops the rebuild, which names it.
+    let tampered: i64 = hub_client
+        .query_one(
+            "SELECT position FROM events WHERE stream_id = ANY($1) ORDER BY position OFFSET 5000 LIMIT 1",
+            &[&streams],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    hub_client
+        .batch_execute(&format!(
+            "ALTER TABLE events DISABLE TRIGGER USER; \
+             UPDATE events SET recorded_at = recorded_at + interval '1 second' WHERE position = {tampered}; \
+             ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_update_or_delete; \
+             ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_truncate;"
+        ))
+        .await
+        .unwrap();
+    let out = std::process::Command::new(e2e::binaries::binary("instance"))
+        .arg("rebuild")
+        .env("INSTANCE_ID", "alpha")
+        .env("INSTANCE_DATABASE_URL", &instance_db.url)
+        .envs([("HUB_URL", hub_url.as_str()), ("HUB_OPERATOR_KEY", OPERATOR_KEY)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a rebuild over a tampered log succeeded: {stderr}");
+    assert!(stderr.contains(&format!("event at position {tampered} fails its hash check")), "{stderr}");
 }
