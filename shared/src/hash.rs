@@ -6,7 +6,6 @@
 //! compute the same bytes from what PostgreSQL returns.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The `prev_hash` of the first event.
@@ -128,11 +127,12 @@ impl ChainFields<'_> {
         out
     }
 
+    /// `sha256(prev_hash ‖ canonical bytes)`.
     pub fn chain_hash(&self, prev_hash: &[u8]) -> Vec<u8> {
-        let mut hasher = Sha256::new();
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         hasher.update(prev_hash);
-        hasher.update(self.canonical_bytes());
-        hasher.finalize().to_vec()
+        hasher.update(&self.canonical_bytes());
+        hasher.finish().as_ref().to_vec()
     }
 }
 
@@ -202,6 +202,23 @@ mod tests {
                 "{payload}"
             );
         }
+    }
+
+    #[test]
+    fn the_hash_is_the_sha256_of_the_previous_hash_then_the_canonical_bytes() {
+        use sha2::{Digest, Sha256};
+        let (data, meta) = (serde_json::json!({"plan": "pro", "seats": 1.5}), serde_json::json!({"actor": "op"}));
+        let f = fields(&data, &meta);
+        let prev = [7u8; 32];
+        let expected = Sha256::new().chain_update(prev).chain_update(f.canonical_bytes()).finalize();
+        assert_eq!(f.chain_hash(&prev), expected.to_vec());
+        // A fixed vector (Python's hashlib over the same bytes): the log's hashes never
+        // change with the implementation.
+        let empty = serde_json::json!({});
+        assert_eq!(
+            hex::encode(fields(&empty, &empty).chain_hash(&GENESIS_HASH)),
+            "5c25634abd5c5a7ef7dc02f4621b995243cc9d3c5a82b0399f6a43623d052e57"
+        );
     }
 
     #[test]
