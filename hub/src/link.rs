@@ -19,8 +19,8 @@ use shared::RecordedEvent;
 use shared::domain::Aggregate;
 use shared::domain::workspace::Workspace;
 use shared::link::{
-    self, DataKey, DataKeyRequest, DataKeys, DataKeysRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op,
-    UsageReport,
+    self, DataKey, DataKeyRequest, DataKeysReply, DataKeysRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError,
+    Op, UsageReport,
 };
 
 /// Requests answered at once by one hub.
@@ -137,7 +137,7 @@ async fn data_key(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKey
 
 /// The data keys of the asked workspaces that are placed on `instance`; the others are
 /// left out of the reply, as if unknown.
-async fn data_keys(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKeys, LinkError> {
+async fn data_keys(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKeysReply, LinkError> {
     let request: DataKeysRequest = parse(payload)?;
     if !(1..=link::MAX_DATA_KEYS).contains(&request.workspace_ids.len()) {
         return Err(LinkError::new("bad_request", format!("ask for 1 to {} workspaces", link::MAX_DATA_KEYS)));
@@ -151,7 +151,7 @@ async fn data_keys(pool: &Pool, instance: &str, payload: &[u8]) -> Result<DataKe
         )
         .await
         .map_err(unavailable)?;
-    Ok(DataKeys { items: rows.iter().map(crate::secrets::data_key_item).collect() })
+    Ok(DataKeysReply { items: rows.iter().map(crate::secrets::data_key_item).collect() })
 }
 
 async fn events(

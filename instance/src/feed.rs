@@ -9,7 +9,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use shared::RecordedEvent;
 use shared::feed::{FeedPage, FeedQuery};
-use shared::link::{DataKey, DataKeys, DataKeysRequest, Heartbeat, HeartbeatReply, KeyringEntry};
+use shared::link::{DataKey, DataKeysReply, DataKeysRequest, Heartbeat, HeartbeatReply, KeyringEntry};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -161,7 +161,7 @@ impl Http {
         if !response.status().is_success() {
             anyhow::bail!("the hub's keyring answered {}", response.status());
         }
-        Ok(response.json::<DataKeys>().await?.items)
+        Ok(response.json::<DataKeysReply>().await?.items)
     }
 
     async fn events(&self, after: i64, stream_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<RecordedEvent>> {

@@ -72,8 +72,9 @@ where
 
 /// The sealed data keys of `ids` from the hubs, in requests of up to
 /// [`shared::link::MAX_DATA_KEYS`] workspaces ([`FETCHES`] at once). Each id has an entry:
-/// `None` for a key destroyed, or held for a workspace the hubs place on another instance
-/// (applied without a key: its tokens are refused).
+/// `None` for a key destroyed, or one the hubs do not give (over NATS: a workspace placed
+/// on another instance; over HTTP: one the hub has no key of), applied without a key: its
+/// tokens are refused.
 pub async fn fetch_keys(feed: &HubFeed, ids: Vec<Uuid>) -> anyhow::Result<DataKeys> {
     let chunks: Vec<Vec<Uuid>> = ids.chunks(shared::link::MAX_DATA_KEYS).map(<[Uuid]>::to_vec).collect();
     let mut requests = futures::stream::iter(chunks).map(|chunk| fetch_chunk(feed, chunk)).buffer_unordered(FETCHES);
@@ -94,7 +95,7 @@ async fn fetch_chunk(feed: &HubFeed, ids: Vec<Uuid>) -> anyhow::Result<DataKeys>
     }
     for id in ids {
         keys.entry(id).or_insert_with(|| {
-            tracing::warn!(workspace = %id, "the hubs hold this workspace's key for another instance");
+            tracing::warn!(workspace = %id, "the hubs gave no data key of this workspace for this instance");
             None
         });
     }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::RecordedEvent;
 use shared::link::{
-    self, DataKey, DataKeyRequest, DataKeys, DataKeysRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError, Op,
-    UsageReport,
+    self, DataKey, DataKeyRequest, DataKeysReply, DataKeysRequest, EventsRequest, Heartbeat, HeartbeatReply, LinkError,
+    Op, UsageReport,
 };
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -89,7 +89,8 @@ impl Link {
     /// The data keys of `workspace_ids` (at most [`link::MAX_DATA_KEYS`]) that the hubs
     /// hold for this instance.
     pub async fn sealed_data_keys(&self, workspace_ids: &[Uuid]) -> Result<Vec<DataKey>, AskError> {
-        let keys: DataKeys = self.ask(Op::DataKeys, &DataKeysRequest { workspace_ids: workspace_ids.to_vec() }).await?;
+        let keys: DataKeysReply =
+            self.ask(Op::DataKeys, &DataKeysRequest { workspace_ids: workspace_ids.to_vec() }).await?;
         Ok(keys.items)
     }
 

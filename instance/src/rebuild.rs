@@ -17,7 +17,7 @@
 //! which runs one chunk at a time, does not wait for the hashing.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use shared::RecordedEvent;
@@ -41,11 +41,8 @@ const AT_ONCE: i64 = 4;
 /// Requests for data keys sent to the hubs at once while the feed is read.
 const KEY_FETCHES: usize = 4;
 
-/// The data keys of some workspaces, being fetched.
-struct KeyFetch {
-    ids: HashSet<Uuid>,
-    keys: JoinHandle<anyhow::Result<DataKeys>>,
-}
+/// The data keys a page's new workspaces need, being fetched.
+type KeyFetch = JoinHandle<anyhow::Result<DataKeys>>;
 
 /// This instance's events of some pages of the feed, being checked against their hashes,
 /// with the data keys asked for on their account.
@@ -55,8 +52,8 @@ struct Mine {
 }
 
 /// Adds a page's events to `chunk` once checked, and its key fetch to `keys`.
-async fn take(page: Mine, chunk: &mut Vec<RecordedEvent>, keys: &Mutex<Vec<KeyFetch>>) -> anyhow::Result<()> {
-    keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(page.keys);
+async fn take(page: Mine, chunk: &mut Vec<RecordedEvent>, keys: &mut Vec<KeyFetch>) -> anyhow::Result<()> {
+    keys.extend(page.keys);
     chunk.extend(page.events.await??);
     Ok(())
 }
@@ -73,25 +70,26 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
         .await?;
     let (pages, mut read) = mpsc::channel(READ_AHEAD);
     let reader = tokio::spawn(read_feed(feed.clone(), config.instance_id.clone(), pages));
-    let keys: Mutex<Vec<KeyFetch>> = Mutex::default();
+    // The key fetches of the chunk's pages.
+    let mut keys = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut applied = 0;
-    // How long each apply waited for pages: the reading holds up the apply when it is long.
+    // How long each apply waited for pages and their checks: the reading holds up the
+    // apply when it is long.
     let mut applied_at = std::time::Instant::now();
     while let Some(page) = read.recv().await {
-        let waited = applied_at.elapsed();
-        take(page, &mut chunk, &keys).await?;
+        take(page, &mut chunk, &mut keys).await?;
         // Whatever else has been read already joins the chunk: the apply takes what the
         // reading gave while it last wrote, so the chunk left when the reading ends is small.
         while chunk.len() < CHUNK {
             match read.try_recv() {
-                Ok(page) => take(page, &mut chunk, &keys).await?,
+                Ok(page) => take(page, &mut chunk, &mut keys).await?,
                 Err(_) => break,
             }
         }
         if chunk.len() >= MIN_CHUNK {
-            let started = std::time::Instant::now();
-            applied += apply(&mut client, &feed, &keys, &chunk).await?;
+            let (waited, started) = (applied_at.elapsed(), std::time::Instant::now());
+            applied += apply(&mut client, &feed, std::mem::take(&mut keys), &chunk).await?;
             tracing::debug!(
                 events = chunk.len(),
                 waited_ms = waited.as_millis() as u64,
@@ -106,7 +104,7 @@ pub async fn rebuild(config: Config) -> anyhow::Result<i64> {
     }
     // The reader's error, if it stopped on one.
     reader.await??;
-    applied += apply(&mut client, &feed, &keys, &chunk).await?;
+    applied += apply(&mut client, &feed, keys, &chunk).await?;
     Ok(applied)
 }
 
@@ -153,19 +151,18 @@ async fn read_feed(feed: HubFeed, instance_id: String, pages: mpsc::Sender<Mine>
             let events = mine(fresh, &instance_id, &mut owned);
             // Each workspace's key is asked for once, after its creation (a later secret's
             // issue finds it kept).
-            let ids: HashSet<Uuid> = events
+            let ids: Vec<Uuid> = events
                 .iter()
                 .filter(|e| crate::keyring::needs_key(e))
                 .filter_map(crate::apply::workspace_id)
                 .filter(|id| asked.insert(*id))
                 .collect();
             let keys = (!ids.is_empty()).then(|| {
-                let (feed, fetches, asked) = (feed.clone(), fetches.clone(), ids.iter().copied().collect());
-                let keys = tokio::spawn(async move {
+                let (feed, fetches) = (feed.clone(), fetches.clone());
+                tokio::spawn(async move {
                     let _permit = fetches.acquire_owned().await?;
-                    crate::keyring::fetch_keys(&feed, asked).await
-                });
-                KeyFetch { ids, keys }
+                    crate::keyring::fetch_keys(&feed, ids).await
+                })
             });
             let events = tokio::task::spawn_blocking(move || crate::apply::check_hashes(&events).map(|()| events));
             if pages.send(Mine { events, keys }).await.is_err() {
@@ -195,29 +192,21 @@ fn mine(page: Vec<RecordedEvent>, instance_id: &str, owned: &mut HashSet<Uuid>) 
 }
 
 /// Applies one chunk in one transaction; the feed is the whole log in order, so a replay
-/// has no gaps. The data keys it needs come from the fetches in `keys` that asked for them
-/// (started by the reader), and any other from the hubs at once.
+/// has no gaps. The data keys it needs come from `keys`, the fetches the reader started
+/// for the chunk's pages, and any other from the hubs at once.
 async fn apply(
     client: &mut tokio_postgres::Client,
     feed: &HubFeed,
-    keys: &Mutex<Vec<KeyFetch>>,
+    keys: Vec<KeyFetch>,
     events: &[RecordedEvent],
 ) -> anyhow::Result<i64> {
     if events.is_empty() {
         return Ok(0);
     }
     let fetch = |wanted: Vec<Uuid>| async move {
-        let asked: Vec<KeyFetch> = {
-            let mut fetches = keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (asked, rest) = std::mem::take(&mut *fetches)
-                .into_iter()
-                .partition(|fetch: &KeyFetch| wanted.iter().any(|id| fetch.ids.contains(id)));
-            *fetches = rest;
-            asked
-        };
         let mut found = DataKeys::with_capacity(wanted.len());
-        for fetch in asked {
-            found.extend(fetch.keys.await??);
+        for fetch in keys {
+            found.extend(fetch.await??);
         }
         let rest: Vec<Uuid> = wanted.into_iter().filter(|id| !found.contains_key(id)).collect();
         if !rest.is_empty() {

@@ -9,7 +9,7 @@
 //! The heartbeat and the data keys travel the same way over HTTP, the instances' fallback
 //! when no hub answers here (`POST /v1/instances/{id}/heartbeat`,
 //! `GET /v1/internal/keyring/{id}`, see [`KeyringEntry`], and `POST /v1/internal/keyring`,
-//! see [`DataKeys`]).
+//! see [`DataKeysReply`]).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,7 +37,7 @@ pub const SUBSCRIPTION: &str = "hub.link.*.*";
 pub enum Op {
     /// A workspace's data key, sealed by the master key: [`DataKeyRequest`] → [`DataKey`].
     DataKey,
-    /// Many workspaces' data keys at once: [`DataKeysRequest`] → [`DataKeys`].
+    /// Many workspaces' data keys at once: [`DataKeysRequest`] → [`DataKeysReply`].
     DataKeys,
     /// A page of the event feed: [`EventsRequest`] → `Vec<RecordedEvent>`.
     Events,
@@ -117,15 +117,14 @@ pub const MAX_DATA_KEYS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataKeysRequest {
-    /// The workspaces, 1 to 1000 of them.
-    #[schema(min_items = 1, max_items = 1000)]
+    /// The workspaces, 1 to [`MAX_DATA_KEYS`] of them.
     pub workspace_ids: Vec<Uuid>,
 }
 
 /// The keys a [`DataKeysRequest`] asked for: one item per workspace the hubs hold a key
 /// for (over NATS, only of workspaces placed on the asker); the others are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DataKeys {
+pub struct DataKeysReply {
     pub items: Vec<DataKey>,
 }
 

@@ -246,6 +246,18 @@ async fn the_keyring_gives_many_workspaces_data_keys_to_the_operator_alone() {
     assert_eq!(item(&ids[0])["sealed_data_key"], single["sealed_data_key"], "the same key as asked alone");
     assert_eq!(item(&ids[1])["sealed_data_key"], Value::Null, "a deleted workspace's key is destroyed");
 
+    // A read, never replayed from the idempotency store: asked again under the same key
+    // after the workspace is deleted, its destroyed key is not handed back.
+    let later = operator.post("/v1/workspaces", json!({"name": "Later", "organization_id": org})).await;
+    let later = later.expect(201).body["id"].as_str().unwrap().to_owned();
+    let ask = json!({"workspace_ids": [later]});
+    let once = [("idempotency-key", "keyring-once")];
+    let first = operator.send(reqwest::Method::POST, "/v1/internal/keyring", Some(&ask), &once).await.expect(200);
+    assert!(first.body["items"][0]["sealed_data_key"].is_string(), "{:?}", first.body);
+    operator.delete(&format!("/v1/workspaces/{later}")).await.expect(204);
+    let again = operator.send(reqwest::Method::POST, "/v1/internal/keyring", Some(&ask), &once).await.expect(200);
+    assert_eq!(again.body["items"][0]["sealed_data_key"], Value::Null, "a destroyed key came back: {:?}", again.body);
+
     // The operator's alone, and asked for within bounds.
     assert_eq!(Api::new(&hub.url(""), None).post("/v1/internal/keyring", asked.clone()).await.status, 401);
     let too_many: Vec<String> = (0..1001).map(|_| uuid::Uuid::now_v7().to_string()).collect();

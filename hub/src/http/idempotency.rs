@@ -27,8 +27,12 @@ enum Claim {
     Replay(Response),
 }
 
+/// POST routes that only read: run again rather than replayed (a replay of the keyring
+/// would hand back a data key destroyed since, undoing a deletion's crypto-shredding).
+const READS: [&str; 1] = ["/v1/internal/keyring"];
+
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
+    if request.method() != Method::POST || READS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let Some(raw_key) = request.headers().get("idempotency-key").cloned() else {

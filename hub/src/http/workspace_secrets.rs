@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shared::access_token;
 use shared::domain::Aggregate;
 use shared::domain::workspace::{Workspace, WorkspaceCommand};
-use shared::link::{DataKeys, DataKeysRequest, KeyringEntry, MAX_DATA_KEYS};
+use shared::link::{DataKeysReply, DataKeysRequest, KeyringEntry, MAX_DATA_KEYS};
 use shared::scope::Scope;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -185,13 +185,13 @@ async fn keyring(
 /// Many workspaces' sealed data keys (operator: the key instances present). Workspaces
 /// with no key are left out; a destroyed key is `null`.
 #[utoipa::path(post, path = "/v1/internal/keyring", tag = "operations", request_body = DataKeysRequest,
-    responses((status = 200, description = "OK", body = DataKeys),
+    responses((status = 200, description = "OK", body = DataKeysReply),
               (status = "4XX", description = "Problem details (RFC 9457)", body = Problem, content_type = "application/problem+json")))]
 async fn keyring_batch(
     State(state): State<AppState>,
     ctx: Ctx,
     Json(request): Json<DataKeysRequest>,
-) -> Result<axum::Json<DataKeys>, ApiError> {
+) -> Result<axum::Json<DataKeysReply>, ApiError> {
     ctx.principal.require_operator()?;
     if !(1..=MAX_DATA_KEYS).contains(&request.workspace_ids.len()) {
         return Err(ApiError::invalid(
@@ -207,5 +207,5 @@ async fn keyring_batch(
             &[&request.workspace_ids],
         )
         .await?;
-    Ok(axum::Json(DataKeys { items: rows.iter().map(secrets::data_key_item).collect() }))
+    Ok(axum::Json(DataKeysReply { items: rows.iter().map(secrets::data_key_item).collect() }))
 }

@@ -77,6 +77,7 @@ fn bodies(doc: &mut Value) {
         ("CreateApiKey", "workspace_ids", json!({"maxItems": api_key::MAX_LIST_ENTRIES})),
         ("CreateApiKey", "allowed_ips", json!({"maxItems": api_key::MAX_LIST_ENTRIES})),
         ("CreateApiKey", "scopes", json!({"minItems": 1})),
+        ("DataKeysRequest", "workspace_ids", json!({"minItems": 1, "maxItems": shared::link::MAX_DATA_KEYS})),
         ("UpdateApiKey", "name", name(MAX_NAME_CHARS)),
         ("UpdateApiKey", "scopes", json!({"minItems": 1})),
         ("RotateApiKey", "grace_period_seconds", json!({"minimum": 0, "maximum": api_key::MAX_GRACE_PERIOD_SECONDS})),
